@@ -1,0 +1,1 @@
+"""ncf.hw (see README)."""

@@ -1,0 +1,1 @@
+"""ncf.model (see README)."""

@@ -1,0 +1,218 @@
+"""ncf: learned branch prediction and prefetching, from fused program traces to verified hardware.
+
+Every subcommand is a thin wrapper: it parses arguments, calls one plain function of a stage
+module, prints a table and writes JSON. ``ncf <command> --help`` explains each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+EPILOG = """Stages: trace -> (baselines, datasets) -> train -> quantize -> hls/rtl -> verify -> synth.
+See README.md for the whole pipeline; `make demo` runs it end to end."""
+
+
+def count(text: str) -> int:
+    """Instruction counts as people write them: 50000000, 50e6, 1e9, 50M, 2G, 100k."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kKmMgG]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not an instruction count: {text!r} (examples: 50e6, 50M, 1e9)")
+    value = float(m[1]) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m[2].lower()]
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"not a whole number of instructions: {text!r}")
+    return int(value)
+
+
+# ------------------------------------------------------------------------------------ trace
+def cmd_trace(a) -> int:
+    from ncf.trace_eval import capture, workloads
+
+    if a.command_line:
+        inv = workloads.custom(a.command_line)
+    elif a.workload:
+        inv = workloads.prepare(a.workload, a.input, a.inputs_dir)
+    else:
+        raise SystemExit("ncf trace: give --workload NAME or a program after `--` (see --help)")
+    out = a.output or Path("traces") / f"{inv.workload}-{inv.input}.ncft"
+    meta = capture.record(inv, out, skip=a.skip, count=a.instructions, level=a.level,
+                          selfcheck=not a.no_selfcheck, run_to_end=a.run_to_end, progress=not a.quiet)
+    _print_trace_summary(out, meta)
+    return 0
+
+
+def _print_trace_summary(out, meta) -> None:
+    w, r, f = meta["window"], meta["recording"], meta["file"]
+    print(f"{out}: {w['recorded']:,} instructions after skipping {w['skip']:,} "
+          f"({r['insn_per_s'] / 1e6:.2f} M insn/s recording, {f['bytes_per_insn']:.2f} B/insn, "
+          f"{f['size'] / 1e6:.1f} MB)")
+    if not w["complete"]:
+        print(f"  note: the program ended after {w['executed_total']:,} instructions, before the "
+              f"{w['instructions_requested']:,} requested were recorded")
+    if "selfcheck" in meta:
+        s = meta["selfcheck"]
+        print(f"  self-check: addresses {s['addr_match_pct']:.4f}% of {s['addr_checked']:,}, values "
+              f"{s['value_match_pct']:.4f}% of {s['value_checked']:,}"
+              + (f", {s['unsupported']:,} unsupported" if s.get("unsupported") else ""))
+
+
+def cmd_workloads(a) -> int:
+    from ncf.trace_eval import workloads
+
+    rows = []
+    for name in workloads.names():
+        rows.append({"workload": name, "inputs": list(range(workloads.N_INPUTS)),
+                     "seeds": [workloads.seed_of(name, i) for i in range(workloads.N_INPUTS)]})
+    if a.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(f"{'workload':<12} seeds of inputs 0..{workloads.N_INPUTS - 1}")
+        for r in rows:
+            print(f"{r['workload']:<12} {' '.join(map(str, r['seeds']))}")
+    return 0
+
+
+def cmd_inspect(a) -> int:
+    from ncf.trace_eval import inspect
+
+    print(inspect.describe(a.trace, first=a.first, allow_truncated=a.allow_truncated))
+    return 0
+
+
+def cmd_check(a) -> int:
+    from ncf.trace_eval.format import TraceReader
+    from ncf.trace_eval.selfcheck import check_trace
+
+    res = check_trace(TraceReader(a.trace))
+    print(json.dumps(res.as_dict(), indent=1))
+    return 0 if res.ok else 1
+
+
+def cmd_champsim(a) -> int:
+    from ncf.trace_eval import champsim
+
+    if a.direction == "import":
+        path = champsim.import_champsim(a.src, a.dst)
+    else:
+        path = champsim.export_champsim(a.src, a.dst, limit=a.limit)
+    print(path)
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from ncf.trace_eval import bench
+
+    return bench.main(a)
+
+
+def cmd_demo(a) -> int:
+    from ncf import demo
+
+    demo.run(Path(a.out), instructions=a.instructions, skip=a.skip)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ncf", description=__doc__.splitlines()[0], epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("trace", help="record a fused trace (registers + memory values) of a program",
+                       description="Run a program under QEMU with ncf's plugin and record, for every "
+                       "executed instruction, its pc and bytes, the 16 GPRs (+ fs/gs base) before it, and "
+                       "every memory access with its value. The trace is self-checked (addresses recomputed "
+                       "from registers, values against registers) and written with a JSON sidecar.",
+                       epilog="examples:\n  ncf trace --workload bzip2 --input 0 --skip 1e9 --instructions 50e6 "
+                       "-o traces/bzip2-0.ncft\n  ncf trace --instructions 1M -o ls.ncft -- /bin/ls -l /",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--workload", help="a built-in workload (see `ncf workloads`)")
+    t.add_argument("--input", type=int, default=0, help="input index of the workload (default 0)")
+    t.add_argument("--skip", type=count, default=0, help="instructions to fast-forward without recording")
+    t.add_argument("--instructions", type=count, default=10**7, help="instructions to record (default 10M)")
+    t.add_argument("-o", "--output", type=Path, help="trace file (default traces/WORKLOAD-INPUT.ncft)")
+    t.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
+    t.add_argument("--no-selfcheck", action="store_true", help="skip the self-check (not recommended)")
+    t.add_argument("--run-to-end", action="store_true",
+                   help="let the program finish after the window and record a digest of its output")
+    t.add_argument("--inputs-dir", default="work/inputs", help="where generated inputs live")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    t.add_argument("command_line", nargs=argparse.REMAINDER, help="after `--`: any x86-64 Linux program and args")
+    t.set_defaults(func=cmd_trace)
+
+    w = sub.add_parser("workloads", help="list the built-in workloads and their input seeds",
+                       description="List the built-in workloads (bzip2, xz, hmmer, gnugo and the C kernels) "
+                       "with the fixed seed of each input. Input files are generated from these seeds by "
+                       "`ncf trace`; different inputs are how train and test are split.")
+    w.add_argument("--json", action="store_true")
+    w.set_defaults(func=cmd_workloads)
+
+    i = sub.add_parser("inspect", help="summarise a trace and disassemble its first instructions",
+                       description="Print what a trace holds (counts, size, sidecar, self-check result) and "
+                       "its first instructions with registers and memory accesses. A damaged file gives an "
+                       "error that names the problem; --allow-truncated reads what survives of a cut file.")
+    i.add_argument("trace", type=Path)
+    i.add_argument("-n", "--first", type=int, default=20, help="instructions to print (default 20)")
+    i.add_argument("--allow-truncated", action="store_true", help="read the complete chunks of a cut-short file")
+    i.set_defaults(func=cmd_inspect)
+
+    c = sub.add_parser("check", help="re-run the self-check of a trace (exit 1 below 100%%)",
+                       description="Recompute every memory address from the recorded registers and compare "
+                       "with the recorded accesses, and check loaded/stored values against registers. "
+                       "Prints the counts as JSON; exit status 1 if anything disagrees.")
+    c.add_argument("trace", type=Path)
+    c.set_defaults(func=cmd_check)
+
+    cs = sub.add_parser("champsim", help="import or export ChampSim traces (64-byte input_instr, .xz)",
+                        description="import: a ChampSim trace (.xz, .gz or raw) becomes an ncf trace without "
+                        "registers, values or instruction bytes (stages that need them say so). export: any "
+                        "ncf trace becomes ChampSim input_instr records (.xz if the name ends in .xz).")
+    cs.add_argument("direction", choices=["import", "export"])
+    cs.add_argument("src", type=Path)
+    cs.add_argument("dst", type=Path)
+    cs.add_argument("--limit", type=count, help="export at most this many instructions")
+    cs.set_defaults(func=cmd_champsim)
+
+    b = sub.add_parser("bench", help="benchmarks that print figures and ratios against targets",
+                       description="Measure, print and save (markdown + JSON under --out) figures with their "
+                       "ratio to the project's targets. Benchmarks never fail on a missed target: they report it.")
+    b.add_argument("what", choices=["trace"], help="trace: capture throughput and bytes per instruction")
+    b.add_argument("--workloads", nargs="+", default=["bzip2", "xz", "hmmer", "gnugo"])
+    b.add_argument("--instructions", type=count, default=20 * 10**6)
+    b.add_argument("--skip", type=count, default=10**7)
+    b.add_argument("-o", "--out", type=Path, default=Path("reports/bench"))
+    b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("demo", help="run the pipeline end to end on the built-in workloads and write a report",
+                       description="Trace every built-in workload on a training and a held-out input, run "
+                       "the stages after it, and write a report (markdown + JSON) under --out. Work already "
+                       "done with the same settings is reused.")
+    d.add_argument("--out", default="reports/demo")
+    d.add_argument("--instructions", type=count, default=2 * 10**6, help="instructions per trace")
+    d.add_argument("--skip", type=count, default=10**6)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ncf.trace_eval.capture import CaptureError
+    from ncf.trace_eval.format import TraceError
+    from ncf.trace_eval.workloads import WorkloadError
+
+    args = build_parser().parse_args(argv)
+    if getattr(args, "command_line", None) and args.command_line[0] == "--":
+        args.command_line = args.command_line[1:]
+    try:
+        return args.func(args)
+    except (TraceError, CaptureError, WorkloadError) as e:
+        print(f"ncf {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ncf {args.cmd}: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ncf.quant (see README)."""

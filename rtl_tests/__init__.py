@@ -1,0 +1,1 @@
+"""cocotb testbenches for the generated predictor (see README)."""

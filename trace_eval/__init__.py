@@ -1,0 +1,1 @@
+"""ncf.trace_eval: tracer, trace format, baselines and the evaluation harness."""

@@ -1,0 +1,170 @@
+"""Record a fused trace: run a program under QEMU user mode with the ncf plugin, self-check the
+result, and write the trace with its sidecar.
+
+    sidecar = record(prepare("bzip2", 0), "traces/bzip2-0.ncft", skip=10**9, count=50 * 10**6)
+
+The trace and its sidecar appear only when everything succeeded; an interrupted or failed run
+leaves neither (nor temporary files). A trace whose self-check is below 100% is kept, with the
+result in its sidecar, and :class:`CaptureError` is raised: it must not be used silently.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import capstone
+
+import ncf
+from ncf.io import atomic_path, write_json
+
+from .format import VERSION, TraceReader, file_info, sidecar_path
+from .selfcheck import check_trace
+from .workloads import NATIVE, Invocation
+
+PLUGIN = NATIVE / "qtrace.so"
+SUMMARY = re.compile(r"qtrace: executed=(\d+) recorded=(\d+) seconds=([\d.]+) eip_mismatches=(\d+) dropped=(\d+)")
+
+
+class CaptureError(Exception):
+    """Recording failed or produced a trace that cannot be trusted; the message says why."""
+
+
+def qemu_binary() -> str:
+    path = shutil.which("qemu-x86_64")
+    if not path:
+        raise CaptureError("qemu-x86_64 not found: install it with `apt-get install qemu-user` "
+                           "(`make setup` does this)")
+    return path
+
+
+def plugin_path() -> Path:
+    if not PLUGIN.exists():
+        raise CaptureError(f"the tracing plugin {PLUGIN} is not built: run `make native`")
+    return PLUGIN
+
+
+def tool_versions() -> dict:
+    qemu = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True).stdout.splitlines()
+    return {"ncf": ncf.__version__, "qemu": qemu[0] if qemu else "?", "capstone": capstone.__version__,
+            "python": platform.python_version()}
+
+
+def record(inv: Invocation, out: str | os.PathLike, skip: int = 0, count: int = 10**6, level: int = 3,
+           selfcheck: bool = True, run_to_end: bool = False, progress: bool = True) -> dict:
+    """Trace ``count`` instructions of ``inv`` after fast-forwarding ``skip``; return the sidecar.
+
+    ``run_to_end`` lets the program finish after recording (to compare its output); by default
+    the guest exits as soon as the window is recorded.
+    """
+    out = Path(out)
+    if count <= 0 or skip < 0:
+        raise CaptureError(f"bad window: skip={skip} count={count} (count must be > 0, skip >= 0)")
+    qemu, plugin = qemu_binary(), plugin_path()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp_trace, tempfile.TemporaryDirectory(prefix="ncf-trace-") as scratch:
+        tmp_stdout = Path(scratch) / "stdout"
+        opts = f"out={tmp_trace},skip={skip},count={count},level={level}" + ("" if run_to_end else ",exit=on")
+        rfd, wfd = os.pipe()
+        cmd = [qemu, "-singlestep", "-plugin", f"{plugin},{opts},progress={wfd}", *inv.argv]
+        t0 = time.monotonic()
+        with open(tmp_stdout, "wb") as so:
+            proc = subprocess.Popen(cmd, cwd=inv.cwd, stdout=so, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                    pass_fds=(wfd,))
+        os.close(wfd)
+        err_lines: list[bytes] = []
+        reader = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        try:
+            _follow_progress(rfd, skip + count, f"trace {inv.workload}#{inv.input}", progress)
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            os.close(rfd)
+            for half in tmp_trace.parent.glob(tmp_trace.name + ".tmp.*"):  # left by a plugin that died
+                half.unlink()
+        reader.join()
+        wall = time.monotonic() - t0
+        stderr = b"".join(err_lines).decode(errors="replace")
+        summary = SUMMARY.findall(stderr)
+        if not summary:
+            raise CaptureError(f"{inv.workload}: qemu exited with {rc} without finishing the trace:\n{stderr[-2000:]}")
+        executed, recorded, seconds, eip_bad, dropped = summary[-1]
+        executed, recorded, eip_bad, dropped = int(executed), int(recorded), int(eip_bad), int(dropped)
+        if rc != 0 and run_to_end:
+            raise CaptureError(f"{inv.workload}: the program exited with status {rc}:\n{stderr[-2000:]}")
+        if recorded == 0:
+            raise CaptureError(f"{inv.workload}: the program ended after {executed} instructions, "
+                               f"before the window (skip {skip}) began; use a smaller --skip")
+        if eip_bad or dropped:
+            raise CaptureError(f"{inv.workload}: the recorder is not exact here ({eip_bad} pc/register "
+                               f"mismatches, {dropped} dropped memory records); the trace is discarded")
+        if not tmp_trace.exists() or tmp_trace.stat().st_size == 0:
+            raise CaptureError(f"{inv.workload}: qemu reported success but wrote no trace:\n{stderr[-2000:]}")
+        meta = {
+            "format_version": VERSION,
+            "source": f"{inv.workload} input {inv.input}, recorded by ncf's QEMU plugin",
+            "workload": inv.workload, "input": {"index": inv.input, "seed": inv.seed, "files": inv.input_files},
+            "argv": [Path(inv.argv[0]).name, *inv.argv[1:]], "program": inv.program_version,
+            "window": {"skip": skip, "instructions_requested": count, "recorded": recorded,
+                       "executed_total": executed, "complete": recorded == count},
+            "recording": {"seconds": float(seconds), "insn_per_s": recorded / max(float(seconds), 1e-9),
+                          "wall_seconds": round(wall, 3), "zstd_level": level},
+            "available": {"registers": True, "memory_values": True, "instruction_bytes": True},
+            "tools": tool_versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "file": file_info(tmp_trace),
+        }
+        if run_to_end:
+            meta["program_output_sha256"] = _sha256(tmp_stdout)
+        meta["file"]["bytes_per_insn"] = meta["file"]["size"] / recorded
+        if selfcheck:
+            res = check_trace(TraceReader(tmp_trace, require_sidecar=False), progress=_bar(
+                recorded, f"self-check {inv.workload}#{inv.input}", progress))
+            meta["selfcheck"] = res.as_dict()
+        write_json(sidecar_path(out), meta)
+        # the trace takes its final name last: a trace never exists without its sidecar
+    if selfcheck and not meta["selfcheck"]["ok"]:
+        raise CaptureError(f"{out}: self-check failed: {meta['selfcheck']['addr_match_pct']:.4f}% addresses, "
+                           f"{meta['selfcheck']['value_match_pct']:.4f}% values match; most frequent: "
+                           f"{meta['selfcheck']['most_frequent_failures']}. The trace is kept for inspection.")
+    return meta
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    bar = tqdm(total=total, desc=desc, unit="insn", unit_scale=True, file=sys.stderr, leave=False)
+    return bar.update
+
+
+def _follow_progress(fd: int, total: int, desc: str, enabled: bool) -> None:
+    """Read the plugin's "executed recorded" lines until it closes the pipe; show a bar."""
+    from tqdm import tqdm
+    bar = tqdm(total=total, desc=desc, unit="insn", unit_scale=True, file=sys.stderr, disable=not enabled,
+               leave=False)
+    buf = b""
+    with bar:
+        while chunk := os.read(fd, 4096):
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            if lines:
+                executed = int(lines[-1].split()[0])
+                bar.update(min(executed, total) - bar.n)

@@ -1,0 +1,40 @@
+"""Human-readable summary of a trace: its sidecar, counts, and the first instructions disassembled."""
+from __future__ import annotations
+
+import capstone
+
+from .format import FLAG_NAMES, REGS, TraceReader
+
+
+def describe(path, first: int = 20, allow_truncated: bool = False) -> str:
+    r = TraceReader(path, allow_truncated=allow_truncated, require_sidecar=not allow_truncated)
+    lines = [f"{path}: {r.n_insn:,} instructions, {r.size / 1e6:.2f} MB "
+             f"({r.size / max(r.n_insn, 1):.2f} B/insn), records "
+             + ", ".join(name for flag, name in FLAG_NAMES.items() if r.flags & flag)]
+    if r.end is None:
+        lines.append("  TRUNCATED: no end record; showing the complete chunks")
+    m = r.meta
+    if m.get("workload"):
+        lines.append(f"  {m['workload']} input {m['input']['index']} (seed {m['input']['seed']}): "
+                     f"{' '.join(m['argv'])}; skip {m['window']['skip']:,}")
+    if "selfcheck" in m:
+        s = m["selfcheck"]
+        lines.append(f"  self-check: addresses {s['addr_match_pct']:.4f}%, values {s['value_match_pct']:.4f}%")
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    shown = 0
+    for ch in r.chunks():
+        for row in ch.insn[: first - shown]:
+            pc, code = r.static.code(int(row["sid"]))
+            d = next(md.disasm(code, pc), None)
+            text = f"{d.mnemonic} {d.op_str}" if d else "(no bytes)"
+            line = f"  {int(row['idx']):>8} {pc:#014x}  {text:<40}"
+            if "regs" in row.dtype.names:
+                line += " " + " ".join(f"{REGS[k]}={int(row['regs'][k]):#x}" for k in (0, 1, 2, 4, 6, 7))
+            mems = ch.mem[int(row["mem0"]):int(row["mem0"]) + int(row["nmem"])]
+            line += "".join(f"  {'st' if x['store'] else 'ld'}{int(x['size'])}[{int(x['addr']):#x}]={int(x['val']):#x}"
+                            for x in mems)
+            lines.append(line)
+        shown += min(len(ch.insn), first - shown)
+        if shown >= first:
+            break
+    return "\n".join(lines)

@@ -1,0 +1,242 @@
+"""Self-check of a recorded trace: does what the tracer recorded agree with itself?
+
+Each static instruction is decoded once with capstone; the checks are vectorised per chunk.
+
+1. Address check. For every instruction with a memory operand, the effective address recomputed
+   from the recorded registers (base + index*scale + disp; RIP-relative = next pc + disp; fs:/gs:
+   add the recorded segment base; 32-bit addressing masked) must be one of its recorded access
+   addresses. Implicit stack accesses too: push/call -> rsp-8, pop/ret -> rsp, leave -> rbp.
+   xsave/xrstor & co. may skip state components: all their accesses must lie in [EA, EA+4096).
+   Not checked (reported): lea/nop/prefetch (operand, no access) and VSIB gathers.
+2. Value check. mov/movzx reg <- [mem] and pop reg: the loaded value equals the destination
+   register recorded before the *next* instruction; mov [mem] <- reg/imm and push: the stored value
+   equals the source register or the immediate.
+
+Together these prove the register reading, the value reading and the attribution of accesses to
+instructions. The recorder is trusted only at 100%.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import capstone
+import numpy as np
+from capstone import x86
+
+from .format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, NREG, TraceReader
+
+Z = NREG  # index of an all-zero register column appended to the register matrix
+NSLOT = 3  # up to 2 explicit memory operands + 1 implicit stack slot
+NO_ACCESS = ("lea", "nop", "prefetch")  # memory operand but no access
+REGION = ("xsave", "xrstor", "fxsave", "fxrstor")
+STACK = {"push": (4, -8), "pushfq": (4, -8), "call": (4, -8), "pop": (4, 0), "popfq": (4, 0),
+         "ret": (4, 0), "leave": (5, 0)}
+
+GPR: dict[str, tuple[int, int, int]] = {}  # capstone name -> (register column, width, shift)
+for _i, (_q, _d, _w, _b) in enumerate(zip(
+        "rax rcx rdx rbx rsp rbp rsi rdi".split() + [f"r{k}" for k in range(8, 16)],
+        "eax ecx edx ebx esp ebp esi edi".split() + [f"r{k}d" for k in range(8, 16)],
+        "ax cx dx bx sp bp si di".split() + [f"r{k}w" for k in range(8, 16)],
+        "al cl dl bl spl bpl sil dil".split() + [f"r{k}b" for k in range(8, 16)])):
+    GPR.update({_q: (_i, 64, 0), _d: (_i, 32, 0), _w: (_i, 16, 0), _b: (_i, 8, 0)})
+GPR.update({"ah": (0, 8, 8), "ch": (1, 8, 8), "dh": (2, 8, 8), "bh": (3, 8, 8)})
+
+KIND_NONE, KIND_CHECKED, KIND_NO_ACCESS, KIND_UNSUPPORTED = 0, 1, 2, 3
+M64 = 2**64 - 1
+
+
+def _grown(a: np.ndarray, size: int, fill) -> np.ndarray:
+    new = np.full((size,) + a.shape[1:], fill, a.dtype)
+    new[: len(a)] = a
+    return new
+
+
+class Decoder:
+    """Per-static-instruction address and value formulas, indexed by sid, filled on first sight."""
+
+    def __init__(self):
+        self.md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        self.md.detail = True
+        self.mnem: dict[int, str] = {}
+        e = np.zeros(0)
+        self.done = e.astype(bool)
+        self.kind = e.astype(np.int8)
+        self.base = self.index = self.seg = np.zeros((0, NSLOT), np.int64)
+        self.scale = self.const = np.zeros((0, NSLOT), np.uint64)
+        self.amask = np.zeros((0, NSLOT), np.uint64)
+        self.valid = np.zeros((0, NSLOT), bool)
+        self.region = e.astype(bool)
+        self.vkind = e.astype(np.int8)  # 1 load -> next regs, 2 store <- reg, 3 store <- imm
+        self.vreg = e.astype(np.int64)
+        self.vshift = self.vmask = self.vimm = e.astype(np.uint64)
+
+    _FILL = {"done": False, "kind": 0, "base": Z, "index": Z, "seg": Z, "scale": 0, "const": 0,
+             "amask": M64, "valid": False, "region": False, "vkind": 0, "vreg": Z, "vshift": 0,
+             "vmask": 0, "vimm": 0}
+
+    def ensure(self, sids: np.ndarray, static) -> None:
+        """Decode every sid in ``sids`` not seen yet (``static``: a format.StaticTable)."""
+        top = int(sids.max()) + 1 if len(sids) else 0
+        if top > len(self.done):
+            size = max(top, 2 * len(self.done), 1024)
+            for name, fill in self._FILL.items():
+                setattr(self, name, _grown(getattr(self, name), size, fill))
+        for sid in np.unique(sids[~self.done[sids]]):
+            self._fill(int(sid), *static.code(int(sid)))
+
+    def _fill(self, sid: int, pc: int, code: bytes) -> None:
+        self.done[sid] = True
+        d = next(self.md.disasm(code, pc), None)
+        if d is None:
+            self.kind[sid], self.mnem[sid] = KIND_UNSUPPORTED, f"(undecodable {code.hex()})"
+            return
+        m = d.mnemonic
+        self.mnem[sid] = m
+        mem = [o for o in d.operands if o.type == x86.X86_OP_MEM]
+        stack = STACK.get(m.split()[-1])
+        if m.startswith(NO_ACCESS) or (not mem and not stack):
+            self.kind[sid] = KIND_NO_ACCESS if mem else KIND_NONE
+            return
+        if len(mem) > 2:
+            self.kind[sid] = KIND_UNSUPPORTED
+            return
+        slots = []
+        for o in mem:
+            b = d.reg_name(o.mem.base) if o.mem.base else None
+            x = d.reg_name(o.mem.index) if o.mem.index else None
+            s = d.reg_name(o.mem.segment) if o.mem.segment else None
+            if (b not in GPR and b not in (None, "rip")) or (x is not None and x not in GPR):
+                self.kind[sid] = KIND_UNSUPPORTED  # VSIB (vector index) or 16-bit addressing
+                return
+            const = o.mem.disp + (pc + d.size if b == "rip" else 0)
+            a32 = 32 in {GPR[r][1] for r in (b, x) if r in GPR}
+            seg = {"fs": 16, "gs": 17}.get(s, Z)
+            slots.append((GPR[b][0] if b in GPR else Z, GPR[x][0] if x else Z, seg,
+                          o.mem.scale if x else 0, const, a32))
+        if stack:
+            slots.append((stack[0], Z, Z, 0, stack[1], False))
+        for k, (b, x, seg, sc, const, a32) in enumerate(slots):
+            self.base[sid, k], self.index[sid, k], self.seg[sid, k] = b, x, seg
+            self.scale[sid, k], self.const[sid, k] = sc, const & M64
+            self.amask[sid, k] = 0xFFFFFFFF if a32 else M64
+            self.valid[sid, k] = True
+        self.kind[sid] = KIND_CHECKED
+        self.region[sid] = m.startswith(REGION)
+        self._fill_value(sid, d, m)
+
+    def _fill_value(self, sid: int, d, m: str) -> None:
+        ops = d.operands
+        if not ops:
+            return
+        dst, src = ops[0], ops[-1]
+
+        def reg(o):
+            return GPR.get(d.reg_name(o.reg)) if o.type == x86.X86_OP_REG else None
+
+        if m in ("mov", "movzx") and reg(dst) and src.type == x86.X86_OP_MEM:
+            self._value(sid, 1, reg(dst))
+        elif m == "pop" and reg(dst) and reg(dst)[1] == 64 and reg(dst)[0] != 4:
+            self._value(sid, 1, reg(dst))
+        elif (m == "mov" and dst.type == x86.X86_OP_MEM) or m == "push":
+            if reg(src) and (m == "mov" or reg(src)[1] == 64):
+                self._value(sid, 2, reg(src))
+            elif src.type == x86.X86_OP_IMM:
+                self._value(sid, 3, (Z, 64 if m == "push" else src.size * 8, 0), src.imm)
+
+    def _value(self, sid, kind, r, imm=0):
+        self.vkind[sid], self.vreg[sid], self.vshift[sid] = kind, r[0], r[2]
+        self.vmask[sid] = (1 << r[1]) - 1
+        self.vimm[sid] = imm & M64
+
+    def effective_addresses(self, sid: np.ndarray, regs: np.ndarray) -> np.ndarray:
+        """(n, NSLOT) effective addresses of each instruction's memory slots from ``regs`` (n, NREG)
+        taken before the instruction; meaningful where ``self.valid[sid]``."""
+        n = len(sid)
+        R = np.zeros((n, NREG + 1), np.uint64)
+        R[:, :NREG] = regs
+        rows = np.arange(n)[:, None]
+        return (R[rows, self.base[sid]] + R[rows, self.index[sid]] * self.scale[sid]
+                + R[rows, self.seg[sid]] + self.const[sid]) & self.amask[sid]
+
+
+@dataclass
+class CheckResult:
+    counts: collections.Counter = field(default_factory=collections.Counter)
+    failures: collections.Counter = field(default_factory=collections.Counter)
+
+    @property
+    def addr_match_pct(self) -> float:
+        c = self.counts
+        return 100.0 * c["addr_match"] / c["addr_checked"] if c["addr_checked"] else float("nan")
+
+    @property
+    def value_match_pct(self) -> float:
+        c = self.counts
+        return 100.0 * c["value_match"] / c["value_checked"] if c["value_checked"] else float("nan")
+
+    @property
+    def ok(self) -> bool:
+        c = self.counts
+        return (c["addr_checked"] > 0 and c["addr_match"] == c["addr_checked"]
+                and c["value_match"] == c["value_checked"] and c["addr_no_access"] == 0)
+
+    def as_dict(self) -> dict:
+        return {**dict(self.counts), "addr_match_pct": round(self.addr_match_pct, 6),
+                "value_match_pct": round(self.value_match_pct, 6), "ok": self.ok,
+                "most_frequent_failures": dict(self.failures.most_common(8))}
+
+
+def check_trace(reader: TraceReader, progress=None) -> CheckResult:
+    """Run both checks over every chunk of ``reader``. ``progress(n)`` is called per chunk."""
+    for flag in (FLAG_REGS, FLAG_VALUES, FLAG_BYTES):
+        reader.require(flag, "the self-check")
+    dec = Decoder()
+    res = CheckResult()
+    c, bad = res.counts, res.failures
+    for ch in reader.chunks():
+        ins, mem = ch.insn, ch.mem
+        n = len(ins)
+        sid = ins["sid"].astype(np.int64)
+        dec.ensure(sid, reader.static)
+        ea = dec.effective_addresses(sid, ins["regs"])
+        local = np.repeat(np.arange(n), ins["nmem"].astype(np.int64))  # mem record -> row
+        ok = np.ones(n, bool)
+        for k in range(NSLOT):
+            hit = np.bincount(local[mem["addr"] == ea[local, k]], minlength=n) > 0
+            if k == 0:  # xsave & co: every access inside [EA, EA + 4096)
+                out = np.bincount(local[mem["addr"] - ea[local, 0] >= 4096], minlength=n) > 0
+                hit = np.where(dec.region[sid], ~out, hit)
+            ok &= hit | ~dec.valid[sid, k]
+        kind = dec.kind[sid]
+        checked = kind == KIND_CHECKED
+        noacc = checked & (ins["nmem"] == 0)
+        mism = checked & ~ok & ~noacc
+        c["insns"] += n
+        c["mem_records"] += len(mem)
+        c["addr_checked"] += int(checked.sum())
+        c["addr_match"] += int((checked & ok).sum())
+        c["addr_no_access"] += int(noacc.sum())
+        c["addr_mismatch"] += int(mism.sum())
+        c["skipped_no_access_ops"] += int((kind == KIND_NO_ACCESS).sum())
+        c["unsupported"] += int((kind == KIND_UNSUPPORTED).sum())
+        for s, what in ((mism, "address"), (noacc, "no access"), (kind == KIND_UNSUPPORTED, "unsupported")):
+            for x in sid[s]:
+                bad[f"{what}: {dec.mnem[int(x)]}"] += 1
+        # value checks: instructions with exactly one access, not the chunk's last
+        rows = np.arange(n)
+        vk = dec.vkind[sid]
+        sel = np.nonzero((vk > 0) & (ins["nmem"] == 1) & (rows < n - 1))[0]
+        s = sid[sel]
+        got = mem["val"][ins["mem0"][sel].astype(np.int64)] & dec.vmask[s]
+        R = np.zeros((n, NREG + 1), np.uint64)
+        R[:, :NREG] = ins["regs"]
+        src_row = np.where(vk[sel] == 1, sel + 1, sel)
+        want = np.where(vk[sel] == 3, dec.vimm[s], R[src_row, dec.vreg[s]] >> dec.vshift[s]) & dec.vmask[s]
+        c["value_checked"] += len(sel)
+        c["value_match"] += int((got == want).sum())
+        for x in s[got != want]:
+            bad[f"value: {dec.mnem[int(x)]}"] += 1
+        if progress:
+            progress(n)
+    return res

@@ -1,0 +1,199 @@
+"""Built-in workloads: real programs (the SPEC CPU2006 programs Debian ships) and small C kernels,
+each with inputs that ncf generates itself from fixed seeds.
+
+Different inputs of one program are how later stages split train from test, so input ``i`` of a
+workload is always generated from the same seed and gives the same bytes on every machine.
+
+==========  ======================================  ========================  ==================
+workload    command                                 SPEC CPU counterpart      input i
+==========  ======================================  ========================  ==================
+bzip2       bzip2 -c data.bin                       401.bzip2                 2 MiB mixed data
+xz          xz -T1 -c data.bin                      557.xz_r                  2 MiB mixed data
+hmmer       hmm2search --cpu 0 fam.hmm db.fa        456.hmmer (HMMER 2)       protein family + db
+gnugo       gnugo --seed 1 --mode gtp --level 1     445.gobmk                 9x9 game from an opening
+list_walk,  build/native/kernels/NAME SEED SIZE     (ncf's own C kernels)     seed = 1 + i
+hash_table, quicksort, matmul, bst
+==========  ======================================  ========================  ==================
+
+``hmmer`` runs HMMER 2's ``hmm2search`` (Debian package hmmer2), the code base of SPEC's 456.hmmer;
+Debian's ``hmmsearch`` is HMMER 3. ``--cpu 0`` keeps it on one thread.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ncf.io import atomic_path
+
+REPO = Path(__file__).resolve().parent.parent
+NATIVE = REPO / "build" / "native"
+KERNELS = ("list_walk", "hash_table", "quicksort", "matmul", "bst")
+PROGRAMS = ("bzip2", "xz", "hmmer", "gnugo")
+N_INPUTS = 3  # inputs 0, 1, 2 of every workload
+AMINO = "ACDEFGHIKLMNPQRSTVWY"
+
+
+class WorkloadError(Exception):
+    """A workload cannot be prepared (unknown name, missing program, bad input index)."""
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A ready-to-run program: argv[0] is an absolute path; ``cwd`` holds the input files."""
+
+    workload: str
+    input: int
+    seed: int
+    argv: tuple[str, ...]
+    cwd: Path
+    input_files: dict  # name -> sha256
+    program_version: str
+
+
+def names() -> tuple[str, ...]:
+    return PROGRAMS + KERNELS
+
+
+def seed_of(workload: str, index: int) -> int:
+    """The fixed seed of input ``index`` of ``workload`` (stable across machines and versions)."""
+    if workload in KERNELS:
+        return 1 + index
+    return int.from_bytes(hashlib.sha256(f"{workload}/{index}".encode()).digest()[:4], "little")
+
+
+# ------------------------------------------------------------------------------------ inputs
+def mixed_data(rng: random.Random, size: int = 2 << 20) -> bytes:
+    """Text with a Zipf-like vocabulary, small binary records, repeats and noise (compressible
+    in the ways real files are)."""
+    words = ["".join(rng.choice("etaoinshrdlucmfwyp") for _ in range(rng.randint(2, 9))) for _ in range(800)]
+    out = bytearray()
+    while len(out) < size:
+        kind = rng.random()
+        if kind < 0.45:
+            line = " ".join(words[min(int(rng.paretovariate(1.2)) - 1, 799)] for _ in range(rng.randint(4, 16)))
+            out += (line.capitalize() + rng.choice(".,;!?") + "\n").encode()
+        elif kind < 0.7:
+            for _ in range(rng.randint(8, 64)):
+                out += rng.randint(0, 300).to_bytes(4, "little")
+                out += rng.randint(-5000, 5000).to_bytes(2, "little", signed=True)
+        elif kind < 0.85:
+            if len(out) > 4096:
+                start = rng.randrange(len(out) - 2048)
+                out += out[start:start + rng.randint(64, 2048)]
+        else:
+            out += rng.randbytes(rng.randint(16, 512))
+    return bytes(out[:size])
+
+
+def protein_inputs(rng: random.Random) -> tuple[str, str]:
+    """A Stockholm alignment of a synthetic family and a FASTA database where ~10% of the
+    sequences carry a mutated family member."""
+    def mutate(seq, rate):
+        return "".join(rng.choice(AMINO) if rng.random() < rate else c for c in seq)
+
+    core = "".join(rng.choice(AMINO) for _ in range(80))
+    sto = ["# STOCKHOLM 1.0", ""] + [f"fam{i:02d} {mutate(core, 0.25)}" for i in range(24)] + ["//", ""]
+    fa = []
+    for i in range(1500):
+        seq = "".join(rng.choice(AMINO) for _ in range(rng.randint(150, 400)))
+        if rng.random() < 0.1:
+            pos = rng.randrange(len(seq))
+            seq = seq[:pos] + mutate(core, 0.35) + seq[pos:]
+        fa.append(f">seq{i:05d}")
+        fa += [seq[j:j + 60] for j in range(0, len(seq), 60)]
+    return "\n".join(sto), "\n".join(fa) + "\n"
+
+
+def gtp_script(rng: random.Random, moves: int = 30) -> str:
+    """A 9x9 game: a seeded opening of 4-6 stones on non-adjacent points, then gnugo plays."""
+    cols = "ABCDEFGHJ"
+    points: list[tuple[int, int]] = []
+    while len(points) < rng.randint(4, 6):
+        p = (rng.randrange(9), rng.randrange(9))
+        if all(abs(p[0] - q[0]) + abs(p[1] - q[1]) > 1 for q in points):
+            points.append(p)
+    colour = ["black", "white"]
+    cmds = ["boardsize 9", "clear_board", "komi 5.5"]
+    cmds += [f"play {colour[i % 2]} {cols[c]}{r + 1}" for i, (c, r) in enumerate(points)]
+    cmds += [f"genmove {colour[(len(points) + i) % 2]}" for i in range(moves)]
+    cmds += ["showboard", "final_score", "quit"]
+    return "\n".join(cmds) + "\n"
+
+
+# ------------------------------------------------------------------------------------ programs
+def _which(prog: str, package: str) -> str:
+    path = shutil.which(prog) or (f"/usr/games/{prog}" if Path(f"/usr/games/{prog}").exists() else None)
+    if not path:
+        raise WorkloadError(f"program {prog!r} not found: install it with `apt-get install {package}` "
+                            "(`make setup` does this)")
+    return path
+
+
+def _version(package: str) -> str:
+    r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True)
+    return f"{package} {r.stdout.strip()}" if r.returncode == 0 else f"{package} (version unknown)"
+
+
+def _write(path: Path, data: bytes | str) -> None:
+    if path.exists():
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def prepare(workload: str, index: int, root: str | Path = "work/inputs") -> Invocation:
+    """Generate (once) the input files of ``workload`` input ``index`` under ``root`` and return
+    the command that runs it. Generation is deterministic; existing files are reused."""
+    if workload not in names():
+        raise WorkloadError(f"unknown workload {workload!r}; built-ins: {', '.join(names())}")
+    if not 0 <= index < N_INPUTS:
+        raise WorkloadError(f"{workload}: input {index} does not exist (inputs are 0..{N_INPUTS - 1})")
+    seed = seed_of(workload, index)
+    cwd = (Path(root) / workload / str(index)).resolve()
+    cwd.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    if workload in ("bzip2", "xz"):
+        _write(cwd / "data.bin", mixed_data(rng))
+        prog = _which(workload, "bzip2" if workload == "bzip2" else "xz-utils")
+        argv = (prog, "-c", "data.bin") if workload == "bzip2" else (prog, "-T1", "-c", "data.bin")
+        version = _version("bzip2" if workload == "bzip2" else "xz-utils")
+    elif workload == "hmmer":
+        sto, fa = protein_inputs(rng)
+        _write(cwd / "fam.sto", sto)
+        _write(cwd / "db.fa", fa)
+        prog = _which("hmm2search", "hmmer2")
+        if not (cwd / "fam.hmm").exists():
+            # hmm2build stamps the date and its command line into the model: drop those two lines
+            # so that the same seed gives the same bytes
+            with tempfile.TemporaryDirectory() as scratch:
+                subprocess.run([_which("hmm2build", "hmmer2"), "-F", f"{scratch}/fam.hmm", "fam.sto"], cwd=cwd,
+                               check=True, capture_output=True)
+                built = Path(scratch, "fam.hmm").read_text()
+            _write(cwd / "fam.hmm", "".join(line for line in built.splitlines(True)
+                                            if not line.startswith(("DATE ", "COM "))))
+        argv, version = (prog, "--cpu", "0", "fam.hmm", "db.fa"), _version("hmmer2")
+    elif workload == "gnugo":
+        _write(cwd / "game.gtp", gtp_script(rng))
+        prog = _which("gnugo", "gnugo")
+        argv = (prog, "--seed", "1", "--mode", "gtp", "--gtp-input", "game.gtp", "--level", "1")
+        version = _version("gnugo")
+    else:
+        prog = NATIVE / "kernels" / workload
+        if not prog.exists():
+            raise WorkloadError(f"kernel {prog} is not built: run `make native`")
+        argv, version = (str(prog), str(seed)), f"ncf kernel {workload}"
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(cwd.iterdir()) if p.is_file()}
+    return Invocation(workload, index, seed, argv, cwd, files, version)
+
+
+def custom(argv: list[str]) -> Invocation:
+    """Any x86-64 Linux user program, run in the current directory."""
+    prog = shutil.which(argv[0]) or (argv[0] if Path(argv[0]).is_file() else None)
+    if not prog:
+        raise WorkloadError(f"program {argv[0]!r} not found")
+    return Invocation(Path(prog).name, 0, 0, (str(Path(prog).resolve()), *argv[1:]), Path.cwd(), {}, "custom program")
