@@ -41,6 +41,11 @@ $(NATIVE)/ptrace_trace: trace_eval/native/ptrace_trace.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -Wall -Wextra -o $@ $<
 
+# Compiled cores of the baselines, called through ctypes (branch predictors, cache + prefetchers)
+$(NATIVE)/lib%.so: trace_eval/native/%.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -g -Wall -Wextra -fPIC -shared -o $@ $<
+
 # Kernels are static, -nostdlib programs with their own _start, so that QEMU and native runs
 # execute the same instructions (no libc IFUNC choices, no dynamic loader).
 KFLAGS := -O2 -g -static -nostdlib -fno-pie -no-pie -fno-stack-protector -fcf-protection=none \

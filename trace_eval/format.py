@@ -269,9 +269,10 @@ class TraceReader:
         """Raise a clear error when ``stage`` needs a part of the trace this file does not have."""
         if not self.has(flag):
             src = self.meta.get("source", "this trace")
+            why = (" (ChampSim traces carry no registers, values or instruction bytes)"
+                   if str(src).startswith("ChampSim") else "")
             raise TraceError(f"{self.path}: {stage} needs {FLAG_NAMES[flag]}, which {src} does not "
-                             "record (ChampSim traces carry no registers, values or instruction "
-                             "bytes); record the program with `ncf trace` instead")
+                             f"record{why}; record the program with `ncf trace` instead")
 
     @property
     def n_insn(self) -> int:
@@ -398,22 +399,29 @@ _POP16 = np.array([bin(i).count("1") for i in range(1 << 16)], np.int64)
 
 
 def expand_regs(mask: np.ndarray, regval: np.ndarray, path, k: int) -> np.ndarray:
-    """Undo the register delta: (n,) change masks + packed changed values -> (n, NREG) registers."""
+    """Undo the register delta: (n,) change masks + packed changed values -> (n, NREG) registers.
+
+    Values are packed row by row, ascending register within a row, so the value of register r
+    changed at row i sits at offset[i] + popcount(mask[i] & (2**r - 1)).
+    """
     n = len(mask)
     if n == 0:
         return np.zeros((0, NREG), np.uint64)
-    full = (1 << NREG) - 1
-    if int(mask[0]) != full or (mask >> NREG).any():
+    if int(mask[0]) != (1 << NREG) - 1 or (mask >> NREG).any():
         raise TraceError(f"{path}: corrupt chunk {k}: register masks are invalid")
     counts = _POP16[mask & 0xFFFF] + _POP16[mask >> 16]
     if counts.sum() != len(regval):
         raise TraceError(f"{path}: corrupt chunk {k}: register values do not add up")
-    bits = ((mask[:, None] >> np.arange(NREG, dtype=np.uint32)) & 1).astype(bool)
-    # for each (row, reg): position in regval of the latest change at or before row
-    pos = np.cumsum(bits.ravel()).reshape(n, NREG) - 1  # running count in row-major order
-    last = np.where(bits, pos, -1)
-    last = np.maximum.accumulate(last, axis=0)
-    return regval[last]
+    offset = np.zeros(n, np.int64)
+    np.cumsum(counts[:-1], out=offset[1:])
+    rows = np.arange(n)
+    out = np.empty((n, NREG), np.uint64)
+    for r in range(NREG):
+        changed = ((mask >> r) & 1).astype(bool)
+        below = mask & np.uint32((1 << r) - 1)
+        last = np.maximum.accumulate(np.where(changed, rows, 0))  # latest change at or before each row
+        out[:, r] = regval[offset[last] + _POP16[below[last] & 0xFFFF] + _POP16[below[last] >> 16]]
+    return out
 
 
 # --------------------------------------------------------------------------------------- writing
@@ -458,6 +466,11 @@ class TraceWriter:
         sid = np.asarray(sid, np.uint32)
         nmem = np.asarray(nmem, np.uint16)
         m0 = np.concatenate([[0], np.cumsum(nmem, dtype=np.int64)])
+        for name, col, want in (("nmem", nmem, len(sid)), ("maddr", maddr, m0[-1]), ("minfo", minfo, m0[-1]),
+                                ("regs", regs, len(sid)), ("mval", mval, m0[-1]), ("br", br, len(sid)),
+                                ("csregs", csregs, len(sid))):
+            if col is not None and len(col) != want:
+                raise ValueError(f"{name} has {len(col)} rows, expected {int(want)} (from sid and nmem)")
         for a in range(0, len(sid), self.chunk_insns):
             b = min(a + self.chunk_insns, len(sid))
             sl = slice(int(m0[a]), int(m0[b]))
