@@ -30,7 +30,8 @@ venv: .venv/.stamp
 	touch $@
 
 # --- C parts: the QEMU tracing plugin, the ptrace cross-check tracer, the small C kernels
-native: $(NATIVE)/qtrace.so $(NATIVE)/ptrace_trace $(addprefix $(NATIVE)/kernels/,$(KERNELS))
+native: $(NATIVE)/qtrace.so $(NATIVE)/ptrace_trace $(addprefix $(NATIVE)/kernels/,$(KERNELS)) \
+        $(NATIVE)/libbp.so $(NATIVE)/libcache.so
 
 $(NATIVE)/qtrace.so: trace_eval/native/qtrace.c trace_eval/native/qemu-plugin-min.h
 	@mkdir -p $(@D)

@@ -28,10 +28,10 @@ import ncf
 from ncf.io import atomic_path, write_json
 
 from .format import VERSION, TraceReader, file_info, sidecar_path
+from .native_lib import native_path
 from .selfcheck import check_trace
-from .workloads import NATIVE, Invocation
+from .workloads import Invocation
 
-PLUGIN = NATIVE / "qtrace.so"
 SUMMARY = re.compile(r"qtrace: executed=(\d+) recorded=(\d+) seconds=([\d.]+) eip_mismatches=(\d+) dropped=(\d+)")
 
 
@@ -48,9 +48,10 @@ def qemu_binary() -> str:
 
 
 def plugin_path() -> Path:
-    if not PLUGIN.exists():
-        raise CaptureError(f"the tracing plugin {PLUGIN} is not built: run `make native`")
-    return PLUGIN
+    try:
+        return native_path("qtrace.so")
+    except RuntimeError as e:
+        raise CaptureError(str(e)) from None
 
 
 def tool_versions() -> dict:

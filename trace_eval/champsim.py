@@ -91,10 +91,21 @@ from typing import Iterator, NamedTuple
 import capstone
 import numpy as np
 from capstone import x86 as cx86
+from ncf.trace_eval.format import (
+    FLAG_BRANCH,
+    FLAG_BYTES,
+    FLAG_CSREGS,
+    Chunk,
+    StaticTable,
+    TraceError,
+    TraceReader,
+    TraceWriter,
+    file_info,
+    file_sha256,
+    sidecar_path,
+)
 
 from ncf.io import atomic_path, write_json
-from ncf.trace_eval.format import (FLAG_BRANCH, FLAG_BYTES, FLAG_CSREGS, Chunk, StaticTable, TraceError,
-                                   TraceReader, TraceWriter, file_info, file_sha256, sidecar_path)
 
 RECORD = np.dtype([("ip", "<u8"), ("is_branch", "u1"), ("branch_taken", "u1"), ("dst_regs", "u1", 2),
                    ("src_regs", "u1", 4), ("dst_mem", "<u8", 2), ("src_mem", "<u8", 4)])

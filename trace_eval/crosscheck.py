@@ -41,10 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from .format import MEM, NREG, REGS, TraceReader, insn_dtype
-from .selfcheck import KIND_CHECKED, KIND_NONE, KIND_NO_ACCESS, Decoder
+from .native_lib import NATIVE
+from .selfcheck import KIND_CHECKED, KIND_NO_ACCESS, KIND_NONE, Decoder
 
-REPO = Path(__file__).resolve().parents[1]
-NATIVE = REPO / "build" / "native"
 NATIVE_REC = 1 + NREG  # ptrace_trace record: rip + 16 GPRs + fs_base + gs_base, u64 each
 
 RSP = REGS.index("rsp")
@@ -157,7 +156,6 @@ def compare(reader: TraceReader, n_pc: np.ndarray, n_regs: np.ndarray) -> dict:
     q, nr = ins["regs"].astype(M), n_regs[:m].astype(M)
     qpc, npc = ins["pc"].astype(M), n_pc[:m].astype(M)
     local = mem["insn"].astype(np.int64)  # global index = row: the trace starts at instruction 0
-    rows = np.arange(m)
     MASK = 2**64 - 1
 
     q_rsp0, n_rsp0 = int(q[0, RSP]), int(n_regs[0, RSP])

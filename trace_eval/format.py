@@ -319,8 +319,11 @@ class TraceReader:
                 yield hdr, payload
                 k += 1
 
-    def chunks(self) -> Iterator[Chunk]:
-        """Decode the chunks in order. The static table (``self.static``) grows as they are read."""
+    def chunks(self, registers: bool = True) -> Iterator[Chunk]:
+        """Decode the chunks in order. The static table (``self.static``) grows as they are read.
+
+        ``registers=False`` leaves out the register columns (faster, for stages that need none).
+        """
         self.static = StaticTable()
         dctx = zstandard.ZstdDecompressor()
         expect_first = 0
@@ -333,7 +336,7 @@ class TraceReader:
                 raise TraceError(f"{self.path}: corrupt chunk {k}: zstd: {e}") from None
             if len(raw) != int(hdr["raw_size"]) or int(hdr["first"]) != expect_first:
                 raise TraceError(f"{self.path}: corrupt chunk {k}: size or position does not match its header")
-            chunk = self._decode(hdr, raw, k, mem_base)
+            chunk = self._decode(hdr, raw, k, mem_base, registers)
             expect_first += len(chunk.insn)
             mem_base += len(chunk.mem)
             n_chunks += 1
@@ -342,7 +345,7 @@ class TraceReader:
             raise TraceError(f"{self.path}: corrupt: {n_chunks} chunks / {expect_first} instructions read, "
                              f"end record says {int(self.end['n_chunks'])} / {int(self.end['n_insn'])}")
 
-    def _decode(self, hdr, raw: bytes, k: int, mem_base: int) -> Chunk:
+    def _decode(self, hdr, raw: bytes, k: int, mem_base: int, registers: bool = True) -> Chunk:
         n, nm, ns, nr = (int(hdr[f]) for f in ("n_insn", "n_mem", "n_static", "n_regval"))
         off = 0
 
@@ -374,12 +377,12 @@ class TraceReader:
             raise TraceError(f"{self.path}: corrupt chunk {k}: memory record counts do not add up")
 
         first = int(hdr["first"])
-        ins = np.zeros(n, insn_dtype(self.flags))
+        ins = np.zeros(n, insn_dtype(self.flags if registers else self.flags & ~FLAG_REGS))
         ins["idx"] = np.arange(first, first + n, dtype=np.uint64)
         ins["sid"], ins["nmem"] = sid, nmem
         ins["pc"] = self.static.pc[sid]
         ins["mem0"][1:] = np.cumsum(nmem[:-1], dtype=np.uint64)
-        if mask is not None:
+        if mask is not None and registers:
             ins["regs"] = expand_regs(mask, regval, self.path, k)
         if br is not None:
             ins["br"] = br

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from ncf.io import atomic_path
 
-REPO = Path(__file__).resolve().parent.parent
-NATIVE = REPO / "build" / "native"
+from .native_lib import NATIVE
+
 KERNELS = ("list_walk", "hash_table", "quicksort", "matmul", "bst")
 PROGRAMS = ("bzip2", "xz", "hmmer", "gnugo")
 N_INPUTS = 3  # inputs 0, 1, 2 of every workload

@@ -6,7 +6,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from ncf.trace_eval import capture
 from ncf.trace_eval.capture import CaptureError, record
 from ncf.trace_eval.format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, NREG, TraceReader, TraceWriter, sidecar_path

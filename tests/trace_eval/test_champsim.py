@@ -13,12 +13,30 @@ import capstone
 import numpy as np
 import pytest
 from capstone import x86 as cx86
+from ncf.trace_eval.champsim import (
+    RECORD,
+    BranchType,
+    champsim_branch_type,
+    export_champsim,
+    import_champsim,
+    iter_champsim,
+)
+from ncf.trace_eval.format import (
+    FLAG_BRANCH,
+    FLAG_BYTES,
+    FLAG_CSREGS,
+    FLAG_REGS,
+    FLAG_VALUES,
+    NREG,
+    REGS,
+    TraceError,
+    TraceReader,
+    TraceWriter,
+    file_info,
+    sidecar_path,
+)
 
 from ncf.io import write_json
-from ncf.trace_eval.champsim import (RECORD, BranchType, champsim_branch_type, export_champsim,
-                                     import_champsim, iter_champsim)
-from ncf.trace_eval.format import (FLAG_BRANCH, FLAG_BYTES, FLAG_CSREGS, FLAG_REGS, FLAG_VALUES, NREG, REGS,
-                                   TraceError, TraceReader, TraceWriter, file_info, sidecar_path)
 
 
 # ------------------------------------------------------------------------------------- helpers

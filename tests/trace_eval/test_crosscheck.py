@@ -6,32 +6,19 @@ under qemu, for two seeds, and the two seeds must give different checksums.
 """
 from __future__ import annotations
 
-import fcntl
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-NATIVE = REPO / "build" / "native"
 KERNELS = ("list_walk", "hash_table", "quicksort", "matmul", "bst")
 SEEDS = (1, 2)
 
 
 @pytest.fixture(scope="session")
-def built() -> Path:
-    """The plugin, the ptrace tracer and the kernels, built by make when missing or stale."""
-    if not shutil.which("qemu-x86_64"):
-        pytest.skip("qemu-x86_64 not found: apt-get install qemu-user")
-    targets = ["build/native/qtrace.so", "build/native/ptrace_trace"] + [f"build/native/kernels/{k}" for k in KERNELS]
-    lock = REPO / "build" / ".native.lock"  # the lock conftest.build_native uses: xdist workers don't race
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        for t in targets:
-            subprocess.run(["make", "-s", "-C", str(REPO), t], check=True)
-    return NATIVE
+def built(native) -> Path:
+    """The plugin, the ptrace tracer and the kernels (conftest builds them with `make native`)."""
+    return native
 
 
 def _assert_clean(res: dict) -> None:
@@ -93,7 +80,6 @@ def test_checksum_native_equals_qemu(built, kernel):
 def test_crosscheck_detects_corruption(built, tmp_path):
     """The comparison is not vacuous: one wrong native value is found and reported."""
     import numpy as np
-
     from ncf.trace_eval.crosscheck import compare, crosscheck, read_native
     from ncf.trace_eval.format import REGS, TraceReader
 

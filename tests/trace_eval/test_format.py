@@ -10,11 +10,25 @@ import zlib
 
 import numpy as np
 import pytest
+from ncf.trace_eval.format import (
+    CHUNK_HDR,
+    END_REC,
+    FILE_HDR,
+    FLAG_BRANCH,
+    FLAG_BYTES,
+    FLAG_CSREGS,
+    FLAG_REGS,
+    FLAG_VALUES,
+    NREG,
+    VERSION,
+    TraceError,
+    TraceReader,
+    TraceWriter,
+    file_info,
+    sidecar_path,
+)
 
 from ncf.io import write_json
-from ncf.trace_eval.format import (CHUNK_HDR, END_REC, FILE_HDR, FLAG_BRANCH, FLAG_BYTES, FLAG_CSREGS,
-                                   FLAG_REGS, FLAG_VALUES, NREG, VERSION, TraceError, TraceReader,
-                                   TraceWriter, file_info, sidecar_path)
 
 FULL = FLAG_REGS | FLAG_VALUES | FLAG_BYTES
 CHAMPSIM = FLAG_BRANCH | FLAG_CSREGS

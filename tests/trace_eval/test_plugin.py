@@ -2,7 +2,6 @@
 TraceReader, hold exactly what was asked for, and leave the guest's behaviour unchanged."""
 from __future__ import annotations
 
-import fcntl
 import os
 import random
 import re
@@ -12,11 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ncf.trace_eval.format import NREG, REGS, TraceReader
 
 REPO = Path(__file__).resolve().parents[2]
-PLUGIN = REPO / "build" / "native" / "qtrace.so"
 QEMU = shutil.which("qemu-x86_64")
 SUMMARY = re.compile(r"^qtrace: executed=(\d+) recorded=(\d+) seconds=([0-9.]+) eip_mismatches=(\d+) "
                      r"dropped=(\d+) out=(.+)$", re.M)
@@ -24,15 +21,8 @@ RSP = REGS.index("rsp")
 
 
 @pytest.fixture(scope="module")
-def plugin() -> Path:
-    if QEMU is None:
-        pytest.skip("qemu-x86_64 not found (apt-get install qemu-user)")
-    PLUGIN.parent.mkdir(parents=True, exist_ok=True)
-    with open(PLUGIN.parent / ".qtrace.lock", "w") as lock:  # pytest -n: one make at a time
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        r = subprocess.run(["make", "-C", str(REPO), "build/native/qtrace.so"], capture_output=True, text=True)
-    assert r.returncode == 0, f"building the plugin failed:\n{r.stdout}\n{r.stderr}"
-    return PLUGIN
+def plugin(native) -> Path:
+    return native / "qtrace.so"
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Built-in workloads: inputs are generated deterministically and differ between indices."""
 import pytest
-
 from ncf.trace_eval.workloads import PROGRAMS, WorkloadError, prepare, seed_of
 
 

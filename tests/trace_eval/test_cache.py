@@ -1,0 +1,242 @@
+"""The cache model and prefetcher baselines: compiled core == Python reference, and behaviour."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ncf.trace_eval.bench_cache import synthetic_stream
+from ncf.trace_eval.cache import (
+    HIT,
+    LATE,
+    MISS,
+    NOT_ACCESSED,
+    STAT_FIELDS,
+    CacheConfig,
+    Prefetcher,
+    coverage,
+    simulate,
+    simulate_ref,
+)
+
+SMALL = CacheConfig(l1_size=4096, l1_ways=4, l2_size=32768, l2_ways=8)  # 16 and 64 sets
+
+
+def mixed_stream(n: int, seed: int = 0):
+    """Sequential, per-IP strided, random and reused accesses, in phases (so that BOP switches
+    on and off), ~20 % stores, 1-4 instructions per access."""
+    rng = np.random.default_rng(seed)
+    pcs, addrs = [], []
+    pos = {0x400: 0x10000000, 0x408: 0x20000000, 0x410: 0x30000000, 0x418: 0x38000000}
+    strides = {0x400: 8, 0x408: 192, 0x410: -128, 0x418: 320}
+    for i in range(n):
+        phase = (i // 2500) % 4
+        r = rng.random()
+        if phase == 3 and r < 0.8:                         # random phase
+            pcs.append(0x500 + 4 * int(rng.integers(4)))
+            addrs.append(0x40000000 + int(rng.integers(1 << 24)))
+        elif r < 0.65:                                     # strided loops
+            ip = (0x400, 0x408, 0x410, 0x418)[int(rng.integers(2 if phase == 0 else 4))]
+            pos[ip] += strides[ip]
+            pcs.append(ip)
+            addrs.append(pos[ip] + int(rng.integers(4)))
+        elif r < 0.8:                                      # random
+            pcs.append(0x500)
+            addrs.append(0x40000000 + int(rng.integers(1 << 22)))
+        else:                                              # hot, reused region
+            pcs.append(0x600 + 4 * int(rng.integers(4)))
+            addrs.append(0x50000000 + 64 * int(rng.integers(96)))
+    is_store = rng.random(n) < 0.2
+    insn_idx = np.cumsum(rng.integers(1, 5, size=n))
+    return np.array(pcs), np.array(addrs, dtype=np.uint64), is_store, insn_idx
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return mixed_stream(20_000)
+
+
+def assert_same(a, b):
+    assert np.array_equal(a.l1, b.l1)
+    assert np.array_equal(a.l2, b.l2)
+    assert a.stats() == b.stats()
+
+
+CASES = [("none", {}), ("next-line", {}), ("next-line", {"degree": 3}), ("ip-stride", {}),
+         ("ip-stride", {"degree": 2, "sets": 4, "ways": 2, "threshold": 2}), ("bop", {}),
+         ("bop", {"dq_delay": 10, "round_max": 20, "bad_score": 3})]
+
+
+@pytest.mark.parametrize("fill_level", [1, 2])
+@pytest.mark.parametrize("prefetcher,params", CASES)
+def test_compiled_model_matches_reference(stream, prefetcher, params, fill_level):
+    cfg = CacheConfig(l1_size=4096, l1_ways=4, l2_size=32768, l2_ways=8, fill_level=fill_level)
+    a = simulate(*stream, prefetcher, cfg, **params)
+    b = simulate_ref(*stream, prefetcher, cfg, **params)
+    assert_same(a, b)
+    if prefetcher != "none":
+        assert a.pf_issued > 100 and a.pf_useful > 0
+
+
+def test_compiled_model_matches_reference_with_default_caches_and_odd_set_count():
+    s = synthetic_stream(30_000, seed=3)
+    for cfg in (CacheConfig(), CacheConfig(l1_size=3 * 64 * 4, l1_ways=4, l2_size=24 * 64 * 8,
+                                           l2_ways=8, prefetch_latency=0)):
+        for pf in ("next-line", "ip-stride", "bop"):
+            assert_same(simulate(*s, pf, cfg), simulate_ref(*s, pf, cfg))
+
+
+def test_prefetch_accounting_balances(stream):
+    for pf in ("next-line", "ip-stride", "bop"):
+        r = simulate(*stream, pf, SMALL)
+        assert r.pf_issued == r.pf_useful + r.pf_useless + r.pf_unused_at_end
+        assert r.pf_requested >= r.pf_issued and r.pf_useful >= r.pf_late
+        assert r.loads + r.stores == len(stream[0])
+        assert r.l1_load_late + r.l2_load_late <= r.pf_late
+
+
+def test_warmup_keeps_state_but_drops_statistics(stream):
+    full = simulate(*stream, "bop", SMALL)
+    warm = simulate(*stream, "bop", SMALL, warmup=7000)
+    assert_same(warm, simulate_ref(*stream, "bop", SMALL, warmup=7000))
+    assert np.array_equal(full.l1, warm.l1)            # same state evolution
+    assert warm.loads + warm.stores == len(stream[0]) - 7000
+    assert warm.l1_load_misses == np.sum((full.l1[7000:] == MISS) & ~stream[2][7000:])
+
+
+def test_lru_evicts_least_recently_used_line():
+    cfg = CacheConfig(l1_size=2 * 2 * 64, l1_ways=2, l2_size=4 * 64, l2_ways=4)  # L1: 2 sets
+    a, b, c = 0x0000, 0x0080, 0x0100           # lines 0, 2, 4: all in L1 set 0
+    seq = [a, b, a, c, b, a, c]
+    #      miss miss hit miss(evicts b) miss(evicts a) miss(evicts c) miss(evicts b)
+    want_l1 = [MISS, MISS, HIT, MISS, MISS, MISS, MISS]
+    want_l2 = [MISS, MISS, NOT_ACCESSED, MISS, HIT, HIT, HIT]
+    n = len(seq)
+    args = (np.zeros(n), np.array(seq), np.zeros(n, bool), np.arange(n))
+    for run in (simulate, simulate_ref):
+        r = run(*args, "none", cfg)
+        assert r.l1.tolist() == want_l1 and r.l2.tolist() == want_l2
+        assert (r.loads, r.l1_load_misses, r.l2_load_misses) == (7, 6, 3)
+    # touching b instead of a before c makes a the victim
+    seq2 = [a, b, b, c, b, a]
+    r = simulate(np.zeros(6), np.array(seq2), np.zeros(6, bool), np.arange(6), "none", cfg)
+    assert r.l1.tolist() == [MISS, MISS, HIT, MISS, HIT, MISS]
+
+
+def scan(n_lines, step=8, gap=1, base=0x10000000):
+    addr = base + step * np.arange(n_lines * 64 // step)
+    n = len(addr)
+    return np.full(n, 0x400), addr, np.zeros(n, bool), gap * np.arange(n)
+
+
+def test_next_line_covers_a_sequential_scan():
+    s = scan(2000)
+    base, nl = simulate(*s, "none"), simulate(*s, "next-line")
+    assert base.l1_load_misses == 2000
+    assert coverage(base, nl) > 0.99 and nl.accuracy > 0.99
+
+
+def test_ip_stride_learns_a_per_ip_stride():
+    n = 6000
+    k = np.arange(n) // 2
+    ip = np.where(np.arange(n) % 2 == 0, 0x400, 0x480)
+    addr = np.where(ip == 0x400, 0x10000000 + 128 * k, 0x20000000 - 192 * k)   # +2 and -3 lines
+    s = (ip, addr, np.zeros(n, bool), 3 * np.arange(n))
+    base = simulate(*s, "none")
+    stride = simulate(*s, "ip-stride")
+    assert coverage(base, stride) > 0.85 and stride.accuracy > 0.95
+    assert coverage(base, simulate(*s, "next-line")) < 0.05
+    assert_same(stride, simulate_ref(*s, "ip-stride"))
+
+
+def test_bop_finds_the_best_offset():
+    # every access is 5 lines after the previous one, 100 instructions apart: next-line never
+    # helps, offset 5 always would (late by 100 instructions, which BOP's delay queue accepts)
+    n = 20_000
+    s = (np.full(n, 0x400), 0x10000000 + 5 * 64 * np.arange(n), np.zeros(n, bool),
+         100 * np.arange(n))
+    base = simulate(*s, "none")
+    bop = simulate(*s, "bop")
+    assert bop.pf_state == 5
+    assert coverage(base, bop) > 0.8 and bop.accuracy > 0.9
+    assert coverage(base, simulate(*s, "next-line")) == 0.0
+    assert_same(bop, simulate_ref(*s, "bop"))
+    # 1000 instructions apart, offset 5 is timely too: still 5, and no late prefetches
+    s = s[:3] + (1000 * np.arange(n),)
+    bop = simulate(*s, "bop")
+    assert bop.pf_state == 5 and bop.pf_late == 0 and coverage(base, bop) > 0.8
+
+
+def test_bop_turns_itself_off_when_no_offset_is_timely():
+    # 1 instruction apart: no offset up to 40 lines would complete within 200 instructions
+    n = 20_000
+    s = (np.full(n, 0x400), 0x10000000 + 5 * 64 * np.arange(n), np.zeros(n, bool), np.arange(n))
+    # (the first learning phase, 100 rounds of 46 triggers, prefetches with the default offset)
+    bop = simulate(*s, "bop", warmup=5000)
+    assert bop.pf_state == 0 and bop.pf_issued == 0
+    assert_same(bop, simulate_ref(*s, "bop", warmup=5000))
+
+
+def test_random_addresses_get_no_coverage():
+    rng = np.random.default_rng(7)
+    n = 50_000
+    s = (rng.integers(0x400, 0x440, n), 0x40000000 + rng.integers(0, 1 << 28, n),
+         np.zeros(n, bool), 2 * np.arange(n))
+    base = simulate(*s, "none")
+    for pf in ("next-line", "ip-stride", "bop"):
+        r = simulate(*s, pf)
+        assert abs(coverage(base, r)) < 0.01, pf
+        assert r.accuracy < 0.02, pf
+
+
+def test_late_prefetches_are_counted_when_latency_exceeds_reuse_distance():
+    s = scan(1000, step=64, gap=10)            # each line once, 10 instructions apart
+    late = simulate(*s, "next-line", CacheConfig(prefetch_latency=200))
+    assert late.pf_useful == 999 and late.pf_late == 999
+    assert late.l1_load_late == 999 and late.l1_load_misses == 1
+    assert late.pf_late_wait == 999 * (200 - 10)
+    assert set(late.l1.tolist()) == {MISS, LATE}
+    timely = simulate(*s, "next-line", CacheConfig(prefetch_latency=5))
+    assert timely.pf_useful == 999 and timely.pf_late == 0 and timely.pf_late_wait == 0
+    assert_same(late, simulate_ref(*s, "next-line", CacheConfig(prefetch_latency=200)))
+
+
+def test_fill_level_l2_prefetches_only_into_the_l2():
+    s = scan(2000, step=64, gap=1000)
+    base = simulate(*s, "none")
+    l2 = simulate(*s, "next-line", CacheConfig(fill_level=2))
+    assert l2.l1_load_misses == base.l1_load_misses
+    assert l2.l2_load_misses == 1 and l2.pf_useful == 1999
+    assert set(l2.l2[1:].tolist()) == {HIT}
+
+
+def test_stores_are_counted_apart_from_loads(stream):
+    r = simulate(*stream, "none", SMALL)
+    st = stream[2]
+    assert r.stores == st.sum() and r.loads == (~st).sum()
+    assert r.l1_store_misses == np.sum((r.l1 == MISS) & st)
+    assert r.l1_load_misses == np.sum((r.l1 == MISS) & ~st)
+
+
+class NextTwo(Prefetcher):
+    """A user prefetcher: the same as next-line with degree 2."""
+
+    def operate(self, addr, ip, hit):
+        line = self.line(addr)
+        return [(line + 1) * self.line_size, (line + 2) * self.line_size + 5]
+
+
+def test_python_prefetcher_subclass_runs_in_the_reference_model(stream):
+    mine = simulate(*stream, NextTwo(), SMALL)
+    assert_same(mine, simulate(*stream, "next-line", SMALL, degree=2))
+
+
+def test_bad_arguments_are_rejected(stream):
+    with pytest.raises(ValueError):
+        CacheConfig(l1_size=1000)
+    with pytest.raises(TypeError):
+        simulate(*stream, "ip-stride", SMALL, bogus=1)
+    with pytest.raises(ValueError):
+        simulate(*stream, "stream-buffer", SMALL)
+    pc, addr, st, t = stream
+    with pytest.raises(ValueError):
+        simulate(pc, addr, st, t[::-1], "none", SMALL)
+    assert len(STAT_FIELDS) == 16

@@ -1,0 +1,166 @@
+"""What the predictors see: the branch stream and the memory stream of a trace.
+
+A branch's outcome comes from the trace itself: the instruction that executed next. For a trace
+recorded by ncf the branch kind comes from decoding its bytes; for a ChampSim import, from the
+record's branch flags and register lists, the way ChampSim infers it.
+
+    br = branch_stream(TraceReader("traces/bzip2-0.ncft"))
+    br.pc, br.target, br.taken, br.kind, br.idx     # one entry per executed branch
+    mem = memory_stream(TraceReader(...))           # one entry per memory access
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import capstone
+import numpy as np
+from capstone import x86
+
+from .format import FLAG_BRANCH, FLAG_BYTES, TraceError, TraceReader
+
+# branch kinds, shared with the predictors
+COND, JUMP, CALL, RET, IND_JUMP, IND_CALL, NOT_BRANCH = 0, 1, 2, 3, 4, 5, 255
+UNKNOWN = 254  # not decoded yet
+KIND_NAMES = {COND: "conditional", JUMP: "jump", CALL: "call", RET: "return", IND_JUMP: "indirect jump",
+              IND_CALL: "indirect call"}
+
+
+@dataclass
+class BranchStream:
+    """Executed branches in order. ``idx`` is the instruction index of each branch in the trace."""
+
+    idx: np.ndarray     # u8
+    pc: np.ndarray      # u8
+    target: np.ndarray  # u8: the pc that executed next
+    taken: np.ndarray   # bool
+    kind: np.ndarray    # u1
+    n_insn: int         # instructions in the trace (the MPKI denominator)
+
+    def __len__(self) -> int:
+        return len(self.pc)
+
+    @property
+    def cond(self) -> np.ndarray:
+        return self.kind == COND
+
+
+@dataclass
+class MemoryStream:
+    """Memory accesses in order (loads and stores), with the pc and index of their instruction."""
+
+    idx: np.ndarray       # u8 instruction index
+    pc: np.ndarray        # u8
+    addr: np.ndarray      # u8
+    size: np.ndarray      # u1
+    is_store: np.ndarray  # bool
+    n_insn: int
+
+    def __len__(self) -> int:
+        return len(self.pc)
+
+
+def classify(code: bytes, pc: int, md: capstone.Cs) -> tuple[int, int]:
+    """(branch kind, instruction length) of one x86-64 instruction."""
+    d = next(md.disasm(code, pc), None)
+    if d is None:
+        raise TraceError(f"undecodable instruction at {pc:#x}: {code.hex()}")
+    if d.group(capstone.CS_GRP_RET) or d.mnemonic.startswith("iret"):
+        return RET, d.size
+    indirect = any(o.type in (x86.X86_OP_REG, x86.X86_OP_MEM) for o in d.operands)
+    if d.group(capstone.CS_GRP_CALL):
+        return (IND_CALL if indirect else CALL), d.size
+    if d.group(capstone.CS_GRP_JUMP):
+        if d.mnemonic == "jmp":
+            return (IND_JUMP if indirect else JUMP), d.size
+        return COND, d.size  # jcc, jrcxz/jecxz, loop/loope/loopne
+    return NOT_BRANCH, d.size
+
+
+def branch_stream(reader: TraceReader) -> BranchStream:
+    """All executed branches of the trace (the last instruction is dropped: its successor is unknown)."""
+    if reader.has(FLAG_BYTES):
+        return _from_bytes(reader)
+    if reader.has(FLAG_BRANCH):
+        return _from_champsim(reader)
+    reader.require(FLAG_BYTES, "the branch stream")
+    raise AssertionError("unreachable")
+
+
+class _Collector:
+    """Gathers branches chunk by chunk; a chunk's last branch gets its target from the next chunk."""
+
+    def __init__(self):
+        self.parts: list[dict] = []
+        self.n_insn = 0
+
+    def add(self, pc, idx, is_br, kind, fall=None, taken=None) -> None:
+        if self.parts and self.parts[-1]["open"]:
+            self.parts[-1]["target"][-1] = pc[0]
+        nxt = np.zeros(len(pc), np.uint64)
+        nxt[:-1] = pc[1:]
+        self.parts.append({"idx": idx[is_br], "pc": pc[is_br], "target": nxt[is_br], "kind": kind[is_br],
+                           "fall": None if fall is None else fall[is_br],
+                           "taken": None if taken is None else taken[is_br],
+                           "open": bool(len(pc)) and bool(is_br[-1])})
+        self.n_insn += len(pc)
+
+    def stream(self) -> BranchStream:
+        if self.parts and self.parts[-1]["open"]:  # the trace's last instruction: successor unknown
+            self.parts[-1] = {k: (v[:-1] if isinstance(v, np.ndarray) else v) for k, v in self.parts[-1].items()}
+        cat = {k: np.concatenate([p[k] for p in self.parts]) if self.parts else np.zeros(0, np.uint64)
+               for k in ("idx", "pc", "target", "kind")}
+        if self.parts and self.parts[0]["taken"] is not None:
+            taken = np.concatenate([p["taken"] for p in self.parts])
+        else:
+            fall = np.concatenate([p["fall"] for p in self.parts]) if self.parts else np.zeros(0, np.uint64)
+            taken = cat["target"] != fall
+        return BranchStream(cat["idx"], cat["pc"], cat["target"], taken.astype(bool),
+                            cat["kind"].astype(np.uint8), self.n_insn)
+
+
+def _from_bytes(reader: TraceReader) -> BranchStream:
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    md.detail = True
+    kind_of = np.zeros(0, np.uint8)
+    out = _Collector()
+    for ch in reader.chunks(registers=False):
+        sid = ch.insn["sid"].astype(np.int64)
+        if len(sid) and sid.max() >= len(kind_of):
+            grown = np.full(max(int(sid.max()) + 1, 2 * len(kind_of)), UNKNOWN, np.uint8)
+            grown[: len(kind_of)] = kind_of
+            kind_of = grown
+        for s in np.unique(sid[kind_of[sid] == UNKNOWN]):
+            pc, code = reader.static.code(int(s))
+            kind_of[s] = classify(code, pc, md)[0]
+        kind = kind_of[sid]
+        fall = ch.insn["pc"] + reader.static.len[sid].astype(np.uint64)
+        out.add(ch.insn["pc"], ch.insn["idx"], kind != NOT_BRANCH, kind, fall=fall)
+    return out.stream()
+
+
+def _from_champsim(reader: TraceReader) -> BranchStream:
+    from .champsim import BranchType, champsim_branch_type
+
+    to_kind = {BranchType.BRANCH_CONDITIONAL: COND, BranchType.BRANCH_DIRECT_JUMP: JUMP,
+               BranchType.BRANCH_DIRECT_CALL: CALL, BranchType.BRANCH_RETURN: RET,
+               BranchType.BRANCH_INDIRECT: IND_JUMP, BranchType.BRANCH_INDIRECT_CALL: IND_CALL}
+    out = _Collector()
+    for ch in reader.chunks():
+        ins = ch.insn
+        kind = np.full(len(ins), NOT_BRANCH, np.uint8)
+        for i in np.nonzero(ins["br"] & 1)[0]:
+            rec = {"dst_regs": ins["csregs"][i][:2], "src_regs": ins["csregs"][i][2:]}
+            kind[i] = to_kind.get(champsim_branch_type(rec), NOT_BRANCH)
+        out.add(ins["pc"], ins["idx"], kind != NOT_BRANCH, kind, taken=(ins["br"] & 2) != 0)
+    return out.stream()
+
+
+def memory_stream(reader: TraceReader) -> MemoryStream:
+    """Every memory access in order, with its instruction's pc (works for ChampSim imports too)."""
+    parts, n_insn = [], 0
+    for ch in reader.chunks(registers=False):
+        local = (ch.mem["insn"] - np.uint64(ch.first)).astype(np.int64)
+        parts.append((ch.mem["insn"], ch.insn["pc"][local], ch.mem["addr"], ch.mem["size"], ch.mem["store"]))
+        n_insn += len(ch.insn)
+    cols = [np.concatenate([p[k] for p in parts]) for k in range(5)] if parts else [np.zeros(0)] * 5
+    return MemoryStream(*cols, n_insn=n_insn)
