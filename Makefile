@@ -64,6 +64,7 @@ test: setup
 
 bench: setup
 	$(PY) -m ncf.cli bench trace
+	$(PY) -m ncf.cli bench baselines
 
 clean:
 	rm -rf build .venv

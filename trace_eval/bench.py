@@ -1,9 +1,12 @@
-"""`ncf bench trace`: capture throughput and trace size on the built-in workloads.
+"""`ncf bench trace|baselines`: figures and their ratio to the targets, printed and saved.
 
-Targets (issue #3): >= 10 M recorded instructions/s to disk, <= 4 bytes per instruction after
+trace: capture throughput and trace size on the built-in workloads. Targets (issue #3): >= 10 M recorded instructions/s to disk, <= 4 bytes per instruction after
 compression. The recording rate is the plugin's own clock, from the first recorded instruction to
 the last chunk written (compression included); fast-forwarding runs at plain -singlestep speed
 and is reported separately. Self-check time is reported too but is not part of capture.
+
+baselines: branch predictors (target: TAGE-SC-L >= 1 M branches/s) and the cache model (target:
+>= 2 M accesses/s) on synthetic streams and on the streams of a real trace.
 """
 from __future__ import annotations
 
@@ -45,7 +48,55 @@ def bench_trace(workloads, instructions: int, skip: int) -> list[dict]:
     return rows
 
 
+TARGET_BRANCHES = 1e6
+TARGET_ACCESSES = 2e6
+
+
+def bench_baselines(trace: Path | None, instructions: int, skip: int) -> list[dict]:
+    """Speed of every predictor and prefetcher on synthetic streams and on a real trace's streams."""
+    from .bench_bp import bench_branch_predictors
+    from .bench_cache import bench_cache
+    from .branch_predictors import make_predictor
+    from .cache import simulate
+    from .streams import branch_stream, memory_stream
+
+    rows = [{"stream": "synthetic", "model": r["predictor"], "items": r["branches"],
+             "M_per_s": r["branches_per_s"] / 1e6, "unit": "branches",
+             "x_target": r["branches_per_s"] / TARGET_BRANCHES if r["predictor"] == "tage-sc-l" else None}
+            for r in bench_branch_predictors(2_000_000)]
+    rows += [{"stream": "synthetic", "model": f"cache+{r['prefetcher']}", "items": r["accesses"],
+              "M_per_s": r["M_accesses_s"], "unit": "accesses", "x_target": r["M_accesses_s"] * 1e6 / TARGET_ACCESSES}
+             for r in bench_cache(5_000_000)]
+    with tempfile.TemporaryDirectory(prefix="ncf-bench-") as tmp:
+        if trace is None:
+            trace = Path(tmp) / "bzip2-0.ncft"
+            record(prepare("bzip2", 0), trace, skip=skip, count=instructions, selfcheck=False)
+        name = Path(trace).name
+        br = branch_stream(TraceReader(trace))
+        for p in ("bimodal", "gshare", "perceptron", "tage-sc-l"):
+            t0 = time.perf_counter()
+            make_predictor(p).run(br.pc, br.target, br.taken, br.kind)
+            rate = len(br) / (time.perf_counter() - t0)
+            rows.append({"stream": name, "model": p, "items": len(br), "M_per_s": rate / 1e6, "unit": "branches",
+                         "x_target": rate / TARGET_BRANCHES if p == "tage-sc-l" else None})
+        mem = memory_stream(TraceReader(trace))
+        for pf in ("none", "next-line", "ip-stride", "bop"):
+            t0 = time.perf_counter()
+            simulate(mem.pc, mem.addr, mem.is_store, mem.idx, prefetcher=pf, n_insn=mem.n_insn)
+            rate = len(mem) / (time.perf_counter() - t0)
+            rows.append({"stream": name, "model": f"cache+{pf}", "items": len(mem), "M_per_s": rate / 1e6,
+                         "unit": "accesses", "x_target": rate / TARGET_ACCESSES})
+    return rows
+
+
 def main(a) -> int:
+    if a.what == "baselines":
+        rows = bench_baselines(a.trace, a.instructions, a.skip)
+        print(save_table(a.out / "baselines", rows, "ncf bench baselines (targets: TAGE-SC-L >= 1 M branches/s, "
+                         "cache model >= 2 M accesses/s; x_target > 1 meets the target)",
+                         extra={"targets": {"tage_branches_per_s": TARGET_BRANCHES,
+                                            "cache_accesses_per_s": TARGET_ACCESSES}}))
+        return 0
     rows = bench_trace(a.workloads, a.instructions, a.skip)
     print(save_table(a.out / "trace", rows, f"ncf bench trace: {a.instructions:,} instructions after skipping "
                      f"{a.skip:,} (targets: >= {TARGET_RATE / 1e6:.0f} M insn/s, <= {TARGET_BYTES} B/insn; "

@@ -127,7 +127,7 @@ def run_prefetcher(name: str, mem: MemoryStream, config: CacheConfig = CacheConf
     """Run the cache model without and with prefetcher ``name``; ``base`` reuses a no-prefetch run."""
     base = base or simulate(*_cache_args(mem), prefetcher="none", config=config, n_insn=mem.n_insn)
     res = simulate(*_cache_args(mem), prefetcher=name, config=config, n_insn=mem.n_insn, **params)
-    return PrefetchResult(name, mem.n_insn, res.stats, base.stats, coverage(base, res))
+    return PrefetchResult(name, mem.n_insn, res.stats(), base.stats(), coverage(base, res))
 
 
 def delinquent_loads(mem: MemoryStream, base, share: float = 0.5, max_n: int = 32) -> list[dict]:

@@ -16,10 +16,10 @@ import capstone
 import numpy as np
 from capstone import x86
 
+from .branch_predictors import CALL, COND, IND_CALL, IND_JUMP, JUMP, RET
 from .format import FLAG_BRANCH, FLAG_BYTES, TraceError, TraceReader
 
-# branch kinds, shared with the predictors
-COND, JUMP, CALL, RET, IND_JUMP, IND_CALL, NOT_BRANCH = 0, 1, 2, 3, 4, 5, 255
+NOT_BRANCH = 255
 UNKNOWN = 254  # not decoded yet
 KIND_NAMES = {COND: "conditional", JUMP: "jump", CALL: "call", RET: "return", IND_JUMP: "indirect jump",
               IND_CALL: "indirect call"}
