@@ -11,7 +11,9 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     columns = columns or (list(rows[0]) if rows else [])
 
     def fmt(v):
-        if isinstance(v, bool) or v is None:
+        if v is None:
+            return "–"
+        if isinstance(v, bool):
             return str(v)
         if isinstance(v, int):
             return f"{v:,}"

@@ -63,7 +63,14 @@ they follow and how they differ):
   its DPC-2 predecessor; ChampSim's rule is ``threshold=1``);
 * ``"bop"``: Michaud's Best-Offset prefetcher as submitted to DPC-2 (offset list, scores, rounds,
   RR table, delay queue; no MSHR throttling), triggered on L1D misses and first hits to
-  prefetched lines; ``dq_delay`` is in instructions.
+  prefetched lines; ``dq_delay`` is in instructions;
+* ``"external"``: requests computed outside, e.g. offline by a learned model (a GNN, an LSTM):
+  ``prefetch_addr``, uint64 ``[n, K]`` (or ``[n]`` for K = 1), one row per access. After access
+  ``i`` (where the built-in prefetchers' requests are issued) the nonzero entries of row ``i``
+  are requested, in order, as byte addresses (the line containing each), with the same
+  drop / issue / fill / latency / useful / late / useless accounting; 0 = no request.
+  ``pf_requested`` counts the nonzero entries. For example, ``(addr // 64 + 1) * 64`` (K = 1)
+  reproduces ``"next-line"`` exactly.
 
 ``simulate`` runs the compiled core (``build/native/libcache.so``, built by ``make native``); ``simulate_ref`` is a straightforward per-access Python model giving identical
 outcomes and statistics, and also runs any :class:`Prefetcher` subclass.
@@ -87,7 +94,7 @@ STAT_FIELDS = ("loads", "l1_load_misses", "l2_load_misses", "stores", "l1_store_
                "pf_useful", "pf_late", "pf_useless", "pf_unused_at_end", "pf_late_wait",
                "pf_state")
 
-PREFETCHER_KINDS = {"none": 0, "next-line": 1, "ip-stride": 2, "bop": 3}
+PREFETCHER_KINDS = {"none": 0, "next-line": 1, "ip-stride": 2, "bop": 3, "external": 4}
 # Parameters of the built-in prefetchers, in the order of the C pf_params array, with defaults.
 PREFETCHER_PARAMS = {
     "none": {},
@@ -95,6 +102,7 @@ PREFETCHER_PARAMS = {
     "ip-stride": {"degree": 3, "sets": 256, "ways": 4, "threshold": 1},
     "bop": {"score_max": 31, "round_max": 100, "bad_score": 1, "dq_delay": 60,
             "default_offset": 1},
+    "external": {},   # its requests come from the prefetch_addr array instead
 }
 N_PARAMS = 8  # length of the pf_params array
 
@@ -210,10 +218,12 @@ class Prefetcher:
     prefetch)`` is called when an issued prefetch completes (``prefetch=True``) and when the
     fill of a demand L1D miss completes (``prefetch=False``), both ``prefetch_latency``
     instructions after the access. Before each call the simulator sets
-    ``self.now`` (the current instruction index), ``self.line_size`` and ``self.page_size``.
+    ``self.now`` (the current instruction index), ``self.index`` (the position of the current
+    access in the stream), ``self.line_size`` and ``self.page_size``.
     """
 
     now: int = 0
+    index: int = 0
     line_size: int = 64
     page_size: int = 4096
 
@@ -369,8 +379,20 @@ class BestOffset(Prefetcher):
                 self.rr[1][self._right(base)] = self._tag(base)
 
 
+class External(Prefetcher):
+    """Requests computed outside: row ``self.index`` of ``prefetch_addr`` (uint64 ``[n, K]`` or
+    ``[n]``), its nonzero entries, in order. The reference version of ``"external"``."""
+
+    def __init__(self, prefetch_addr):
+        a = np.asarray(prefetch_addr)
+        self.rows = (a[:, None] if a.ndim == 1 else a).tolist()
+
+    def operate(self, addr, ip, hit):
+        return [a for a in self.rows[self.index] if a]
+
+
 PY_PREFETCHERS = {"none": NoPrefetcher, "next-line": NextLine, "ip-stride": IPStride,
-                  "bop": BestOffset}
+                  "bop": BestOffset, "external": External}
 
 
 def _params(prefetcher: str, params: dict) -> dict:
@@ -402,6 +424,29 @@ def _as_arrays(pc, addr, is_store, insn_idx):
     return pc, addr, is_store, insn_idx
 
 
+def _external_rows(prefetcher, prefetch_addr, n: int):
+    """Check ``prefetch_addr`` against ``prefetcher`` and the stream length ``n``; for
+    ``"external"`` return it as a C-contiguous uint64 [n, K] array, else None."""
+    if not (isinstance(prefetcher, str) and prefetcher == "external"):
+        if prefetch_addr is not None:
+            raise ValueError(f"prefetch_addr is only for prefetcher='external', not {prefetcher!r}")
+        return None
+    if prefetch_addr is None:
+        raise ValueError("prefetcher='external' needs prefetch_addr (uint64 [n, K] or [n])")
+    a = np.asarray(prefetch_addr)
+    if a.dtype.kind == "i":
+        if a.size and a.min() < 0:
+            raise ValueError("prefetch_addr: negative addresses (use uint64)")
+    elif a.dtype.kind != "u":
+        raise ValueError(f"prefetch_addr must be an unsigned integer (uint64) array, not {a.dtype}")
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2 or a.shape[0] != n:
+        raise ValueError(f"prefetch_addr must have shape [n, K] or [n] with n = {n} accesses, "
+                         f"not {list(np.shape(prefetch_addr))}")
+    return np.ascontiguousarray(a, dtype=np.uint64)
+
+
 # ------------------------------------------------------------------------------------------------
 # compiled core
 
@@ -419,7 +464,8 @@ def _load_lib():
         lib.cache_free.argtypes = [p]
         lib.cache_free.restype = None
         lib.cache_n_stats.restype = ctypes.c_int
-        lib.cache_run.argtypes = [p, ctypes.c_int, p, p, p, p, p, ctypes.c_int64, p, p, p]
+        lib.cache_run.argtypes = [p, ctypes.c_int, p, p, p, p, p, ctypes.c_int64, p, p, p, p,
+                                  ctypes.c_int64]
         lib.cache_run.restype = None
         if lib.cache_n_stats() != len(STAT_FIELDS):
             raise RuntimeError("libcache.so and cache.py disagree on the statistics")
@@ -449,10 +495,11 @@ class NativeCache:
     __del__ = close
 
     def run(self, pc, addr, is_store, insn_idx, prefetcher: str = "none",
-            n_insn: int | None = None, **params) -> CacheResult:
+            n_insn: int | None = None, prefetch_addr=None, **params) -> CacheResult:
         prm = _params(prefetcher, params)
         pc, addr, is_store, insn_idx = _as_arrays(pc, addr, is_store, insn_idx)
         n = len(addr)
+        ext = _external_rows(prefetcher, prefetch_addr, n)
         pf = np.zeros(N_PARAMS, dtype=np.int64)
         pf[:len(prm)] = list(prm.values())
         l1 = np.empty(n, dtype=np.uint8)
@@ -461,34 +508,40 @@ class NativeCache:
         self.lib.cache_run(self.handle, PREFETCHER_KINDS[prefetcher], pf.ctypes.data,
                            pc.ctypes.data, addr.ctypes.data, is_store.ctypes.data,
                            insn_idx.ctypes.data, n, l1.ctypes.data, l2.ctypes.data,
-                           st.ctypes.data)
+                           st.ctypes.data, None if ext is None else ext.ctypes.data,
+                           0 if ext is None else ext.shape[1])
         return CacheResult(l1=l1, l2=l2, n_insn=n_insn,
                            **{k: int(v) for k, v in zip(STAT_FIELDS, st)})
 
 
 def simulate(pc, addr, is_store, insn_idx, prefetcher="none", config: CacheConfig = CacheConfig(),
-             n_insn: int | None = None, warmup: int = 0, **params) -> CacheResult:
+             n_insn: int | None = None, warmup: int = 0, prefetch_addr=None,
+             **params) -> CacheResult:
     """Run the model over a stream of accesses with the compiled core.
 
     ``prefetcher`` is a built-in name (``"none"``, ``"next-line"``, ``"ip-stride"``, ``"bop"``,
     parameters as keywords, see ``PREFETCHER_PARAMS``) or a :class:`Prefetcher` object (then the
-    Python reference model runs it). The first ``warmup`` accesses train the caches and the
+    Python reference model runs it). ``"external"`` takes its requests from ``prefetch_addr``
+    (uint64 ``[n, K]`` or ``[n]``, row i = byte addresses to prefetch after access i, 0 = none).
+    The first ``warmup`` accesses train the caches and the
     prefetcher but are left out of the statistics (their outcomes are still in ``l1``/``l2``).
     ``n_insn`` (instructions covered by the measured part) is needed only for MPKI.
     """
     if isinstance(prefetcher, Prefetcher):
+        _external_rows(prefetcher, prefetch_addr, len(addr))
         return simulate_ref(pc, addr, is_store, insn_idx, prefetcher, config, n_insn, warmup)
+    ext = _external_rows(prefetcher, prefetch_addr, len(addr))
     cache = NativeCache(config)
     try:
         if warmup:
             w = cache.run(pc[:warmup], addr[:warmup], is_store[:warmup], insn_idx[:warmup],
-                          prefetcher, **params)
+                          prefetcher, None, None if ext is None else ext[:warmup], **params)
             r = cache.run(pc[warmup:], addr[warmup:], is_store[warmup:], insn_idx[warmup:],
-                          prefetcher, n_insn, **params)
+                          prefetcher, n_insn, None if ext is None else ext[warmup:], **params)
             r.l1 = np.concatenate([w.l1, r.l1])
             r.l2 = np.concatenate([w.l2, r.l2])
             return r
-        return cache.run(pc, addr, is_store, insn_idx, prefetcher, n_insn, **params)
+        return cache.run(pc, addr, is_store, insn_idx, prefetcher, n_insn, ext, **params)
     finally:
         cache.close()
 
@@ -538,13 +591,18 @@ def _wants(fn, name):
 
 def simulate_ref(pc, addr, is_store, insn_idx, prefetcher="none",
                  config: CacheConfig = CacheConfig(), n_insn: int | None = None, warmup: int = 0,
-                 **params) -> CacheResult:
+                 prefetch_addr=None, **params) -> CacheResult:
     """Straightforward per-access Python version of :func:`simulate` (same model, same results);
-    ``prefetcher`` may be a built-in name or any :class:`Prefetcher` object."""
+    ``prefetcher`` may be a built-in name (``"external"`` with ``prefetch_addr``) or any
+    :class:`Prefetcher` object."""
+    ext = _external_rows(prefetcher, prefetch_addr, len(addr))
     if isinstance(prefetcher, Prefetcher):
         if params:
             raise TypeError("parameters go to the Prefetcher object's constructor")
         pf = prefetcher
+    elif ext is not None:
+        _params(prefetcher, params)             # no parameters
+        pf = External(ext)
     else:
         pf = PY_PREFETCHERS[prefetcher](**_params(prefetcher, params))
     pf.line_size, pf.page_size = config.line_size, config.page_size
@@ -596,7 +654,7 @@ def simulate_ref(pc, addr, is_store, insn_idx, prefetcher="none",
         if i == warmup and warmup:
             st = dict.fromkeys(STAT_FIELDS, 0)
         now, line, store = times[i], addrs[i] // ls, bool(stores[i])
-        pf.now = now
+        pf.now, pf.index = now, i
         while inflight and inflight[0][0] <= now:
             _, fl, was_pf = inflight.popleft()
             pf.fill(fl * ls, was_pf)
@@ -653,5 +711,5 @@ def simulate_ref(pc, addr, is_store, insn_idx, prefetcher="none",
 
 
 __all__ = ["CacheConfig", "CacheResult", "Prefetcher", "NextLine", "IPStride", "BestOffset",
-           "NativeCache", "simulate", "simulate_ref", "coverage", "STAT_FIELDS",
+           "External", "NativeCache", "simulate", "simulate_ref", "coverage", "STAT_FIELDS",
            "PREFETCHER_PARAMS", "MISS", "HIT", "LATE", "NOT_ACCESSED"]

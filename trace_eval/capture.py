@@ -30,7 +30,7 @@ from ncf.io import atomic_path, write_json
 from .format import VERSION, TraceError, TraceReader, file_info, sidecar_path
 from .native_lib import native_path
 from .selfcheck import check_trace
-from .workloads import Invocation, names, prepare
+from .workloads import KERNELS, Invocation, names, prepare
 
 SUMMARY = re.compile(r"qtrace: executed=(\d+) recorded=(\d+) seconds=([\d.]+) eip_mismatches=(\d+) dropped=(\d+)")
 
@@ -174,14 +174,16 @@ def _follow_progress(fd: int, total: int, desc: str, enabled: bool) -> None:
 def record_builtins(trace_dir: Path, instructions: int, skip: int, inputs=(0, 1), inputs_dir="work/inputs",
                     progress: bool = True) -> list[dict]:
     """Trace every built-in workload on ``inputs`` into ``trace_dir/WORKLOAD-INPUT.ncft``; a trace
-    already there with the same window and a passed self-check is reused. Returns the sidecars
-    (each with its ``path``)."""
+    already there with the same window and a passed self-check is reused. The C kernels are short
+    (5-16 M instructions): they are traced from their start, whole if shorter than the window.
+    Returns the sidecars (each with its ``path``)."""
     metas = []
     for w in names():
+        w_skip = 0 if w in KERNELS else skip
         for i in inputs:
             out = Path(trace_dir) / f"{w}-{i}.ncft"
-            meta = _reusable(out, skip, instructions) or record(prepare(w, i, inputs_dir), out, skip=skip,
-                                                                count=instructions, progress=progress)
+            meta = _reusable(out, w_skip, instructions) or record(prepare(w, i, inputs_dir), out, skip=w_skip,
+                                                                  count=instructions, progress=progress)
             metas.append({**meta, "path": str(out)})
     return metas
 

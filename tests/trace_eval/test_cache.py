@@ -240,3 +240,98 @@ def test_bad_arguments_are_rejected(stream):
     with pytest.raises(ValueError):
         simulate(pc, addr, st, t[::-1], "none", SMALL)
     assert len(STAT_FIELDS) == 16
+
+
+# --- the "external" prefetcher: requests computed outside (e.g. by a learned model) ----------
+
+
+def next_same_pc(pc, addr):
+    """Per access, the address of the next access with the same pc (0 for the last one)."""
+    pc, addr = np.asarray(pc), np.asarray(addr, dtype=np.uint64)
+    order = np.argsort(pc, kind="stable")
+    same = pc[order][1:] == pc[order][:-1]
+    out = np.zeros(len(addr), dtype=np.uint64)
+    out[order[:-1][same]] = addr[order[1:][same]]
+    return out
+
+
+def external_requests(stream, seed=1):
+    """[n, 3]: the same-pc oracle, a random far address half the time, a nearby line (-4..+4)
+    a third of the time; 0 = no request."""
+    pc, addr = stream[0], stream[1]
+    rng = np.random.default_rng(seed)
+    n = len(addr)
+    far = (0x40000000 + rng.integers(0, 1 << 22, n)) * (rng.random(n) < 0.5)
+    near = (addr.astype(np.int64) + 64 * rng.integers(-4, 5, n)) * (rng.random(n) < 0.3)
+    return np.stack([next_same_pc(pc, addr), far.astype(np.uint64), near.astype(np.uint64)], 1)
+
+
+@pytest.mark.parametrize("fill_level", [1, 2])
+def test_external_compiled_model_matches_reference(stream, fill_level):
+    cfg = CacheConfig(l1_size=4096, l1_ways=4, l2_size=32768, l2_ways=8, fill_level=fill_level)
+    req = external_requests(stream)
+    a = simulate(*stream, "external", cfg, prefetch_addr=req)
+    assert_same(a, simulate_ref(*stream, "external", cfg, prefetch_addr=req))
+    assert a.pf_requested == np.count_nonzero(req)
+    assert a.pf_issued > 1000 and a.pf_useful > 500 and a.pf_late > 0
+    assert a.pf_issued == a.pf_useful + a.pf_useless + a.pf_unused_at_end
+    w = simulate(*stream, "external", cfg, warmup=5000, prefetch_addr=req)
+    assert_same(w, simulate_ref(*stream, "external", cfg, warmup=5000, prefetch_addr=req))
+    assert np.array_equal(w.l1, a.l1)
+
+
+def test_external_oracle_of_the_next_same_pc_access_covers_a_strided_stream():
+    n = 6000
+    k = np.arange(n) // 2
+    ip = np.where(np.arange(n) % 2 == 0, 0x400, 0x480)
+    addr = np.where(ip == 0x400, 0x10000000 + 128 * k, 0x20000000 - 192 * k)   # +2 and -3 lines
+    s = (ip, addr, np.zeros(n, bool), 3 * np.arange(n))
+    base = simulate(*s, "none")
+    oracle = simulate(*s, "external", prefetch_addr=next_same_pc(ip, addr))
+    assert coverage(base, oracle) > 0.99 and oracle.accuracy > 0.99
+    assert oracle.pf_requested == n - 2 and oracle.pf_late == oracle.pf_useful  # 6 insn ahead
+    assert_same(oracle, simulate_ref(*s, "external", prefetch_addr=next_same_pc(ip, addr)))
+
+
+def test_external_next_line_requests_reproduce_next_line(stream):
+    addr = stream[1]
+    line = addr // np.uint64(64)
+    req = (line + np.uint64(1)) * np.uint64(64)                   # [n]: K = 1
+    for cfg in (SMALL, CacheConfig(fill_level=2)):
+        nl = simulate(*stream, "next-line", cfg)
+        assert_same(simulate(*stream, "external", cfg, prefetch_addr=req), nl)
+        assert_same(simulate_ref(*stream, "external", cfg, prefetch_addr=req), nl)
+    req3 = (line[:, None] + np.arange(1, 4, dtype=np.uint64)) * np.uint64(64) + np.uint64(5)
+    assert_same(simulate(*stream, "external", SMALL, prefetch_addr=req3),
+                simulate(*stream, "next-line", SMALL, degree=3))
+
+
+def test_external_all_zero_requests_equal_none(stream):
+    zero = np.zeros((len(stream[1]), 2), dtype=np.uint64)
+    r = simulate(*stream, "external", SMALL, prefetch_addr=zero)
+    assert_same(r, simulate(*stream, "none", SMALL))
+    assert r.pf_requested == 0
+    assert_same(simulate_ref(*stream[:2], stream[2], stream[3], "external", SMALL,
+                             prefetch_addr=zero[:, 0]), r)
+
+
+def test_external_bad_arguments_are_rejected(stream):
+    n = len(stream[1])
+    ok = np.zeros(n, dtype=np.uint64)
+    for run in (simulate, simulate_ref):
+        for bad in (np.zeros(n - 1, np.uint64), np.zeros((n, 2, 2), np.uint64),
+                    np.zeros((2, n), np.uint64), np.zeros(n, np.float64), np.zeros(n, bool),
+                    -np.ones(n, np.int64)):
+            with pytest.raises(ValueError, match="prefetch_addr"):
+                run(*stream, "external", SMALL, prefetch_addr=bad)
+        with pytest.raises(ValueError, match="prefetch_addr"):
+            run(*stream, "external", SMALL)
+        with pytest.raises(ValueError, match="prefetch_addr"):
+            run(*stream, "next-line", SMALL, prefetch_addr=ok)
+        with pytest.raises(ValueError, match="prefetch_addr"):
+            run(*stream, NextTwo(), SMALL, prefetch_addr=ok)
+        with pytest.raises(TypeError):
+            run(*stream, "external", SMALL, prefetch_addr=ok, degree=2)
+    # non-negative signed integers are accepted as addresses
+    assert_same(simulate(*stream, "external", SMALL, prefetch_addr=ok.astype(np.int64)),
+                simulate(*stream, "none", SMALL))

@@ -29,6 +29,10 @@
  *               and through a delay queue ("left" bank). Triggered on L1D misses and on first
  *               demand hits to prefetched lines. Time is in instructions, not cycles; the
  *               MSHR/LLC-rate throttling of the DPC-2 code is not modelled (no MSHRs here).
+ *   external    Requests computed outside (e.g. by a learned model, offline): cache_run's
+ *               pf_addr[n][pf_k] holds, per access, up to pf_k byte addresses to prefetch
+ *               (0 = no request); the nonzero ones of row i are issued after access i, where
+ *               the built-in prefetchers' candidates are issued, with the same accounting.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,7 +41,7 @@
 #define EMPTY UINT64_MAX
 
 enum { MISS = 0, HIT = 1, LATE = 2, NOT_ACCESSED = 3 };
-enum { PF_NONE = 0, PF_NEXT_LINE = 1, PF_IP_STRIDE = 2, PF_BOP = 3 };
+enum { PF_NONE = 0, PF_NEXT_LINE = 1, PF_IP_STRIDE = 2, PF_BOP = 3, PF_EXTERNAL = 4 };
 
 /* cfg[] given to cache_new */
 enum { CFG_L1_SIZE, CFG_L1_WAYS, CFG_L2_SIZE, CFG_L2_WAYS, CFG_LINE, CFG_PF_LATENCY,
@@ -429,10 +433,13 @@ static int64_t count_unused(const level_t *c)
 }
 
 /* Run n accesses. The cache and prefetcher state persist across calls on the same object (the
- * prefetcher is re-initialised when kind or params change); stats_out[ST_N] is for this call. */
+ * prefetcher is re-initialised when kind or params change); stats_out[ST_N] is for this call.
+ * pf_addr / pf_k are used only by PF_EXTERNAL (pass NULL / 0 otherwise): pf_addr is a row-major
+ * n x pf_k array of byte addresses to prefetch after each access, 0 = no request. */
 void cache_run(void *handle, int kind, const int64_t *pf_params, const uint64_t *pc,
                const uint64_t *addr, const uint8_t *is_store, const uint64_t *insn_idx, int64_t n,
-               uint8_t *l1_out, uint8_t *l2_out, int64_t *st)
+               uint8_t *l1_out, uint8_t *l2_out, int64_t *st, const uint64_t *pf_addr,
+               int64_t pf_k)
 {
     sim_t *s = handle;
     memset(st, 0, ST_N * sizeof *st);
@@ -504,6 +511,15 @@ void cache_run(void *handle, int kind, const int64_t *pf_params, const uint64_t 
         case PF_BOP:
             nc = bop_operate(s, line, c1 != MISS, useful, now, cand);
             if (c1 == MISS) fq_push(&s->bop, line, now + s->cfg[CFG_PF_LATENCY], 0);
+            break;
+        case PF_EXTERNAL:                       /* issued straight from row i (any length) */
+            if (!pf_addr) break;
+            for (int64_t k = 0; k < pf_k; k++) {
+                uint64_t a = pf_addr[i * pf_k + k];
+                if (!a) continue;
+                st[ST_PF_REQUESTED]++;
+                st[ST_PF_ISSUED] += issue(s, a >> s->lshift, now, st);
+            }
             break;
         default:
             break;

@@ -1,0 +1,119 @@
+"""Fused datasets: honest snapshots (a deliberate leak is caught), graphs and splits by input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ncf.model.dataset as dsmod
+from ncf.model.dataset import Dataset, DatasetConfig, build_dataset, find_sites
+from ncf.model.graph import F_STATIC, N_EDGE_TYPES, RELATIONS, encode_values
+from ncf.io import write_json
+from ncf.trace_eval.format import TraceReader, TraceWriter, file_info, sidecar_path
+
+LEAD = 100
+
+
+@pytest.fixture(scope="module")
+def sites(bzip2_trace):
+    return find_sites(bzip2_trace)
+
+
+@pytest.fixture(scope="module")
+def train_ds(bzip2_trace, sites, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds") / "bzip2-0"
+    build_dataset(bzip2_trace, sites, out, DatasetConfig(lead=LEAD), progress=False)
+    return Dataset(out)
+
+
+def _scrambled(src, dst, after: int, seed: int = 0):
+    """A copy of the trace whose registers after instruction ``after`` and memory values of
+    instructions >= ``after`` are random; pcs, addresses and control flow are unchanged."""
+    rng = np.random.default_rng(seed)
+    r = TraceReader(src)
+    with TraceWriter(dst, r.flags) as w:
+        for ch in r.chunks():
+            for sid in np.unique(ch.insn["sid"]):
+                w.define(int(sid), *r.static.code(int(sid)))
+            regs = ch.insn["regs"].copy()
+            late = ch.insn["idx"] > after
+            regs[late] = rng.integers(0, 2**63, size=(int(late.sum()), regs.shape[1]), dtype=np.uint64)
+            val = ch.mem["val"].copy()
+            mlate = ch.mem["insn"] >= after
+            val[mlate] = rng.integers(0, 2**63, size=int(mlate.sum()), dtype=np.uint64)
+            minfo = np.log2(ch.mem["size"]).astype(np.uint8) | (ch.mem["store"].astype(np.uint8) << 7)
+            w.add(ch.insn["sid"], ch.insn["nmem"], ch.mem["addr"], minfo, regs=regs, mval=val)
+    write_json(sidecar_path(dst), {"format_version": 1, "file": file_info(dst)})
+    return dst
+
+
+def _leaked_samples(trace, sites, ds: Dataset, tmp_path, vocab) -> int:
+    """Rebuild from traces scrambled after each probe's snapshot; count probes whose features changed."""
+    a = ds.arrays
+    changed = 0
+    for j in np.linspace(len(a["idx"]) // 4, len(a["idx"]) - 1, 4).astype(int):
+        s = int(a["idx"][j]) - LEAD
+        bad = _scrambled(trace, tmp_path / f"scr{j}.ncft", s)
+        other = tmp_path / f"ds{j}"
+        build_dataset(bad, sites, other, DatasetConfig(lead=LEAD), vocab=vocab, progress=False)
+        b = Dataset(other).arrays
+        k = np.nonzero((b["idx"] == a["idx"][j]) & (b["site"] == a["site"][j]))[0]
+        assert len(k) == 1
+        same = all(np.array_equal(a[n][j], b[n][k[0]]) for n in ("dynval", "g", "bhist_pc", "bhist_dir", "dhist",
+                                                                 "taken", "delta"))
+        changed += not same
+    return changed
+
+
+def test_features_do_not_depend_on_anything_after_the_snapshot(bzip2_trace, sites, train_ds, tmp_path):
+    assert _leaked_samples(bzip2_trace, sites, train_ds, tmp_path, train_ds.meta["delta_vocabulary"]) == 0
+
+
+def test_a_deliberate_leak_is_caught(bzip2_trace, sites, tmp_path, monkeypatch):
+    monkeypatch.setattr(dsmod, "snapshot_index", lambda i, lead: np.asarray(i, np.int64))  # state at i itself
+    out = tmp_path / "leaky"
+    build_dataset(bzip2_trace, sites, out, DatasetConfig(lead=LEAD), progress=False)
+    leaky = Dataset(out)
+    assert _leaked_samples(bzip2_trace, sites, leaky, tmp_path, leaky.meta["delta_vocabulary"]) > 0
+
+
+def test_samples_are_in_time_order_with_labels_per_task(train_ds):
+    a, meta = train_ds.arrays, train_ds.meta
+    assert (np.diff(a["idx"]) >= 0).all()
+    branch = a["taken"] >= 0
+    assert branch.any() and (~branch).any()
+    assert ((a["delta"] >= 0) == ~branch).all()
+    assert a["delta"].max() < meta["config"]["delta_classes"]
+    assert (a["idx"] >= LEAD).all()
+    assert meta["samples_per_task"]["branch"] == int(branch.sum())
+
+
+def test_site_graphs_point_at_the_compare_that_feeds_the_branch(train_ds):
+    static, adj = train_ds.static, train_ds.adj
+    assert static.shape[1:] == (32, F_STATIC) and adj.shape[1:] == (N_EDGE_TYPES, 32, 32)
+    flow = RELATIONS.index("dataflow")
+    for k, site in enumerate(train_ds.meta["sites"]):
+        assert site["nodes"][0].startswith(f"insn {site['pc']:#x}")   # node 0 is the target
+        if site["task"] == "branch" and site["nodes"][0].split()[2].startswith("j"):
+            assert adj[k, flow, 0].any(), site["nodes"]   # the flags' producer flows into the branch
+    # every dynamic slot points at a register or a memory slot of that site
+    assert ((train_ds.dyn_slot == -1) | (train_ds.dyn_slot < 16 + 8)).all()
+
+
+def test_value_encoding_separates_small_integers_from_pointers():
+    enc = encode_values(np.array([5, 2**64 - 3, 0x7FFD12345678], np.uint64))
+    assert enc[0, 0] == 1 and enc[0, 2] == 0 and enc[0, 8] == 1          # small, bit 0 of 5
+    assert enc[1, 0] == 1 and enc[1, 1] == 1                             # -3: small and negative
+    assert enc[2, 2] == 1 and enc[2, 0] == 0 and enc[2, 8 + 6:].sum() == 0  # pointer: only 6 low bits
+
+
+def test_test_split_uses_the_training_sites_and_vocabulary(bzip2_trace, sites, train_ds, native, inputs_dir, tmp_path):
+    from ncf.trace_eval.capture import record
+    from ncf.trace_eval.workloads import prepare
+
+    test_trace = tmp_path / "bzip2-1.ncft"
+    record(prepare("bzip2", 1, inputs_dir), test_trace, skip=10**6, count=300_000, progress=False)
+    meta = build_dataset(test_trace, sites, tmp_path / "bzip2-1", DatasetConfig(lead=LEAD),
+                         vocab=train_ds.meta["delta_vocabulary"], progress=False)
+    assert meta["delta_vocabulary"] == train_ds.meta["delta_vocabulary"]
+    assert meta["sites_from"] == str(bzip2_trace) and meta["input"] == 1
+    assert {s["pc"] for s in meta["sites"]} <= set(sites["branch"]) | set(sites["load"])
