@@ -1,0 +1,127 @@
+"""Score learned models on a held-out input through the trace_eval harness.
+
+Branches: every model's predictions replace TAGE-SC-L's on the hard branches of the test trace
+(an override, as BranchNet does); where a model has no prediction (a site it was not trained on,
+or the first ``lead`` instructions), TAGE-SC-L's stands. MPKI is computed by
+``harness.score_branches`` over the whole trace, exactly as for the baselines.
+
+Prefetching: the delta class a model predicts for access k of a delinquent load becomes a prefetch
+of ``line(k-1) + delta``, issued at the first memory access at or after both access k-1 and the
+snapshot ``i_k - lead`` (never earlier than the model could know it), and only if that is before
+access k. The cache model then gives coverage and accuracy as for BOP. Predicting the "other" class
+means no prefetch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ncf.trace_eval.branch_predictors import COND, TageScL
+from ncf.trace_eval.cache import CacheConfig, coverage, simulate
+from ncf.trace_eval.format import TraceReader
+from ncf.trace_eval.harness import LINE, score_branches
+from ncf.trace_eval.streams import branch_stream, memory_stream
+
+from .dataset import Dataset
+
+MAX_PREFETCH_COLUMNS = 4
+
+
+def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray]) -> list[dict]:
+    """Rows: TAGE-SC-L alone, then each model overriding it on the hard branches.
+
+    ``predictions[name]`` = p_taken per dataset row (NaN = no prediction)."""
+    br = branch_stream(TraceReader(ds.meta["trace"]))
+    tage_pred, tage_conf = TageScL().run(br.pc, br.target, br.taken, br.kind)
+    cond = br.kind == COND
+    cond_idx = br.idx[cond].astype(np.int64)
+    base = tage_pred[cond].astype(bool)
+    a = ds.arrays
+    rows = np.nonzero(np.asarray(a["taken"]) >= 0)[0]
+    pos = np.searchsorted(cond_idx, np.asarray(a["idx"][rows], np.int64))
+    if not (cond_idx[pos] == np.asarray(a["idx"][rows])).all():
+        raise ValueError(f"{ds.path}: dataset rows do not match the branches of {ds.meta['trace']}")
+    taken = np.asarray(a["taken"][rows]).astype(bool)
+    hard = np.zeros(len(base), bool)
+    hard[pos] = True
+    out = []
+    for name, p in {"tage-sc-l": None, **predictions}.items():
+        final = base.copy()
+        if p is not None:
+            p = np.asarray(p)[rows]
+            final[pos] = np.where(np.isnan(p), base[pos], p > 0.5)
+        res = score_branches(name, br, final)
+        hard_misp = int((final[pos] != taken).sum())
+        out.append({"model": name, "hard_branch_instances": len(rows), "hard_mispredictions": hard_misp,
+                    "hard_mpki": 1000 * hard_misp / br.n_insn, "hard_accuracy": 1 - hard_misp / max(len(rows), 1),
+                    "mpki": res.mpki, "accuracy": res.accuracy})
+    tage_hard = out[0]["hard_mispredictions"]
+    for r in out:
+        r["vs_tage_hard"] = r["hard_mispredictions"] / tage_hard - 1 if tage_hard else float("nan")
+    return out
+
+
+def evaluate_prefetch(ds: Dataset, predictions: dict[str, np.ndarray], config: CacheConfig = CacheConfig(),
+                      baselines=("bop",)) -> list[dict]:
+    """Rows: next-delta accuracy/precision/recall on the delinquent loads, and coverage/accuracy of
+    each model driving the cache model, with the built-in ``baselines`` for scale.
+
+    ``predictions[name]`` = delta class per dataset row (-1 = none)."""
+    mem = memory_stream(TraceReader(ds.meta["trace"]))
+    vocab = ds.meta["delta_vocabulary"]
+    other = ds.meta["config"]["delta_classes"] - 1
+    lead = ds.meta["config"]["lead"]
+    a = ds.arrays
+    rows = np.nonzero(np.asarray(a["delta"]) >= 0)[0]
+    label = np.asarray(a["delta"][rows], np.int64)
+    site_pc = np.asarray(ds.site_pc, np.uint64)[np.asarray(a["site"][rows], np.int64)]
+    idx = np.asarray(a["idx"][rows], np.int64)
+    acc_pos, prev_pos = _access_positions(mem, site_pc, idx)
+    issue = np.maximum(prev_pos, np.searchsorted(mem.idx, idx - lead))
+    delinquent = np.isin(mem.pc, np.unique(site_pc)) & ~mem.is_store
+    base = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, config=config, n_insn=mem.n_insn)
+    out = []
+    for name in baselines:
+        res = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, prefetcher=name, config=config, n_insn=mem.n_insn)
+        out.append(_prefetch_row(name, None, label, other, base, res, delinquent))
+    for name, cls in predictions.items():
+        cls = np.asarray(cls, np.int64)[rows]
+        made = (cls >= 0) & (cls != other)
+        ok = made & (issue < acc_pos)
+        delta = np.array([vocab[c] if 0 <= c < len(vocab) else 0 for c in cls], np.int64)
+        target = ((mem.addr[prev_pos] // LINE).astype(np.int64) + delta) * LINE
+        pf = np.zeros((len(mem), MAX_PREFETCH_COLUMNS), np.uint64)
+        fill = np.zeros(len(mem), np.int64)
+        for p, t in zip(issue[ok], target[ok]):
+            if fill[p] < MAX_PREFETCH_COLUMNS and t > 0:
+                pf[p, fill[p]] = t
+                fill[p] += 1
+        res = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, prefetcher="external", prefetch_addr=pf,
+                       config=config, n_insn=mem.n_insn)
+        out.append(_prefetch_row(name, cls, label, other, base, res, delinquent))
+    return out
+
+
+def _access_positions(mem, site_pc: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``mem`` of each sample's access and of the same load's previous access."""
+    acc, prev = np.zeros(len(idx), np.int64), np.zeros(len(idx), np.int64)
+    for pc in np.unique(site_pc):
+        q = np.nonzero((mem.pc == pc) & ~mem.is_store)[0]
+        sel = np.nonzero(site_pc == pc)[0]
+        j = np.searchsorted(mem.idx[q], idx[sel])
+        acc[sel], prev[sel] = q[j], q[j - 1]
+    return acc, prev
+
+
+def _prefetch_row(name, cls, label, other, base, res, delinquent) -> dict:
+    miss_base = (base.l1 == 0) & delinquent
+    miss_with = (res.l1 == 0) & delinquent
+    row = {"model": name, "coverage": coverage(base, res), "accuracy": res.accuracy,
+           "delinquent_coverage": 1 - miss_with.sum() / max(miss_base.sum(), 1),
+           "l1_mpki_with": res.l1_mpki, "l1_mpki_without": base.l1_mpki, "issued": res.pf_issued}
+    if cls is not None:
+        made = (cls >= 0) & (cls != other)
+        correct = made & (cls == label)
+        row.update({"delta_accuracy": float((cls == label).mean()) if len(label) else float("nan"),
+                    "delta_precision": correct.sum() / made.sum() if made.any() else float("nan"),
+                    "delta_recall": correct.sum() / len(label) if len(label) else float("nan")})
+    return row

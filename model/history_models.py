@@ -1,0 +1,112 @@
+"""Training and prediction of the history-only learned baselines on ncf datasets.
+
+branchnet:  one BranchNet-style CNN per hard branch (as BranchNet trains per branch), on the last
+            ``cnn_history`` branches before each instance.
+delta-lstm: one delta-LSTM for all delinquent loads of a workload, on the last ``delta_history``
+            delta classes of the same load and the load's identity.
+
+Sites are matched between the training and the test dataset by pc. A run directory holds
+``checkpoint.pt`` (one state dict per trained site; ``--resume`` skips sites already done),
+``config.yaml`` and ``train.json``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ncf.io import atomic_path, write_json
+
+from .baselines import BranchNetCNN, DeltaLSTM, predict, train_classifier
+from .dataset import Dataset
+
+
+def _rows(ds: Dataset, task: int, site: int | None = None) -> np.ndarray:
+    a = ds.arrays
+    sel = (a["taken"] >= 0) if task == 0 else (a["delta"] >= 0)
+    if site is not None:
+        sel = sel & (a["site"] == site)
+    return np.nonzero(sel)[0]
+
+
+def _site_pc(ds: Dataset) -> np.ndarray:
+    return np.asarray(ds.site_pc, np.uint64)
+
+
+def train_history_model(cfg, resume: bool = False, progress: bool = True) -> dict:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+    ds = Dataset(cfg.train)
+    a = ds.arrays
+    ckpt = out / "checkpoint.pt"
+    saved = torch.load(ckpt, weights_only=False) if resume and ckpt.exists() else {"sites": {}, "seconds": 0.0,
+                                                                                     "history": {}}
+    pcs = _site_pc(ds)
+    if cfg.model == "branchnet":
+        jobs = [(int(pcs[k]), _rows(ds, 0, k)) for k in range(len(pcs)) if ds.site_task[k] == 0]
+    else:
+        jobs = [("all", _rows(ds, 1))]
+    for key, rows in jobs:
+        if str(key) in saved["sites"] or len(rows) < 20:
+            continue
+        t0 = time.monotonic()
+        if cfg.model == "branchnet":
+            model = BranchNetCNN(history=a["bhist_pc"].shape[1])
+            inputs = (np.asarray(a["bhist_pc"][rows], np.int64), np.asarray(a["bhist_dir"][rows], np.int64))
+            y = np.asarray(a["taken"][rows], np.float32)
+        else:
+            model = DeltaLSTM(n_sites=len(pcs), n_classes=ds.meta["config"]["delta_classes"])
+            inputs = (np.asarray(a["dhist"][rows], np.int64), np.asarray(a["site"][rows], np.int64))
+            y = np.asarray(a["delta"][rows], np.int64)
+        hist = train_classifier(model, inputs, y, epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed,
+                                progress=progress)
+        saved["sites"][str(key)] = model.state_dict()
+        saved["history"][str(key)] = {k: v for k, v in hist.items() if k in ("best_epoch", "epochs_run", "n_train",
+                                                                               "n_val", "val_acc")}
+        saved["seconds"] += time.monotonic() - t0
+        saved["config"], saved["site_pc"] = asdict(cfg), [int(p) for p in pcs]
+        with atomic_path(ckpt) as tmp:
+            torch.save(saved, tmp)
+    summary = {"model": cfg.model, "config": asdict(cfg), "train_seconds": saved["seconds"],
+               "sites": saved["history"]}
+    write_json(out / "train.json", summary)
+    return summary
+
+
+def predict_history(run_dir: str | Path, ds_dir: str | Path) -> dict:
+    """Per-sample predictions on a (test) dataset: p_taken for branch samples of trained hard
+    branches (NaN elsewhere), delta class for load samples (-1 elsewhere)."""
+    saved = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)
+    model_name = saved["config"]["model"]
+    ds = Dataset(ds_dir)
+    a = ds.arrays
+    p_taken = np.full(len(ds), np.nan)
+    cls = np.full(len(ds), -1, np.int64)
+    pcs = _site_pc(ds)
+    if model_name == "branchnet":
+        for k, pc in enumerate(pcs):
+            state = saved["sites"].get(str(int(pc)))
+            rows = _rows(ds, 0, k)
+            if state is None or not len(rows):
+                continue
+            model = BranchNetCNN(history=a["bhist_pc"].shape[1])
+            model.load_state_dict(state)
+            logit = predict(model, (np.asarray(a["bhist_pc"][rows], np.int64),
+                                    np.asarray(a["bhist_dir"][rows], np.int64)), logits=True)
+            p_taken[rows] = 1 / (1 + np.exp(-logit))
+    else:
+        train_pcs = saved["site_pc"]
+        model = DeltaLSTM(n_sites=len(train_pcs), n_classes=ds.meta["config"]["delta_classes"])
+        model.load_state_dict(saved["sites"]["all"])
+        rows = _rows(ds, 1)
+        to_train = {pc: k for k, pc in enumerate(train_pcs)}
+        site = np.array([to_train.get(int(pcs[s]), -1) for s in np.asarray(a["site"][rows])], np.int64)
+        ok = site >= 0
+        cls[rows[ok]] = predict(model, (np.asarray(a["dhist"][rows[ok]], np.int64), site[ok]))
+    return {"p_taken": p_taken, "delta_class": cls}

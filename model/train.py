@@ -1,0 +1,267 @@
+"""Training: one config, one loop, checkpoints every epoch, resumable, deterministic.
+
+    cfg = TrainConfig(train="data/bzip2-0", test="data/bzip2-1", model="fused", out="runs/bzip2/fused")
+    train(cfg)            # or: ncf train --config cfg.yaml [--resume]
+
+Models (``TrainConfig.model``):
+  fused      the GNN on the fused graph: static code + dynamic snapshot + history/TAGE-SC-L (g)
+  static     the same GNN without dynamic values (ablation: static graph + history)
+  history    the same network without the graph (ablation: history + TAGE-SC-L only)
+  branchnet  a BranchNet-style CNN per hard branch over the last 200 branches (learned baseline)
+  delta-lstm the delta-LSTM of Hashemi et al. 2018 over the last 16 deltas of each load (baseline)
+
+The three GNN variants share one network and one budget (epochs, batch, learning rate); only
+their inputs differ. Validation is the last 10% of the training input's samples in time; the test
+set is another program input. Evaluation (``predict``) returns per-sample predictions that
+``model/evaluate.py`` scores through the trace_eval harness.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ncf.io import atomic_path, write_json
+
+from .dataset import Dataset
+from .graph import N_VALUE_BITS, encode_values
+
+GNN_MODELS = ("fused", "static", "history")
+MODELS = GNN_MODELS + ("branchnet", "delta-lstm")
+VAL_FRACTION = 0.1
+
+
+@dataclass
+class TrainConfig:
+    train: str = ""                  # dataset directory (training input)
+    test: str = ""                   # dataset directory (held-out input)
+    out: str = "runs/model"
+    model: str = "fused"
+    hidden: int = 16
+    steps: int = 2
+    gate: bool = True
+    epochs: int = 6
+    batch: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    threads: int = 2
+    device: str = "auto"             # auto = cuda if present, else cpu
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
+
+    # round trip: YAML or JSON files
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        text = _dump(asdict(self), path.suffix)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        data = _parse(path.read_text(), path.suffix, path)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def _dump(d: dict, suffix: str) -> str:
+    if suffix in (".yaml", ".yml"):
+        import yaml
+        return yaml.safe_dump(d, sort_keys=False)
+    return json.dumps(d, indent=1) + "\n"
+
+
+def _parse(text: str, suffix: str, path) -> dict:
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # yaml and json raise different types
+        raise ValueError(f"{path}: not valid {'YAML' if suffix in ('.yaml', '.yml') else 'JSON'}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config is a mapping of keys to values")
+    return data
+
+
+def device_of(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+# --------------------------------------------------------------------------------------- GNN inputs
+class GraphBatches:
+    """Turns dataset rows into the GNN's tensors; the ablations blank out what they must not see."""
+
+    def __init__(self, ds: Dataset, model: str, device: torch.device):
+        self.ds, self.model, self.device = ds, model, device
+        self.static = torch.tensor(ds.static, dtype=torch.float32, device=device)
+        self.adj = torch.tensor(ds.adj, dtype=torch.float32, device=device)
+        self.slot = ds.dyn_slot.astype(np.int64)
+
+    def __call__(self, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
+        a = self.ds.arrays
+        site = np.asarray(a["site"][rows], np.int64)
+        enc = encode_values(np.asarray(a["dynval"][rows]))                 # [B, slots, bits]
+        enc = np.concatenate([enc, np.zeros((len(rows), 1, N_VALUE_BITS), np.uint8)], axis=1)
+        slot = self.slot[site]                                               # [B, N]; -1 -> the zero row
+        dyn = enc[np.arange(len(rows))[:, None], np.where(slot >= 0, slot, enc.shape[1] - 1)]
+        t = lambda x: torch.tensor(x, dtype=torch.float32, device=self.device)  # noqa: E731
+        static, adj, dyn, g = self.static[site], self.adj[site], t(dyn), t(np.asarray(a["g"][rows]))
+        if self.model in ("static", "history"):
+            dyn = torch.zeros_like(dyn)
+        if self.model == "history":
+            static, adj = torch.zeros_like(static), torch.zeros_like(adj)
+        return static, dyn, adj, g
+
+
+def labels(ds: Dataset, rows: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+    a = ds.arrays
+    return (torch.tensor(np.asarray(a["taken"][rows]), dtype=torch.float32, device=device),
+            torch.tensor(np.asarray(a["delta"][rows]), dtype=torch.int64, device=device))
+
+
+def multitask_loss(branch_logit, delta_logits, taken, delta) -> torch.Tensor:
+    """BCE on branch samples (taken >= 0) + cross-entropy on load samples (delta >= 0)."""
+    loss = branch_logit.new_zeros(())
+    b, m = taken >= 0, delta >= 0
+    if b.any():
+        loss = loss + F.binary_cross_entropy_with_logits(branch_logit[b], taken[b])
+    if m.any():
+        loss = loss + F.cross_entropy(delta_logits[m], delta[m])
+    return loss
+
+
+def split_by_time(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows and validation rows (the last VAL_FRACTION of the samples in time)."""
+    cut = int(n * (1 - VAL_FRACTION))
+    return np.arange(cut), np.arange(cut, n)
+
+
+def build_gnn(cfg: TrainConfig, ds: Dataset):
+    from .gnn import FusedGNN, GNNConfig
+
+    gcfg = GNNConfig(n_nodes=ds.static.shape[1], f_static=ds.static.shape[2], f_dyn=N_VALUE_BITS,
+                     g_dim=ds.meta["g_dim"], hidden=cfg.hidden, steps=cfg.steps, edge_types=ds.adj.shape[1],
+                     delta_classes=ds.meta["config"]["delta_classes"], gate=cfg.gate, seed=cfg.seed)
+    return FusedGNN(gcfg)
+
+
+# --------------------------------------------------------------------------------------- training
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train ``cfg.model`` on ``cfg.train``; checkpoint every epoch in ``cfg.out``; return the summary."""
+    if cfg.model in ("branchnet", "delta-lstm"):
+        from .history_models import train_history_model
+        return train_history_model(cfg, resume=resume, progress=progress)
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+    dev = device_of(cfg)
+    ds = Dataset(cfg.train)
+    model = build_gnn(cfg, ds).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches = GraphBatches(ds, cfg.model, dev)
+    tr, va = split_by_time(len(ds))
+    steps_per_epoch = max(1, len(tr) // cfg.batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * steps_per_epoch)
+    state = {"epoch": 0, "history": [], "seconds": 0.0}
+    ckpt = out / "checkpoint.pt"
+    if resume and ckpt.exists():
+        saved = torch.load(ckpt, map_location=dev, weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        torch.set_rng_state(saved["torch_rng"])
+    rng = np.random.default_rng(cfg.seed + state["epoch"])
+    for epoch in range(state["epoch"], cfg.epochs):
+        t0 = time.monotonic()
+        model.train()
+        perm = rng.permutation(tr)
+        total = 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False)
+        for k in bar:
+            rows = np.sort(perm[k * cfg.batch:(k + 1) * cfg.batch])
+            bl, dl = model(*batches(rows))
+            loss = multitask_loss(bl, dl, *labels(ds, rows, dev))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+            bar.set_postfix(loss=f"{total / (k + 1):.4f}")
+        val = evaluate_rows(model, ds, batches, va, dev)
+        state["epoch"] = epoch + 1
+        state["seconds"] += time.monotonic() - t0
+        state["history"].append({"epoch": epoch + 1, "train_loss": total / steps_per_epoch, **val})
+        with atomic_path(ckpt) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "state": state, "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
+                        "gnn_config": asdict(model.cfg)}, tmp)
+    summary = {"model": cfg.model, "config": asdict(cfg), "train_seconds": state["seconds"],
+               "epochs": state["history"], "parameters": sum(p.numel() for p in model.parameters())}
+    write_json(out / "train.json", summary)
+    return summary
+
+
+@torch.no_grad()
+def predict_gnn(model, ds: Dataset, batches: GraphBatches, rows: np.ndarray, dev, batch: int = 1024):
+    """(branch probability, delta class) for ``rows``."""
+    model.eval()
+    p_taken, cls = [], []
+    for k in range(0, len(rows), batch):
+        bl, dl = model(*batches(rows[k:k + batch]))
+        p_taken.append(torch.sigmoid(bl).cpu().numpy())
+        cls.append(dl.argmax(-1).cpu().numpy())
+    if not p_taken:
+        return np.zeros(0), np.zeros(0, np.int64)
+    return np.concatenate(p_taken), np.concatenate(cls)
+
+
+def evaluate_rows(model, ds: Dataset, batches: GraphBatches, rows: np.ndarray, dev) -> dict:
+    """Branch accuracy and delta accuracy on ``rows`` (validation during training)."""
+    p, cls = predict_gnn(model, ds, batches, rows, dev)
+    taken = np.asarray(ds.arrays["taken"][rows])
+    delta = np.asarray(ds.arrays["delta"][rows])
+    b, m = taken >= 0, delta >= 0
+    return {"val_branch_acc": float(((p[b] > 0.5) == taken[b]).mean()) if b.any() else None,
+            "val_delta_acc": float((cls[m] == delta[m]).mean()) if m.any() else None}
+
+
+def load_model(run_dir: str | Path, dev=torch.device("cpu")):
+    """The trained GNN of a run directory."""
+    from .gnn import FusedGNN, GNNConfig
+
+    saved = torch.load(Path(run_dir) / "checkpoint.pt", map_location=dev, weights_only=False)
+    model = FusedGNN(GNNConfig(**saved["gnn_config"]))
+    model.load_state_dict(saved["model"])
+    return model.eval(), TrainConfig(**saved["config"])
+
+
+def predict(run_dir: str | Path, ds_dir: str | Path) -> dict:
+    """Per-sample predictions of a trained GNN run on a dataset: p_taken, delta class."""
+    model, cfg = load_model(run_dir)
+    ds = Dataset(ds_dir)
+    rows = np.arange(len(ds))
+    p, cls = predict_gnn(model, ds, GraphBatches(ds, cfg.model, torch.device("cpu")), rows, torch.device("cpu"))
+    return {"p_taken": p, "delta_class": cls}
