@@ -241,7 +241,7 @@ def train_classifier(model: nn.Module, inputs: Sequence[np.ndarray], labels: np.
         hist["epochs_run"] = epoch + 1
         if n == k:
             hist["best_epoch"] = epoch
-            bar.set_postfix(loss=f"{total / k:.4f}", acc=f"{correct / k:.3f}")
+            bar.set_postfix(loss=f"{total / k:.4f}", acc=f"{correct / k:.3f}", refresh=False)
             continue
         vloss, vacc = _evaluate(model, val_x, val_y, batch)
         hist["val_loss"].append(vloss)

@@ -225,10 +225,10 @@ def snapshot_values(reader: TraceReader, graphs: list[SiteGraph], site: np.ndarr
     pcs_arr = np.array(mem_pcs, np.uint64)
     with tqdm(total=reader.n_insn, desc="snapshots", unit="insn", unit_scale=True, disable=not progress,
               leave=False) as bar:
-        for ch in reader.chunks():
+        for ch in reader.chunks(registers=False):
             lo, hi = ch.first, ch.first + len(ch.insn)
             a, b = np.searchsorted(s_sorted, [lo, hi])
-            regs[order[a:b]] = ch.insn["regs"][s_sorted[a:b] - lo, :16]
+            regs[order[a:b]] = ch.regs_at(s_sorted[a:b] - lo)[:, :16]
             local = (ch.mem["insn"] - np.uint64(lo)).astype(np.int64)
             sel = np.isin(ch.insn["pc"][local], pcs_arr)
             acc_idx.append(ch.mem["insn"][sel].astype(np.int64))

@@ -26,8 +26,10 @@ from .dataset import Dataset
 MAX_PREFETCH_COLUMNS = 4
 
 
-def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray]) -> list[dict]:
-    """Rows: TAGE-SC-L alone, then each model overriding it on the hard branches.
+def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], selected: dict | None = None) -> list[dict]:
+    """Rows: TAGE-SC-L alone, then each model overriding it on the hard branches: on all of them,
+    and (``*_selective``) only on ``selected[name]``, the sites where the model beat TAGE-SC-L on
+    the training input's validation split.
 
     ``predictions[name]`` = p_taken per dataset row (NaN = no prediction)."""
     br = branch_stream(TraceReader(ds.meta["trace"]))
@@ -43,20 +45,32 @@ def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray]) -> list[d
     taken = np.asarray(a["taken"][rows]).astype(bool)
     hard = np.zeros(len(base), bool)
     hard[pos] = True
-    out = []
-    for name, p in {"tage-sc-l": None, **predictions}.items():
+    row_pc = np.asarray(ds.site_pc, np.uint64)[np.asarray(a["site"][rows], np.int64)]
+    selected = selected or {}
+
+    def score(name, p):
         final = base.copy()
         if p is not None:
-            p = np.asarray(p)[rows]
             final[pos] = np.where(np.isnan(p), base[pos], p > 0.5)
-        res = score_branches(name, br, final)
-        hard_misp = int((final[pos] != taken).sum())
-        out.append({"model": name, "hard_branch_instances": len(rows), "hard_mispredictions": hard_misp,
-                    "hard_mpki": 1000 * hard_misp / br.n_insn, "hard_accuracy": 1 - hard_misp / max(len(rows), 1),
-                    "mpki": res.mpki, "accuracy": res.accuracy})
+        return score_branches(name, br, final).mpki, int((final[pos] != taken).sum())
+
+    out = []
+    for name, p in {"tage-sc-l": None, **predictions}.items():
+        p = None if p is None else np.asarray(p, np.float64)[rows]
+        mpki, hard_misp = score(name, p)
+        row = {"model": name, "hard_branch_instances": len(rows), "hard_mispredictions": hard_misp,
+               "hard_mpki": 1000 * hard_misp / br.n_insn, "hard_accuracy": 1 - hard_misp / max(len(rows), 1),
+               "mpki": mpki}
+        if p is not None:
+            sel = np.isin(row_pc, np.asarray(selected.get(name, []), np.uint64))
+            row["sites_selected"] = len(selected.get(name, []))
+            row["mpki_selective"], row["hard_mispredictions_selective"] = score(name, np.where(sel, p, np.nan))
+        out.append(row)
     tage_hard = out[0]["hard_mispredictions"]
     for r in out:
-        r["vs_tage_hard"] = r["hard_mispredictions"] / tage_hard - 1 if tage_hard else float("nan")
+        for key in ("", "_selective"):
+            if f"hard_mispredictions{key}" in r:
+                r[f"vs_tage_hard{key}"] = r[f"hard_mispredictions{key}"] / tage_hard - 1 if tage_hard else float("nan")
     return out
 
 

@@ -172,13 +172,13 @@ def _follow_progress(fd: int, total: int, desc: str, enabled: bool) -> None:
 
 
 def record_builtins(trace_dir: Path, instructions: int, skip: int, inputs=(0, 1), inputs_dir="work/inputs",
-                    progress: bool = True) -> list[dict]:
+                    progress: bool = True, only=None) -> list[dict]:
     """Trace every built-in workload on ``inputs`` into ``trace_dir/WORKLOAD-INPUT.ncft``; a trace
     already there with the same window and a passed self-check is reused. The C kernels are short
     (5-16 M instructions): they are traced from their start, whole if shorter than the window.
-    Returns the sidecars (each with its ``path``)."""
+    ``only`` limits it to some workloads. Returns the sidecars (each with its ``path``)."""
     metas = []
-    for w in names():
+    for w in only or names():
         w_skip = 0 if w in KERNELS else skip
         for i in inputs:
             out = Path(trace_dir) / f"{w}-{i}.ncft"

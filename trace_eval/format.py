@@ -102,11 +102,19 @@ class Chunk:
           br (u1), csregs (u1 x 6).
     mem:  structured array with insn (u8, global instruction index), addr, val (u8), size (u1),
           store (bool). ``val`` is 0 where the trace has no values.
+    reg_mask, regval: the register-delta columns as stored (None without registers); with
+          ``regs_at`` they give the registers of a few rows without expanding every row.
     """
 
     first: int
     insn: np.ndarray
     mem: np.ndarray
+    reg_mask: np.ndarray | None = None
+    regval: np.ndarray | None = None
+
+    def regs_at(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), NREG) registers before the instructions at chunk rows ``rows``."""
+        return regs_at(self.reg_mask, self.regval, np.asarray(rows, np.int64))
 
 
 def insn_dtype(flags: int) -> np.dtype:
@@ -382,8 +390,10 @@ class TraceReader:
         ins["sid"], ins["nmem"] = sid, nmem
         ins["pc"] = self.static.pc[sid]
         ins["mem0"][1:] = np.cumsum(nmem[:-1], dtype=np.uint64)
-        if mask is not None and registers:
-            ins["regs"] = expand_regs(mask, regval, self.path, k)
+        if mask is not None:
+            check_reg_columns(mask, regval, self.path, k)
+            if registers:
+                ins["regs"] = expand_regs(mask, regval)
         if br is not None:
             ins["br"] = br
         if csregs is not None:
@@ -395,28 +405,48 @@ class TraceReader:
             mem["val"] = mval
         mem["size"] = np.left_shift(1, minfo & 0xF)
         mem["store"] = (minfo & 0x80) != 0
-        return Chunk(first, ins, mem)
+        return Chunk(first, ins, mem, mask, regval)
 
 
 _POP16 = np.array([bin(i).count("1") for i in range(1 << 16)], np.int64)
 
 
-def expand_regs(mask: np.ndarray, regval: np.ndarray, path, k: int) -> np.ndarray:
+def _value_offsets(mask: np.ndarray) -> np.ndarray:
+    """Offset in ``regval`` of each row's first changed value."""
+    counts = _POP16[mask & 0xFFFF] + _POP16[mask >> 16]
+    offset = np.zeros(len(mask), np.int64)
+    np.cumsum(counts[:-1], out=offset[1:])
+    return offset
+
+
+def regs_at(mask: np.ndarray, regval: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Registers of some rows of a chunk, straight from the delta columns (see expand_regs)."""
+    offset = _value_offsets(mask)
+    out = np.empty((len(rows), NREG), np.uint64)
+    for r in range(NREG):
+        changes = np.flatnonzero((mask >> r) & 1)               # row 0 is always among them
+        last = changes[np.searchsorted(changes, rows, side="right") - 1]
+        below = mask[last] & np.uint32((1 << r) - 1)
+        out[:, r] = regval[offset[last] + _POP16[below & 0xFFFF] + _POP16[below >> 16]]
+    return out
+
+
+def check_reg_columns(mask: np.ndarray, regval: np.ndarray, path, k: int) -> None:
+    """The delta columns are consistent: the first row sets every register, counts add up."""
+    if len(mask) and (int(mask[0]) != (1 << NREG) - 1 or (mask >> NREG).any()):
+        raise TraceError(f"{path}: corrupt chunk {k}: register masks are invalid")
+    if int((_POP16[mask & 0xFFFF] + _POP16[mask >> 16]).sum()) != len(regval):
+        raise TraceError(f"{path}: corrupt chunk {k}: register values do not add up")
+
+
+def expand_regs(mask: np.ndarray, regval: np.ndarray) -> np.ndarray:
     """Undo the register delta: (n,) change masks + packed changed values -> (n, NREG) registers.
 
     Values are packed row by row, ascending register within a row, so the value of register r
     changed at row i sits at offset[i] + popcount(mask[i] & (2**r - 1)).
     """
     n = len(mask)
-    if n == 0:
-        return np.zeros((0, NREG), np.uint64)
-    if int(mask[0]) != (1 << NREG) - 1 or (mask >> NREG).any():
-        raise TraceError(f"{path}: corrupt chunk {k}: register masks are invalid")
-    counts = _POP16[mask & 0xFFFF] + _POP16[mask >> 16]
-    if counts.sum() != len(regval):
-        raise TraceError(f"{path}: corrupt chunk {k}: register values do not add up")
-    offset = np.zeros(n, np.int64)
-    np.cumsum(counts[:-1], out=offset[1:])
+    offset = _value_offsets(mask)
     rows = np.arange(n)
     out = np.empty((n, NREG), np.uint64)
     for r in range(NREG):

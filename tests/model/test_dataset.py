@@ -2,27 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import ncf.model.dataset as dsmod
-from ncf.model.dataset import Dataset, DatasetConfig, build_dataset, find_sites
+from ncf.model.dataset import Dataset, DatasetConfig, build_dataset
 from ncf.model.graph import F_STATIC, N_EDGE_TYPES, RELATIONS, encode_values
 from ncf.io import write_json
 from ncf.trace_eval.format import TraceReader, TraceWriter, file_info, sidecar_path
 
-LEAD = 100
-
-
-@pytest.fixture(scope="module")
-def sites(bzip2_trace):
-    return find_sites(bzip2_trace)
-
-
-@pytest.fixture(scope="module")
-def train_ds(bzip2_trace, sites, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ds") / "bzip2-0"
-    build_dataset(bzip2_trace, sites, out, DatasetConfig(lead=LEAD), progress=False)
-    return Dataset(out)
+from .conftest import LEAD
 
 
 def _scrambled(src, dst, after: int, seed: int = 0):

@@ -92,3 +92,11 @@ def test_an_interrupted_capture_leaves_no_files(monkeypatch, native, inputs_dir,
 def test_sidecar_is_written_with_the_trace(bzip2_trace):
     assert sidecar_path(bzip2_trace).exists()
     assert not list(bzip2_trace.parent.glob("*.tmp"))
+
+
+def test_registers_of_a_few_rows_equal_the_expanded_registers(bzip2_trace):
+    rng = np.random.default_rng(0)
+    for ch in TraceReader(bzip2_trace).chunks():
+        rows = np.sort(rng.integers(0, len(ch.insn), 3000))
+        assert np.array_equal(ch.regs_at(rows), ch.insn["regs"][rows])
+        assert np.array_equal(ch.regs_at(np.arange(len(ch.insn))), ch.insn["regs"])

@@ -1,0 +1,31 @@
+"""The whole study on one small workload, end to end: every model is trained, scored on the other
+input through the harness, and the second run reuses datasets and trained models."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ncf.model.experiment import ExperimentConfig, run_experiment
+
+
+@pytest.mark.slow
+def test_experiment_end_to_end_and_reuse(native, tmp_path):
+    cfg = ExperimentConfig(workloads=["bzip2"], trace_dir=str(tmp_path / "traces"), instructions=300_000,
+                           skip=1_000_000, work_dir=str(tmp_path / "work"), out=str(tmp_path / "out"),
+                           epochs=1, train_cap=300, max_branches=3, max_loads=2, threads=1)
+    r = run_experiment(cfg)
+    (w,) = r["per_workload"]
+    models = {row["model"] for row in w["branch"]}
+    assert models == {"tage-sc-l", "fused", "static", "history", "branchnet"}
+    assert {row["model"] for row in w["prefetch"]} == {"bop", "fused", "static", "history", "delta-lstm"}
+    tage = next(row for row in w["branch"] if row["model"] == "tage-sc-l")
+    for row in w["branch"]:
+        assert row["hard_branch_instances"] == tage["hard_branch_instances"] > 0
+        if row["model"] != "tage-sc-l":   # selective override never uses a site the model lost on
+            assert 0 <= row["sites_selected"] <= 3
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"][0]
+    assert {"fused_vs_branchnet_hard", "fused_vs_tage_hard", "fused_over_lstm", "coverage_bop"} <= set(summary)
+    stamp = (tmp_path / "work" / "bzip2" / "runs-L100" / "fused" / "checkpoint.pt").stat().st_mtime
+    run_experiment(cfg)
+    assert (tmp_path / "work" / "bzip2" / "runs-L100" / "fused" / "checkpoint.pt").stat().st_mtime == stamp

@@ -1,0 +1,100 @@
+"""Training and evaluation on a real dataset: configs round-trip, resume equals a straight run,
+and the evaluation scores through the harness (oracles and copies of TAGE-SC-L give known answers)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ncf.model.train as train_mod
+from ncf.model.evaluate import evaluate_branches, evaluate_prefetch
+from ncf.model.train import TrainConfig, load_model, predict, train
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_config_round_trips(tmp_path, suffix):
+    cfg = TrainConfig(train="a", test="b", model="static", hidden=8, epochs=3, extra={"note": "x"})
+    assert TrainConfig.load(cfg.save(tmp_path / f"c{suffix}")) == cfg
+
+
+def test_bad_configs_are_clear_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: fused\nepochz: 3\n")
+    with pytest.raises(ValueError, match="unknown config keys \\['epochz'\\]"):
+        TrainConfig.load(p)
+    p.write_text("model: transformer\n")
+    with pytest.raises(ValueError, match="model must be one of"):
+        TrainConfig.load(p)
+    p.write_text(": : :\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        TrainConfig.load(p)
+
+
+def test_resuming_gives_the_same_model_as_a_straight_run(train_ds, tmp_path, monkeypatch):
+    base = dict(train=str(train_ds.path), test=str(train_ds.path), hidden=8, batch=128, threads=1, epochs=2)
+    train(TrainConfig(out=str(tmp_path / "a"), **base), progress=False)
+
+    calls = []
+    real = train_mod.evaluate_rows
+
+    def interrupted(*args):  # the run dies in epoch 2, after epoch 1's checkpoint
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(train_mod, "evaluate_rows", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(out=str(tmp_path / "b"), **base), progress=False)
+    monkeypatch.setattr(train_mod, "evaluate_rows", real)
+    assert not list((tmp_path / "b").glob("*.tmp"))
+    train(TrainConfig(out=str(tmp_path / "b"), **base), resume=True, progress=False)
+    a, _ = load_model(tmp_path / "a")
+    b, _ = load_model(tmp_path / "b")
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), k
+
+
+def test_the_fused_gnn_learns_the_hard_branches_better_than_chance(train_ds, tmp_path):
+    cfg = TrainConfig(train=str(train_ds.path), test=str(train_ds.path), out=str(tmp_path / "f"), epochs=3,
+                      threads=1)
+    s = train(cfg, progress=False)
+    assert s["epochs"][-1]["val_branch_acc"] > 0.6
+    p = predict(tmp_path / "f", train_ds.path)
+    assert p["p_taken"].shape == (len(train_ds),) and np.isfinite(p["p_taken"]).all()
+
+
+def test_evaluation_of_an_oracle_and_of_tage_itself(train_ds):
+    a = train_ds.arrays
+    taken = np.asarray(a["taken"]).astype(float)
+    tage = np.asarray(a["tage_pred"]).astype(float)
+    rows = {r["model"]: r for r in evaluate_branches(train_ds, {"oracle": taken, "copy": tage})}
+    assert rows["oracle"]["hard_mispredictions"] == 0
+    assert rows["oracle"]["mpki"] < rows["tage-sc-l"]["mpki"]
+    assert rows["copy"]["mpki"] == rows["tage-sc-l"]["mpki"]
+    assert rows["copy"]["hard_mispredictions"] == rows["tage-sc-l"]["hard_mispredictions"] > 0
+
+
+def test_prefetch_evaluation_of_an_oracle_and_of_silence(train_ds):
+    delta = np.asarray(train_ds.arrays["delta"]).astype(np.int64)
+    other = train_ds.meta["config"]["delta_classes"] - 1
+    rows = {r["model"]: r for r in evaluate_prefetch(train_ds, {"oracle": delta,
+                                                                "silent": np.full(len(delta), other)})}
+    assert rows["silent"]["issued"] == 0 and rows["silent"]["coverage"] == 0
+    assert rows["oracle"]["delta_accuracy"] == 1.0
+    assert rows["oracle"]["delinquent_coverage"] >= 0
+    assert "bop" in rows
+
+
+def test_prediction_by_site_equals_mixed_batches(train_ds):
+    from ncf.model.train import GraphBatches, build_gnn, predict_gnn
+
+    cfg = TrainConfig(train=str(train_ds.path), test=str(train_ds.path))
+    model = build_gnn(cfg, train_ds).eval()
+    batches = GraphBatches(train_ds, "fused", torch.device("cpu"))
+    rows = np.arange(0, len(train_ds), 7)
+    p, cls = predict_gnn(model, train_ds, batches, rows, torch.device("cpu"))
+    with torch.no_grad():
+        bl, dl = model(*batches(rows))
+    assert np.allclose(p, torch.sigmoid(bl).numpy(), atol=1e-6)
+    assert np.array_equal(cls, dl.argmax(-1).numpy())
