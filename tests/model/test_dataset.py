@@ -6,9 +6,8 @@ import numpy as np
 import ncf.model.dataset as dsmod
 from ncf.model.dataset import Dataset, DatasetConfig, build_dataset
 from ncf.model.graph import F_STATIC, N_EDGE_TYPES, RELATIONS, encode_values
-from ncf.io import write_json
-from ncf.trace_eval.format import TraceReader, TraceWriter, file_info, sidecar_path
 
+from ..helpers import rewrite_trace
 from .conftest import LEAD
 
 
@@ -16,21 +15,14 @@ def _scrambled(src, dst, after: int, seed: int = 0):
     """A copy of the trace whose registers after instruction ``after`` and memory values of
     instructions >= ``after`` are random; pcs, addresses and control flow are unchanged."""
     rng = np.random.default_rng(seed)
-    r = TraceReader(src)
-    with TraceWriter(dst, r.flags) as w:
-        for ch in r.chunks():
-            for sid in np.unique(ch.insn["sid"]):
-                w.define(int(sid), *r.static.code(int(sid)))
-            regs = ch.insn["regs"].copy()
-            late = ch.insn["idx"] > after
-            regs[late] = rng.integers(0, 2**63, size=(int(late.sum()), regs.shape[1]), dtype=np.uint64)
-            val = ch.mem["val"].copy()
-            mlate = ch.mem["insn"] >= after
-            val[mlate] = rng.integers(0, 2**63, size=int(mlate.sum()), dtype=np.uint64)
-            minfo = np.log2(ch.mem["size"]).astype(np.uint8) | (ch.mem["store"].astype(np.uint8) << 7)
-            w.add(ch.insn["sid"], ch.insn["nmem"], ch.mem["addr"], minfo, regs=regs, mval=val)
-    write_json(sidecar_path(dst), {"format_version": 1, "file": file_info(dst)})
-    return dst
+
+    def scramble(ch, regs, vals):
+        late = ch.insn["idx"] > after
+        regs[late] = rng.integers(0, 2**63, size=(int(late.sum()), regs.shape[1]), dtype=np.uint64)
+        mlate = ch.mem["insn"] >= after
+        vals[mlate] = rng.integers(0, 2**63, size=int(mlate.sum()), dtype=np.uint64)
+
+    return rewrite_trace(src, dst, scramble, sidecar=True)
 
 
 def _leaked_samples(trace, sites, ds: Dataset, tmp_path, vocab) -> int:

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from ncf.trace_eval import capture
 from ncf.trace_eval.capture import CaptureError, record
-from ncf.trace_eval.format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, NREG, TraceReader, TraceWriter, sidecar_path
+from ncf.trace_eval.format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, NREG, TraceReader, sidecar_path
 from ncf.trace_eval.selfcheck import check_trace
 from ncf.trace_eval.workloads import KERNELS, PROGRAMS, prepare
+
+from ..helpers import rewrite_trace
 
 
 def test_bzip2_trace_has_registers_values_and_a_matching_sidecar(bzip2_trace):
@@ -41,19 +43,11 @@ def test_every_builtin_workload_records_with_a_perfect_selfcheck(workload, nativ
 
 
 def test_selfcheck_catches_a_wrong_register_and_a_wrong_value(bzip2_trace, tmp_path):
-    r = TraceReader(bzip2_trace)
-    bad = tmp_path / "bad.ncft"
-    w = TraceWriter(bad, r.flags)
-    for ch in r.chunks():
-        regs = ch.insn["regs"].copy()
+    def corrupt(ch, regs, vals):
         regs[1000:1010, :16] += np.uint64(8)  # every GPR off by 8 for ten instructions
-        mval = ch.mem["val"].copy()
-        mval[5000] ^= np.uint64(1)
-        for sid in np.unique(ch.insn["sid"]):
-            w.define(int(sid), *r.static.code(int(sid)))
-        minfo = np.log2(ch.mem["size"]).astype(np.uint8) | (ch.mem["store"].astype(np.uint8) << 7)
-        w.add(ch.insn["sid"], ch.insn["nmem"], ch.mem["addr"], minfo, regs=regs, mval=mval)
-    w.close()
+        vals[5000] ^= np.uint64(1)
+
+    bad = rewrite_trace(bzip2_trace, tmp_path / "bad.ncft", corrupt)
     res = check_trace(TraceReader(bad, require_sidecar=False))
     assert not res.ok
     assert res.counts["addr_mismatch"] >= 1

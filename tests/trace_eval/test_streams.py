@@ -6,19 +6,10 @@ import numpy as np
 
 from ncf.trace_eval.branch_predictors import CALL, COND, IND_CALL, IND_JUMP, JUMP, RET
 from ncf.trace_eval.champsim import export_champsim, import_champsim
-from ncf.trace_eval.format import TraceReader, TraceWriter
+from ncf.trace_eval.format import TraceReader
 from ncf.trace_eval.streams import branch_stream, memory_stream
 
-
-def _rechunk(src, dst, chunk_insns):
-    r = TraceReader(src)
-    with TraceWriter(dst, r.flags, chunk_insns=chunk_insns) as w:
-        for ch in r.chunks():
-            for sid in np.unique(ch.insn["sid"]):
-                w.define(int(sid), *r.static.code(int(sid)))
-            minfo = np.log2(ch.mem["size"]).astype(np.uint8) | (ch.mem["store"].astype(np.uint8) << 7)
-            w.add(ch.insn["sid"], ch.insn["nmem"], ch.mem["addr"], minfo, regs=ch.insn["regs"], mval=ch.mem["val"])
-    return dst
+from ..helpers import rewrite_trace
 
 
 def test_branch_outcomes_follow_the_next_pc(bzip2_trace):
@@ -33,7 +24,7 @@ def test_branch_outcomes_follow_the_next_pc(bzip2_trace):
 
 
 def test_chunk_boundaries_do_not_change_the_streams(bzip2_trace, tmp_path):
-    small = _rechunk(bzip2_trace, tmp_path / "small.ncft", 777)
+    small = rewrite_trace(bzip2_trace, tmp_path / "small.ncft", chunk_insns=777)
     a, b = branch_stream(TraceReader(bzip2_trace)), branch_stream(TraceReader(small, require_sidecar=False))
     for f in ("idx", "pc", "target", "taken", "kind"):
         assert np.array_equal(getattr(a, f), getattr(b, f)), f

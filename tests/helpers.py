@@ -1,0 +1,25 @@
+"""Helpers shared by the tests."""
+from __future__ import annotations
+
+import numpy as np
+
+from ncf.io import write_json
+from ncf.trace_eval.format import MAX_CHUNK_INSNS, TraceReader, TraceWriter, file_info, sidecar_path
+
+
+def rewrite_trace(src, dst, edit=None, chunk_insns: int = MAX_CHUNK_INSNS, sidecar: bool = False):
+    """Copy a recorded trace through TraceWriter. ``edit(chunk, regs, vals)`` may change the
+    registers and memory values in place (pcs, addresses and control flow stay as recorded)."""
+    r = TraceReader(src)
+    with TraceWriter(dst, r.flags, chunk_insns=chunk_insns) as w:
+        for ch in r.chunks():
+            for sid in np.unique(ch.insn["sid"]):
+                w.define(int(sid), *r.static.code(int(sid)))
+            regs, vals = ch.insn["regs"].copy(), ch.mem["val"].copy()
+            if edit:
+                edit(ch, regs, vals)
+            minfo = np.log2(ch.mem["size"]).astype(np.uint8) | (ch.mem["store"].astype(np.uint8) << 7)
+            w.add(ch.insn["sid"], ch.insn["nmem"], ch.mem["addr"], minfo, regs=regs, mval=vals)
+    if sidecar:
+        write_json(sidecar_path(dst), {"format_version": 1, "file": file_info(dst)})
+    return dst
