@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,6 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     device: str = "auto"             # auto = cuda if present, else cpu
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.model not in MODELS:

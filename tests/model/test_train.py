@@ -13,7 +13,7 @@ from ncf.model.train import TrainConfig, load_model, predict, train
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 def test_config_round_trips(tmp_path, suffix):
-    cfg = TrainConfig(train="a", test="b", model="static", hidden=8, epochs=3, extra={"note": "x"})
+    cfg = TrainConfig(train="a", test="b", model="static", hidden=8, epochs=3, gate=False, lr=1e-4)
     assert TrainConfig.load(cfg.save(tmp_path / f"c{suffix}")) == cfg
 
 
