@@ -98,3 +98,24 @@ def test_prediction_by_site_equals_mixed_batches(train_ds):
         bl, dl = model(*batches(rows))
     assert np.allclose(p, torch.sigmoid(bl).numpy(), atol=1e-6)
     assert np.array_equal(cls, dl.argmax(-1).numpy())
+
+
+def test_compact_hardware_form_equals_the_trained_model_on_real_samples(train_ds, tmp_path):
+    """For each site of a real dataset, the flat one-site form (constants folded in) gives the
+    same outputs as the general model on that site's samples."""
+    from ncf.model.gnn import CompactGNN, flat_input
+    from ncf.model.train import GraphBatches
+
+    train(TrainConfig(train=str(train_ds.path), test=str(train_ds.path), out=str(tmp_path / "r"), epochs=1,
+                      threads=1), progress=False)
+    model, _ = load_model(tmp_path / "r")
+    batches = GraphBatches(train_ds, "fused", torch.device("cpu"))
+    site = np.asarray(train_ds.arrays["site"])
+    for s in np.unique(site):
+        rows = np.flatnonzero(site == s)[:200]
+        static, dyn, adj, g = batches(rows, shared_site=True)
+        compact = CompactGNN.from_general(model, static[0], adj).eval()
+        with torch.no_grad():
+            bl, dl = model(static, dyn, adj, g)
+            out = compact(flat_input(dyn, g))
+        assert torch.allclose(out, torch.cat([bl[:, None], dl], 1), atol=1e-4), int(s)
