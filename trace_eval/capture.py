@@ -35,6 +35,13 @@ from .workloads import KERNELS, Invocation, names, prepare
 SUMMARY = re.compile(r"qtrace: executed=(\d+) recorded=(\d+) seconds=([\d.]+) eip_mismatches=(\d+) dropped=(\d+)")
 
 
+# The guest's environment is fixed: environment strings sit on the initial stack, so a different
+# environment (another user, working directory or shell) would shift stack addresses and, through
+# alignment-dependent library code, the very instructions executed. The same command gives the
+# same trace on every machine.
+GUEST_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+
+
 class CaptureError(Exception):
     """Recording failed or produced a trace that cannot be trusted; the message says why."""
 
@@ -80,7 +87,7 @@ def record(inv: Invocation, out: str | os.PathLike, skip: int = 0, count: int = 
         t0 = time.monotonic()
         with open(tmp_stdout, "wb") as so:
             proc = subprocess.Popen(cmd, cwd=inv.cwd, stdout=so, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                    pass_fds=(wfd,))
+                                    pass_fds=(wfd,), env=GUEST_ENV)
         os.close(wfd)
         err_lines: list[bytes] = []
         reader = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)

@@ -94,3 +94,12 @@ def test_registers_of_a_few_rows_equal_the_expanded_registers(bzip2_trace):
         rows = np.sort(rng.integers(0, len(ch.insn), 3000))
         assert np.array_equal(ch.regs_at(rows), ch.insn["regs"][rows])
         assert np.array_equal(ch.regs_at(np.arange(len(ch.insn))), ch.insn["regs"])
+
+
+def test_the_same_window_gives_the_same_trace_whatever_the_environment(native, inputs_dir, tmp_path, monkeypatch):
+    inv = prepare("bzip2", 0, inputs_dir)
+    a = record(inv, tmp_path / "a" / "t.ncft", skip=10**6, count=200_000, progress=False)
+    monkeypatch.setenv("NCF_SOME_LONG_VARIABLE", "x" * 3000)
+    monkeypatch.chdir(tmp_path)
+    b = record(inv, tmp_path / "b" / "deeper" / "t.ncft", skip=10**6, count=200_000, progress=False)
+    assert a["file"]["sha256"] == b["file"]["sha256"]
