@@ -175,6 +175,18 @@ def cmd_experiment(a) -> int:
     return 0
 
 
+def cmd_quantize(a) -> int:
+    from ncf.quant.quantize import quantize_run
+
+    r = quantize_run(a.run, a.train, a.test, a.out, bits=a.bits, steps=a.steps, export_bits=a.export_bits)
+    from ncf.report import markdown_table
+    print(markdown_table(r["rows"], ["bits", "branch_acc", "prefetch_acc", "storage_bits", "qat_steps"]))
+    print(markdown_table(r["ladder"], ["site_pc", "samples", "fake_quant==intref", "fake_quant==qonnx",
+                                       "intref==qonnx", "hls4ml_input_precision"]))
+    print(f"written to {a.out}/ (bits.md/.json/.png, ladder.json, site*.onnx)")
+    return 0
+
+
 def cmd_bench(a) -> int:
     from ncf.trace_eval import bench
 
@@ -324,6 +336,24 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out")
     ex.add_argument("--lead-sweep", type=int, nargs="+", metavar="D", help="e.g. 0 1 10 32 100 320 1000")
     ex.set_defaults(func=cmd_experiment)
+
+    q = sub.add_parser("quantize", help="Brevitas QAT at several bit widths, integer reference, QONNX export",
+                       description="Quantize a trained GNN run with power-of-two scales (weights and activations "
+                       "at each --bits, biases 16 bit, the static fold 24 bit), fine-tune it briefly on the "
+                       "training dataset (QAT), score both heads on the held-out dataset, and at --export-bits "
+                       "export every site's flat one-site form to QONNX and check fake-quant == integer "
+                       "reference == QONNX execution on all of that site's held-out samples.",
+                       epilog="example:\n  ncf quantize --run work/experiment/bzip2/runs-L100/fused "
+                       "--train work/experiment/bzip2/data-L100/train --test work/experiment/bzip2/data-L100/test",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--run", type=Path, required=True, help="trained GNN run directory (fused, static or history)")
+    q.add_argument("--train", type=Path, required=True, help="training dataset (QAT)")
+    q.add_argument("--test", type=Path, required=True, help="held-out dataset (scoring and the exactness ladder)")
+    q.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 6, 8], help="bit widths to sweep (2..8)")
+    q.add_argument("--export-bits", type=int, default=8, help="bit width exported to QONNX (default 8)")
+    q.add_argument("--steps", type=int, default=200, help="QAT steps per bit width")
+    q.add_argument("-o", "--out", type=Path, default=Path("reports/quant"))
+    q.set_defaults(func=cmd_quantize)
 
     b = sub.add_parser("bench", help="benchmarks that print figures and ratios against targets",
                        description="Measure, print and save (markdown + JSON under --out) figures with their "

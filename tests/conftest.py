@@ -43,3 +43,23 @@ def bzip2_trace(native, inputs_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("traces") / "bzip2-0.ncft"
     record(prepare("bzip2", 0, inputs_dir), out, skip=10**6, count=300_000, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def sites(bzip2_trace):
+    """Hard branches and delinquent loads of the bzip2 trace."""
+    from ncf.model.dataset import find_sites
+
+    return find_sites(bzip2_trace)
+
+
+@pytest.fixture(scope="session")
+def train_ds(bzip2_trace, sites, tmp_path_factory):
+    """A real dataset (lead LEAD) of the bzip2 trace."""
+    from ncf.model.dataset import Dataset, DatasetConfig, build_dataset
+
+    from .helpers import LEAD
+
+    out = tmp_path_factory.mktemp("ds") / "bzip2-0"
+    build_dataset(bzip2_trace, sites, out, DatasetConfig(lead=LEAD), progress=False)
+    return Dataset(out)

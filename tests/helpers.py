@@ -6,6 +6,8 @@ import numpy as np
 from ncf.io import write_json
 from ncf.trace_eval.format import MAX_CHUNK_INSNS, TraceReader, TraceWriter, file_info, sidecar_path
 
+LEAD = 100  # the snapshot lead of the test datasets
+
 
 def rewrite_trace(src, dst, edit=None, chunk_insns: int = MAX_CHUNK_INSNS, sidecar: bool = False):
     """Copy a recorded trace through TraceWriter. ``edit(chunk, regs, vals)`` may change the

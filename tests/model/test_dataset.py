@@ -7,8 +7,7 @@ import ncf.model.dataset as dsmod
 from ncf.model.dataset import Dataset, DatasetConfig, build_dataset
 from ncf.model.graph import F_STATIC, N_EDGE_TYPES, RELATIONS, encode_values
 
-from ..helpers import rewrite_trace
-from .conftest import LEAD
+from ..helpers import LEAD, rewrite_trace
 
 
 def _scrambled(src, dst, after: int, seed: int = 0):
