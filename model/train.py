@@ -258,7 +258,8 @@ def load_model(run_dir: str | Path, dev=torch.device("cpu")):
     saved = torch.load(Path(run_dir) / "checkpoint.pt", map_location=dev, weights_only=False)
     model = FusedGNN(GNNConfig(**saved["gnn_config"]))
     model.load_state_dict(saved["model"])
-    return model.eval(), TrainConfig(**saved["config"])
+    known = {f.name for f in fields(TrainConfig)}
+    return model.eval(), TrainConfig(**{k: v for k, v in saved["config"].items() if k in known})
 
 
 def predict(run_dir: str | Path, ds_dir: str | Path) -> dict:

@@ -23,12 +23,15 @@ from .qat import QuantConfig, quantize_compact
 from .sweep import BITS, sweep
 
 
-def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path) -> dict:
-    """Exact matches of the three paths on every held-out sample of ``site``."""
+def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int | None = None) -> dict:
+    """Exact matches of the three paths on the held-out samples of ``site`` (at most ``max_rows``,
+    evenly spaced in time)."""
     from ncf.model.gnn import flat_input
     from ncf.model.train import GraphBatches
 
     rows = np.flatnonzero(np.asarray(ds.arrays["site"]) == site)
+    if max_rows and len(rows) > max_rows:
+        rows = rows[np.unique(np.linspace(0, len(rows) - 1, max_rows).astype(np.int64))]
     static, dyn, adj, g = GraphBatches(ds, "fused", torch.device("cpu"))(rows, shared_site=True)
     qc = quantize_compact(qmodel, static[0], adj, qcfg)
     with torch.no_grad():
@@ -46,7 +49,10 @@ def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path) -> dict:
             "hls4ml_input_precision": input_precision(p), "qonnx": str(path)}
 
 
-def quantize_run(run_dir, train_dir, test_dir, out, bits=BITS, steps: int = 200, export_bits: int = 8) -> dict:
+def quantize_run(run_dir, train_dir, test_dir, out, bits=BITS, steps: int = 200, export_bits: int = 8,
+                 max_rows: int | None = 30_000) -> dict:
+    """``max_rows``: held-out samples (evenly spaced in time) scored per bit width and run through
+    the ladder per site; None = all."""
     from ncf.model.dataset import Dataset
     from ncf.model.train import load_model
 
@@ -54,9 +60,9 @@ def quantize_run(run_dir, train_dir, test_dir, out, bits=BITS, steps: int = 200,
     model, cfg = load_model(run_dir)
     train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
     rows, models = sweep(model, train_ds, test_ds, out / "bits", sorted(set(bits) | {export_bits}), steps,
-                         kind=cfg.model)
+                         kind=cfg.model, max_rows=max_rows)
     qmodel, qcfg = models[export_bits]
-    links = [ladder(qmodel, qcfg, test_ds, s, out / f"site{s}_{export_bits}bit.onnx")
+    links = [ladder(qmodel, qcfg, test_ds, s, out / f"site{s}_{export_bits}bit.onnx", max_rows)
              for s in range(len(test_ds.site_pc))]
     write_json(out / "ladder.json", {"bits": export_bits, "run": str(run_dir), "test": str(test_dir), "sites": links})
     return {"rows": rows, "ladder": links}

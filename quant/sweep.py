@@ -33,16 +33,21 @@ def storage(model, weight_bits: int | None, bias_bits: int | None) -> int:
     return total
 
 
-def score(model, ds, kind: str = "fused") -> dict:
+def score(model, ds, kind: str = "fused", max_rows: int | None = None) -> dict:
+    """Accuracy of both heads on ``ds`` (at most ``max_rows`` samples, evenly spaced in time)."""
     from ncf.model.train import GraphBatches, evaluate_rows
 
     dev = torch.device("cpu")
-    r = evaluate_rows(model, ds, GraphBatches(ds, kind, dev), np.arange(len(ds)), dev)
+    rows = np.arange(len(ds))
+    if max_rows and len(rows) > max_rows:
+        rows = np.unique(np.linspace(0, len(ds) - 1, max_rows).astype(np.int64))
+    r = evaluate_rows(model, ds, GraphBatches(ds, kind, dev), rows, dev)
     return {"branch_acc": r["val_branch_acc"], "prefetch_acc": r["val_delta_acc"]}
 
 
 def sweep(model, train_ds, test_ds, out: str | Path | None = None, bits=BITS, steps: int = 200,
-          batch: int = 256, lr: float = 1e-3, seed: int = 0, kind: str = "fused", progress: bool = True) -> list[dict]:
+          batch: int = 256, lr: float = 1e-3, seed: int = 0, kind: str = "fused", progress: bool = True,
+          max_rows: int | None = None):
     """Rows {bits, branch_acc, prefetch_acc, storage_bits, storage_kib, qat_steps, seconds} (float
     last) and the quantized models by bit width (with their QuantConfig)."""
     model = model.eval()
@@ -52,13 +57,13 @@ def sweep(model, train_ds, test_ds, out: str | Path | None = None, bits=BITS, st
         qcfg = QuantConfig(weight_bits=b, act_bits=b)
         q = quantize_model(model, qcfg)
         ft = finetune(q, train_ds, qcfg, max_steps=steps, batch=batch, lr=lr, seed=seed, kind=kind)
-        rows.append({"bits": str(b), **score(q, test_ds, kind), "storage_bits": storage(q, b, qcfg.bias_bits),
+        rows.append({"bits": str(b), **score(q, test_ds, kind, max_rows), "storage_bits": storage(q, b, qcfg.bias_bits),
                      "qat_steps": ft["steps"], "seconds": round(time.monotonic() - t0, 1)})
         models[b] = (q, qcfg)
         if progress:
             print(rows[-1], flush=True)
     t0 = time.monotonic()
-    rows.append({"bits": "float", **score(model, test_ds, kind), "storage_bits": storage(model, None, None),
+    rows.append({"bits": "float", **score(model, test_ds, kind, max_rows), "storage_bits": storage(model, None, None),
                  "qat_steps": 0, "seconds": round(time.monotonic() - t0, 1)})
     for r in rows:
         r["storage_kib"] = round(r["storage_bits"] / 8192, 2)
