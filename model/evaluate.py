@@ -33,7 +33,7 @@ def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], selected:
 
     ``predictions[name]`` = p_taken per dataset row (NaN = no prediction)."""
     br = branch_stream(TraceReader(ds.meta["trace"]))
-    tage_pred, tage_conf = TageScL().run(br.pc, br.target, br.taken, br.kind)
+    tage_pred, _ = TageScL().run(br.pc, br.target, br.taken, br.kind)
     cond = br.kind == COND
     cond_idx = br.idx[cond].astype(np.int64)
     base = tage_pred[cond].astype(bool)

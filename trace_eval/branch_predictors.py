@@ -319,27 +319,21 @@ class BimodalRef(_RefBase):
         return 2 << self.log_size
 
 
-class GshareRef(_RefBase):
+class GshareRef(BimodalRef):
+    """Bimodal's counters, indexed with the folded global history."""
     name = "gshare"
 
     def __init__(self, hist_len: int = 14, log_size: int = 14):
-        super().__init__()
-        self.hist_len, self.log_size = hist_len, log_size
-        self.ctr = [1] * (1 << log_size)
+        super().__init__(log_size)
+        self.hist_len = hist_len
         self.ghist = 0
 
     def _idx(self, pc):
         h = self.ghist & ((1 << self.hist_len) - 1)
         return (pc ^ (pc >> 2) ^ _fold(h, self.log_size)) & ((1 << self.log_size) - 1)
 
-    def _predict(self, pc):
-        c = self.ctr[self._idx(pc)]
-        return c >= 2, _conf2(c)
-
     def _update(self, pc, target, taken, kind):
-        if kind == COND:
-            i = self._idx(pc)
-            self.ctr[i] = min(self.ctr[i] + 1, 3) if taken else max(self.ctr[i] - 1, 0)
+        super()._update(pc, target, taken, kind)
         self.ghist = ((self.ghist << 1) | taken) & M64
 
     def storage_bits(self):
