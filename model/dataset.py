@@ -73,7 +73,7 @@ def find_sites(trace: str | Path, share: float = 0.5, max_branches: int = 16, ma
 
     r = TraceReader(trace)
     res = run_branch_predictor(TageScL(), branch_stream(r))
-    mem = memory_stream(TraceReader(trace))
+    mem = memory_stream(TraceReader(trace, verify=False))  # verified just above
     base = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, n_insn=mem.n_insn)
     return {"branch": [h["pc"] for h in hard_branches(res, share, max_branches)],
             "load": [d["pc"] for d in delinquent_loads(mem, base, share, max_loads)],
@@ -146,8 +146,8 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
         raise ValueError(f"task must be branch, prefetch or both, not {cfg.task!r}")
     want = {"branch": cfg.task in ("branch", "both"), "load": cfg.task in ("prefetch", "both")}
     graphs = [g for g in site_graphs(reader, sites, cfg.n_nodes) if want[g.task]]
-    br = branch_stream(TraceReader(trace))
-    mem = memory_stream(TraceReader(trace))
+    br = branch_stream(TraceReader(trace, verify=False))   # the file was verified when ``reader`` opened it
+    mem = memory_stream(TraceReader(trace, verify=False))
 
     # TAGE-SC-L over the whole branch stream: its prediction/confidence is an input at prediction time
     tage_pred, tage_conf = TageScL().run(br.pc, br.target, br.taken, br.kind)
@@ -206,7 +206,7 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
         raise ValueError(f"{trace}: no samples for the sites {sites} (lead {cfg.lead})")
     order = np.argsort(cols["idx"], kind="stable")   # samples in time order (validation = the last ones)
     cols = {key: v[order] for key, v in cols.items()}
-    cols["dynval"] = snapshot_values(TraceReader(trace), graphs, cols["site"], snapshot_index(cols["idx"], cfg.lead),
+    cols["dynval"] = snapshot_values(TraceReader(trace, verify=False), graphs, cols["site"], snapshot_index(cols["idx"], cfg.lead),
                                      progress)
     return _write(out_dir, trace, reader, sites, graphs, cols, cfg, vocab)
 
