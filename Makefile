@@ -31,7 +31,7 @@ venv: .venv/.stamp
 
 # --- C parts: the QEMU tracing plugin, the ptrace cross-check tracer, the small C kernels
 native: $(NATIVE)/qtrace.so $(NATIVE)/ptrace_trace $(addprefix $(NATIVE)/kernels/,$(KERNELS)) \
-        $(NATIVE)/libbp.so $(NATIVE)/libcache.so
+        $(NATIVE)/libbp.so $(NATIVE)/libcache.so corpus
 
 $(NATIVE)/qtrace.so: trace_eval/native/qtrace.c trace_eval/native/qemu-plugin-min.h
 	@mkdir -p $(@D)
@@ -54,6 +54,8 @@ KFLAGS := -O2 -g -static -nostdlib -fno-pie -no-pie -fno-stack-protector -fcf-pr
 $(NATIVE)/kernels/%: trace_eval/kernels/%.c trace_eval/kernels/kernel.h trace_eval/kernels/start.S
 	@mkdir -p $(@D)
 	$(CC) $(KFLAGS) -o $@ trace_eval/kernels/start.S $<
+
+include trace_eval/corpus/corpus.mk
 
 # --- the two commands
 demo: setup

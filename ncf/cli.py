@@ -355,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--out", type=Path, default=Path("reports/quant"))
     q.set_defaults(func=cmd_quantize)
 
+    from ncf.model.classify import add_classify_parser   # ncf classify (its parser and command live there)
+    add_classify_parser(sub)
+
     b = sub.add_parser("bench", help="benchmarks that print figures and ratios against targets",
                        description="Measure, print and save (markdown + JSON under --out) figures with their "
                        "ratio to the project's targets. Benchmarks never fail on a missed target: they report it.")
