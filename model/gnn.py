@@ -190,31 +190,34 @@ class CompactGNN(nn.Module):
     """Flat hardware form for ONE site: x [B, N*Fd + G] (= flat_input(dyn, g)) -> [B, 1+C].
 
     Built by ``from_general`` from a trained FusedGNN and the site's static [N,Fs] and adj [E,N,N].
-    With I = I_N, rm = mask repeated H times (rows of padding nodes zeroed), rm_E = rm repeated E
-    times (the relation-major message layout: index e*N*H + j*H + h), A_e = adj[e]:
+    With I = I_N, rm = mask repeated H times (rows of padding nodes zeroed), and the message pairs
+    P = [(e, j): node j sends a relation-e edge, or j = 0] (e-major; node 0's pairs carry every W_e,
+    which keeps the per-tensor max |w| of the message weight):
         h0 = act_in(x @ (rm * [kron(I, W_d) | 0]).T + rm * flatten(W_s static + b))  (static folded)
-        per step:  m = q_msg(h @ (rm_E * [kron(I, W_0); ...; kron(I, W_{E-1})]).T)   [E*N*H]
-                   a = q_agg(m @ K.T),  K = [kron(A_0, I_H) | ... | kron(A_{E-1}, I_H)]  (constant)
+        per step:  m = q_msg(h @ M.T),  M = rows (p, :) = [0 .. W_e (at node j's columns) .. 0]   [P*H]
+                   a = q_agg(m @ K.T),  K.T[p*H + h, i*H + h] = adj[e, i, j]  (constant, 0/1)
                    h = Step.update(h, a) with kron(I, W) weights, tile(b) biases, rows * rm
         out = head(act_read(read_h(h) + x @ [0 | W_rg].T))
     Ops: Linear, MatMul with a constant second operand, Add, Sub, Mul, ReLU, clamp(0, 1) and the
-    hook modules; no reshape, slice, concat or reduction. Padding nodes and unused relations become
-    zero blocks of the constants (same per-tensor max |w| as the general weights).
+    hook modules; no reshape, slice, concat or reduction. Messages exist only where an edge sends
+    them (a sparse graph: far fewer than E*N pairs), so the hardware and the C simulation skip the
+    rest; padding nodes become zero blocks of the constants (same per-tensor max |w|).
     """
 
-    def __init__(self, cfg: GNNConfig, linear=nn.Linear):
+    def __init__(self, cfg: GNNConfig, linear=nn.Linear, n_pairs: int | None = None):
         super().__init__()
         self.cfg = cfg
-        N, H, R, E = cfg.n_nodes, cfg.hidden, cfg.readout_hidden, cfg.edge_types
+        N, H, R = cfg.n_nodes, cfg.hidden, cfg.readout_hidden
+        P = cfg.edge_types * N if n_pairs is None else n_pairs
         self.q_in, self.act_in, self.act_read = nn.Identity(), nn.ReLU(), nn.ReLU()
         with torch.random.fork_rng(devices=[]):        # the init is overwritten by from_general
             self.inp = linear(self.input_dim, N * H, bias=True)
-            self.steps = nn.ModuleList(Step(N * H, E * N * H, cfg.gate, linear) for _ in range(cfg.steps))
+            self.steps = nn.ModuleList(Step(N * H, P * H, cfg.gate, linear) for _ in range(cfg.steps))
             self.read_h = linear(N * H, R, bias=True)
             self.read_x = linear(self.input_dim, R, bias=False)
             self.head = linear(R, self.output_dim, bias=True)
-        # K.T per step, [E*N*H, N*H]; a frozen Parameter like the reference recipe's GNNFlat.kt
-        self.kt = nn.ParameterList(nn.Parameter(torch.zeros(E * N * H, N * H), requires_grad=False)
+        # K.T per step, [P*H, N*H]; a frozen Parameter like the reference recipe's GNNFlat.kt
+        self.kt = nn.ParameterList(nn.Parameter(torch.zeros(P * H, N * H), requires_grad=False)
                                    for _ in range(cfg.steps))
 
     @property
@@ -227,16 +230,16 @@ class CompactGNN(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def from_general(cls, model: FusedGNN, static: torch.Tensor, adj: torch.Tensor, linear=nn.Linear,
-                     prune: bool = False):
+    def from_general(cls, model: FusedGNN, static: torch.Tensor, adj: torch.Tensor, linear=nn.Linear):
         """Fold one site (static [N,Fs], adj [E,N,N]) into the constants of a flat model.
         Weights are copied (kron / tile / zero-padded); activation hooks are shared modules.
-        Rows of padding nodes are zeroed (node 0 is real, so every weight keeps its max |w|).
-        prune=True also zeroes the message rows (e, j) whose node j sends no relation-e edge: the
-        outputs are unchanged, but a per-tensor scale taken from max |w| may then differ."""
+        Rows of padding nodes are zeroed (node 0 is real, so every weight keeps its max |w|)."""
         cfg = model.cfg
         N, H, E = cfg.n_nodes, cfg.hidden, cfg.edge_types
-        self = cls(cfg, linear)
+        sends = adj.amax(1) > 0                                         # [E, N]: node j sends relation e
+        sends[:, 0] = True
+        senders = sends.nonzero().tolist()                              # e-major (e, j)
+        self = cls(cfg, linear, n_pairs=len(senders))
         dt = model.head.weight.dtype
         self.to(dt)
         I_N, I_H = torch.eye(N, dtype=dt), torch.eye(H, dtype=dt)
@@ -256,10 +259,12 @@ class CompactGNN(nn.Module):
             for name in STEP_HOOKS:
                 setattr(dst, name, getattr(src, name))
             w_e = src.msg.weight.view(E, H, H)                          # W_e = rows e*H:(e+1)*H
-            sends = adj.amax(1) if prune else torch.ones(E, N, dtype=dt)                # [E, N] (e, j)
-            keep = (sends.repeat_interleave(H, 1).reshape(-1, 1) * rm.repeat(E, 1))      # [E*N*H, 1]
-            dst.msg.weight.copy_(torch.cat([kron_nodes(w_e[e]) for e in range(E)], 0) * keep)
-            self.kt[k].copy_(torch.cat([torch.kron(adj[e], I_H) for e in range(E)], 1).T)
+            w_msg, kt = dst.msg.weight.new_zeros(dst.msg.weight.shape), self.kt[k].new_zeros(self.kt[k].shape)
+            for p, (e, j) in enumerate(senders):
+                w_msg[p * H:(p + 1) * H, j * H:(j + 1) * H] = w_e[e]
+                kt[p * H:(p + 1) * H] = torch.kron(adj[e, :, j], I_H)   # [H, N*H]: to every i with adj[e,i,j]
+            dst.msg.weight.copy_(w_msg)
+            self.kt[k].copy_(kt)
             pairs = [("cand_h", "cand_a")] + ([("gate_h", "gate_a")] if cfg.gate else [])
             for nh, na in pairs:
                 getattr(dst, nh).weight.copy_(kron_nodes(getattr(src, nh).weight) * rm)

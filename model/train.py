@@ -17,7 +17,6 @@ set is another program input. Evaluation (``predict``) returns per-sample predic
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ncf.io import atomic_path, write_json
+from ncf.io import atomic_path, config_text, parse_config, write_json
 
 from .dataset import Dataset
 from .graph import N_VALUE_BITS, encode_values
@@ -60,41 +59,20 @@ class TrainConfig:
     # round trip: YAML or JSON files
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        text = _dump(asdict(self), path.suffix)
+        text = config_text(asdict(self), path.suffix)
         with atomic_path(path) as tmp:
             tmp.write_text(text)
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    def load(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
-        data = _parse(path.read_text(), path.suffix, path)
+        data = parse_config(path.read_text(), path.suffix, path)
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{path}: unknown config keys {sorted(unknown)}; known: {sorted(known)}")
         return cls(**data)
-
-
-def _dump(d: dict, suffix: str) -> str:
-    if suffix in (".yaml", ".yml"):
-        import yaml
-        return yaml.safe_dump(d, sort_keys=False)
-    return json.dumps(d, indent=1) + "\n"
-
-
-def _parse(text: str, suffix: str, path) -> dict:
-    try:
-        if suffix in (".yaml", ".yml"):
-            import yaml
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as e:  # yaml and json raise different types
-        raise ValueError(f"{path}: not valid {'YAML' if suffix in ('.yaml', '.yml') else 'JSON'}: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config is a mapping of keys to values")
-    return data
 
 
 def device_of(cfg: TrainConfig) -> torch.device:
@@ -122,7 +100,7 @@ class GraphBatches:
         enc = np.concatenate([enc, np.zeros((len(rows), 1, N_VALUE_BITS), np.uint8)], axis=1)
         slot = self.slot[site]                                               # [B, N]; -1 -> the zero row
         dyn = enc[np.arange(len(rows))[:, None], np.where(slot >= 0, slot, enc.shape[1] - 1)]
-        t = lambda x: torch.tensor(x, dtype=torch.float32, device=self.device)  # noqa: E731
+        t = lambda x: torch.tensor(x, dtype=torch.float32, device=self.device)
         adj = self.adj[site[0]] if shared_site else self.adj[site]
         static, dyn, g = self.static[site], t(dyn), t(np.asarray(a["g"][rows]))
         if self.model in ("static", "history"):

@@ -187,6 +187,62 @@ def cmd_quantize(a) -> int:
     return 0
 
 
+def _hw_config(a):
+    from ncf.hw.generate import HwConfig
+
+    cfg = HwConfig.load(a.config) if a.config else HwConfig()
+    for name in ("cutoff", "clock_ns", "csim_samples"):
+        if getattr(a, name, None) is not None:
+            setattr(cfg, name, getattr(a, name))
+    return cfg
+
+
+def cmd_hls(a) -> int:
+    from ncf.hw.generate import build_hls
+    from ncf.quant.quantize import read_bundle
+
+    s = build_hls(read_bundle(a.qonnx), _hw_config(a), a.output)
+    c, tb = s["csim"], s["c_testbench"]
+    print(f"{a.output}: hls4ml project ({s['backend']}, {s['io_type']}, part {s['part']}, {s['clock_ns']} ns)")
+    print(f"  C simulation vs intref: {c['exact']:,} / {c['samples']:,} samples exact "
+          f"({c['outputs']} outputs each), {c['samples_per_s']:,.0f} samples/s")
+    print(f"  C testbench (plain g++): {tb['exact']} / {tb['rows']} rows exact")
+    print(f"  vendor synthesis: {s['vendor_synthesis']}")
+    return 0 if c["mismatches"] == 0 and tb["mismatches"] == 0 else 1
+
+
+def cmd_rtl(a) -> int:
+    from ncf.hw.generate import build_rtl
+    from ncf.quant.quantize import read_bundle
+
+    m = build_rtl(read_bundle(a.qonnx), _hw_config(a), a.output)
+    print(json.dumps({k: m[k] for k in ("top", "parameters", "latency", "bits")}, indent=1))
+    print(f"manifest: {a.output / 'manifest.json'}")
+    return 0
+
+
+def cmd_verify(a) -> int:
+    from ncf.rtl_tests.sim import verify
+
+    s = verify(a.rtl, trace=a.trace, simulator=a.simulator, work=a.work, n_stream=a.samples,
+               n_handshake=a.handshake_samples, progress=not a.quiet)
+    print(f"{s['rtl']} on {s['simulator']}: {s['predictions_compared']:,} predictions compared, "
+          f"{s['mismatches']} mismatches, {s['tests_failed']} of {len(s['tests'])} tests failed")
+    print(f"  stimulus: {s['samples']:,} feature snapshots ({s['stimulus']})")
+    print(f"  latency: manifest {s['latency_manifest']} cycles, measured {s['latency_measured']}")
+    if s["stream_cycles"]:
+        print(f"  stream: {s['stream_cycles']:,} cycles, {s['results_per_cycle']:.3f} results/cycle, "
+              f"{s['predictions_per_s']:,.0f} predictions/s (build {s['build_seconds']} s)")
+    for mm in s["first_mismatches"]:
+        print(f"  MISMATCH row {mm['row']}: got {mm['got']}, expected {mm['expected']}")
+    if "harness" in s:
+        h = s["harness"]
+        print(f"  harness replay ({h['task']}): software {h['software']}, rtl {h['rtl']}: "
+              f"{'equal' if h['equal'] else 'DIFFERENT'}")
+    ok = s["mismatches"] == 0 and s["tests_failed"] == 0 and s.get("harness", {}).get("equal", True)
+    return 0 if ok else 1
+
+
 def cmd_bench(a) -> int:
     from ncf.trace_eval import bench
 
@@ -196,7 +252,26 @@ def cmd_bench(a) -> int:
 def cmd_demo(a) -> int:
     from ncf import demo
 
-    demo.run(Path(a.out), instructions=a.instructions, skip=a.skip)
+    demo.run(Path(a.out), preset=a.preset, fresh=a.fresh)
+    return 0
+
+
+def cmd_synth(a) -> int:
+    from ncf.hw.synth import synth
+
+    out = a.out or a.rtl / "synth"
+    s = synth(a.rtl, targets=tuple(a.targets), out_dir=out, freq_mhz=a.freq, seed=a.seed, timeout_s=a.timeout)
+    print((out / "summary.md").read_text())
+    return 0 if all(t["status"] in ("ok", "does not fit") for t in s["targets"].values()) else 1
+
+
+def cmd_hw_sweep(a) -> int:
+    from ncf.hw.sweep import HwSweepConfig, hw_sweep
+
+    r = hw_sweep(a.train, a.test, a.out, HwSweepConfig(hidden=a.hidden, bits=a.bits, max_rows=a.samples,
+                                                      synth=not a.no_synth, cutoff=a.cutoff))
+    print(r["text"])
+    print(f"plot: {r['plot']}")
     return 0
 
 
@@ -326,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "BOP). --lead-sweep trains the fused GNN at several D and plots accuracy against D.",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.add_argument("--workloads", nargs="+")
+    ex.add_argument("--models", nargs="+", help="models to train and score (default: all)")
     ex.add_argument("--lead", type=int)
     ex.add_argument("--instructions", type=count)
     ex.add_argument("--skip", type=count)
@@ -355,15 +431,54 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--out", type=Path, default=Path("reports/quant"))
     q.set_defaults(func=cmd_quantize)
 
-    from ncf.model.classify import add_classify_parser   # ncf classify (its parser and command live there)
+    hw_help = ("The input is a site bundle written by `ncf quantize` (site<k>_<b>bit.onnx and its .json, "
+               ".intref.npz, .samples.npz).")
+    for name, fn, what in (("hls", cmd_hls, "hls4ml HLS C++ project + C simulation checked against the integer "
+                            "reference + hls4ml's C testbench built with g++"),
+                           ("rtl", cmd_rtl, "synthesizable pipelined Verilog (ncf_predictor) from the same hls4ml "
+                            "model graph, through da4ml, with a JSON manifest")):
+        h = sub.add_parser(name, help=what, description=f"{what}. {hw_help}",
+                           epilog=f"example:\n  ncf {name} --qonnx reports/demo/hw/quant/site0_4bit.onnx -o build/{name}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        h.add_argument("--qonnx", type=Path, required=True, help="the site's QONNX file (or its _clean.onnx)")
+        h.add_argument("-o", "--output", type=Path, default=Path(f"build/{name}"))
+        h.add_argument("--config", type=Path, help="hardware settings (YAML/JSON; keys of HwConfig)")
+        h.add_argument("--cutoff", type=float, help="da4ml latency_cutoff: adder delays per pipeline stage")
+        h.add_argument("--clock-ns", type=float, help="target clock period in ns (default 5 = 200 MHz)")
+        h.add_argument("--csim-samples", type=int, help="held-out samples for the C simulation check (default 10000)")
+        h.set_defaults(func=fn)
+
+    v = sub.add_parser("verify", help="cocotb verification of generated RTL against the integer reference",
+                       description="Simulate the RTL written by `ncf rtl` with cocotb (Verilator, or Icarus for "
+                       "short runs) on real feature snapshots: the site bundle's held-out samples, or those of "
+                       "--trace (another trace of the same program; the dataset code builds them). Checks every "
+                       "prediction bit for bit, the latency against the manifest, one result per cycle, random "
+                       "gaps and backpressure, reset mid-stream, and replays the RTL's decisions through the "
+                       "evaluation harness (MPKI or prefetch coverage must equal the software model's).",
+                       epilog="example:\n  ncf verify build/rtl --trace traces/demo/bzip2-1.ncft",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("rtl", type=Path, help="directory written by `ncf rtl`")
+    v.add_argument("--trace", type=Path, help="take feature snapshots from this trace (default: the bundle's samples)")
+    v.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+    v.add_argument("-n", "--samples", type=int, help="at most this many snapshots (default: all)")
+    v.add_argument("--handshake-samples", type=int, default=2000, help="snapshots for the protocol tests")
+    v.add_argument("--work", type=Path, help="keep the simulator build and results here (default: a temp dir)")
+    v.add_argument("-q", "--quiet", action="store_true")
+    v.set_defaults(func=cmd_verify)
+
+    from ncf.model.classify import (
+        add_classify_parser,  # ncf classify (its parser and command live there)
+    )
     add_classify_parser(sub)
 
     b = sub.add_parser("bench", help="benchmarks that print figures and ratios against targets",
                        description="Measure, print and save (markdown + JSON under --out) figures with their "
                        "ratio to the project's targets. Benchmarks never fail on a missed target: they report it.")
-    b.add_argument("what", choices=["trace", "baselines"],
+    b.add_argument("what", choices=["trace", "baselines", "verify"],
                    help="trace: capture throughput and bytes per instruction; baselines: predictor and cache "
-                   "model speed")
+                   "model speed; verify: Verilator predictions/s of generated RTL (--rtl)")
+    b.add_argument("--rtl", type=Path, help="verify: directory written by `ncf rtl`")
+    b.add_argument("--samples", type=int, help="verify: at most this many snapshots (default: all of the bundle's)")
     b.add_argument("--trace", type=Path, help="baselines: a trace whose streams to time (default: record "
                    "bzip2 input 0)")
     b.add_argument("--workloads", nargs="+", default=["bzip2", "xz", "hmmer", "gnugo"])
@@ -377,9 +492,39 @@ def build_parser() -> argparse.ArgumentParser:
                        "the stages after it, and write a report (markdown + JSON) under --out. Work already "
                        "done with the same settings is reused.")
     d.add_argument("--out", default="reports/demo")
-    d.add_argument("--instructions", type=count, default=10**7, help="instructions per trace (default 10M)")
-    d.add_argument("--skip", type=count, default=10**8, help="instructions skipped first (programs; default 100M)")
+    d.add_argument("--preset", choices=["default", "full"], default="default",
+                   help="default: fits about 20 minutes on 2 cores; full: 20M-instruction windows, every model, "
+                   "7 leads, 5 bit widths, 9 hardware points, ECP5 P&R without a time limit (hours)")
+    d.add_argument("--fresh", action="store_true", help="redo every stage (delete traces/demo, work/demo and --out first)")
     d.set_defaults(func=cmd_demo)
+
+    sy = sub.add_parser("synth", help="real synthesis and place-and-route of generated RTL (yosys, nextpnr)",
+                        description="yosys synth_xilinx (LUT/FF/DSP/BRAM), yosys + nextpnr-ecp5 on an ECP5-85k "
+                        "(placed-and-routed Fmax, utilisation) and yosys + nextpnr-ice40 on an iCE40 HX8K, for a "
+                        "directory written by `ncf rtl`. JSON + markdown summary in <rtl>/synth.",
+                        epilog="example:\n  ncf synth build/rtl --targets xilinx ecp5 --timeout 1800",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sy.add_argument("rtl", type=Path, help="directory written by `ncf rtl`")
+    sy.add_argument("--targets", nargs="+", choices=["xilinx", "ecp5", "ice40"], default=["xilinx", "ecp5", "ice40"])
+    sy.add_argument("--freq", type=float, default=200, help="clock target for place-and-route, MHz")
+    sy.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    sy.add_argument("--timeout", type=float, help="seconds per target before it is recorded as timed out")
+    sy.add_argument("-o", "--out", type=Path, help="default: <rtl>/synth")
+    sy.set_defaults(func=cmd_synth)
+
+    hs = sub.add_parser("hw-sweep", help="hardware size x bit width -> accuracy against LUTs (the Pareto plot)",
+                        description="Train the compact GNN at each --hidden width, quantize it at each --bits (QAT), "
+                        "export one branch site, generate its RTL and synthesize it (yosys synth_xilinx); plot "
+                        "accuracy against LUTs with TAGE-SC-L on the same samples for scale.")
+    hs.add_argument("--train", type=Path, required=True)
+    hs.add_argument("--test", type=Path, required=True)
+    hs.add_argument("--hidden", type=int, nargs="+", default=[2, 4])
+    hs.add_argument("--bits", type=int, nargs="+", default=[4, 6])
+    hs.add_argument("--samples", type=int, default=4000, help="held-out samples per point")
+    hs.add_argument("--cutoff", type=float, default=2.0, help="da4ml latency_cutoff")
+    hs.add_argument("--no-synth", action="store_true", help="da4ml cost estimates only (no yosys)")
+    hs.add_argument("-o", "--out", type=Path, default=Path("reports/hw/sweep"))
+    hs.set_defaults(func=cmd_hw_sweep)
     return p
 
 

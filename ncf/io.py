@@ -43,3 +43,26 @@ def _jsonable(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def config_text(d: dict, suffix: str) -> str:
+    """A config mapping as YAML (.yaml/.yml) or JSON text."""
+    if suffix in (".yaml", ".yml"):
+        import yaml
+        return yaml.safe_dump(d, sort_keys=False)
+    return json.dumps(d, indent=1) + "\n"
+
+
+def parse_config(text: str, suffix: str, path) -> dict:
+    """A config mapping from YAML or JSON text, with a clear error naming ``path``."""
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # yaml and json raise different types
+        raise ValueError(f"{path}: not valid {'YAML' if suffix in ('.yaml', '.yml') else 'JSON'}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config is a mapping of keys to values")
+    return data

@@ -222,3 +222,64 @@ def _forward(x_int: np.ndarray, p: dict, stats: dict | None):
     if track:
         stats["max_abs_accumulator"] = peak[0]
     return out, e_out
+
+
+# ------------------------------------------------------------------------------------ files
+def save_int_params(p: dict, path) -> None:
+    """Write ``p`` (extract_int_params) to an .npz file (atomic): weights dense with their
+    structural support, quantizers and exponents as JSON."""
+    import json
+
+    from ncf.io import atomic_path
+
+    arrays, meta = {}, {}
+
+    def put(prefix: str, d: dict) -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and "blocks" in v:          # a weight in row-group form
+                w, sup = np.zeros(v["shape"], np.int64), np.zeros(v["shape"], bool)
+                for rows, cols, wb in v["blocks"]:
+                    w[np.ix_(rows, cols)], sup[np.ix_(rows, cols)] = wb, True
+                arrays[f"{prefix}{k}.w"], arrays[f"{prefix}{k}.support"] = w, sup
+                out[k] = "weight"
+            elif isinstance(v, np.ndarray):
+                arrays[f"{prefix}{k}"] = v
+                out[k] = "array"
+            elif isinstance(v, dict):
+                out[k] = put(f"{prefix}{k}.", v)
+            else:
+                out[k] = v
+        return out
+
+    meta = put("", {k: v for k, v in p.items() if k != "steps"})
+    meta["steps"] = [put(f"steps.{i}.", st) for i, st in enumerate(p["steps"])]
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+
+
+def load_int_params(path) -> dict:
+    """Read what ``save_int_params`` wrote."""
+    import json
+
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes())
+
+    def get(prefix: str, d: dict) -> dict:
+        out = {}
+        for k, v in d.items():
+            if v == "weight":
+                out[k] = _blocks(arrays[f"{prefix}{k}.w"], arrays[f"{prefix}{k}.support"])
+            elif v == "array":
+                out[k] = arrays[f"{prefix}{k}"]
+            elif isinstance(v, dict):
+                out[k] = get(f"{prefix}{k}.", v)
+            else:
+                out[k] = v
+        return out
+
+    p = get("", {k: v for k, v in meta.items() if k != "steps"})
+    p["steps"] = [get(f"steps.{i}.", st) for i, st in enumerate(meta["steps"])]
+    return p

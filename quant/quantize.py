@@ -5,11 +5,21 @@ whose ladder (fake-quant == integer reference == QONNX execution) is checked on 
 
 For every bit width: QAT fine-tune on the training input, accuracy of both heads on the held-out
 input (``sweep.py``). At ``export_bits``: for each site of the held-out dataset, the flat one-site
-form is exported to QONNX (``site<k>.onnx``) and its held-out samples run through all three
+form is exported to QONNX (``site<k>_<b>bit.onnx``) and its held-out samples run through all three
 paths; the exact-match counts go into ``ladder.json``.
+
+Each exported site is a bundle the hardware stage (``ncf hls`` / ``ncf rtl``) starts from:
+    site<k>_<b>bit_clean.onnx     the cleaned QONNX graph hls4ml converts
+    site<k>_<b>bit.json           sidecar: site, bit widths, hls4ml input precision, live inputs, files
+    site<k>_<b>bit.intref.npz     the integer reference's parameters (quant/intref.py)
+    site<k>_<b>bit.samples.npz    the held-out samples' input features (0/1, bit-packed) and rows
+The model's inputs are 0/1 features (value encodings, history bits), so the hardware takes them as
+bits; ``live`` lists the inputs that can be nonzero (operand nodes that carry a value, and the
+graph-level vector) and have a nonzero weight: the others are constant 0 for this site.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +28,7 @@ import torch
 from ncf.io import write_json
 
 from .export import export_compact, input_precision, run_qonnx
-from .intref import extract_int_params, intref
+from .intref import extract_int_params, intref, save_int_params
 from .qat import QuantConfig, quantize_compact
 from .sweep import BITS, sweep
 
@@ -26,6 +36,7 @@ from .sweep import BITS, sweep
 def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int | None = None) -> dict:
     """Exact matches of the three paths on the held-out samples of ``site`` (at most ``max_rows``,
     evenly spaced in time)."""
+    from ncf.model.dataset import TASKS
     from ncf.model.gnn import flat_input
     from ncf.model.train import GraphBatches
 
@@ -42,11 +53,78 @@ def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int |
     y_int, e_out = intref(x_int, p)
     y_ref = y_int.astype(np.float64) * 2.0 ** e_out
     y_qonnx = np.asarray(run_qonnx(export_compact(qc, path), xq.numpy()), np.float64)
-    same = lambda a, b: int(np.all(a == b, axis=1).sum())  # noqa: E731
+    same = lambda a, b: int(np.all(a == b, axis=1).sum())
+    features = flat_input(dyn, g).numpy()
+    live = live_inputs(p, ds.dyn_slot[site], qmodel.cfg)
+    write_bundle(path, p, features, rows, live, {
+        "site": site, "site_pc": int(ds.site_pc[site]), "task": TASKS[int(ds.site_task[site])],
+        "dataset": str(ds.path), "quant": qcfg.as_dict(), "gnn": asdict(qmodel.cfg),
+        "hls4ml_input_precision": input_precision(p), "output_exponent": int(e_out)})
     return {"site_pc": int(ds.site_pc[site]), "samples": len(rows), "outputs": int(y_fq.shape[1]),
             "fake_quant==intref": same(y_fq, y_ref), "fake_quant==qonnx": same(y_fq, y_qonnx),
             "intref==qonnx": same(y_ref, y_qonnx), "output_exponent": int(e_out),
             "hls4ml_input_precision": input_precision(p), "qonnx": str(path)}
+
+
+def live_inputs(p: dict, dyn_slot: np.ndarray, gcfg) -> np.ndarray:
+    """Indices of the flat inputs [dyn (N*Fd), g (G)] that can change this site's outputs: a node's
+    value bits only if the node carries a value (dyn_slot >= 0), every graph-level bit, and only
+    where some input weight (the input layer or the readout's direct path) is nonzero."""
+    n_dyn = gcfg.n_nodes * gcfg.f_dyn
+    can = np.concatenate([np.repeat(np.asarray(dyn_slot) >= 0, gcfg.f_dyn), np.ones(gcfg.g_dim, bool)])
+    used = np.zeros(n_dyn + gcfg.g_dim, bool)
+    for name in ("inp", "read_x"):
+        for _, cols, wb in p[name]["w"]["blocks"]:
+            used[cols[np.any(wb != 0, axis=0)]] = True
+    return np.flatnonzero(can & used)
+
+
+def bundle_paths(onnx_path) -> dict:
+    """The files of a site bundle, from its QONNX path (``site3_8bit.onnx`` or ``..._clean.onnx``)."""
+    onnx_path = Path(onnx_path)
+    stem = onnx_path.stem.removesuffix("_clean")
+    d = onnx_path.parent
+    return {"onnx": d / f"{stem}_clean.onnx", "sidecar": d / f"{stem}.json",
+            "intref": d / f"{stem}.intref.npz", "samples": d / f"{stem}.samples.npz"}
+
+
+def write_bundle(onnx_path, p: dict, features: np.ndarray, rows: np.ndarray, live: np.ndarray, meta: dict) -> dict:
+    """Write the intref parameters, the samples and the sidecar beside an exported QONNX file."""
+    from ncf.io import atomic_path
+
+    paths = bundle_paths(onnx_path)
+    if not np.all((features == 0) | (features == 1)):
+        raise ValueError("the hardware bundle expects 0/1 input features")
+    save_int_params(p, paths["intref"])
+    with atomic_path(paths["samples"]) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, bits=np.packbits(features.astype(np.uint8), axis=1), n_inputs=features.shape[1],
+                                rows=np.asarray(rows, np.int64))
+    write_json(paths["sidecar"], {"format_version": 1, "kind": "ncf-site-bundle", **meta,
+                                  "n_inputs": int(features.shape[1]), "live_inputs": live, "samples": len(rows),
+                                  "files": {k: v.name for k, v in paths.items()}})
+    return paths
+
+
+def read_bundle(onnx_path) -> dict:
+    """The sidecar of a site bundle, with absolute file paths, the intref parameters, the samples'
+    0/1 features [S, n_inputs] (uint8) and live inputs. Raises a clear error for missing files."""
+    import json
+
+    from .intref import load_int_params
+
+    paths = bundle_paths(onnx_path)
+    for k, v in paths.items():
+        if not v.exists():
+            raise FileNotFoundError(f"{v} is missing: the {k} file of the site bundle written by `ncf quantize`")
+    meta = json.loads(paths["sidecar"].read_text())
+    if meta.get("kind") != "ncf-site-bundle" or meta.get("format_version") != 1:
+        raise ValueError(f"{paths['sidecar']}: not a version-1 ncf site bundle")
+    with np.load(paths["samples"]) as z:
+        features = np.unpackbits(z["bits"], axis=1, count=int(z["n_inputs"]))
+        rows = z["rows"]
+    return {**meta, "paths": paths, "params": load_int_params(paths["intref"]), "features": features,
+            "rows": rows, "live_inputs": np.asarray(meta["live_inputs"], np.int64)}
 
 
 def quantize_run(run_dir, train_dir, test_dir, out, bits=BITS, steps: int = 200, export_bits: int = 8,

@@ -2,11 +2,14 @@
 race); tools that CI installs are required, not skipped."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,3 +66,101 @@ def train_ds(bzip2_trace, sites, tmp_path_factory):
     out = tmp_path_factory.mktemp("ds") / "bzip2-0"
     build_dataset(bzip2_trace, sites, out, DatasetConfig(lead=LEAD), progress=False)
     return Dataset(out)
+
+
+def shared_dir(tmp_path_factory) -> Path:
+    """A directory shared by the xdist workers of this session (for data built once, under a lock)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    return root
+
+
+@contextlib.contextmanager
+def build_once(root: Path, name: str):
+    """Yield ``root / name`` and whether it still has to be built; xdist workers wait for each other."""
+    out = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield out, not (out / "done").exists()
+        if out.exists():
+            (out / "done").touch()
+
+
+def traced_dataset(root: Path, name: str, workload: str, inp: int, skip: int, count: int, inputs_dir,
+                   sites: dict | None = None) -> Path:
+    """A real trace of ``workload`` input ``inp`` and its fused dataset (lead 100), built once per
+    session; ``sites`` default: this trace's own hard branches and delinquent loads."""
+    from ncf.model.dataset import Dataset, DatasetConfig, build_dataset, find_sites
+    from ncf.trace_eval.capture import record
+    from ncf.trace_eval.workloads import prepare
+
+    with build_once(root, name) as (out, todo):
+        if todo:
+            out.mkdir(parents=True, exist_ok=True)
+            trace = out / f"{workload}-{inp}.ncft"
+            record(prepare(workload, inp, inputs_dir), trace, skip=skip, count=count, progress=False)
+            vocab = None
+            if sites is not None:
+                vocab = sites.pop("vocab", None)
+            build_dataset(trace, sites or find_sites(trace), out / "ds", DatasetConfig(lead=100), vocab=vocab,
+                          progress=False)
+    return out / "ds"
+
+
+HW_PLAN = {"bzip2": (10**6, 3 * 10**6, 3 * 10**6), "quicksort": (0, 2 * 10**6, 2 * 10**6)}  # skip, train, test
+
+
+@pytest.fixture(scope="session")
+def hw_bundle(native, inputs_dir, tmp_path_factory):
+    """workload -> the QONNX path of a site bundle (``ncf quantize``'s hardware input): a small fused
+    GNN (H=4, T=2, no gate) trained on input 0, 4-bit QAT, exported for the branch site with the most
+    samples of the held-out input 1 (all of them). Built once per session and workload (the two
+    workloads can be built by two xdist workers at once)."""
+    import torch
+    from ncf.model.dataset import Dataset
+    from ncf.model.train import TrainConfig, load_model, train
+    from ncf.quant.qat import QuantConfig, finetune, quantize_model
+    from ncf.quant.quantize import ladder
+
+    root = shared_dir(tmp_path_factory)
+
+    def get(w: str) -> Path:
+        skip, n_train, n_test = HW_PLAN[w]
+        with build_once(root, f"hw-{w}") as (d, todo):
+            if todo:
+                torch.set_num_threads(1)
+                tr = traced_dataset(root, f"hw-{w}-0", w, 0, skip, n_train, inputs_dir)
+                train_ds = Dataset(tr)
+                sites = {"branch": [int(pc) for pc, t in zip(train_ds.site_pc, train_ds.site_task) if t == 0],
+                         "vocab": train_ds.meta["delta_vocabulary"]}
+                te = traced_dataset(root, f"hw-{w}-1", w, 1, skip, n_test, inputs_dir, sites)
+                test_ds = Dataset(te)
+                train(TrainConfig(train=str(tr), test=str(te), out=str(d / "run"), hidden=4, steps=2, gate=False,
+                                  epochs=2, batch=256, threads=1), progress=False)
+                qcfg = QuantConfig(weight_bits=4, act_bits=4, calib_batches=16)
+                q = quantize_model(load_model(d / "run")[0], qcfg)
+                finetune(q, train_ds, qcfg, max_steps=40, seed=0)
+                site = int(np.bincount(np.asarray(test_ds.arrays["site"]), minlength=len(test_ds.site_pc)).argmax())
+                r = ladder(q, qcfg, test_ds, site, d / f"site{site}_4bit.onnx")
+                assert r["fake_quant==intref"] == r["samples"] == r["intref==qonnx"]
+        return next(d.glob("site*_4bit.onnx"))
+    return get
+
+
+@pytest.fixture(scope="session")
+def hw_rtl(hw_bundle, tmp_path_factory):
+    """workload -> the RTL directory (``ncf rtl``) of its hardware bundle, built once."""
+    from ncf.hw.generate import HwConfig, build_rtl
+    from ncf.quant.quantize import read_bundle
+
+    root = shared_dir(tmp_path_factory)
+
+    def get(w: str) -> Path:
+        onnx = hw_bundle(w)
+        with build_once(root, f"rtl-{w}") as (d, todo):
+            if todo:
+                d.mkdir(parents=True, exist_ok=True)
+                build_rtl(read_bundle(onnx), HwConfig(cutoff=2), d / "rtl", progress=False)
+        return d / "rtl"
+    return get

@@ -89,7 +89,32 @@ def bench_baselines(trace: Path | None, instructions: int, skip: int) -> list[di
     return rows
 
 
+TARGET_PREDICTIONS = 50_000
+
+
+def bench_verify(rtl: Path, samples: int | None) -> list[dict]:
+    """Verilator simulation speed of a generated predictor (``ncf verify``'s bit-exact stream test:
+    the HDL-side source/sink streams every snapshot, Python compares the results afterwards)."""
+    from ncf.rtl_tests.sim import verify
+
+    with tempfile.TemporaryDirectory(prefix="ncf-bench-") as tmp:
+        s = verify(rtl, simulator="verilator", work=tmp, tests=("test_stream",), n_stream=samples, close_loop=False)
+    if s["mismatches"] or s["tests_failed"]:
+        raise RuntimeError(f"the RTL does not match intref ({s['mismatches']} mismatches): no speed figure")
+    return [{"rtl": str(rtl), "predictions": s["samples"], "cycles": s["stream_cycles"],
+             "predictions_per_s": s["predictions_per_s"], "x_target": s["predictions_per_s"] / TARGET_PREDICTIONS,
+             "build_s": s["build_seconds"], "sim_s": s["sim_seconds"]}]
+
+
 def main(a) -> int:
+    if a.what == "verify":
+        if a.rtl is None:
+            raise SystemExit("ncf bench verify: give --rtl DIR (written by `ncf rtl`, e.g. reports/demo/hw/rtl)")
+        rows = bench_verify(a.rtl, a.samples)
+        print(save_table(a.out / "verify", rows, f"ncf bench verify: Verilator predictions/s, bit-exact stream "
+                         f"(target >= {TARGET_PREDICTIONS:,}/s; x_target > 1 meets it)",
+                         extra={"targets": {"predictions_per_s": TARGET_PREDICTIONS}}))
+        return 0
     if a.what == "baselines":
         rows = bench_baselines(a.trace, a.instructions, a.skip)
         print(save_table(a.out / "baselines", rows, "ncf bench baselines (targets: TAGE-SC-L >= 1 M branches/s, "

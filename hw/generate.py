@@ -1,0 +1,192 @@
+"""QONNX site bundle -> HLS C++ project (hls4ml) + synthesizable Verilog (da4ml), from one IR.
+
+    art = generate("reports/quant/bzip2/site0_4bit_clean.onnx", HwConfig(cutoff=2), "build/hw")
+    art["manifest"]          # build/hw/rtl/manifest.json: interface, latency, widths, input hashes
+
+``build_hls`` writes the hls4ml project (Vitis backend, io_parallel), runs its C simulation against
+the integer reference and builds hls4ml's C testbench with plain g++. ``build_rtl`` converts the same
+QONNX graph with the same hls4ml configuration, translates the model graph to da4ml (hw/rtl.py),
+checks da4ml's own interpreter against the integer reference on the bundle's samples, writes the
+pipelined core and the streaming top ``ncf_predictor`` (hw/verilog/ncf_predictor.v) and a manifest.
+Both are plain functions of (bundle, HwConfig, directory) that return what they wrote.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from ncf.io import atomic_path, config_text, parse_config, write_json
+
+TOP = "ncf_predictor"
+WRAPPER = Path(__file__).parent / "verilog" / f"{TOP}.v"
+
+
+@dataclass
+class HwConfig:
+    cutoff: float = 2.0          # da4ml latency_cutoff: adder delays per pipeline stage (lower = more stages, faster clock)
+    clock_ns: float = 5.0        # target clock period (200 MHz), for hls4ml and da4ml's timing model
+    part: str = "xcvu13p-flga2577-2-e"   # Xilinx part of the HLS project (for the vendor tool)
+    csim_samples: int = 10_000   # held-out samples the HLS C simulation is checked on
+    check_samples: int = 20_000  # held-out samples da4ml's interpreter is checked on
+    tb_rows: int = 100           # rows of hls4ml's C testbench data
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(config_text(asdict(self), path.suffix))
+        return path
+
+    @classmethod
+    def load(cls, path) -> HwConfig:
+        path = Path(path)
+        d = parse_config(path.read_text(), path.suffix, path)
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown hardware settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fresh_dir(path: Path) -> Path:
+    """An empty directory beside ``path``, renamed onto it when the build succeeds (see _commit)."""
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _commit(tmp: Path, path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return path
+
+
+def build_hls(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> dict:
+    """hls4ml project in ``out_dir`` + C simulation check + C testbench; returns (and writes
+    ``hls.json``) the summary."""
+    from . import hls
+
+    out_dir = Path(out_dir)
+    tmp = _fresh_dir(out_dir)
+    t0 = time.monotonic()
+    hm = hls.convert(bundle, tmp, part=cfg.part, clock_ns=cfg.clock_ns, tb_rows=cfg.tb_rows)
+    if progress:
+        print(f"hls4ml project written ({time.monotonic() - t0:.1f} s); C simulation on "
+              f"{min(cfg.csim_samples, len(bundle['features'])):,} held-out samples ...", flush=True)
+    t1 = time.monotonic()
+    hm.compile()
+    compile_s = time.monotonic() - t1
+    check = hls.csim_check(hm, bundle, cfg.csim_samples)
+    tb = hls.testbench(tmp, bundle)
+    summary = {"project": str(out_dir), "top": hls.PROJECT, "backend": "Vitis", "io_type": "io_parallel",
+               "part": cfg.part, "clock_ns": cfg.clock_ns, "compile_seconds": round(compile_s, 1),
+               "csim": check, "c_testbench": tb,
+               "vendor_synthesis": "not run: needs AMD Vitis HLS (vitis-run / build_prj.tcl), which is not "
+                                   "installed here; the project is ready for it (cd into it and run "
+                                   "`vitis-run --tcl build_prj.tcl` or hls4ml's `build()`)"}
+    write_json(tmp / "hls.json", summary)
+    _commit(tmp, out_dir)
+    return summary
+
+
+def build_rtl(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> dict:
+    """Pipelined core + ``ncf_predictor`` top in ``out_dir``; returns the manifest (also written as
+    ``manifest.json``)."""
+    from . import hls, rtl
+
+    out_dir = Path(out_dir)
+    tmp = _fresh_dir(out_dir)
+    t0 = time.monotonic()
+    hm = hls.convert(bundle, tmp / "hls4ml_ir", part=cfg.part, clock_ns=cfg.clock_ns, tb_rows=1)
+    one = float(hls.input_value(bundle, np.ones((1, 1), np.uint8))[0, 0])
+    comb, io = rtl.trace(hm, bundle["live_inputs"], one)
+    shutil.rmtree(tmp / "hls4ml_ir")
+    # da4ml's interpreter of the traced graph == the integer reference, before writing any Verilog
+    feats = bundle["features"][:cfg.check_samples]
+    got = comb.predict(feats[:, bundle["live_inputs"]].astype(np.float64))
+    y, e = hls.reference(bundle, feats)
+    exact = int(np.all(got[:, 2:] == y * 2.0 ** e, axis=1).sum())
+    if exact != len(feats):
+        raise RuntimeError(f"da4ml's trace of the hls4ml graph differs from intref on {len(feats) - exact} "
+                           f"of {len(feats)} samples: not writing Verilog")
+    core = rtl.write_core(comb, tmp / "core", cfg.cutoff, cfg.clock_ns)
+    shutil.copy(WRAPPER, tmp / f"{TOP}.v")
+    n_classes = io["n_logits"] - 1
+    class_w = max(1, int(np.ceil(np.log2(n_classes))))
+    params = {"IN_W": len(bundle["live_inputs"]), "ELEM_W": core["out"]["width"], "OUT_F": core["out"]["f"],
+              "N_LOGITS": io["n_logits"], "CLASS_W": class_w, "CORE_LAT": core["core_latency"]}
+    files = bundle["paths"]
+    manifest = {
+        "format_version": 1, "kind": "ncf-rtl", "top": TOP, "config": asdict(cfg),
+        "inputs": {k: {"file": str(files[k]), "sha256": sha256(files[k])} for k in ("onnx", "intref", "samples")},
+        "site": {k: bundle[k] for k in ("site", "site_pc", "task", "dataset")},
+        "bits": {"weights": bundle["quant"]["weight_bits"], "activations": bundle["quant"]["act_bits"],
+                 "input": "1 bit per live feature", "logit": core["out"]},
+        "parameters": params,
+        "latency": {"core_cycles": core["core_latency"], "top_cycles": core["core_latency"] + 1,
+                    "initiation_interval": 1},
+        "interface": {
+            "clock": "clk (rising edge)", "reset": "rst: synchronous, active high, drops everything in flight",
+            "input": {"handshake": "in_valid / in_ready", "data": f"in_data[{params['IN_W'] - 1}:0]",
+                      "bit k": "live feature live_inputs[k] of the flat input [dyn (N*Fd), g (G)]"},
+            "output": {"handshake": "out_valid / out_ready", "out_taken": "branch logit > 0",
+                       "out_class": f"delta class, {class_w} bits (first largest delta logit)",
+                       "out_logits": f"{io['n_logits']} x {core['out']['width']}-bit signed, value = code * 2^-{core['out']['f']}"
+                                     " (logit 0 = branch, 1.. = delta classes)"}},
+        "live_inputs": bundle["live_inputs"].tolist(), "one": one,
+        "output_exponent": int(e),
+        "da4ml": {"cost": core["da4ml_cost"], "latency_cutoff": cfg.cutoff,
+                  "interpreter_check": {"samples": len(feats), "exact": exact}},
+        "sources": [f"{TOP}.v"] + [f"core/{s}" for s in core["sources"]],
+        "memfiles": [f"core/{s}" for s in core["memfiles"]],
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    write_json(tmp / "manifest.json", manifest)
+    _commit(tmp, out_dir)
+    if progress:
+        print(f"RTL written to {out_dir}: latency {manifest['latency']['top_cycles']} cycles, II 1, "
+              f"{params['IN_W']} input bits, da4ml cost {core['da4ml_cost']:,.0f}", flush=True)
+    return manifest
+
+
+def generate(qonnx, cfg: HwConfig, out_dir, hls: bool = True, rtl: bool = True, progress: bool = True) -> dict:
+    """Both outputs of one site bundle: ``out_dir/hls`` and ``out_dir/rtl``. Returns
+    {"hls": summary, "rtl": manifest, "paths": {...}}."""
+    from ncf.quant.quantize import read_bundle
+
+    bundle = read_bundle(qonnx)
+    out_dir = Path(out_dir)
+    art = {"paths": {}}
+    if hls:
+        art["hls"] = build_hls(bundle, cfg, out_dir / "hls", progress)
+        art["paths"]["hls"] = out_dir / "hls"
+    if rtl:
+        art["rtl"] = build_rtl(bundle, cfg, out_dir / "rtl", progress)
+        art["paths"]["rtl"] = out_dir / "rtl"
+        art["paths"]["manifest"] = out_dir / "rtl" / "manifest.json"
+    return art
+
+
+def load_manifest(rtl_dir) -> dict:
+    path = Path(rtl_dir) / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: not an RTL directory written by `ncf rtl`")
+    m = json.loads(path.read_text())
+    if m.get("kind") != "ncf-rtl" or m.get("format_version") != 1:
+        raise ValueError(f"{path}: not a version-1 ncf RTL manifest")
+    return m

@@ -1,0 +1,165 @@
+"""Hardware size against accuracy: the compact GNN at several widths and bit widths, each trained,
+quantized (QAT), lowered to RTL and synthesized; accuracy against LUTs is the Pareto plot.
+
+    rows = hw_sweep("work/data/train", "work/data/test", "reports/hw/sweep", HwSweepConfig())
+
+For every hidden width H (a float model trained once per H: T steps, no gate, the study's training
+set) and every bit width b: 4..8-bit QAT, the branch accuracy on the chosen site's held-out samples
+(TAGE-SC-L's accuracy on the same samples for scale), the site exported and lowered to Verilog
+(``build_rtl``), and yosys ``synth_xilinx`` LUT/FF counts (``synth``; optional, the da4ml cost
+estimate is always there). The weight storage is compared with TAGE-SC-L's 64 KB budget.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ncf.io import atomic_path
+from ncf.report import save_table
+
+TAGE_BITS = 523_374          # TAGE-SC-L storage (trace_eval/branch_predictors.py)
+
+
+@dataclass
+class HwSweepConfig:
+    hidden: list = field(default_factory=lambda: [2, 4])
+    bits: list = field(default_factory=lambda: [4, 6])
+    steps: int = 2                 # message-passing steps T
+    epochs: int = 4
+    qat_steps: int = 100
+    site: int | None = None        # default: the branch site with the most held-out samples
+    max_rows: int = 4000           # held-out samples of the site per exported bundle
+    cutoff: float = 2.0            # da4ml latency_cutoff
+    synth: bool = True             # yosys synth_xilinx per point (else: da4ml cost only)
+    seed: int = 0
+
+
+def _site(test_ds, cfg: HwSweepConfig) -> int:
+    if cfg.site is not None:
+        return cfg.site
+    site = np.asarray(test_ds.arrays["site"])
+    counts = np.bincount(site, minlength=len(test_ds.site_pc)) * (np.asarray(test_ds.site_task) == 0)
+    return int(counts.argmax())
+
+
+def _train(train_dir, test_dir, out: Path, hidden: int, cfg: HwSweepConfig):
+    from ncf.model.train import TrainConfig, load_model, train
+
+    run = out / f"runs/h{hidden}"
+    tcfg = TrainConfig(train=str(train_dir), test=str(test_dir), out=str(run), hidden=hidden, steps=cfg.steps,
+                       gate=False, epochs=cfg.epochs, batch=64, seed=cfg.seed, threads=2)
+    if not ((run / "train.json").exists() and TrainConfig.load(run / "config.yaml") == tcfg):
+        train(tcfg, progress=False)
+    return load_model(run)[0]
+
+
+def site_accuracy(model, ds, rows) -> float:
+    """Branch accuracy of ``model`` on dataset ``rows`` (one site)."""
+    import torch
+
+    from ncf.model.train import GraphBatches, predict_gnn
+
+    dev = torch.device("cpu")
+    with torch.no_grad():
+        p, _ = predict_gnn(model, ds, GraphBatches(ds, "fused", dev), rows, dev)
+    taken = np.asarray(ds.arrays["taken"][rows]).astype(bool)
+    return float(((p > 0.5) == taken).mean())
+
+
+def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig = HwSweepConfig(), progress: bool = True) -> dict:
+    """Rows (one per H x b) + the plot; written to ``out``.md/.json/.png."""
+    from ncf.model.dataset import Dataset
+    from ncf.quant.qat import QuantConfig, finetune, quantize_model
+    from ncf.quant.quantize import ladder, read_bundle
+    from ncf.quant.sweep import storage
+
+    from .generate import HwConfig, build_rtl
+    from .synth import synth
+
+    out = Path(out)
+    train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
+    site = _site(test_ds, cfg)
+    rows_all = np.flatnonzero(np.asarray(test_ds.arrays["site"]) == site)
+    rows_eval = rows_all[np.unique(np.linspace(0, len(rows_all) - 1, min(cfg.max_rows, len(rows_all))).astype(np.int64))]
+    tage = float((np.asarray(test_ds.arrays["tage_pred"][rows_eval]) == np.asarray(test_ds.arrays["taken"][rows_eval])).mean())
+    rows = []
+    for h in cfg.hidden:
+        model = _train(train_dir, test_dir, out, h, cfg)
+        for b in cfg.bits:
+            t0 = time.monotonic()
+            qcfg = QuantConfig(weight_bits=b, act_bits=b)
+            q = quantize_model(model, qcfg)
+            finetune(q, train_ds, qcfg, max_steps=cfg.qat_steps, seed=cfg.seed)
+            point = out / f"h{h}_b{b}"
+            onnx = point / f"site{site}_{b}bit.onnx"
+            lad = ladder(q, qcfg, test_ds, site, onnx, cfg.max_rows)
+            m = build_rtl(read_bundle(onnx), HwConfig(cutoff=cfg.cutoff, check_samples=cfg.max_rows), point / "rtl",
+                          progress=False)
+            row = {"hidden": h, "bits": b, "site_pc": f"{int(test_ds.site_pc[site]):#x}",
+                   "branch_acc": site_accuracy(q, test_ds, rows_eval), "tage_acc": tage,
+                   "weight_storage_bits": storage(q, b, qcfg.bias_bits), "da4ml_cost": m["da4ml"]["cost"],
+                   "latency_cycles": m["latency"]["top_cycles"], "input_bits": m["parameters"]["IN_W"],
+                   "ladder_exact": lad["fake_quant==intref"] == lad["samples"] == lad["intref==qonnx"]}
+            if cfg.synth:
+                s = synth(point / "rtl", targets=("xilinx",), progress=False)["targets"]["xilinx"]
+                row.update({"LUT": s.get("counts", {}).get("LUT"), "FF": s.get("counts", {}).get("FF"),
+                            "synth_status": s["status"]})
+            row["seconds"] = round(time.monotonic() - t0, 1)
+            rows.append(row)
+            if progress:
+                print(row, flush=True)
+    text = save_table(out / "sweep", rows, "Hardware size against accuracy (one site's held-out samples)",
+                      extra={"config": asdict(cfg), "site": site, "samples": len(rows_eval), "train": str(train_dir),
+                             "test": str(test_dir), "tage_sc_l_bits": TAGE_BITS})
+    plot(rows, out / "sweep.png", tage, "LUT" if cfg.synth else "da4ml_cost")
+    return {"rows": rows, "text": text, "plot": out / "sweep.png", "site": site}
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats (fewer LUTs and at least the accuracy), by LUTs."""
+    order = sorted(range(len(points)), key=lambda k: (points[k][0], -points[k][1]))
+    front, best = [], -np.inf
+    for k in order:
+        if points[k][1] > best:
+            front.append(k)
+            best = points[k][1]
+    return front
+
+
+def plot(rows: list[dict], path: Path, tage_acc: float, cost_key: str = "LUT") -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.get(cost_key)]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    pts = [(r[cost_key], r["branch_acc"]) for r in ok]
+    for r in ok:
+        a1.scatter(r[cost_key], r["branch_acc"], color="C0")
+        a1.annotate(f"H{r['hidden']}/{r['bits']}b", (r[cost_key], r["branch_acc"]), fontsize=7,
+                    textcoords="offset points", xytext=(3, 3))
+        a2.scatter(r["weight_storage_bits"], r["branch_acc"], color="C0")
+    front = [ok[k] for k in pareto(pts)]
+    a1.plot([r[cost_key] for r in front], [r["branch_acc"] for r in front], "-", color="C0", alpha=0.6,
+            label="Pareto front")
+    for ax in (a1, a2):
+        ax.axhline(tage_acc, color="C3", ls="--", lw=1, label="TAGE-SC-L on the same samples")
+        ax.set_ylabel("branch accuracy (site, held-out)")
+        ax.grid(alpha=0.3)
+    a1.set_xlabel("Xilinx LUTs (yosys synth_xilinx)" if cost_key == "LUT" else "da4ml cost (LUT estimate)")
+    a1.set_xscale("log")
+    a2.axvline(TAGE_BITS, color="C3", lw=1, label="TAGE-SC-L storage (523,374 bits)")
+    a2.set_xscale("log")
+    a2.set_xlabel("weight + bias storage (bits)")
+    a1.legend(fontsize=7)
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+

