@@ -12,16 +12,16 @@ Both are plain functions of (bundle, HwConfig, directory) that return what they 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ncf.io import atomic_path, config_text, parse_config, write_json
+from ncf.io import load_config, save_config, write_json
+from ncf.trace_eval.format import file_sha256
 
 TOP = "ncf_predictor"
 WRAPPER = Path(__file__).parent / "verilog" / f"{TOP}.v"
@@ -37,28 +37,11 @@ class HwConfig:
     tb_rows: int = 100           # rows of hls4ml's C testbench data
 
     def save(self, path) -> Path:
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            tmp.write_text(config_text(asdict(self), path.suffix))
-        return path
+        return save_config(self, path)
 
     @classmethod
     def load(cls, path) -> HwConfig:
-        path = Path(path)
-        d = parse_config(path.read_text(), path.suffix, path)
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"{path}: unknown hardware settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return load_config(cls, path)
 
 
 def _fresh_dir(path: Path) -> Path:
@@ -133,7 +116,7 @@ def build_rtl(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> di
     files = bundle["paths"]
     manifest = {
         "format_version": 1, "kind": "ncf-rtl", "top": TOP, "config": asdict(cfg),
-        "inputs": {k: {"file": str(files[k]), "sha256": sha256(files[k])} for k in ("onnx", "intref", "samples")},
+        "inputs": {k: {"file": str(files[k]), "sha256": file_sha256(files[k])} for k in ("onnx", "intref", "samples")},
         "site": {k: bundle[k] for k in ("site", "site_pc", "task", "dataset")},
         "bits": {"weights": bundle["quant"]["weight_bits"], "activations": bundle["quant"]["act_bits"],
                  "input": "1 bit per live feature", "logit": core["out"]},

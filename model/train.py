@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ncf.io import atomic_path, config_text, parse_config, write_json
+from ncf.io import atomic_path, load_config, save_config, write_json
 
 from .dataset import Dataset
 from .graph import N_VALUE_BITS, encode_values
@@ -58,21 +58,11 @@ class TrainConfig:
 
     # round trip: YAML or JSON files
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        text = config_text(asdict(self), path.suffix)
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)
-        return path
+        return save_config(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        data = parse_config(path.read_text(), path.suffix, path)
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"{path}: unknown config keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return load_config(cls, path)
 
 
 def device_of(cfg: TrainConfig) -> torch.device:

@@ -66,3 +66,26 @@ def parse_config(text: str, suffix: str, path) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config is a mapping of keys to values")
     return data
+
+
+def save_config(cfg, path) -> Path:
+    """A dataclass config as YAML (.yaml/.yml) or JSON, atomically."""
+    from dataclasses import asdict
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(config_text(asdict(cfg), path.suffix))
+    return path
+
+
+def load_config(cls, path):
+    """A dataclass config from a YAML or JSON file; unknown keys are an error naming the known ones."""
+    from dataclasses import fields
+
+    path = Path(path)
+    data = parse_config(path.read_text(), path.suffix, path)
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**data)

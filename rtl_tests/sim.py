@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ncf.hw.generate import load_manifest, sha256
+from ncf.hw.generate import load_manifest
+from ncf.trace_eval.format import file_sha256
 
 SIMULATORS = ("verilator", "icarus")
 TESTS = ("test_latency", "test_stream", "test_gaps_backpressure", "test_reset_midstream")
@@ -40,7 +41,7 @@ def load_params(m: dict) -> dict:
     f = m["inputs"]["intref"]
     if not Path(f["file"]).exists():
         raise FileNotFoundError(f"{f['file']} is missing: the RTL's integer reference (re-run `ncf quantize`)")
-    if sha256(f["file"]) != f["sha256"]:
+    if file_sha256(f["file"]) != f["sha256"]:
         raise ValueError(f"{f['file']} changed since the RTL was generated: re-run `ncf rtl`")
     return load_int_params(f["file"])
 

@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 from ncf.hw import rtl
-from ncf.hw.generate import HwConfig, build_hls, load_manifest, sha256
+from ncf.hw.generate import HwConfig, build_hls, load_manifest
+from ncf.trace_eval.format import file_sha256
 from ncf.quant.quantize import read_bundle
 
 CSIM_SAMPLES = 10_000
@@ -68,7 +69,7 @@ def test_rtl_manifest_describes_what_was_built(hw_rtl, hw_bundle, workload):
     check = m["da4ml"]["interpreter_check"]
     assert check["exact"] == check["samples"] == min(len(bundle["features"]), HwConfig().check_samples)
     for k in ("onnx", "intref", "samples"):
-        assert m["inputs"][k]["sha256"] == sha256(bundle["paths"][k])
+        assert m["inputs"][k]["sha256"] == file_sha256(bundle["paths"][k])
     p = m["parameters"]
     assert p["IN_W"] == len(bundle["live_inputs"]) == len(m["live_inputs"]) > 0
     assert p["N_LOGITS"] == 17 and 2 ** p["CLASS_W"] >= 16
@@ -92,7 +93,7 @@ def test_bad_inputs_give_clear_errors(hw_bundle, tmp_path):
     lonely.write_bytes(hw_bundle("bzip2").read_bytes())
     with pytest.raises(FileNotFoundError, match="site bundle written by `ncf quantize`"):
         read_bundle(lonely)
-    with pytest.raises(ValueError, match="unknown hardware settings"):
+    with pytest.raises(ValueError, match="unknown config keys"):
         bad = tmp_path / "hw.yaml"
         bad.write_text("cutof: 3\n")
         HwConfig.load(bad)
