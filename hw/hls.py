@@ -12,6 +12,8 @@ which this machine does not have; the project is written ready for it (``vitis-r
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import threading
 from pathlib import Path
@@ -65,11 +67,13 @@ def convert(bundle: dict, out_dir, part: str = "xcvu13p-flga2577-2-e", clock_ns:
     np.save(tb / "input.npy", x)
     np.save(tb / "output.npy", y.astype(np.float64) * 2.0 ** e)
     model = ModelWrapper(str(bundle["paths"]["onnx"]))
-    hm = hls4ml.converters.convert_from_onnx_model(
-        model, output_dir=str(out_dir), project_name=PROJECT, backend="Vitis", io_type="io_parallel",
-        part=part, clock_period=clock_ns, hls_config=hls_config(model, bundle),
-        input_data_tb=str(tb / "input.npy"), output_data_tb=str(tb / "output.npy"))
-    hm.write()
+    with contextlib.redirect_stdout(io.StringIO()) as log:      # hls4ml prints every layer
+        hm = hls4ml.converters.convert_from_onnx_model(
+            model, output_dir=str(out_dir), project_name=PROJECT, backend="Vitis", io_type="io_parallel",
+            part=part, clock_period=clock_ns, hls_config=hls_config(model, bundle),
+            input_data_tb=str(tb / "input.npy"), output_data_tb=str(tb / "output.npy"))
+        hm.write()
+    (out_dir / "hls4ml_convert.log").write_text(log.getvalue())
     return hm
 
 

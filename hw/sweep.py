@@ -3,8 +3,8 @@ quantized (QAT), lowered to RTL and synthesized; accuracy against LUTs is the Pa
 
     rows = hw_sweep("work/data/train", "work/data/test", "reports/hw/sweep", HwSweepConfig())
 
-For every hidden width H (a float model trained once per H: T steps, no gate, the study's training
-set) and every bit width b: 4..8-bit QAT, the branch accuracy on the chosen site's held-out samples
+For every point (H, T, b) — hidden width H, message-passing steps T (a float model trained once per
+(H, T), no gate, the study's training set) and bit width b: QAT at b bits, the branch accuracy on the chosen site's held-out samples
 (TAGE-SC-L's accuracy on the same samples for scale), the site exported and lowered to Verilog
 (``build_rtl``), and yosys ``synth_xilinx`` LUT/FF counts (``synth``; optional, the da4ml cost
 estimate is always there). The weight storage is compared with TAGE-SC-L's 64 KB budget.
@@ -25,9 +25,7 @@ TAGE_BITS = 523_374          # TAGE-SC-L storage (trace_eval/branch_predictors.p
 
 @dataclass
 class HwSweepConfig:
-    hidden: list = field(default_factory=lambda: [2, 4])
-    bits: list = field(default_factory=lambda: [4, 6])
-    steps: int = 2                 # message-passing steps T
+    points: list = field(default_factory=lambda: [[1, 1, 3], [2, 2, 3], [2, 2, 4], [4, 2, 4]])  # [H, T, bits]
     epochs: int = 4
     qat_steps: int = 100
     site: int | None = None        # default: the branch site with the most held-out samples
@@ -45,11 +43,15 @@ def _site(test_ds, cfg: HwSweepConfig) -> int:
     return int(counts.argmax())
 
 
-def _train(train_dir, test_dir, out: Path, hidden: int, cfg: HwSweepConfig):
+def point_name(h: int, t: int, b: int) -> str:
+    return f"h{h}_t{t}_b{b}"
+
+
+def _train(train_dir, test_dir, out: Path, hidden: int, steps: int, cfg: HwSweepConfig):
     from ncf.model.train import TrainConfig, load_model, train
 
-    run = out / f"runs/h{hidden}"
-    tcfg = TrainConfig(train=str(train_dir), test=str(test_dir), out=str(run), hidden=hidden, steps=cfg.steps,
+    run = out / f"runs/h{hidden}_t{steps}"
+    tcfg = TrainConfig(train=str(train_dir), test=str(test_dir), out=str(run), hidden=hidden, steps=steps,
                        gate=False, epochs=cfg.epochs, batch=64, seed=cfg.seed, threads=2)
     if not ((run / "train.json").exists() and TrainConfig.load(run / "config.yaml") == tcfg):
         train(tcfg, progress=False)
@@ -85,32 +87,33 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig = HwSweepConfig(), pro
     rows_all = np.flatnonzero(np.asarray(test_ds.arrays["site"]) == site)
     rows_eval = rows_all[np.unique(np.linspace(0, len(rows_all) - 1, min(cfg.max_rows, len(rows_all))).astype(np.int64))]
     tage = float((np.asarray(test_ds.arrays["tage_pred"][rows_eval]) == np.asarray(test_ds.arrays["taken"][rows_eval])).mean())
-    rows = []
-    for h in cfg.hidden:
-        model = _train(train_dir, test_dir, out, h, cfg)
-        for b in cfg.bits:
-            t0 = time.monotonic()
-            qcfg = QuantConfig(weight_bits=b, act_bits=b)
-            q = quantize_model(model, qcfg)
-            finetune(q, train_ds, qcfg, max_steps=cfg.qat_steps, seed=cfg.seed)
-            point = out / f"h{h}_b{b}"
-            onnx = point / f"site{site}_{b}bit.onnx"
-            lad = ladder(q, qcfg, test_ds, site, onnx, cfg.max_rows)
-            m = build_rtl(read_bundle(onnx), HwConfig(cutoff=cfg.cutoff, check_samples=cfg.max_rows), point / "rtl",
-                          progress=False)
-            row = {"hidden": h, "bits": b, "site_pc": f"{int(test_ds.site_pc[site]):#x}",
-                   "branch_acc": site_accuracy(q, test_ds, rows_eval), "tage_acc": tage,
-                   "weight_storage_bits": storage(q, b, qcfg.bias_bits), "da4ml_cost": m["da4ml"]["cost"],
-                   "latency_cycles": m["latency"]["top_cycles"], "input_bits": m["parameters"]["IN_W"],
-                   "ladder_exact": lad["fake_quant==intref"] == lad["samples"] == lad["intref==qonnx"]}
-            if cfg.synth:
-                s = synth(point / "rtl", targets=("xilinx",), progress=False)["targets"]["xilinx"]
-                row.update({"LUT": s.get("counts", {}).get("LUT"), "FF": s.get("counts", {}).get("FF"),
-                            "synth_status": s["status"]})
-            row["seconds"] = round(time.monotonic() - t0, 1)
-            rows.append(row)
-            if progress:
-                print(row, flush=True)
+    rows, models = [], {}
+    for h, t, b in cfg.points:
+        if (h, t) not in models:
+            models[(h, t)] = _train(train_dir, test_dir, out, h, t, cfg)
+        model = models[(h, t)]
+        t0 = time.monotonic()
+        qcfg = QuantConfig(weight_bits=b, act_bits=b)
+        q = quantize_model(model, qcfg)
+        finetune(q, train_ds, qcfg, max_steps=cfg.qat_steps, seed=cfg.seed)
+        point = out / point_name(h, t, b)
+        onnx = point / f"site{site}_{b}bit.onnx"
+        lad = ladder(q, qcfg, test_ds, site, onnx, cfg.max_rows)
+        m = build_rtl(read_bundle(onnx), HwConfig(cutoff=cfg.cutoff, check_samples=cfg.max_rows), point / "rtl",
+                      progress=False)
+        row = {"hidden": h, "steps": t, "bits": b, "site_pc": f"{int(test_ds.site_pc[site]):#x}",
+               "branch_acc": site_accuracy(q, test_ds, rows_eval), "tage_acc": tage,
+               "weight_storage_bits": storage(q, b, qcfg.bias_bits), "da4ml_cost": m["da4ml"]["cost"],
+               "latency_cycles": m["latency"]["top_cycles"], "input_bits": m["parameters"]["IN_W"],
+               "ladder_exact": lad["fake_quant==intref"] == lad["samples"] == lad["intref==qonnx"]}
+        if cfg.synth:
+            s = synth(point / "rtl", targets=("xilinx",), progress=False)["targets"]["xilinx"]
+            row.update({"LUT": s.get("counts", {}).get("LUT"), "FF": s.get("counts", {}).get("FF"),
+                        "synth_status": s["status"]})
+        row["seconds"] = round(time.monotonic() - t0, 1)
+        rows.append(row)
+        if progress:
+            print(row, flush=True)
     text = save_table(out / "sweep", rows, "Hardware size against accuracy (one site's held-out samples)",
                       extra={"config": asdict(cfg), "site": site, "samples": len(rows_eval), "train": str(train_dir),
                              "test": str(test_dir), "tage_sc_l_bits": TAGE_BITS})
@@ -139,7 +142,7 @@ def plot(rows: list[dict], path: Path, tage_acc: float, cost_key: str = "LUT") -
     pts = [(r[cost_key], r["branch_acc"]) for r in ok]
     for r in ok:
         a1.scatter(r[cost_key], r["branch_acc"], color="C0")
-        a1.annotate(f"H{r['hidden']}/{r['bits']}b", (r[cost_key], r["branch_acc"]), fontsize=7,
+        a1.annotate(f"H{r['hidden']}T{r['steps']}/{r['bits']}b", (r[cost_key], r["branch_acc"]), fontsize=7,
                     textcoords="offset points", xytext=(3, 3))
         a2.scatter(r["weight_storage_bits"], r["branch_acc"], color="C0")
     front = [ok[k] for k in pareto(pts)]

@@ -268,8 +268,11 @@ def cmd_synth(a) -> int:
 def cmd_hw_sweep(a) -> int:
     from ncf.hw.sweep import HwSweepConfig, hw_sweep
 
-    r = hw_sweep(a.train, a.test, a.out, HwSweepConfig(hidden=a.hidden, bits=a.bits, max_rows=a.samples,
-                                                      synth=not a.no_synth, cutoff=a.cutoff))
+    points = [[int(v) for v in q.split(",")] for q in a.points]
+    if any(len(q) != 3 for q in points):
+        raise SystemExit("ncf hw-sweep: each --points entry is H,T,BITS (e.g. 2,2,4)")
+    r = hw_sweep(a.train, a.test, a.out, HwSweepConfig(points=points, max_rows=a.samples, synth=not a.no_synth,
+                                                      cutoff=a.cutoff))
     print(r["text"])
     print(f"plot: {r['plot']}")
     return 0
@@ -518,8 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "accuracy against LUTs with TAGE-SC-L on the same samples for scale.")
     hs.add_argument("--train", type=Path, required=True)
     hs.add_argument("--test", type=Path, required=True)
-    hs.add_argument("--hidden", type=int, nargs="+", default=[2, 4])
-    hs.add_argument("--bits", type=int, nargs="+", default=[4, 6])
+    hs.add_argument("--points", nargs="+", default=["1,1,3", "2,2,3", "2,2,4", "4,2,4"],
+                    help="configurations H,T,BITS (hidden width, message-passing steps, bit width)")
     hs.add_argument("--samples", type=int, default=4000, help="held-out samples per point")
     hs.add_argument("--cutoff", type=float, default=2.0, help="da4ml latency_cutoff")
     hs.add_argument("--no-synth", action="store_true", help="da4ml cost estimates only (no yosys)")

@@ -8,8 +8,8 @@
 
 Presets: ``default`` fits the 20-minute budget of `make demo` on a 2-core machine (5M-instruction
 windows, the fused GNN against the history-only learned baselines, 3 snapshot leads, 3 bit widths,
-4 hardware points); ``full`` runs 20M-instruction windows, every model and ablation, 7 leads,
-5 bit widths, 9 hardware points and ECP5 place-and-route of the default predictor without a
+3 hardware points); ``full`` runs 20M-instruction windows, every model and ablation, 7 leads,
+5 bit widths, 7 hardware points and ECP5 place-and-route of the default predictor without a
 time limit. Every stage's result is cached under ``work/demo/<stage>/stage.json`` with the
 content hash of its inputs (trace and dataset hashes, settings); a stage whose hash is unchanged
 is reused, ``--fresh`` redoes everything.
@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ncf.hw.sweep import point_name
 from ncf.io import atomic_path, write_json
 from ncf.report import markdown_table, save_table
 from ncf.trace_eval.format import file_sha256
@@ -40,10 +41,9 @@ class Preset:
     leads: list = field(default_factory=lambda: [0, 10, 100, 1000])
     quant_bits: list = field(default_factory=lambda: [2, 4, 8])
     quant_steps: int = 100
-    hw_hidden: list = field(default_factory=lambda: [1, 2])
-    hw_bits: list = field(default_factory=lambda: [3, 4])
-    hw_default: tuple = (2, 4)            # (hidden, bits) of the default predictor (ECP5 place-and-route)
-    hw_small: tuple = (1, 3)              # (hidden, bits) of the configuration placed on an iCE40 HX8K
+    hw_points: list = field(default_factory=lambda: [[1, 1, 3], [2, 2, 3], [2, 2, 4]])   # [H, T, bits]
+    hw_default: tuple = (2, 2, 4)         # the default predictor (ECP5 place-and-route, verification)
+    hw_small: tuple = (1, 1, 3)           # the configuration placed on an iCE40 HX8K
     hw_rows: int = 20_000                 # held-out samples of the site exported and verified
     ecp5_timeout_s: float | None = 900
     classify: str = "default"
@@ -53,7 +53,8 @@ PRESETS = {
     "default": Preset(),
     "full": Preset(instructions=20_000_000, models=["fused", "static", "history", "branchnet", "delta-lstm"],
                    leads=[0, 1, 10, 32, 100, 320, 1000], quant_bits=[2, 3, 4, 6, 8], quant_steps=200,
-                   hw_hidden=[1, 2, 4], hw_bits=[3, 4, 6], hw_rows=100_000, ecp5_timeout_s=None, classify="full"),
+                   hw_points=[[1, 1, 3], [2, 2, 3], [2, 2, 4], [2, 2, 6], [4, 2, 4], [4, 2, 6], [8, 2, 4]],
+                   hw_rows=100_000, ecp5_timeout_s=None, classify="full"),
 }
 WORK = Path("work/demo")
 TRACES = Path("traces/demo")
@@ -157,14 +158,13 @@ def run(out: Path, preset: str = "default", fresh: bool = False) -> dict:
 
     # hardware: the size x bits sweep (Pareto), then the default predictor end to end
     t0 = time.monotonic()
-    hw, _ = stage("hw_sweep", {**data_key, "hidden": p.hw_hidden, "bits": p.hw_bits, "rows": p.hw_rows},
+    hw, _ = stage("hw_sweep", {**data_key, "points": p.hw_points, "rows": p.hw_rows},
                   lambda: _hw_sweep(data, out / "hw" / "sweep", p), fresh)
     sections += [hw["text"], "![LUTs against accuracy](hw/sweep/sweep.png)\n"]
-    commands.append(f"ncf hw-sweep --train {data}/train --test {data}/test --hidden "
-                    f"{' '.join(map(str, p.hw_hidden))} --bits {' '.join(map(str, p.hw_bits))} -o {out}/hw/sweep")
+    commands.append(f"ncf hw-sweep --train {data}/train --test {data}/test --points "
+                    f"{' '.join(','.join(map(str, q)) for q in p.hw_points)} --samples {p.hw_rows} -o {out}/hw/sweep")
     timed("hw_sweep", t0)
-    h, b = p.hw_default
-    point = out / "hw" / "sweep" / f"h{h}_b{b}"
+    point = out / "hw" / "sweep" / point_name(*p.hw_default)
     onnx = next(point.glob("site*_clean.onnx"))
     bundle_key = {"onnx": file_sha256(onnx)}
     t0 = time.monotonic()
@@ -181,7 +181,7 @@ def run(out: Path, preset: str = "default", fresh: bool = False) -> dict:
     commands.append(f"ncf verify {rtl_dir}   (and --simulator icarus -n 100)")
     timed("verify", t0)
     t0 = time.monotonic()
-    small = out / "hw" / "sweep" / f"h{p.hw_small[0]}_b{p.hw_small[1]}" / "rtl"
+    small = out / "hw" / "sweep" / point_name(*p.hw_small) / "rtl"
     syn, _ = stage("synth", {"manifest": file_sha256(rtl_dir / "manifest.json"), "timeout": p.ecp5_timeout_s,
                              "small": file_sha256(small / "manifest.json"), "sweep": hw["rows"]},
                    lambda: _synth(rtl_dir, small, out / "hw", p, hw["rows"]), fresh)
@@ -224,15 +224,15 @@ def _quant_bits(run_dir: Path, data: Path, out: Path, p: Preset) -> dict:
 
     model, cfg = load_model(run_dir)
     rows, _ = sweep(model, Dataset(data / "train"), Dataset(data / "test"), out / "bits", p.quant_bits,
-                    p.quant_steps, kind=cfg.model, max_rows=20_000, progress=False)
+                    p.quant_steps, kind=cfg.model, max_rows=5_000, progress=False)
     return {"table": (out / "bits.md").read_text(), "rows": rows}
 
 
 def _hw_sweep(data: Path, out: Path, p: Preset) -> dict:
     from ncf.hw.sweep import HwSweepConfig, hw_sweep
 
-    r = hw_sweep(data / "train", data / "test", out,
-                 HwSweepConfig(hidden=p.hw_hidden, bits=p.hw_bits, max_rows=p.hw_rows), progress=False)
+    r = hw_sweep(data / "train", data / "test", out, HwSweepConfig(points=p.hw_points, max_rows=p.hw_rows),
+                 progress=False)
     return {"text": r["text"], "rows": r["rows"], "site": r["site"]}
 
 
@@ -249,7 +249,7 @@ def _hls_section(s: dict) -> str:
              "exact": c["exact"], "seconds": c["seconds"]},
             {"check": "hls4ml C testbench, plain g++ == intref", "samples": tb["rows"], "exact": tb["exact"],
              "seconds": None}]
-    return (markdown_table(rows, title="HLS project of the default predictor (hls4ml, Vitis backend, io_parallel)")
+    return ("## HLS project of the default predictor (hls4ml, Vitis backend, io_parallel)\n\n" + markdown_table(rows) + "\n"
             + f"\nVendor synthesis: {s['vendor_synthesis']}.\n")
 
 
@@ -270,7 +270,7 @@ def _verify_section(r: dict) -> str:
                      "latency manifest / measured": f"{s['latency_manifest']} / {sorted(set(s['latency_measured'] or []))}",
                      "results/cycle": s["results_per_cycle"], "predictions/s": s["predictions_per_s"],
                      "build s": s["build_seconds"]})
-    text = markdown_table(rows, title="Verification of the default predictor (cocotb, real held-out snapshots)")
+    text = "## Verification of the default predictor (cocotb, real held-out snapshots)\n\n" + markdown_table(rows) + "\n"
     h = r["verilator"].get("harness")
     if h:
         text += (f"\nHarness replay ({h['task']}): software model {h['software']}, RTL {h['rtl']}: "
@@ -285,14 +285,14 @@ def _synth(rtl_dir: Path, small: Path, out: Path, p: Preset, sweep_rows: list) -
 
     big = synth(rtl_dir, targets=("ecp5",), out_dir=out / "synth-default", timeout_s=p.ecp5_timeout_s)
     little = synth(small, targets=("ice40",), out_dir=out / "synth-small", timeout_s=p.ecp5_timeout_s)
-    rows = [{"config": f"H{r['hidden']} T2 {r['bits']}b", "target": "xilinx (synth_xilinx)", "status": r.get("synth_status"),
+    rows = [{"config": f"H{r['hidden']} T{r['steps']} {r['bits']}b", "target": "xilinx (synth_xilinx)", "status": r.get("synth_status"),
              "LUT": r.get("LUT"), "FF": r.get("FF"), "Fmax MHz": None, "latency": r["latency_cycles"],
              "branch_acc": r["branch_acc"]} for r in sweep_rows]
-    for (h, b), s in ((p.hw_default, big), (p.hw_small, little)):
-        acc = next((r["branch_acc"] for r in sweep_rows if (r["hidden"], r["bits"]) == (h, b)), None)
+    for (h, steps, b), s in ((p.hw_default, big), (p.hw_small, little)):
+        acc = next((r["branch_acc"] for r in sweep_rows if [r["hidden"], r["steps"], r["bits"]] == [h, steps, b]), None)
         for t, res in s["targets"].items():
             c, unit = res.get("counts", {}), next(iter(res.get("utilisation", {}).values()), None)
-            rows.append({"config": f"H{h} T2 {b}b", "target": f"{t} (P&R)", "status": res["status"],
+            rows.append({"config": f"H{h} T{steps} {b}b", "target": f"{t} (P&R)", "status": res["status"],
                          "LUT": c.get("LUT"), "FF": c.get("FF"), "Fmax MHz": res.get("fmax_mhz"),
                          "latency": s["latency_cycles"], "branch_acc": acc,
                          "logic used": f"{unit['used']:,}/{unit['available']:,}" if unit else None})
@@ -353,9 +353,8 @@ def _provenance(commands: list[str], times: dict, preset: str, out: Path) -> str
              "nextpnr-ice40": ver(["nextpnr-ice40", "--version"])}
     text = "## How this report was made\n\n" + f"`ncf demo --preset {preset}`; stage by stage:\n\n"
     text += "\n".join(f"    {c}" for c in commands) + "\n\n"
-    text += markdown_table([{"stage": k, "seconds": v} for k, v in times.items()], title="Wall time per stage")
-    text += "\n" + markdown_table([{"package": k, "version": v} for k, v in {**pkgs, **tools}.items()],
-                                  title="Versions")
+    text += "### Wall time per stage\n\n" + markdown_table([{"stage": k, "seconds": v} for k, v in times.items()]) + "\n"
+    text += "\n### Versions\n\n" + markdown_table([{"package": k, "version": v} for k, v in {**pkgs, **tools}.items()]) + "\n"
     write_json(out / "provenance.json", {"commands": commands, "times": times, "versions": {**pkgs, **tools}})
     return text
 

@@ -30,6 +30,8 @@ from brevitas.nn import QuantReLU
 
 def po2(scale) -> int:
     s = float(scale.detach() if torch.is_tensor(scale) else scale)
+    if not np.isfinite(s) or s <= 0:
+        raise ValueError(f"quantizer scale {s}: the quantized model diverged or a layer is dead (all zero)")
     e = float(np.log2(s))
     if e != round(e):
         raise ValueError(f"scale {s} is not a power of two")

@@ -108,3 +108,10 @@ def test_hw_config_round_trips(tmp_path):
     cfg = HwConfig(cutoff=1.5, clock_ns=4.0, csim_samples=123)
     for name in ("hw.yaml", "hw.json"):
         assert HwConfig.load(cfg.save(tmp_path / name)) == cfg
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    from ncf.hw.sweep import pareto
+
+    pts = [(100, 0.90), (50, 0.85), (200, 0.89), (60, 0.95), (400, 0.97)]
+    assert pareto(pts) == [1, 3, 4]          # by LUTs: 50 (0.85), 60 (0.95), 400 (0.97)
