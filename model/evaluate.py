@@ -40,7 +40,7 @@ def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], selected:
     a = ds.arrays
     rows = np.nonzero(np.asarray(a["taken"]) >= 0)[0]
     pos = np.searchsorted(cond_idx, np.asarray(a["idx"][rows], np.int64))
-    if not (cond_idx[pos] == np.asarray(a["idx"][rows])).all():
+    if len(pos) and (pos.max() >= len(cond_idx) or not (cond_idx[pos] == np.asarray(a["idx"][rows])).all()):
         raise ValueError(f"{ds.path}: dataset rows do not match the branches of {ds.meta['trace']}")
     taken = np.asarray(a["taken"][rows]).astype(bool)
     hard = np.zeros(len(base), bool)

@@ -297,7 +297,10 @@ def _synth(rtl_dir: Path, small: Path, out: Path, p: Preset, sweep_rows: list) -
                          "latency": s["latency_cycles"], "branch_acc": acc,
                          "logic used": f"{unit['used']:,}/{unit['available']:,}" if unit else None})
     text = save_table(out / "synthesis", rows, "Synthesis and place-and-route (yosys 0.70, nextpnr; clock target "
-                      "200 MHz; P&R through a shift-register input harness, Fmax register to register)")
+                      "200 MHz; P&R through a shift-register input harness, Fmax register to register; ECP5 LUT = "
+                      "LUT4 without the CCU2C carry cells, which 'logic used' includes)",
+                      columns=["config", "target", "status", "LUT", "FF", "logic used", "Fmax MHz", "latency",
+                               "branch_acc"])
     return {"text": text, "summary": {"targets": {**{f"{t} default": r for t, r in big["targets"].items()},
                                                   **{f"{t} small": r for t, r in little["targets"].items()}}}}
 
@@ -342,7 +345,8 @@ def _provenance(commands: list[str], times: dict, preset: str, out: Path) -> str
 
     def ver(cmd):
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.splitlines()[0].strip()
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            return (r.stdout or r.stderr).splitlines()[0].strip()
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "not found"
 
