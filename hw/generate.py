@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from ncf.trace_eval.format import file_sha256
 
 from ncf.io import load_config, save_config, write_json
-from ncf.trace_eval.format import file_sha256
 
 TOP = "ncf_predictor"
 WRAPPER = Path(__file__).parent / "verilog" / f"{TOP}.v"

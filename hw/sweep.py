@@ -61,7 +61,6 @@ def _train(train_dir, test_dir, out: Path, hidden: int, steps: int, cfg: HwSweep
 def site_accuracy(model, ds, rows) -> float:
     """Branch accuracy of ``model`` on dataset ``rows`` (one site)."""
     import torch
-
     from ncf.model.train import GraphBatches, predict_gnn
 
     dev = torch.device("cpu")
@@ -71,8 +70,9 @@ def site_accuracy(model, ds, rows) -> float:
     return float(((p > 0.5) == taken).mean())
 
 
-def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig = HwSweepConfig(), progress: bool = True) -> dict:
-    """Rows (one per H x b) + the plot; written to ``out``.md/.json/.png."""
+def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, progress: bool = True) -> dict:
+    """Rows (one per point) + the plot; written to ``out``/sweep.md/.json/.png."""
+    cfg = cfg or HwSweepConfig()
     from ncf.model.dataset import Dataset
     from ncf.quant.qat import QuantConfig, finetune, quantize_model
     from ncf.quant.quantize import ladder, read_bundle

@@ -240,7 +240,6 @@ def program_dataset(p: Program, trace: Path, cfg: ClassifyConfig):
 def opcode_histogram(trace: Path) -> dict[str, int]:
     """Executed instructions of the trace per mnemonic."""
     import capstone
-
     from ncf.trace_eval.format import TraceReader
 
     r = TraceReader(trace, verify=False)
@@ -311,7 +310,7 @@ def merge_datasets(parts: list, labels: list[int], out: Path, seed: int) -> Path
     first = parts[0].meta
     write_json(meta_path, {"format_version": FORMAT_VERSION, "config": first["config"], "g_dim": first["g_dim"],
                            "n_slots": first["n_slots"], "delta_vocabulary": DELTA_VOCAB,
-                           "samples": int(len(order)), "merged_from": manifest})
+                           "samples": len(order), "merged_from": manifest})
     return out
 
 
@@ -557,9 +556,9 @@ def evaluate_split(sp: dict, data: dict, classes: list[str], cfg: ClassifyConfig
 def run_classify(cfg: ClassifyConfig) -> dict:
     """The whole study; writes ``accuracy.md/.json``, ``confusion.json``, ``confusion.png`` and
     ``classify.json`` under ``cfg.out`` and returns the rows, confusion matrices and paths."""
-    from ncf.report import save_table
-
     import torch
+
+    from ncf.report import save_table
 
     torch.set_num_threads(1)   # one thread: deterministic, and the machine is shared
     t0 = time.monotonic()

@@ -88,7 +88,12 @@ def _jsonable(o):
 
 # ------------------------------------------------------------------------------------ the stages
 def run(out: Path, preset: str = "default", fresh: bool = False) -> dict:
-    from ncf.model.experiment import PROGRAMS, ExperimentConfig, run_experiment, run_lead_sweep
+    from ncf.model.experiment import (
+        PROGRAMS,
+        ExperimentConfig,
+        run_experiment,
+        run_lead_sweep,
+    )
     from ncf.trace_eval.baseline import evaluate_all
     from ncf.trace_eval.capture import record_builtins, trace_row
 

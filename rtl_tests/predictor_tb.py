@@ -154,7 +154,7 @@ def save(name: str, **fields):
 
 
 def rows_of(env: str, n_all: int) -> list[int]:
-    return list(range(min(int(os.environ.get(env, n_all)), n_all)))
+    return list(range(min(int(os.environ.get(env, str(n_all))), n_all)))
 
 
 @cocotb.test()

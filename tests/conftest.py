@@ -91,7 +91,7 @@ def traced_dataset(root: Path, name: str, workload: str, inp: int, skip: int, co
                    sites: dict | None = None) -> Path:
     """A real trace of ``workload`` input ``inp`` and its fused dataset (lead 100), built once per
     session; ``sites`` default: this trace's own hard branches and delinquent loads."""
-    from ncf.model.dataset import Dataset, DatasetConfig, build_dataset, find_sites
+    from ncf.model.dataset import DatasetConfig, build_dataset, find_sites
     from ncf.trace_eval.capture import record
     from ncf.trace_eval.workloads import prepare
 

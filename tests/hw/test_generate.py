@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from ncf.hw import rtl
 from ncf.hw.generate import HwConfig, build_hls, load_manifest
-from ncf.trace_eval.format import file_sha256
 from ncf.quant.quantize import read_bundle
+from ncf.trace_eval.format import file_sha256
 
 CSIM_SAMPLES = 10_000
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ncf.hw import rtl
 from ncf.hw.generate import TOP, WRAPPER
 from ncf.hw.synth import MissingToolError, log_utilisation, overflow, synth
+
 from ncf.io import write_json
 
 W = np.array([[1, -2, 3], [2, 1, -1], [-3, 2, 1], [1, 1, 1],
