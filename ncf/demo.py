@@ -16,8 +16,10 @@ is reused, ``--fresh`` redoes everything.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
+import multiprocessing
 import platform
 import shutil
 import subprocess
@@ -170,6 +172,13 @@ def run(out: Path, preset: str = "default", fresh: bool = False) -> dict:
                     f"{' '.join(','.join(map(str, q)) for q in p.hw_points)} --samples {p.hw_rows} -o {out}/hw/sweep")
     timed("hw_sweep", t0)
     point = out / "hw" / "sweep" / point_name(*p.hw_default)
+    rtl_dir = point / "rtl"
+    small = out / "hw" / "sweep" / point_name(*p.hw_small) / "rtl"
+    # synthesis and place-and-route are single-threaded and long: they run in a second process
+    # (the machine has two cores) while the HLS, verification and classification stages go on
+    pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    t_syn = time.monotonic()
+    syn_job = pool.submit(_synth_stage, rtl_dir, small, out / "hw", preset, hw["rows"], fresh)
     onnx = next(point.glob("site*_clean.onnx"))
     bundle_key = {"onnx": file_sha256(onnx)}
     t0 = time.monotonic()
@@ -177,7 +186,6 @@ def run(out: Path, preset: str = "default", fresh: bool = False) -> dict:
     sections.append(_hls_section(hls))
     commands.append(f"ncf hls --qonnx {onnx} -o {out}/hw/hls")
     timed("hls", t0)
-    rtl_dir = point / "rtl"
     t0 = time.monotonic()
     ver, _ = stage("verify", {**bundle_key, "manifest": file_sha256(rtl_dir / "manifest.json")},
                    lambda: _verify(rtl_dir, out / "hw"), fresh)
@@ -185,23 +193,21 @@ def run(out: Path, preset: str = "default", fresh: bool = False) -> dict:
     write_json(out / "hw" / "verify.json", ver)
     commands.append(f"ncf verify {rtl_dir}   (and --simulator icarus -n 100)")
     timed("verify", t0)
-    t0 = time.monotonic()
-    small = out / "hw" / "sweep" / point_name(*p.hw_small) / "rtl"
-    syn, _ = stage("synth", {"manifest": file_sha256(rtl_dir / "manifest.json"), "timeout": p.ecp5_timeout_s,
-                             "small": file_sha256(small / "manifest.json"), "sweep": hw["rows"]},
-                   lambda: _synth(rtl_dir, small, out / "hw", p, hw["rows"]), fresh)
-    sections.append(syn["text"])
-    commands.append(f"ncf synth {rtl_dir} --targets ecp5" + (f" --timeout {p.ecp5_timeout_s:g}" if p.ecp5_timeout_s else ""))
-    commands.append(f"ncf synth {small} --targets ice40")
-    timed("synth", t0)
 
     # transfer: algorithm classification
     t0 = time.monotonic()
     cls, _ = stage("classify", {"preset": p.classify, "corpus": _corpus_hash()},
                    lambda: _classify(out / "classify", p.classify), fresh)
+    timed("classify", t0)
+
+    syn = syn_job.result()
+    pool.shutdown()
+    times["synth (in parallel with hls, verify, classify)"] = round(time.monotonic() - t_syn, 1)
+    sections.append(syn["text"])
+    commands.append(f"ncf synth {rtl_dir} --targets ecp5" + (f" --timeout {p.ecp5_timeout_s:g}" if p.ecp5_timeout_s else ""))
+    commands.append(f"ncf synth {small} --targets ice40")
     sections += [cls["table"], "![confusion matrix](classify/confusion.png)\n", cls["confusion_text"]]
     commands.append(f"ncf classify --preset {p.classify} -o {out}/classify")
-    timed("classify", t0)
 
     times["total"] = round(time.monotonic() - t_start, 1)
     sections.append(_provenance(commands, times, preset, out))
@@ -308,6 +314,14 @@ def _synth(rtl_dir: Path, small: Path, out: Path, p: Preset, sweep_rows: list) -
                                "branch_acc"])
     return {"text": text, "summary": {"targets": {**{f"{t} default": r for t, r in big["targets"].items()},
                                                   **{f"{t} small": r for t, r in little["targets"].items()}}}}
+
+
+def _synth_stage(rtl_dir: Path, small: Path, out: Path, preset: str, sweep_rows: list, fresh: bool) -> dict:
+    """The synthesis stage (run in a second process by ``run``)."""
+    p = PRESETS[preset]
+    key = {"manifest": file_sha256(rtl_dir / "manifest.json"), "timeout": p.ecp5_timeout_s,
+           "small": file_sha256(small / "manifest.json"), "sweep": sweep_rows}
+    return stage("synth", key, lambda: _synth(rtl_dir, small, out, p, sweep_rows), fresh)[0]
 
 
 def _classify(out: Path, preset: str) -> dict:
