@@ -211,7 +211,7 @@ def run(out: Path, preset: str = "default", fresh: bool = False) -> dict:
 
     times["total"] = round(time.monotonic() - t_start, 1)
     sections.append(_provenance(commands, times, preset, out))
-    text = "# ncf demo report\n\n" + _headline(exp, ver, syn, hw) + "\n".join(sections)
+    text = "# ncf demo report\n\n" + _headline(exp, ver, syn, cls) + "\n".join(sections)
     with atomic_path(out / "index.md") as tmp:
         tmp.write_text(text)
     write_json(out / "times.json", times)
@@ -332,7 +332,7 @@ def _classify(out: Path, preset: str) -> dict:
     split = next(iter(r["confusion"]))
     text = (f"Confusion matrix of the frozen fused GNN, {split} (rows: true class, columns: predicted):\n\n"
             "```\n" + confusion_text(r["confusion"][split]["fused"], r["classes"]) + "\n```\n")
-    return {"table": r["table"], "confusion_text": text}
+    return {"table": r["table"], "confusion_text": text, "rows": r["rows"]}
 
 
 def _corpus_hash() -> str:
@@ -344,19 +344,36 @@ def _corpus_hash() -> str:
     return h.hexdigest()
 
 
-def _headline(exp: dict, ver: dict, syn: dict, hw: dict) -> str:
-    lines = ["## Headline numbers\n"]
-    for r in exp.get("summary", []):
-        lines.append("- " + ", ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in r.items()))
+def _headline(exp: dict, ver: dict, syn: dict, cls: dict) -> str:
+    """The numbers a reader looks for first, each pointing at its section."""
+    pct = lambda v: "–" if v is None else f"{100 * v:+.1f}%"  # noqa: E731
+    rows = [{"workload": r["workload"],
+             "hard-branch mispredictions, fused GNN vs BranchNet-CNN": pct(r.get("fused_vs_branchnet_hard")),
+             "vs TAGE-SC-L (override all / selective)": f"{pct(r.get('fused_vs_tage_hard'))} / "
+                                                        f"{pct(r.get('fused_vs_tage_hard_selective'))}",
+             "MPKI TAGE-SC-L / fused selective": f"{r['mpki_tage']:.3f} / {r['mpki_fused_selective']:.3f}",
+             "next-delta acc. fused / delta-LSTM": f"{r['delta_acc_fused']:.3f} / {r['delta_acc_lstm']:.3f}",
+             "L1D coverage fused / BOP": f"{r['coverage_fused']:.3f} / {r['coverage_bop']:.3f}"}
+            for r in exp.get("summary", [])]
+    text = "## Headline numbers\n\nHeld-out inputs, snapshot lead D = 100 (negative = fewer mispredictions):\n\n"
+    text += markdown_table(rows) + "\n\n"
     v = ver["verilator"]
-    lines.append(f"- Default predictor: {v['predictions_compared']:,} predictions compared in Verilator, "
-                 f"{v['mismatches']} mismatches; latency {v['latency_manifest']} cycles, "
-                 f"{v['results_per_cycle']} result/cycle, {v['predictions_per_s'] or 0:,.0f} predictions/s simulated.")
+    text += (f"- Default hardware predictor: {v['predictions_compared']:,} predictions compared with the integer "
+             f"reference in Verilator, **{v['mismatches']} mismatches**; latency {v['latency_manifest']} cycles, "
+             f"{v['results_per_cycle']} result/cycle; the harness replay gives the same MPKI: "
+             f"{v.get('harness', {}).get('equal')}.\n")
     for t, res in syn["summary"]["targets"].items():
-        c = res.get("counts", {})
-        lines.append(f"- {t}: {res['status']}, LUT {c.get('LUT')}, FF {c.get('FF')}"
-                     + (f", Fmax {res['fmax_mhz']:.1f} MHz" if res.get("fmax_mhz") else ""))
-    return "\n".join(lines) + "\n\n"
+        u = next(iter(res.get("utilisation", {}).values()), None)
+        text += (f"- {t}: {res['status']}" + (f", Fmax {res['fmax_mhz']:.1f} MHz" if res.get("fmax_mhz") else "")
+                 + (f", {u['used']:,} / {u['available']:,} logic cells" if u else "") + "\n")
+    acc = {(r["split"], r["method"]): r["accuracy"] for r in cls.get("rows", [])}
+    if acc:
+        text += ("- Algorithm classification, unseen implementations: frozen fused GNN "
+                 f"{acc.get(('unseen implementation', 'fused'), 0):.3f}, same GNN without dynamic values "
+                 f"{acc.get(('unseen implementation', 'static'), 0):.3f}, bag of opcodes "
+                 f"{acc.get(('unseen implementation', 'opcodes'), 0):.3f}, GNN trained on the classes "
+                 f"{acc.get(('unseen implementation', 'scratch'), 0):.3f}.\n")
+    return text + "\n"
 
 
 def _provenance(commands: list[str], times: dict, preset: str, out: Path) -> str:
