@@ -199,11 +199,16 @@ def run(built: dict, m: dict, stimulus, results_dir, build_dir, tests=TESTS, n_h
     env = {**built["env"], "NCF_STIMULUS": stimulus, "NCF_RESULTS": results_dir.resolve(),
            "NCF_TOP_LATENCY": m["latency"]["top_cycles"], "NCF_HANDSHAKE_N": n_handshake, "NCF_SEED": seed}
     t0 = time.monotonic()
+    xml = Path(build_dir) / "results.xml"
+    xml.unlink(missing_ok=True)
     with _env(**env):
-        xml = built["runner"].test(test_module=TB_MODULE, hdl_toplevel=TB_TOP, hdl_toplevel_lang="verilog",
-                                   testcase=list(tests), build_dir=build_dir, test_dir=build_dir,
-                                   plusargs=[f"+NCF_N={n}"],
-                                   results_xml=str(Path(build_dir) / "results.xml"), log_file=Path(build_dir) / "sim.log")
+        try:
+            built["runner"].test(test_module=TB_MODULE, hdl_toplevel=TB_TOP, hdl_toplevel_lang="verilog",
+                                 testcase=list(tests), build_dir=build_dir, test_dir=build_dir,
+                                 plusargs=[f"+NCF_N={n}"], results_xml=str(xml), log_file=Path(build_dir) / "sim.log")
+        except SystemExit as e:          # cocotb's runner exits when a test fails; results.xml says which
+            if not xml.exists():
+                raise RuntimeError(f"the simulation did not run to the end: see {Path(build_dir) / 'sim.log'}") from e
     n_tests, n_failed = get_results(xml)
     out = {p.stem: json.loads(p.read_text()) for p in results_dir.glob("*.json")}
     out["failed"] = n_failed

@@ -51,3 +51,19 @@ def test_icarus_runs_the_same_tests_on_a_trace(hw_rtl, hw_bundle, tmp_path, caps
     assert s["predictions_compared"] == 5 + 120 + 3 * 25 + 25
     assert s["latency_measured"] == [m["latency"]["top_cycles"]] * 5
     assert "0 mismatches" in out and "equal" in out
+
+
+def test_a_wrong_manifest_latency_is_caught_and_reported(hw_rtl, tmp_path):
+    """The testbench can fail: an RTL whose manifest claims one cycle more latency than the hardware
+    has fails the latency and stream tests, and verify still returns a summary saying so."""
+    import shutil
+
+    rtl = tmp_path / "rtl"
+    shutil.copytree(hw_rtl("bzip2"), rtl)
+    m = json.loads((rtl / "manifest.json").read_text())
+    m["latency"]["top_cycles"] += 1
+    (rtl / "manifest.json").write_text(json.dumps(m))
+    s = verify(rtl, simulator="icarus", work=tmp_path / "work", n_stream=40, n_handshake=10, close_loop=False,
+               progress=False)
+    assert s["tests_failed"] >= 2 and s["mismatches"] == 0
+    assert s["latency_measured"] == [m["latency"]["top_cycles"] - 1] * 5
