@@ -148,8 +148,8 @@ def plot(rows: list[dict], path: Path, tage_acc: float, cost_key: str = "LUT") -
                     textcoords="offset points", xytext=(3, 3))
         a2.scatter(r["weight_storage_bits"], r["branch_acc"], color="C0")
     front = [ok[k] for k in pareto(pts)]
-    a1.plot([r[cost_key] for r in front], [r["branch_acc"] for r in front], "-", color="C0", alpha=0.6,
-            label="Pareto front")
+    a1.plot([r[cost_key] for r in front], [r["branch_acc"] for r in front], "o-", color="C2", ms=11, mfc="none",
+            mew=2, label="Pareto front (no point is smaller and more accurate)")
     for ax in (a1, a2):
         ax.axhline(tage_acc, color="C3", ls="--", lw=1, label="TAGE-SC-L on the same samples")
         ax.set_ylabel("branch accuracy (site, held-out)")
