@@ -60,22 +60,19 @@ def cast_np(x: np.ndarray, t: ApType) -> np.ndarray:
 
 def cast(v, t: ApType):
     """ap_fixed cast of one da4ml FixedVariable, bit-exact with the C++ type conversion."""
-    if t.overflow not in ("SAT", "WRAP"):
-        raise NotImplementedError(f"overflow mode {t.overflow} on a variable is not translated")
+    if t.overflow not in ("SAT", "WRAP") or t.rounding not in ("TRN", "RND", "RND_CONV"):
+        raise NotImplementedError(f"cast to {t} is not translated (overflow SAT/WRAP, rounding TRN/RND/RND_CONV)")
+    if v.low == v.high:                                   # a constant: cast its value
+        return v.from_const(float(cast_np(np.array([float(v.low)]), t)[0]), hwconf=v.hwconf)
     rnd = t.rounding
-    f_in = int(v.kif[2])
-    if rnd == "RND_CONV" and f_in > t.f and v.low != v.high:
-        # round half to even = truncate(v + half - lsb_in + lsb_in * (kept LSB)); kept LSB = bit 2^-f of v
-        lsb_in = 2.0 ** -f_in
-        bit = v.quantize(0, 1 - t.f, t.f, "WRAP", "TRN")                 # 0 or 2^-f
-        v = v + (2.0 ** (-t.f - 1) - lsb_in) + bit * (lsb_in * 2.0 ** t.f)
+    if rnd == "RND_CONV":                                 # da4ml has TRN and RND only: build ties-to-even
+        f_in = int(v.kif[2])
+        if f_in > t.f:
+            # round half to even = truncate(v + half - lsb_in + lsb_in * kept LSB); kept LSB = bit 2^-f of v
+            lsb_in = 2.0 ** -f_in
+            bit = v.quantize(0, 1 - t.f, t.f, "WRAP", "TRN")                 # 0 or 2^-f
+            v = v + (2.0 ** (-t.f - 1) - lsb_in) + bit * (lsb_in * 2.0 ** t.f)
         rnd = "TRN"
-    elif rnd == "RND_CONV":
-        if v.low == v.high:                                               # a constant: round it here
-            return v.from_const(float(cast_np(np.array([float(v.low)]), t)[0]), hwconf=v.hwconf)
-        rnd = "TRN"                                                       # no bits dropped
-    if rnd not in ("TRN", "RND"):
-        raise NotImplementedError(f"rounding mode {t.rounding} is not translated")
     return v.quantize(t.k, t.i, t.f, t.overflow, rnd)
 
 
