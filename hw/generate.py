@@ -116,8 +116,9 @@ def build_rtl(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> di
     files = bundle["paths"]
     manifest = {
         "format_version": 1, "kind": "ncf-rtl", "top": TOP, "config": asdict(cfg),
-        "inputs": {k: {"file": str(files[k]), "sha256": file_sha256(files[k])} for k in ("onnx", "intref", "samples")},
-        "site": {k: bundle[k] for k in ("site", "site_pc", "task", "dataset")},
+        "inputs": {k: {"file": str(Path(files[k]).resolve()), "sha256": file_sha256(files[k])}
+                   for k in ("onnx", "intref", "samples")},
+        "site": {**{k: bundle[k] for k in ("site", "site_pc", "task")}, "dataset": str(Path(bundle["dataset"]).resolve())},
         "bits": {"weights": bundle["quant"]["weight_bits"], "activations": bundle["quant"]["act_bits"],
                  "input": "1 bit per live feature", "logit": core["out"]},
         "parameters": params,
