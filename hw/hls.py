@@ -1,8 +1,9 @@
 """The HLS C++ project of a quantized site model, written by hls4ml from its QONNX graph.
 
     hm = convert(bundle, "build/hls")        # hls4ml ONNX frontend, Vitis backend, io_parallel
-    r = csim_check(hm, bundle, n=10_000)     # compile() + predict(): C simulation == intref, exactly
-    tb = testbench(hm, bundle, n=100)        # hls4ml's own C testbench, built and run with plain g++
+    hm.compile()
+    r = csim_check(hm, bundle, n=10_000)     # predict(): C simulation == intref, exactly
+    tb = testbench("build/hls", bundle)      # hls4ml's own C testbench, built and run with plain g++
 
 hls4ml takes the layer precisions from the QONNX quantizers (``config_from_onnx_model`` with
 ``granularity='name'``), except the input layer, which must be set to the input quantizer's type
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import resource
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,22 +28,19 @@ PROJECT = "ncf_site"          # hls4ml project name (top function and file names
 CSIM_STACK = 1 << 30          # io_parallel keeps whole layers on the stack: run predict() on a big one
 
 
-def input_value(bundle: dict, features: np.ndarray) -> np.ndarray:
+def one_code(params: dict) -> int:
+    """The input quantizer's code for a feature value of 1 (every model input is a 0/1 feature)."""
+    return int(quantize_input(np.ones(1), params)[0])
+
+
+def input_value(params: dict, features: np.ndarray) -> np.ndarray:
     """0/1 features -> the model's quantized input values (float64, exact)."""
-    p = bundle["params"]
-    one = quantize_input(np.ones(1), p)[0] * 2.0 ** p["q_in"]["e"]
-    return features.astype(np.float64) * one
+    return features.astype(np.float64) * (one_code(params) * 2.0 ** params["q_in"]["e"])
 
 
-def input_codes(bundle: dict, features: np.ndarray) -> np.ndarray:
-    """0/1 features -> the integer input codes intref takes."""
-    p = bundle["params"]
-    return features.astype(np.int64) * int(quantize_input(np.ones(1), p)[0])
-
-
-def reference(bundle: dict, features: np.ndarray) -> tuple[np.ndarray, int]:
+def reference(params: dict, features: np.ndarray) -> tuple[np.ndarray, int]:
     """intref outputs (int64 [S, 1+C]) and their exponent for 0/1 features."""
-    return intref(input_codes(bundle, features), bundle["params"])
+    return intref(features.astype(np.int64) * one_code(params), params)
 
 
 def hls_config(model, bundle: dict) -> dict:
@@ -62,8 +62,8 @@ def convert(bundle: dict, out_dir, part: str = "xcvu13p-flga2577-2-e", clock_ns:
     out_dir = Path(out_dir)
     tb = out_dir / "tb_source"          # hls4ml re-reads these whenever it re-writes the project
     tb.mkdir(parents=True, exist_ok=True)
-    x = input_value(bundle, bundle["features"][:tb_rows])
-    y, e = reference(bundle, bundle["features"][:tb_rows])
+    x = input_value(bundle["params"], bundle["features"][:tb_rows])
+    y, e = reference(bundle["params"], bundle["features"][:tb_rows])
     np.save(tb / "input.npy", x)
     np.save(tb / "output.npy", y.astype(np.float64) * 2.0 ** e)
     model = ModelWrapper(str(bundle["paths"]["onnx"]))
@@ -100,23 +100,20 @@ def _big_stack(fn, *args):
 
 
 def csim(hm, x: np.ndarray, batch: int = 2000) -> np.ndarray:
-    """hls4ml C simulation (compile() once, then predict()) on x [S, n_in] -> float64 [S, n_out]."""
-    if not getattr(hm, "_top_function_lib", None):
-        hm.compile()
+    """hls4ml C simulation (``predict()`` of a compiled model) on x [S, n_in] -> float64 [S, n_out]."""
     outs = [_big_stack(hm.predict, np.ascontiguousarray(x[s:s + batch], np.float64))
             for s in range(0, len(x), batch)]
     return np.concatenate([np.asarray(o, np.float64).reshape(len(o), -1) for o in outs])
 
 
-def csim_check(hm, bundle: dict, n: int | None = 10_000, progress: bool = False) -> dict:
-    """C simulation against intref on the bundle's first ``n`` held-out samples (all if None)."""
-    import time
-
+def csim_check(hm, bundle: dict, n: int | None = 10_000) -> dict:
+    """C simulation of the compiled model ``hm`` against intref on the bundle's first ``n`` held-out
+    samples (all if None)."""
     feats = bundle["features"][:n]
     t0 = time.monotonic()
-    y_c = csim(hm, input_value(bundle, feats))
+    y_c = csim(hm, input_value(bundle["params"], feats))
     secs = time.monotonic() - t0
-    y, e = reference(bundle, feats)
+    y, e = reference(bundle["params"], feats)
     y_ref = y.astype(np.float64) * 2.0 ** e
     same = np.all(y_c == y_ref, axis=1)
     bad = np.flatnonzero(~same)
@@ -138,14 +135,13 @@ def testbench(project_dir, bundle: dict, cxx: str = "g++") -> dict:
     if b.returncode:
         raise RuntimeError(f"the hls4ml C testbench does not build:\n{' '.join(cmd)}\n{b.stderr[-3000:]}")
     r = subprocess.run([f"./{exe.name}"], cwd=d, capture_output=True, text=True,
-                       preexec_fn=lambda: __import__("resource").setrlimit(
-                           __import__("resource").RLIMIT_STACK, (CSIM_STACK, CSIM_STACK)))
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_STACK, (CSIM_STACK, CSIM_STACK)))
     if r.returncode:
         raise RuntimeError(f"the hls4ml C testbench failed (exit {r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
     log = d / "tb_data" / "csim_results.log"
     got = np.array([[float(v) for v in line.split()] for line in log.read_text().splitlines() if line.strip()])
     n = len(got)
-    y, e = reference(bundle, bundle["features"][:n])
+    y, e = reference(bundle["params"], bundle["features"][:n])
     lsb = 2.0 ** e
     same = np.all(np.round(got / lsb) == y, axis=1)
     return {"command": " ".join(cmd), "rows": n, "exact": int(same.sum()), "mismatches": int((~same).sum())}

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ncf.quant.intref import row_blocks
 
 CORE = "ncf_core"
 
@@ -92,7 +93,8 @@ def _const(value: float, like):
 
 def _dense(x, layer):
     """hls4ml Dense: y = cast<result_t>(cast<accum_t>(x W + b)), exact products, zero weights skipped.
-    Output columns sharing one input support are one da4ml constant matrix-vector block."""
+    Output columns sharing one input support (intref's row blocks of W^T) are one da4ml constant
+    matrix-vector block."""
     w = cast_np(layer.weights["weight"].data, ApType.of(layer.types["weight_t"].precision))
     b = cast_np(layer.weights["bias"].data, ApType.of(layer.types["bias_t"].precision)) \
         if "bias" in layer.weights else np.zeros(w.shape[1])
@@ -101,20 +103,11 @@ def _dense(x, layer):
     w_f = max(ApType.of(layer.types["weight_t"].precision).f, 0)
     if acc_t.f < x_f + w_f or acc_t.overflow != "WRAP":
         raise NotImplementedError(f"{layer.name}: accum_t {acc_t} would round the products; not translated")
-    groups: dict[bytes, list[int]] = {}
-    for j in range(w.shape[1]):
-        groups.setdefault(np.flatnonzero(w[:, j]).tobytes(), []).append(j)
-    out = [None] * w.shape[1]
-    for key, cols in groups.items():
-        rows = np.frombuffer(key, np.int64)
-        if len(rows):
-            part = x[rows] @ w[np.ix_(rows, cols)]
-            vals = list(part._vars)
-        else:
-            vals = [_const(0.0, x) for _ in cols]
-        for j, v in zip(cols, vals):
-            out[j] = cast(cast(v + float(b[j]) if b[j] else v, acc_t), res_t)
-    return _array(out, x)
+    out = [_const(0.0, x) for _ in range(w.shape[1])]         # outputs without any input weight
+    for outs, ins, wb in row_blocks(w.T)["blocks"]:        # outputs sharing one input support
+        for j, v in zip(outs, (x[ins] @ wb.T)._vars):
+            out[j] = v
+    return _array([cast(cast(v + float(b[j]) if b[j] else v, acc_t), res_t) for j, v in enumerate(out)], x)
 
 
 def _merge(a, b, layer):

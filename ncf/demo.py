@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ncf.hw.sweep import point_name
-from ncf.io import atomic_path, write_json
+from ncf.io import atomic_path, jsonable, write_json
 from ncf.report import markdown_table, save_table
 from ncf.trace_eval.format import file_sha256
 
@@ -76,16 +76,10 @@ def stage(name: str, key: dict, fn, fresh: bool = False, log=print):
     t0 = time.monotonic()
     log(f"[{name}] running ...")
     result = fn()
-    result = json.loads(json.dumps(result, default=_jsonable))
+    result = json.loads(json.dumps(result, default=jsonable))
     write_json(path, {"key": digest, "inputs": key, "seconds": round(time.monotonic() - t0, 1), "result": result})
     log(f"[{name}] done in {time.monotonic() - t0:.0f} s")
     return result, False
-
-
-def _jsonable(o):
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
 
 
 # ------------------------------------------------------------------------------------ the stages

@@ -33,11 +33,12 @@ def atomic_path(path: str | os.PathLike):
 def write_json(path: str | os.PathLike, obj) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=jsonable) + "\n")
     return Path(path)
 
 
-def _jsonable(o):
+def jsonable(o):
+    """JSON form of numpy values and paths (``json.dumps(default=jsonable)``)."""
     if hasattr(o, "tolist"):
         return o.tolist()
     if isinstance(o, Path):

@@ -38,7 +38,7 @@ def po2(scale) -> int:
     return round(e)
 
 
-def _blocks(w: np.ndarray, support: np.ndarray | None = None) -> dict:
+def row_blocks(w: np.ndarray, support: np.ndarray | None = None) -> dict:
     """int64 W [out, in] -> row groups sharing one column support: [(rows, cols, W[rows][:, cols])].
     ``support`` (default W != 0) is the structural nonzero pattern (e.g. the float weight's, so a
     weight quantized to 0 does not split the kron blocks)."""
@@ -88,7 +88,7 @@ def _bias_int(lin, e_in: int, e_w: int) -> np.ndarray:
 
 def _linear(lin, e_in: int | None) -> dict:
     qw = lin.quant_weight()
-    d = {"w": _blocks(qw.int().detach().numpy().astype(np.int64), lin.weight.detach().numpy() != 0),
+    d = {"w": row_blocks(qw.int().detach().numpy().astype(np.int64), lin.weight.detach().numpy() != 0),
          "ew": po2(qw.scale)}
     if lin.bias is not None:
         d["b"] = _bias_int(lin, e_in, d["ew"])
@@ -111,7 +111,7 @@ def extract_int_params(qc) -> dict:
         k = kt.detach().numpy()
         if not np.all((k == 0) | (k == 1)):
             raise ValueError("the aggregation constant is not 0/1")
-        st["K"] = _blocks(k.T.astype(np.int64))
+        st["K"] = row_blocks(k.T.astype(np.int64))
         e_a = st["q_agg"]["e"]
         st["cand_h"], st["cand_a"] = _linear(step.cand_h, e_h), _linear(step.cand_a, e_a)
         if qc.cfg.gate:
@@ -273,7 +273,7 @@ def load_int_params(path) -> dict:
         out = {}
         for k, v in d.items():
             if v == "weight":
-                out[k] = _blocks(arrays[f"{prefix}{k}.w"], arrays[f"{prefix}{k}.support"])
+                out[k] = row_blocks(arrays[f"{prefix}{k}.w"], arrays[f"{prefix}{k}.support"])
             elif v == "array":
                 out[k] = arrays[f"{prefix}{k}"]
             elif isinstance(v, dict):

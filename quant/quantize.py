@@ -106,6 +106,12 @@ def write_bundle(onnx_path, p: dict, features: np.ndarray, rows: np.ndarray, liv
     return paths
 
 
+def read_samples(path) -> tuple[np.ndarray, np.ndarray]:
+    """A bundle's samples file: (0/1 features [S, n_inputs] uint8, dataset rows)."""
+    with np.load(path) as z:
+        return np.unpackbits(z["bits"], axis=1, count=int(z["n_inputs"])), z["rows"]
+
+
 def read_bundle(onnx_path) -> dict:
     """The sidecar of a site bundle, with absolute file paths, the intref parameters, the samples'
     0/1 features [S, n_inputs] (uint8) and live inputs. Raises a clear error for missing files."""
@@ -120,9 +126,7 @@ def read_bundle(onnx_path) -> dict:
     meta = json.loads(paths["sidecar"].read_text())
     if meta.get("kind") != "ncf-site-bundle" or meta.get("format_version") != 1:
         raise ValueError(f"{paths['sidecar']}: not a version-1 ncf site bundle")
-    with np.load(paths["samples"]) as z:
-        features = np.unpackbits(z["bits"], axis=1, count=int(z["n_inputs"]))
-        rows = z["rows"]
+    features, rows = read_samples(paths["samples"])
     return {**meta, "paths": paths, "params": load_int_params(paths["intref"]), "features": features,
             "rows": rows, "live_inputs": np.asarray(meta["live_inputs"], np.int64)}
 

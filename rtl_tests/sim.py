@@ -48,17 +48,16 @@ def load_params(m: dict) -> dict:
 
 def bundle_features(m: dict) -> tuple[np.ndarray, np.ndarray]:
     """The held-out samples of the site bundle the RTL came from: (0/1 features, dataset rows)."""
-    f = m["inputs"]["samples"]
-    with np.load(f["file"]) as z:
-        return np.unpackbits(z["bits"], axis=1, count=int(z["n_inputs"])), z["rows"]
+    from ncf.quant.quantize import read_samples
+
+    return read_samples(m["inputs"]["samples"]["file"])
 
 
 def expected(m: dict, params: dict, features: np.ndarray) -> dict:
     """intref on 0/1 features -> the RTL's outputs: taken, class, logit codes at the RTL's format."""
-    from ncf.quant.intref import intref, quantize_input
+    from ncf.hw.hls import reference
 
-    codes = features.astype(np.int64) * int(quantize_input(np.ones(1), params)[0])
-    y, e = intref(codes, params)
+    y, e = reference(params, features)
     shift = e + m["parameters"]["OUT_F"]
     if shift < 0:
         raise ValueError(f"intref output LSB 2^{e} is finer than the RTL's 2^-{m['parameters']['OUT_F']}")
