@@ -59,7 +59,7 @@ def convert(bundle: dict, out_dir, part: str = "xcvu13p-flga2577-2-e", clock_ns:
     import hls4ml
     from qonnx.core.modelwrapper import ModelWrapper
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()   # hls4ml compiles in it
     tb = out_dir / "tb_source"          # hls4ml re-reads these whenever it re-writes the project
     tb.mkdir(parents=True, exist_ok=True)
     x = input_value(bundle["params"], bundle["features"][:tb_rows])
@@ -127,7 +127,7 @@ def testbench(project_dir, bundle: dict, cxx: str = "g++") -> dict:
     """Build hls4ml's C testbench (``<project>_test.cpp``) with plain g++ and run it on the
     testbench data written by ``convert``; compare its printed outputs with intref (the log prints
     6 significant digits, so values are rounded to the output LSB before comparing)."""
-    d = Path(project_dir)
+    d = Path(project_dir).resolve()
     exe = d / "tb_ncf"
     cmd = [cxx, "-std=c++14", "-O1", "-I", "firmware", "-I", "firmware/ap_types",
            '-DWEIGHTS_DIR="firmware/weights"', "-o", exe.name, f"{PROJECT}_test.cpp", f"firmware/{PROJECT}.cpp"]

@@ -11,7 +11,6 @@ estimate is always there). The weight storage is compared with TAGE-SC-L's 64 KB
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -94,7 +93,6 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, progres
         if (h, t) not in models:
             models[(h, t)] = _train(train_dir, test_dir, out, h, t, cfg)
         model = models[(h, t)]
-        t0 = time.monotonic()
         qcfg = QuantConfig(weight_bits=b, act_bits=b)
         q = quantize_model(model, qcfg)
         finetune(q, train_ds, qcfg, max_steps=cfg.qat_steps, seed=cfg.seed)
@@ -112,7 +110,6 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, progres
             s = synth(point / "rtl", targets=("xilinx",), progress=False)["targets"]["xilinx"]
             row.update({"LUT": s.get("counts", {}).get("LUT"), "FF": s.get("counts", {}).get("FF"),
                         "synth_status": s["status"]})
-        row["seconds"] = round(time.monotonic() - t0, 1)
         rows.append(row)
         if progress:
             print(row, flush=True)

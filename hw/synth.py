@@ -110,12 +110,12 @@ def synth(rtl_dir, targets=TARGETS, out_dir=None, freq_mhz: float = 200, seed: i
     ValueError for a directory that is not an `ncf rtl` output and MissingToolError (naming the
     package to install) before running anything when a tool of a requested target is missing.
     """
-    rtl_dir = Path(rtl_dir)
+    rtl_dir = Path(rtl_dir).resolve()   # the tools run in out_dir
     manifest = load_manifest(rtl_dir)
     unknown = set(targets) - set(TARGETS)
     if unknown:
         raise ValueError(f"unknown synthesis targets {sorted(unknown)} (known: {', '.join(TARGETS)})")
-    out_dir = Path(out_dir) if out_dir is not None else rtl_dir / "synth"
+    out_dir = Path(out_dir).resolve() if out_dir is not None else rtl_dir / "synth"
     tools = {name: find_tool(name) for t in targets for name in TOOLS[t]}
     sources = copy_sources(rtl_dir, manifest, out_dir)
     summary = {

@@ -96,6 +96,8 @@ class ClassifyConfig:
 
 PRESETS = {
     "default": {},
+    "tiny": {"classes": ["matrix", "search", "sort"], "max_impls": 2, "levels": [0, 2], "instructions": 200_000,
+             "per_site": 16, "epochs": 1, "scratch_epochs": 1},
     "full": {"impl_folds": 4, "seeds": [1, 2], "instructions": 1_000_000, "per_site": 96, "epochs": 6,
              "scratch_epochs": 6},
 }

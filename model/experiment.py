@@ -168,7 +168,7 @@ def summarise(per: list[dict]) -> list[dict]:
     for r in per:
         b = {x["model"]: x for x in r["branch"]}
         p = {x["model"]: x for x in r["prefetch"]}
-        row = {"workload": r["workload"], "train_seconds": sum(r["train_seconds"].values())}
+        row = {"workload": r["workload"]}
         if "fused" in b:
             row["fused_vs_branchnet_hard"] = (b["fused"]["hard_mispredictions"] / b["branchnet"]["hard_mispredictions"]
                                               - 1) if b.get("branchnet", {}).get("hard_mispredictions") else None
@@ -198,8 +198,7 @@ def run_lead_sweep(cfg: ExperimentConfig, leads=LEADS, workloads=None) -> dict:
             rows.append({"workload": w, "lead": d,
                          "hard_acc_fused": b.get("fused", {}).get("hard_accuracy"),
                          "hard_acc_tage": b.get("tage-sc-l", {}).get("hard_accuracy"),
-                         "delta_acc_fused": p.get("fused", {}).get("delta_accuracy"),
-                         "train_seconds": r["train_seconds"].get("fused")})
+                         "delta_acc_fused": p.get("fused", {}).get("delta_accuracy")})
     table = save_table(out / "lead_sweep", rows, "Accuracy against the snapshot lead D (held-out input)")
     return {"rows": rows, "table": table, "plot": plot_lead_sweep(rows, out / "lead_sweep.png")}
 

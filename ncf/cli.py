@@ -26,13 +26,24 @@ def count(text: str) -> int:
     return int(value)
 
 
+def env_var(text: str) -> tuple[str, str]:
+    """K=V as given to --env."""
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"not K=V: {text!r}")
+    return key, value
+
+
 # ------------------------------------------------------------------------------------ trace
 def cmd_trace(a) -> int:
     from ncf.trace_eval import capture, workloads
 
     if a.command_line:
-        inv = workloads.custom(a.command_line)
+        inv = workloads.custom(a.command_line, stdin=a.stdin, env=dict(a.env or []))
     elif a.workload:
+        if a.stdin or a.env:
+            raise SystemExit("ncf trace: --stdin and --env are for a program given after `--`; a built-in "
+                             "workload's inputs are fixed by its seed")
         inv = workloads.prepare(a.workload, a.input, a.inputs_dir)
     else:
         raise SystemExit("ncf trace: give --workload NAME or a program after `--` (see --help)")
@@ -290,7 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "every memory access with its value. The trace is self-checked (addresses recomputed "
                        "from registers, values against registers) and written with a JSON sidecar.",
                        epilog="examples:\n  ncf trace --workload bzip2 --input 0 --skip 1e9 --instructions 50e6 "
-                       "-o traces/bzip2-0.ncft\n  ncf trace --instructions 1M -o ls.ncft -- /bin/ls -l /",
+                       "-o traces/bzip2-0.ncft\n  ncf trace --instructions 1M -o ls.ncft -- /bin/ls -l /\n"
+                       "  ncf trace --stdin script.txt --env LANG=C -o calc.ncft -- /usr/bin/bc -q\n\n"
+                       "The same workload, input and window give a byte-identical trace on every run and machine: "
+                       "the program runs from a fixed path with a fixed argv[0], environment, stack, AT_RANDOM, pids, "
+                       "and a virtual clock, time-stamp counter, getrandom, sysinfo, uname and stat (see "
+                       "trace_eval/capture.py).",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--workload", help="a built-in workload (see `ncf workloads`)")
     t.add_argument("--input", type=int, default=0, help="input index of the workload (default 0)")
@@ -302,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-to-end", action="store_true",
                    help="let the program finish after the window and record a digest of its output")
     t.add_argument("--inputs-dir", default="work/inputs", help="where generated inputs live")
+    t.add_argument("--stdin", type=Path, metavar="FILE",
+                   help="a program's standard input (default /dev/null); recorded in the sidecar with its sha256")
+    t.add_argument("--env", type=env_var, action="append", metavar="K=V",
+                   help="an environment variable for the program (repeatable), added to the fixed guest "
+                   "environment PATH=/usr/bin:/bin LC_ALL=C; recorded in the sidecar")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.add_argument("command_line", nargs=argparse.REMAINDER, help="after `--`: any x86-64 Linux program and args")
     t.set_defaults(func=cmd_trace)
@@ -495,9 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "the stages after it, and write a report (markdown + JSON) under --out. Work already "
                        "done with the same settings is reused.")
     d.add_argument("--out", default="reports/demo")
-    d.add_argument("--preset", choices=["default", "full"], default="default",
+    d.add_argument("--preset", choices=["default", "full", "tiny"], default="default",
                    help="default: fits about 20 minutes on 2 cores; full: 20M-instruction windows, every model, "
-                   "7 leads, 5 bit widths, 9 hardware points, ECP5 P&R without a time limit (hours)")
+                   "7 leads, 5 bit widths, 7 hardware points, ECP5 P&R without a time limit (hours); tiny: every "
+                   "stage on bzip2 alone with the smallest settings (minutes; what CI runs)")
     d.add_argument("--fresh", action="store_true", help="redo every stage (delete traces/demo, work/demo and --out first)")
     d.set_defaults(func=cmd_demo)
 

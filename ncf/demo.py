@@ -37,9 +37,12 @@ INPUTS = (0, 1)  # train on input 0, test on input 1
 
 @dataclass
 class Preset:
+    workloads: list | None = None         # None: every built-in workload
     instructions: int = 5_000_000
     skip: int = 100_000_000
     models: list = field(default_factory=lambda: ["fused", "branchnet", "delta-lstm"])
+    epochs: int = 8                       # training budget of the study (every model)
+    train_cap: int = 1500                 # training samples per site
     leads: list = field(default_factory=lambda: [0, 10, 100, 1000])
     quant_bits: list = field(default_factory=lambda: [2, 4, 8])
     quant_steps: int = 100
@@ -47,6 +50,8 @@ class Preset:
     hw_default: tuple = (2, 2, 4)         # the default predictor (ECP5 place-and-route, verification)
     hw_small: tuple = (1, 1, 3)           # the configuration placed on an iCE40 HX8K
     hw_rows: int = 20_000                 # held-out samples of the site exported and verified
+    hw_epochs: int = 4                    # training of each hardware-sized GNN
+    hw_qat_steps: int = 100
     ecp5_timeout_s: float | None = 900
     classify: str = "default"
 
@@ -57,6 +62,10 @@ PRESETS = {
                    leads=[0, 1, 10, 32, 100, 320, 1000], quant_bits=[2, 3, 4, 6, 8], quant_steps=200,
                    hw_points=[[1, 1, 3], [2, 2, 3], [2, 2, 4], [2, 2, 6], [4, 2, 4], [4, 2, 6], [8, 2, 4]],
                    hw_rows=100_000, ecp5_timeout_s=None, classify="full"),
+    # every stage on the smallest inputs that exercise it (CI runs it from a fresh clone)
+    "tiny": Preset(workloads=["bzip2"], instructions=400_000, skip=1_000_000, epochs=1, train_cap=400,
+                   leads=[100], quant_bits=[4], quant_steps=10, hw_points=[[1, 1, 3]], hw_default=(1, 1, 3),
+                   hw_rows=600, hw_epochs=1, hw_qat_steps=10, classify="tiny"),
 }
 WORK = Path("work/demo")
 TRACES = Path("traces/demo")
@@ -107,7 +116,7 @@ def run(out: Path, preset: str = "default", fresh: bool = False) -> dict:
 
     # traces
     t0 = time.monotonic()
-    metas = record_builtins(TRACES, p.instructions, p.skip, INPUTS)
+    metas = record_builtins(TRACES, p.instructions, p.skip, INPUTS, only=p.workloads)
     sections.append(save_table(out / "traces", [trace_row(m) for m in metas],
                                "Traces (train input 0, held-out input 1; self-checked)"))
     trace_hashes = {Path(m["path"]).name: m["file"]["sha256"] for m in metas}
@@ -127,15 +136,18 @@ def run(out: Path, preset: str = "default", fresh: bool = False) -> dict:
 
     # the study + the lead sweep
     t0 = time.monotonic()
-    cfg = ExperimentConfig(trace_dir=str(TRACES), instructions=p.instructions, skip=p.skip, models=p.models,
-                           work_dir=str(WORK / "experiment"), out=str(out / "experiment"))
+    cfg = ExperimentConfig(workloads=[w for w in PROGRAMS if w in (p.workloads or PROGRAMS)],
+                           trace_dir=str(TRACES), instructions=p.instructions, skip=p.skip, models=p.models,
+                           epochs=p.epochs, train_cap=p.train_cap, work_dir=str(WORK / "experiment"),
+                           out=str(out / "experiment"))
     prog_hashes = {k: v for k, v in trace_hashes.items() if k.split("-")[0] in PROGRAMS}
     exp, _ = stage("study", {"traces": prog_hashes, "config": asdict(cfg)},
                    lambda: _study(run_experiment(cfg)), fresh)
     sections += exp["tables"]
-    sections.append(f"Training time of the study: {exp['train_seconds']:.0f} s.\n")
-    commands.append(f"ncf experiment --trace-dir {TRACES} --instructions {p.instructions} --skip {p.skip} "
-                    f"--models {' '.join(p.models)} --work-dir {WORK}/experiment --out {out}/experiment")
+    times["study: training (all models)"] = round(exp["train_seconds"], 1)
+    commands.append(f"ncf experiment --workloads {' '.join(cfg.workloads)} --trace-dir {TRACES} --instructions "
+                    f"{p.instructions} --skip {p.skip} --models {' '.join(p.models)} --epochs {p.epochs} --train-cap "
+                    f"{p.train_cap} --work-dir {WORK}/experiment --out {out}/experiment")
     timed("study", t0)
     t0 = time.monotonic()
     sweep, _ = stage("lead_sweep", {"traces": prog_hashes, "config": asdict(cfg), "leads": p.leads},
@@ -159,7 +171,8 @@ def run(out: Path, preset: str = "default", fresh: bool = False) -> dict:
 
     # hardware: the size x bits sweep (Pareto), then the default predictor end to end
     t0 = time.monotonic()
-    hw, _ = stage("hw_sweep", {**data_key, "points": p.hw_points, "rows": p.hw_rows},
+    hw, _ = stage("hw_sweep", {**data_key, "points": p.hw_points, "rows": p.hw_rows, "epochs": p.hw_epochs,
+                               "qat_steps": p.hw_qat_steps},
                   lambda: _hw_sweep(data, out / "hw" / "sweep", p), fresh)
     sections += [hw["text"], "![LUTs against accuracy](hw/sweep/sweep.png)\n"]
     commands.append(f"ncf hw-sweep --train {data}/train --test {data}/test --points "
@@ -177,13 +190,13 @@ def run(out: Path, preset: str = "default", fresh: bool = False) -> dict:
     bundle_key = {"onnx": file_sha256(onnx)}
     t0 = time.monotonic()
     hls, _ = stage("hls", bundle_key, lambda: _hls(onnx, out / "hw" / "hls"), fresh)
-    sections.append(_hls_section(hls))
+    sections.append(_hls_section(hls, out / "hw"))
     commands.append(f"ncf hls --qonnx {onnx} -o {out}/hw/hls")
     timed("hls", t0)
     t0 = time.monotonic()
     ver, _ = stage("verify", {**bundle_key, "manifest": file_sha256(rtl_dir / "manifest.json")},
                    lambda: _verify(rtl_dir, out / "hw"), fresh)
-    sections.append(_verify_section(ver))
+    sections.append(_verify_section(ver, out / "hw"))
     write_json(out / "hw" / "verify.json", ver)
     commands.append(f"ncf verify {rtl_dir}   (and --simulator icarus -n 100)")
     timed("verify", t0)
@@ -205,7 +218,7 @@ def run(out: Path, preset: str = "default", fresh: bool = False) -> dict:
 
     times["total"] = round(time.monotonic() - t_start, 1)
     sections.append(_provenance(commands, times, preset, out))
-    text = "# ncf demo report\n\n" + _headline(exp, ver, syn, cls) + "\n".join(sections)
+    text = "# ncf demo report\n\n" + _headline(exp, ver, syn, cls, out) + "\n".join(sections)
     with atomic_path(out / "index.md") as tmp:
         tmp.write_text(text)
     write_json(out / "times.json", times)
@@ -236,7 +249,8 @@ def _quant_bits(run_dir: Path, data: Path, out: Path, p: Preset) -> dict:
 def _hw_sweep(data: Path, out: Path, p: Preset) -> dict:
     from ncf.hw.sweep import HwSweepConfig, hw_sweep
 
-    r = hw_sweep(data / "train", data / "test", out, HwSweepConfig(points=p.hw_points, max_rows=p.hw_rows),
+    r = hw_sweep(data / "train", data / "test", out, HwSweepConfig(points=p.hw_points, max_rows=p.hw_rows,
+                                                                   epochs=p.hw_epochs, qat_steps=p.hw_qat_steps),
                  progress=False)
     return {"text": r["text"], "rows": r["rows"], "site": r["site"]}
 
@@ -248,14 +262,13 @@ def _hls(onnx: Path, out: Path) -> dict:
     return build_hls(read_bundle(onnx), HwConfig(), out, progress=False)
 
 
-def _hls_section(s: dict) -> str:
+def _hls_section(s: dict, out: Path) -> str:
     c, tb = s["csim"], s["c_testbench"]
     rows = [{"check": "hls4ml C simulation (compile + predict) == intref", "samples": c["samples"],
-             "exact": c["exact"], "seconds": c["seconds"]},
-            {"check": "hls4ml C testbench, plain g++ == intref", "samples": tb["rows"], "exact": tb["exact"],
-             "seconds": None}]
-    return ("## HLS project of the default predictor (hls4ml, Vitis backend, io_parallel)\n\n" + markdown_table(rows) + "\n"
-            + f"\nVendor synthesis: {s['vendor_synthesis']}.\n")
+             "exact": c["exact"]},
+            {"check": "hls4ml C testbench, plain g++ == intref", "samples": tb["rows"], "exact": tb["exact"]}]
+    return (save_table(out / "hls_check", rows, "HLS project of the default predictor (hls4ml, Vitis backend, "
+                       "io_parallel)") + f"\nVendor synthesis: {s['vendor_synthesis']}.\n")
 
 
 def _verify(rtl_dir: Path, out: Path) -> dict:
@@ -267,15 +280,18 @@ def _verify(rtl_dir: Path, out: Path) -> dict:
     return {"verilator": v, "icarus": i}
 
 
-def _verify_section(r: dict) -> str:
+def _verify_section(r: dict, out: Path) -> str:
     rows = []
     for name, s in r.items():
         rows.append({"simulator": name, "predictions compared": s["predictions_compared"],
                      "mismatches": s["mismatches"], "tests failed": s["tests_failed"],
                      "latency manifest / measured": f"{s['latency_manifest']} / {sorted(set(s['latency_measured'] or []))}",
-                     "results/cycle": s["results_per_cycle"], "predictions/s": s["predictions_per_s"],
-                     "build s": s["build_seconds"]})
-    text = "## Verification of the default predictor (cocotb, real held-out snapshots)\n\n" + markdown_table(rows) + "\n"
+                     "results/cycle": s["results_per_cycle"]})
+    text = save_table(out / "verification", rows, "Verification of the default predictor (cocotb, real held-out "
+                      "snapshots)")
+    v = r["verilator"]
+    text += (f"\nSpeed (this run, not part of the table): Verilator {v['predictions_per_s']:,.0f} predictions/s, "
+             f"build {v['build_seconds']} s.\n")
     h = r["verilator"].get("harness")
     if h:
         text += (f"\nHarness replay ({h['task']}): software model {h['software']}, RTL {h['rtl']}: "
@@ -338,7 +354,7 @@ def _corpus_hash() -> str:
     return h.hexdigest()
 
 
-def _headline(exp: dict, ver: dict, syn: dict, cls: dict) -> str:
+def _headline(exp: dict, ver: dict, syn: dict, cls: dict, out: Path) -> str:
     """The numbers a reader looks for first, each pointing at its section."""
     pct = lambda v: "–" if v is None else f"{100 * v:+.1f}%"  # noqa: E731
     rows = [{"workload": r["workload"],
@@ -349,8 +365,8 @@ def _headline(exp: dict, ver: dict, syn: dict, cls: dict) -> str:
              "next-delta acc. fused / delta-LSTM": f"{r['delta_acc_fused']:.3f} / {r['delta_acc_lstm']:.3f}",
              "L1D coverage fused / BOP": f"{r['coverage_fused']:.3f} / {r['coverage_bop']:.3f}"}
             for r in exp.get("summary", [])]
-    text = "## Headline numbers\n\nHeld-out inputs, snapshot lead D = 100 (negative = fewer mispredictions):\n\n"
-    text += markdown_table(rows) + "\n\n"
+    text = save_table(out / "headline", rows, "Headline numbers: held-out inputs, snapshot lead D = 100 (negative = "
+                      "fewer mispredictions)") + "\n"
     v = ver["verilator"]
     text += (f"- Default hardware predictor: {v['predictions_compared']:,} predictions compared with the integer "
              f"reference in Verilator, **{v['mismatches']} mismatches**; latency {v['latency_manifest']} cycles, "

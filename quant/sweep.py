@@ -11,7 +11,6 @@ bias bits (the weight-shared model; the flat per-site form stores the same disti
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -48,23 +47,21 @@ def score(model, ds, kind: str = "fused", max_rows: int | None = None) -> dict:
 def sweep(model, train_ds, test_ds, out: str | Path | None = None, bits=BITS, steps: int = 200,
           batch: int = 256, lr: float = 1e-3, seed: int = 0, kind: str = "fused", progress: bool = True,
           max_rows: int | None = None):
-    """Rows {bits, branch_acc, prefetch_acc, storage_bits, storage_kib, qat_steps, seconds} (float
-    last) and the quantized models by bit width (with their QuantConfig)."""
+    """Rows {bits, branch_acc, prefetch_acc, storage_bits, storage_kib, qat_steps} (float last) and
+    the quantized models by bit width (with their QuantConfig)."""
     model = model.eval()
     rows, models = [], {}
     for b in bits:
-        t0 = time.monotonic()
         qcfg = QuantConfig(weight_bits=b, act_bits=b)
         q = quantize_model(model, qcfg)
         ft = finetune(q, train_ds, qcfg, max_steps=steps, batch=batch, lr=lr, seed=seed, kind=kind)
         rows.append({"bits": str(b), **score(q, test_ds, kind, max_rows), "storage_bits": storage(q, b, qcfg.bias_bits),
-                     "qat_steps": ft["steps"], "seconds": round(time.monotonic() - t0, 1)})
+                     "qat_steps": ft["steps"]})
         models[b] = (q, qcfg)
         if progress:
             print(rows[-1], flush=True)
-    t0 = time.monotonic()
     rows.append({"bits": "float", **score(model, test_ds, kind, max_rows), "storage_bits": storage(model, None, None),
-                 "qat_steps": 0, "seconds": round(time.monotonic() - t0, 1)})
+                 "qat_steps": 0})
     for r in rows:
         r["storage_kib"] = round(r["storage_bits"] / 8192, 2)
     if out is not None:
@@ -85,7 +82,7 @@ def write(rows: list[dict], out: str | Path, extra: dict | None = None) -> str:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = save_table(out, rows, "Accuracy against bit width (held-out input)",
-                      ["bits", "branch_acc", "prefetch_acc", "storage_bits", "storage_kib", "qat_steps", "seconds"],
+                      ["bits", "branch_acc", "prefetch_acc", "storage_bits", "storage_kib", "qat_steps"],
                       extra)
     q = [r for r in rows if r["bits"] != "float"]
     fl = [r for r in rows if r["bits"] == "float"]

@@ -160,7 +160,7 @@ def build(rtl_dir, simulator: str, build_dir, max_n: int = 1024) -> dict:
         raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
     if simulator == "icarus" and not shutil.which("iverilog"):
         raise RuntimeError("Icarus Verilog is missing: apt-get install iverilog (make setup installs it)")
-    rtl_dir, build_dir = Path(rtl_dir), Path(build_dir)
+    rtl_dir, build_dir = Path(rtl_dir).resolve(), Path(build_dir).resolve()  # the simulator runs in build_dir
     m = load_manifest(rtl_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     sources = [TB_TOP_FILE] + [rtl_dir / s for s in m["sources"]]
@@ -188,26 +188,26 @@ def run(built: dict, m: dict, stimulus, results_dir, build_dir, tests=TESTS, n_h
     parent); returns {test: its JSON record} plus "failed", "tests_run" and "seconds"."""
     from cocotb_tools.runner import get_results
 
-    results_dir = Path(results_dir)
+    results_dir, build_dir = Path(results_dir).resolve(), Path(build_dir).resolve()  # the simulator runs in build_dir
     shutil.rmtree(results_dir, ignore_errors=True)
     results_dir.mkdir(parents=True)
     stimulus = Path(stimulus).resolve()
     with np.load(stimulus) as z:
         n = len(z["in_bytes"])
-    shutil.copy(stimulus.with_name("stream_in.hex"), Path(build_dir) / "stream_in.hex")
-    env = {**built["env"], "NCF_STIMULUS": stimulus, "NCF_RESULTS": results_dir.resolve(),
+    shutil.copy(stimulus.with_name("stream_in.hex"), build_dir / "stream_in.hex")
+    env = {**built["env"], "NCF_STIMULUS": stimulus, "NCF_RESULTS": results_dir,
            "NCF_TOP_LATENCY": m["latency"]["top_cycles"], "NCF_HANDSHAKE_N": n_handshake, "NCF_SEED": seed}
     t0 = time.monotonic()
-    xml = Path(build_dir) / "results.xml"
+    xml = build_dir / "results.xml"
     xml.unlink(missing_ok=True)
     with _env(**env):
         try:
             built["runner"].test(test_module=TB_MODULE, hdl_toplevel=TB_TOP, hdl_toplevel_lang="verilog",
                                  testcase=list(tests), build_dir=build_dir, test_dir=build_dir,
-                                 plusargs=[f"+NCF_N={n}"], results_xml=str(xml), log_file=Path(build_dir) / "sim.log")
+                                 plusargs=[f"+NCF_N={n}"], results_xml=str(xml), log_file=build_dir / "sim.log")
         except SystemExit as e:          # cocotb's runner exits when a test fails; results.xml says which
             if not xml.exists():
-                raise RuntimeError(f"the simulation did not run to the end: see {Path(build_dir) / 'sim.log'}") from e
+                raise RuntimeError(f"the simulation did not run to the end: see {build_dir / 'sim.log'}") from e
     n_tests, n_failed = get_results(xml)
     out = {p.stem: json.loads(p.read_text()) for p in results_dir.glob("*.json")}
     out["failed"] = n_failed
@@ -256,7 +256,7 @@ def verify(rtl_dir, trace=None, simulator: str = "verilator", work=None, tests=T
     rtl_dir = Path(rtl_dir)
     m = load_manifest(rtl_dir)
     own = work is None
-    work = Path(tempfile.mkdtemp(prefix="ncf-verify-")) if own else Path(work)
+    work = Path(tempfile.mkdtemp(prefix="ncf-verify-")) if own else Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     steps = tqdm(total=3 + bool(close_loop), desc=f"verify ({simulator})", disable=not progress, unit="step")
     params = load_params(m)

@@ -9,7 +9,10 @@ result in its sidecar, and :class:`CaptureError` is raised: it must not be used 
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import json
 import os
 import platform
 import re
@@ -32,14 +35,33 @@ from .native_lib import native_path
 from .selfcheck import check_trace
 from .workloads import KERNELS, Invocation, names, prepare
 
-SUMMARY = re.compile(r"qtrace: executed=(\d+) recorded=(\d+) seconds=([\d.]+) eip_mismatches=(\d+) dropped=(\d+)")
+SUMMARY = re.compile(r"qtrace: executed=(\d+) recorded=(\d+) seconds=([\d.]+) eip_mismatches=(\d+) dropped=(\d+) "
+                     r"virt_tsc=(\d+) virt_syscalls=(\d+) virt_skipped=(\d+)")
 
 
-# The guest's environment is fixed: environment strings sit on the initial stack, so a different
-# environment (another user, working directory or shell) would shift stack addresses and, through
-# alignment-dependent library code, the very instructions executed. The same command gives the
-# same trace on every machine.
+# What the guest sees is fixed, so that the same workload, input and window give the same trace,
+# byte for byte, whatever the checkout path, working directory, user environment or run:
+# * environment: GUEST_ENV (+ a user program's --env). Environment strings sit on the initial
+#   stack; another environment would shift stack addresses and, through alignment-dependent
+#   library code, the very instructions executed;
+# * executable path and argv[0]: the program runs from a copy at GUEST_ROOT/exe/<sha256>/<name>
+#   (the path is on the stack as AT_EXECFN and is what /proc/self/exe names) with argv[0] = <name>;
+# * working directory: a built-in workload runs in GUEST_ROOT/run/<digest of its inputs>/, which
+#   holds copies of its input files (a user's program runs where ncf was started: it may read
+#   anything there, so its traces also depend on getcwd() if it calls it);
+# * AT_RANDOM (the stack canary, pointer guard) and RDRAND: QEMU's -seed GUEST_SEED;
+# * stack size and so the stack's location: -s GUEST_STACK (else the caller's `ulimit -s` moves it);
+# * pids and tids: a pid namespace, where the guest is always pid 2 (glibc stores its tid at
+#   start-up); also uid/gid 0 inside. Where user namespaces are not allowed the guest sees the host's
+#   pids and the sidecar says so (guest.pid_namespace = false);
+# * time-stamp counter, clocks, getrandom, sysinfo, uname, stat's device/inode numbers and times:
+#   the plugin's virtual environment (native/qtrace.c, "determinism").
+# Not fixed: file owners (stat's uid/gid) and the host's pids where namespaces are not available.
 GUEST_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+GUEST_ROOT = Path("/tmp/ncf-guest")  # a fixed place, not $TMPDIR: its path is part of what the guest sees
+GUEST_SEED = 1
+GUEST_STACK = "8M"
+GUEST_VERSION = 2  # bumped when what the guest sees changes: older traces are not reused
 
 
 class CaptureError(Exception):
@@ -74,20 +96,21 @@ def record(inv: Invocation, out: str | os.PathLike, skip: int = 0, count: int = 
     ``run_to_end`` lets the program finish after recording (to compare its output); by default
     the guest exits as soon as the window is recorded.
     """
-    out = Path(out)
+    out = Path(out).absolute()   # handed to QEMU, which runs elsewhere
     if count <= 0 or skip < 0:
         raise CaptureError(f"bad window: skip={skip} count={count} (count must be > 0, skip >= 0)")
     qemu, plugin = qemu_binary(), plugin_path()
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp_trace, tempfile.TemporaryDirectory(prefix="ncf-trace-") as scratch:
         tmp_stdout = Path(scratch) / "stdout"
-        opts = f"out={tmp_trace},skip={skip},count={count},level={level}" + ("" if run_to_end else ",exit=on")
+        opts = f"out={tmp_trace},skip={skip},count={count},level={level},seed={GUEST_SEED}" + \
+            ("" if run_to_end else ",exit=on")
         rfd, wfd = os.pipe()
-        cmd = [qemu, "-singlestep", "-plugin", f"{plugin},{opts},progress={wfd}", *inv.argv]
+        cmd, cwd, env, guest = guest_command(inv, [qemu, "-singlestep", "-plugin", f"{plugin},{opts},progress={wfd}"])
         t0 = time.monotonic()
-        with open(tmp_stdout, "wb") as so:
-            proc = subprocess.Popen(cmd, cwd=inv.cwd, stdout=so, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                    pass_fds=(wfd,), env=GUEST_ENV)
+        with open(tmp_stdout, "wb") as so, open(inv.stdin or os.devnull, "rb") as si:
+            proc = subprocess.Popen(cmd, cwd=cwd, stdout=so, stderr=subprocess.PIPE, stdin=si, pass_fds=(wfd,),
+                                    env=env)
         os.close(wfd)
         err_lines: list[bytes] = []
         reader = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
@@ -109,8 +132,9 @@ def record(inv: Invocation, out: str | os.PathLike, skip: int = 0, count: int = 
         summary = SUMMARY.findall(stderr)
         if not summary:
             raise CaptureError(f"{inv.workload}: qemu exited with {rc} without finishing the trace:\n{stderr[-2000:]}")
-        executed, recorded, seconds, eip_bad, dropped = summary[-1]
+        executed, recorded, seconds, eip_bad, dropped, v_tsc, v_sys, v_skipped = summary[-1]
         executed, recorded, eip_bad, dropped = int(executed), int(recorded), int(eip_bad), int(dropped)
+        guest["virtualized"] = {"rdtsc": int(v_tsc), "syscalls": int(v_sys), "not_virtualized": int(v_skipped)}
         if rc != 0 and run_to_end:
             raise CaptureError(f"{inv.workload}: the program exited with status {rc}:\n{stderr[-2000:]}")
         if recorded == 0:
@@ -125,7 +149,7 @@ def record(inv: Invocation, out: str | os.PathLike, skip: int = 0, count: int = 
             "format_version": VERSION,
             "source": f"{inv.workload} input {inv.input}, recorded by ncf's QEMU plugin",
             "workload": inv.workload, "input": {"index": inv.input, "seed": inv.seed, "files": inv.input_files},
-            "argv": [Path(inv.argv[0]).name, *inv.argv[1:]], "program": inv.program_version,
+            "argv": [Path(inv.argv[0]).name, *inv.argv[1:]], "program": inv.program_version, "guest": guest,
             "window": {"skip": skip, "instructions_requested": count, "recorded": recorded,
                        "executed_total": executed, "complete": recorded == count},
             "recording": {"seconds": float(seconds), "insn_per_s": recorded / max(float(seconds), 1e-9),
@@ -149,6 +173,79 @@ def record(inv: Invocation, out: str | os.PathLike, skip: int = 0, count: int = 
                            f"{meta['selfcheck']['value_match_pct']:.4f}% values match; most frequent: "
                            f"{meta['selfcheck']['most_frequent_failures']}. The trace is kept for inspection.")
     return meta
+
+
+def guest_command(inv: Invocation, qemu_cmd: list[str]) -> tuple[list[str], Path, dict, dict]:
+    """The command, working directory and environment that run ``inv`` under ``qemu_cmd`` (QEMU and
+    its plugin) in the fixed guest set-up described at the top of this module, and what the guest
+    sees (the sidecar's ``guest``)."""
+    exe = _guest_copy(Path(inv.argv[0]))
+    cwd = _guest_run_dir(inv) if inv.own_dir else Path(inv.cwd)
+    env = {**GUEST_ENV, **dict(inv.env)}
+    cmd = [*qemu_cmd[:1], "-seed", str(GUEST_SEED), "-s", GUEST_STACK, "-0", exe.name, *qemu_cmd[1:], str(exe),
+           *inv.argv[1:]]
+    ns = pid_namespace()
+    if ns:  # sh stays pid 1 (the namespace's init) so that the guest is an ordinary process, pid 2
+        cmd = [*ns, "/bin/sh", "-c", '"$@"; exit $?', "ncf-guest", *cmd]
+    guest = {"version": GUEST_VERSION, "exe": str(exe), "argv0": exe.name, "cwd": str(cwd) if inv.own_dir else "(caller's)",
+             "env": env, "stdin": {"file": inv.stdin.name, "sha256": inv.input_files["<stdin>"]} if inv.stdin else None,
+             "seed": GUEST_SEED, "stack": GUEST_STACK, "pid_namespace": bool(ns)}
+    return cmd, cwd, env, guest
+
+
+@functools.cache
+def pid_namespace() -> list[str]:
+    """The unshare(1) prefix that runs a command in new user + pid namespaces, or [] (with a warning)
+    where this machine does not allow them."""
+    cmd = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--"]
+    try:
+        ok = subprocess.run([*cmd, "/bin/true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        print("ncf trace: note: user/pid namespaces are not available here (unshare failed): the guest sees "
+              "the host's pids, so traces of programs that read them are not reproducible", file=sys.stderr)
+    return cmd if ok else []
+
+
+def _guest_copy(src: Path) -> Path:
+    """``src`` copied to GUEST_ROOT/exe/<sha256[:16]>/<name>: a path fixed by the file's content."""
+    digest = _sha256(src)[:16]
+    dst = GUEST_ROOT / "exe" / digest / src.name
+    if not dst.exists():
+        _make_dirs(dst.parent)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+            tmp.chmod(0o755)
+    return dst
+
+
+def _guest_run_dir(inv: Invocation) -> Path:
+    """GUEST_ROOT/run/<digest>/ holding copies of the workload's input files (content-addressed)."""
+    digest = hashlib.sha256(json.dumps(sorted(inv.input_files.items())).encode()).hexdigest()[:16]
+    run = GUEST_ROOT / "run" / digest
+    for name, sha in inv.input_files.items():
+        dst = run / name
+        if not dst.exists():
+            _make_dirs(run)
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(Path(inv.cwd) / name, tmp)
+        if _sha256(dst) != sha:
+            raise CaptureError(f"{dst}: does not hold input {name} (sha256 {sha[:12]}...); delete {run} and retry")
+    _make_dirs(run)
+    return run
+
+
+def _make_dirs(path: Path) -> None:
+    """Create ``path`` under GUEST_ROOT, which any user may write to (like /tmp itself)."""
+    if not GUEST_ROOT.exists():
+        GUEST_ROOT.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(PermissionError):
+            GUEST_ROOT.chmod(0o1777)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CaptureError(f"cannot create {path} (the fixed place guests run from): {e.strerror}") from None
 
 
 def _sha256(path: Path) -> str:
@@ -196,7 +293,8 @@ def record_builtins(trace_dir: Path, instructions: int, skip: int, inputs=(0, 1)
 
 
 def _reusable(out: Path, skip: int, instructions: int) -> dict | None:
-    """The sidecar of an existing, intact, self-checked trace of the same window, else None."""
+    """The sidecar of an existing, intact, self-checked trace of the same window, recorded with
+    today's guest set-up, else None."""
     if not out.exists():
         return None
     try:
@@ -204,7 +302,8 @@ def _reusable(out: Path, skip: int, instructions: int) -> dict | None:
     except TraceError:
         return None
     w = meta.get("window", {})
-    same = w.get("skip") == skip and w.get("instructions_requested") == instructions
+    same = (w.get("skip") == skip and w.get("instructions_requested") == instructions
+            and meta.get("guest", {}).get("version") == GUEST_VERSION)
     return meta if same and meta.get("selfcheck", {}).get("ok") else None
 
 
@@ -213,6 +312,6 @@ def trace_row(meta: dict) -> dict:
     s = meta["selfcheck"]
     return {"workload": meta["workload"], "input": meta["input"]["index"], "seed": meta["input"]["seed"],
             "instructions": meta["window"]["recorded"], "skip": meta["window"]["skip"],
-            "M_insn_s": meta["recording"]["insn_per_s"] / 1e6, "bytes_per_insn": meta["file"]["bytes_per_insn"],
+            "bytes_per_insn": meta["file"]["bytes_per_insn"],
             "addr_checked": s["addr_checked"], "addr_match_pct": s["addr_match_pct"],
             "value_checked": s["value_checked"], "value_match_pct": s["value_match_pct"]}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -44,7 +45,12 @@ class WorkloadError(Exception):
 
 @dataclass(frozen=True)
 class Invocation:
-    """A ready-to-run program: argv[0] is an absolute path; ``cwd`` holds the input files."""
+    """A ready-to-run program: argv[0] is an absolute path.
+
+    ``own_dir``: the guest runs in a directory of its own holding copies of ``input_files``
+    (the built-in workloads: the files in ``cwd``); otherwise in ``cwd`` itself (a user's program,
+    which may read anything there). ``stdin`` is a file fed to the guest's standard input (None:
+    /dev/null), ``env`` extra environment variables; both are part of the trace's identity."""
 
     workload: str
     input: int
@@ -53,6 +59,9 @@ class Invocation:
     cwd: Path
     input_files: dict  # name -> sha256
     program_version: str
+    own_dir: bool = True
+    stdin: Path | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def names() -> tuple[str, ...]:
@@ -191,9 +200,23 @@ def prepare(workload: str, index: int, root: str | Path = "work/inputs") -> Invo
     return Invocation(workload, index, seed, argv, cwd, files, version)
 
 
-def custom(argv: list[str]) -> Invocation:
-    """Any x86-64 Linux user program, run in the current directory."""
+def custom(argv: list[str], stdin: str | Path | None = None, env: dict | None = None) -> Invocation:
+    """Any x86-64 Linux user program, run in the current directory, with ``stdin`` (a file) as its
+    standard input and ``env`` added to the fixed guest environment."""
     prog = shutil.which(argv[0]) or (argv[0] if Path(argv[0]).is_file() else None)
     if not prog:
         raise WorkloadError(f"program {argv[0]!r} not found")
-    return Invocation(Path(prog).name, 0, 0, (str(Path(prog).resolve()), *argv[1:]), Path.cwd(), {}, "custom program")
+    files = {}
+    if stdin is not None:
+        stdin = Path(stdin).resolve()
+        if not stdin.is_file():
+            raise WorkloadError(f"--stdin {stdin}: not a readable file")
+        files["<stdin>"] = hashlib.sha256(stdin.read_bytes()).hexdigest()
+    env = dict(env or {})
+    for key in env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or key.startswith("QEMU_"):
+            raise WorkloadError(f"--env {key}=...: not a usable variable name" +
+                                (" (QEMU_* variables would configure the emulator, not the guest)"
+                                 if key.startswith("QEMU_") else ""))
+    return Invocation(Path(prog).name, 0, 0, (str(Path(prog).resolve()), *argv[1:]), Path.cwd(), files,
+                      "custom program", own_dir=False, stdin=stdin, env=tuple(sorted(env.items())))

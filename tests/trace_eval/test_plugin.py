@@ -16,7 +16,7 @@ from ncf.trace_eval.format import NREG, REGS, TraceReader
 REPO = Path(__file__).resolve().parents[2]
 QEMU = shutil.which("qemu-x86_64")
 SUMMARY = re.compile(r"^qtrace: executed=(\d+) recorded=(\d+) seconds=([0-9.]+) eip_mismatches=(\d+) "
-                     r"dropped=(\d+) out=(.+)$", re.M)
+                     r"dropped=(\d+) virt_tsc=(\d+) virt_syscalls=(\d+) virt_skipped=(\d+) out=(.+)$", re.M)
 RSP = REGS.index("rsp")
 
 
@@ -53,9 +53,9 @@ def summary(r: subprocess.CompletedProcess) -> dict:
     err = r.stderr.decode(errors="replace")
     m = SUMMARY.findall(err)
     assert len(m) == 1, f"expected one summary line on stderr, got:\n{err}"
-    ex, rec, sec, eip, drop, out = m[0]
+    ex, rec, sec, eip, drop, v_tsc, v_sys, v_skip, out = m[0]
     return {"executed": int(ex), "recorded": int(rec), "seconds": float(sec), "eip_mismatches": int(eip),
-            "dropped": int(drop), "out": out, "stderr": err}
+            "dropped": int(drop), "virtualized": (int(v_tsc), int(v_sys), int(v_skip)), "out": out, "stderr": err}
 
 
 def leftovers(d: Path) -> list[str]:
@@ -163,3 +163,19 @@ def test_missing_out_fails_clearly(plugin, guest, tmp_path):
     r = subprocess.run([QEMU, "-singlestep", "-plugin", f"{plugin},count=10", *guest], capture_output=True,
                        timeout=60)
     assert r.returncode != 0 and "out=PATH is required" in r.stderr.decode()
+
+
+def test_virt_off_leaves_the_hosts_time_stamp_counter(plugin, guest, tmp_path):
+    """The virtual environment (default on) replaces rdtsc results and time/random syscalls; with
+    virt=off the host's values stay and two runs differ."""
+    def regs_after_start(out):
+        r = TraceReader(out, require_sidecar=False)
+        return next(r.chunks()).insn["regs"][:5000]
+
+    on = [summary(run(plugin, tmp_path / f"on{k}.ncft", guest, "count=5000", "exit=on")) for k in range(2)]
+    off = [summary(run(plugin, tmp_path / f"off{k}.ncft", guest, "count=5000", "exit=on", "virt=off"))
+           for k in range(2)]
+    assert on[0]["virtualized"][0] > 0 and off[0]["virtualized"] == (0, 0, 0)
+    assert (regs_after_start(tmp_path / "off0.ncft") != regs_after_start(tmp_path / "off1.ncft")).any()
+    bad = run(plugin, tmp_path / "bad.ncft", guest, "count=10", "virt=maybe")
+    assert bad.returncode != 0 and "bad value for virt" in bad.stderr.decode()

@@ -7,7 +7,7 @@
  * the ncf trace format v1 (see ../format.py) with flags REGS|VALUES|BYTES.
  *
  *   qemu-x86_64 -singlestep -plugin qtrace.so,out=T.ncft[,skip=N][,count=M][,exit=on]
- *               [,level=L][,progress=FD]  /full/path/to/prog args...
+ *               [,level=L][,progress=FD][,virt=on][,seed=S]  /full/path/to/prog args...
  *
  * Options
  *   out=PATH     output file (required). Written as PATH.tmp.<pid> and renamed onto PATH only
@@ -22,11 +22,14 @@
  *   progress=FD  an open file descriptor; every 2^22 executed instructions and once at the end
  *                the line "executed recorded\n" is written to it. Never blocks (a line that
  *                does not fit is dropped), EPIPE is ignored.
+ *   virt=on|off  the virtual environment (see "determinism" below; default on)
+ *   seed=S       seed of the virtual getrandom (default 0)
  *
  * Unknown or malformed options make qemu_plugin_install fail (qemu exits with an error).
  *
  * On stderr (a dup taken at start, since guests may close fd 2) the last line is
- *   qtrace: executed=N recorded=M seconds=S eip_mismatches=K dropped=D out=PATH
+ *   qtrace: executed=N recorded=M seconds=S eip_mismatches=K dropped=D virt_tsc=T
+ *           virt_syscalls=Y virt_skipped=Z out=PATH
  * S is the wall time from the first recorded instruction until the end record is written.
  * eip_mismatches counts instructions where env->eip != the translated pc, i.e. where the
  * register trick (below) failed; any nonzero value makes the trace worthless, and a
@@ -92,7 +95,9 @@ typedef struct { /* the STATIC column entry, 32 bytes */
 typedef struct {
     StaticInsn rec;
     uint32_t emitted;
+    uint8_t kind; /* K_*: instructions whose results the virtual environment replaces */
 } Insn;
+enum { K_NONE, K_RDTSC, K_RDTSCP, K_SYSCALL };
 typedef struct { /* chunk header, 48 bytes */
     char magic[4];
     uint32_t n_insn, n_mem, n_static, n_regval, crc;
@@ -156,8 +161,17 @@ static struct {
     uint64_t prog_exec, prog_rec;
     double wait_s, comp_s;
     EndRec end;
+    /* the virtual environment (see "Determinism" above) */
+    int virt;
+    uint8_t pend;             /* K_* of the previous instruction: its results are fixed now */
+    uint64_t pend_next;       /* the pc that follows it */
+    uint64_t sys_nr, sys_a[6];
+    uint64_t rng;             /* getrandom's stream */
+    uint64_t v_tsc, v_sys, v_skipped;
+    uint32_t n_dev, n_ino;
+    uint64_t dev_of[64], ino_key[2 * 4096], ino_of[4096];
 } S = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv_work = PTHREAD_COND_INITIALIZER,
-       .cv_free = PTHREAD_COND_INITIALIZER, .progress_fd = -1, .fd = -1};
+       .cv_free = PTHREAD_COND_INITIALIZER, .progress_fd = -1, .fd = -1, .virt = 1};
 
 /* ------------------------------------------------------------------------------ writer thread */
 static int write_all(int fd, const void *p, size_t n)
@@ -372,8 +386,11 @@ static void finish(int at_exit)
                 strerror(S.werr));
     else
         fprintf(S.log, "qtrace: executed=%llu recorded=%llu seconds=%.3f eip_mismatches=%llu "
-                "dropped=%llu out=%s\n", (unsigned long long)exec, (unsigned long long)rec, dt,
-                (unsigned long long)S.eip_bad, (unsigned long long)S.dropped, S.out);
+                "dropped=%llu virt_tsc=%llu virt_syscalls=%llu virt_skipped=%llu out=%s\n",
+                (unsigned long long)exec, (unsigned long long)rec, dt,
+                (unsigned long long)S.eip_bad, (unsigned long long)S.dropped,
+                (unsigned long long)S.v_tsc, (unsigned long long)S.v_sys,
+                (unsigned long long)S.v_skipped, S.out);
     if (getenv("QTRACE_STATS"))
         fprintf(S.log, "qtrace: stats: vcpu_cpu_s=%.3f vcpu_wait_s=%.3f compress_s=%.3f chunks=%u\n", vcpu_cpu, S.wait_s,
                 S.comp_s, S.n_chunks);
@@ -492,11 +509,245 @@ static __attribute__((noinline)) void skip_event(const Insn *in, const uint64_t 
     S.evt = S.progress_fd >= 0 && S.next_prog < S.skip ? S.next_prog : S.skip;
 }
 
+
+/* ------------------------------------------------------------------------------ determinism
+ * The guest runs in a virtual environment so that the same program, input and window give the
+ * same trace, byte for byte, on every run and machine. QEMU fixes AT_RANDOM and RDRAND (-seed),
+ * the caller fixes the executable path, argv[0], environment, stack size and pids (capture.py).
+ * What the host would otherwise leak into guest registers and memory is replaced here, at the
+ * instruction after the one that produced it (its results are then in env and guest memory, and
+ * no guest instruction has read them yet):
+ *   rdtsc, rdtscp              a virtual time-stamp counter: 1 tick per executed instruction
+ *   time, gettimeofday,        a virtual clock: 1 ns per executed instruction, the wall clock
+ *   clock_gettime/getres,      starting at 2026-01-01T00:00:00Z and boot time at 1000 s;
+ *   times, getrusage           CPU time = executed instructions (ns); rusage counters 0
+ *   getrandom                  a splitmix64 stream from seed=N
+ *   sysinfo                    16 GiB RAM, 12 GiB free, no swap, 1 process, uptime virtual
+ *   uname                      Linux ncf 6.1.0 "#1 SMP ncf" x86_64
+ *   stat, fstat, lstat,        device and inode numbers renumbered in order of first sight,
+ *   newfstatat, statx          times = the virtual epoch, blksize 4096, blocks = ceil(size/512)
+ * Only vCPU 0 is virtualized (the recorded one). A syscall that does not return to the next
+ * instruction (a signal arrived) keeps its host results; such cases are counted (virt_skipped).
+ */
+#define NS 1000000000ull
+#define V_EPOCH 1767225600ull /* 2026-01-01T00:00:00Z */
+#define V_BOOT 1000ull
+
+static uint64_t icount(void) { return S.mode == REC ? S.skip + S.first + S.n : S.exec; }
+
+static void put64(uint64_t a, uint64_t v) { memcpy((void *)(uintptr_t)a, &v, 8); }
+static void put32(uint64_t a, uint32_t v) { memcpy((void *)(uintptr_t)a, &v, 4); }
+static uint64_t get64(uint64_t a) { uint64_t v; memcpy(&v, (const void *)(uintptr_t)a, 8); return v; }
+static uint32_t get32(uint64_t a) { uint32_t v; memcpy(&v, (const void *)(uintptr_t)a, 4); return v; }
+
+static void put_time(uint64_t a, uint64_t ns, int usec) /* struct timespec or timeval */
+{
+    put64(a, ns / NS);
+    put64(a + 8, usec ? ns % NS / 1000 : ns % NS);
+}
+
+static uint64_t clock_ns(int64_t clk, uint64_t ns)
+{
+    switch (clk) {
+    case 0: case 5: case 8: case 11: return V_EPOCH * NS + ns; /* REALTIME(_COARSE, _ALARM), TAI */
+    case 1: case 4: case 6: case 7: case 9: return V_BOOT * NS + ns; /* MONOTONIC.., BOOTTIME.. */
+    default: return ns; /* process / thread CPU-time clocks */
+    }
+}
+
+static uint64_t vdev(uint64_t dev)
+{
+    for (uint32_t k = 0; k < S.n_dev; k++)
+        if (S.dev_of[k] == dev)
+            return 0x801 + k;
+    if (S.n_dev < 64)
+        S.dev_of[S.n_dev++] = dev;
+    return 0x801 + S.n_dev - 1;
+}
+
+static uint64_t vino(uint64_t dev, uint64_t ino)
+{
+    for (uint32_t k = 0; k < S.n_ino; k++)
+        if (S.ino_key[2 * k] == dev && S.ino_key[2 * k + 1] == ino)
+            return S.ino_of[k];
+    uint64_t v = 1000 + S.n_ino;
+    if (S.n_ino < 4096) {
+        S.ino_key[2 * S.n_ino] = dev, S.ino_key[2 * S.n_ino + 1] = ino;
+        S.ino_of[S.n_ino++] = v;
+    }
+    return v;
+}
+
+static void virt_stat(uint64_t st) /* struct stat, x86_64 */
+{
+    uint64_t dev = get64(st), size = get64(st + 48);
+    put64(st + 8, vino(dev, get64(st + 8)));
+    put64(st, vdev(dev));
+    put64(st + 56, 4096);
+    put64(st + 64, (size + 511) / 512);
+    for (int t = 72; t <= 104; t += 16)
+        put_time(st + (uint64_t)t, V_EPOCH * NS, 0);
+}
+
+static void virt_statx(uint64_t stx) /* struct statx */
+{
+    uint32_t maj = get32(stx + 136), min = get32(stx + 140);
+    uint64_t dev = ((uint64_t)(maj & 0xfff) << 8) | (min & 0xff) | ((uint64_t)(min & ~0xffu) << 12) |
+                   ((uint64_t)(maj & ~0xfffu) << 32);
+    uint64_t size = get64(stx + 40), v = vdev(dev);
+    put64(stx + 32, vino(dev, get64(stx + 32)));
+    put32(stx + 136, (uint32_t)(v >> 8)), put32(stx + 140, (uint32_t)(v & 0xff));
+    put32(stx + 4, 4096);
+    put64(stx + 48, (size + 511) / 512);
+    for (int t = 64; t <= 112; t += 16) {
+        put64(stx + (uint64_t)t, V_EPOCH);
+        put32(stx + (uint64_t)t + 8, 0);
+    }
+    put64(stx + 144, 1); /* stx_mnt_id */
+}
+
+static uint64_t splitmix(void)
+{
+    uint64_t z = (S.rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void put_str(uint64_t a, const char *str) /* one 65-byte utsname field */
+{
+    memset((void *)(uintptr_t)a, 0, 65);
+    memcpy((void *)(uintptr_t)a, str, strlen(str));
+}
+
+static void virt_syscall(uint64_t *env)
+{
+    int64_t ret = (int64_t)env[0];
+    const uint64_t *a = S.sys_a, ns = icount();
+    if (ret < 0 && ret > -4096)
+        return; /* failed: the kernel wrote nothing */
+    switch (S.sys_nr) {
+    case 201: /* time */
+        env[0] = V_EPOCH + ns / NS;
+        if (a[0])
+            put64(a[0], env[0]);
+        break;
+    case 96: /* gettimeofday */
+        if (a[0])
+            put_time(a[0], V_EPOCH * NS + ns, 1);
+        if (a[1])
+            put64(a[1], 0);
+        break;
+    case 228: /* clock_gettime */
+        if (a[1])
+            put_time(a[1], clock_ns((int64_t)a[0], ns), 0);
+        break;
+    case 229: /* clock_getres */
+        if (a[1])
+            put_time(a[1], 1, 0);
+        break;
+    case 100: /* times */
+        env[0] = (V_BOOT * NS + ns) / 10000000;
+        if (a[0]) {
+            put64(a[0], ns / 10000000);
+            put64(a[0] + 8, 0), put64(a[0] + 16, 0), put64(a[0] + 24, 0);
+        }
+        break;
+    case 98: /* getrusage */
+        if (a[1]) {
+            memset((void *)(uintptr_t)a[1], 0, 144);
+            put_time(a[1], ns, 1);
+        }
+        break;
+    case 99: /* sysinfo */
+        if (a[0]) {
+            memset((void *)(uintptr_t)a[0], 0, 112);
+            put64(a[0], V_BOOT + ns / NS);
+            put64(a[0] + 32, 16ull << 30), put64(a[0] + 40, 12ull << 30);
+            *(uint16_t *)(uintptr_t)(a[0] + 80) = 1;
+            put32(a[0] + 104, 1);
+        }
+        break;
+    case 318: /* getrandom */
+        for (int64_t k = 0; k < ret; k += 8) {
+            uint64_t r = splitmix();
+            memcpy((void *)(uintptr_t)(a[0] + (uint64_t)k), &r, ret - k < 8 ? (size_t)(ret - k) : 8);
+        }
+        break;
+    case 63: /* uname */
+        if (a[0]) {
+            put_str(a[0], "Linux"), put_str(a[0] + 65, "ncf"), put_str(a[0] + 130, "6.1.0");
+            put_str(a[0] + 195, "#1 SMP ncf"), put_str(a[0] + 260, "x86_64");
+            put_str(a[0] + 325, "(none)");
+        }
+        break;
+    case 4: case 5: case 6: /* stat, fstat, lstat */
+        virt_stat(a[1]);
+        break;
+    case 262: /* newfstatat */
+        virt_stat(a[2]);
+        break;
+    case 332: /* statx */
+        virt_statx(a[4]);
+        break;
+    default:
+        return;
+    }
+    S.v_sys++;
+}
+
+/* Called for every instruction while the virtual environment has work: the previous instruction
+ * was an rdtsc/syscall (its results are fixed now), or this one is (its inputs are saved). */
+static __attribute__((noinline)) void virt_step(const Insn *in, uint64_t *env)
+{
+    if (S.pend) {
+        if (env[ENV_EIP] != S.pend_next) {
+            S.v_skipped++;
+        } else if (S.pend == K_SYSCALL) {
+            virt_syscall(env);
+        } else {
+            uint64_t tsc = icount();
+            env[0] = tsc & 0xffffffffu, env[2] = tsc >> 32;
+            if (S.pend == K_RDTSCP)
+                env[1] = 0; /* TSC_AUX: cpu 0 */
+            S.v_tsc++;
+        }
+        S.pend = 0;
+    }
+    if (in->kind) {
+        S.pend = in->kind;
+        S.pend_next = in->rec.pc + in->rec.len;
+        if (in->kind == K_SYSCALL) {
+            static const int arg[6] = {7, 6, 2, 10, 8, 9}; /* rdi rsi rdx r10 r8 r9 */
+            S.sys_nr = env[0];
+            for (int k = 0; k < 6; k++)
+                S.sys_a[k] = env[arg[k]];
+        }
+    }
+}
+
+static uint8_t insn_kind(const uint8_t *b, int len)
+{
+    int i = 0;
+    while (i < len && (b[i] == 0x66 || b[i] == 0x67 || b[i] == 0xf2 || b[i] == 0xf3 ||
+                       (b[i] & 0xf0) == 0x40))
+        i++;
+    if (i + 1 < len && b[i] == 0x0f && b[i + 1] == 0x31)
+        return K_RDTSC;
+    if (i + 1 < len && b[i] == 0x0f && b[i + 1] == 0x05)
+        return K_SYSCALL;
+    if (i + 2 < len && b[i] == 0x0f && b[i + 1] == 0x01 && b[i + 2] == 0xf9)
+        return K_RDTSCP;
+    return K_NONE;
+}
+
 /* Called from TCG code through the trampoline below, with env = CPUX86State. */
 __attribute__((used, visibility("hidden"))) void insn_exec(unsigned vcpu, void *ud,
-                                                           const uint64_t *env)
+                                                           uint64_t *env)
 {
     const Insn *in = ud;
+    if (unlikely(S.pend | in->kind) && !vcpu)
+        virt_step(in, env);
     if (likely(S.mode == REC) && likely(!vcpu)) {
         if (unlikely(S.n == S.n_limit))
             rec_event(in, env);
@@ -600,7 +851,10 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         in->rec.pc = qemu_plugin_insn_vaddr(qi);
         in->rec.len = (uint8_t)qemu_plugin_insn_size(qi);
         memcpy(in->rec.bytes, qemu_plugin_insn_data(qi), in->rec.len < 16 ? in->rec.len : 16);
-        qemu_plugin_register_vcpu_insn_exec_cb(qi, insn_exec_tramp, QEMU_PLUGIN_CB_R_REGS, in);
+        in->kind = S.virt ? insn_kind(in->rec.bytes, in->rec.len < 16 ? in->rec.len : 16) : K_NONE;
+        /* RW: the virtual environment writes registers (only at the start of a 1-insn TB, before
+         * the instruction has loaded any) */
+        qemu_plugin_register_vcpu_insn_exec_cb(qi, insn_exec_tramp, QEMU_PLUGIN_CB_RW_REGS, in);
         qemu_plugin_register_vcpu_mem_cb(qi, mem_access, QEMU_PLUGIN_CB_NO_REGS,
                                          QEMU_PLUGIN_MEM_RW, in);
     }
@@ -672,6 +926,18 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
                 fprintf(stderr, "qtrace: bad value for exit: '%s' (on or off)\n", v);
                 return -1;
             }
+        } else if (!strcmp(k, "virt")) {
+            if (!strcmp(v, "on") || !strcmp(v, "1") || !strcmp(v, "true"))
+                S.virt = 1;
+            else if (!strcmp(v, "off") || !strcmp(v, "0") || !strcmp(v, "false"))
+                S.virt = 0;
+            else {
+                fprintf(stderr, "qtrace: bad value for virt: '%s' (on or off)\n", v);
+                return -1;
+            }
+        } else if (!strcmp(k, "seed")) {
+            if (parse_u64(k, v, &S.rng))
+                return -1;
         } else if (!strcmp(k, "progress")) {
             if (parse_u64(k, v, &x))
                 return -1;
@@ -682,7 +948,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             S.progress_fd = (int)x;
         } else {
             fprintf(stderr, "qtrace: unknown option '%s' (options: out, skip, count, exit, level, "
-                    "progress)\n", k);
+                    "progress, virt, seed)\n", k);
             return -1;
         }
     }

@@ -1,0 +1,104 @@
+"""Traces are reproducible: the same workload, input and window give the same file, byte for byte,
+whatever the checkout path, working directory, caller's environment and stack limit, run after run;
+what a program could learn about its host (clocks, time-stamp counter, random bytes, memory, host
+name, inode numbers, pids) is the tracer's virtual environment."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from ncf.trace_eval import capture
+from ncf.trace_eval.capture import record
+from ncf.trace_eval.format import file_sha256
+from ncf.trace_eval.workloads import custom, prepare
+
+PROBE = Path(__file__).parent / "data" / "guest_probe.c"
+
+
+@pytest.fixture
+def stack_limit():
+    """Set RLIMIT_STACK (inherited by QEMU) for the test, then restore it."""
+    old = resource.getrlimit(resource.RLIMIT_STACK)
+    yield lambda soft: resource.setrlimit(resource.RLIMIT_STACK, (soft, old[1]))
+    resource.setrlimit(resource.RLIMIT_STACK, old)
+
+
+def test_a_kernel_traced_from_two_checkout_paths_gives_the_same_file(native, tmp_path, monkeypatch, stack_limit):
+    """As if the repository were cloned twice, at paths of different lengths, and traced from two
+    working directories with different caller environments and stack limits."""
+    shas = []
+    for k, where in enumerate(["a", "a/much/longer/path/to/another/checkout"]):
+        kernels = tmp_path / where / "build" / "native" / "kernels"
+        kernels.mkdir(parents=True)
+        shutil.copy(native / "kernels" / "quicksort", kernels / "quicksort")
+        inv = prepare("quicksort", 0, tmp_path / where / "work" / "inputs")
+        inv = dataclasses.replace(inv, argv=(str(kernels / "quicksort"), *inv.argv[1:]))
+        monkeypatch.chdir(tmp_path / where)
+        monkeypatch.setenv("NCF_TEST_NOISE", "x" * (100 * k + 1))
+        stack_limit(8 << 20 if k == 0 else 32 << 20)
+        record(inv, Path("q.ncft"), count=200_000, progress=False)
+        shas.append(file_sha256("q.ncft"))
+    assert shas[0] == shas[1]
+
+
+def test_a_dynamic_program_gives_the_same_trace_twice(native, inputs_dir, tmp_path):
+    """bzip2 from its first instruction: the dynamic loader reads the time-stamp counter, glibc stores
+    its tid and draws the stack canary (AT_RANDOM) and malloc's tcache key (getrandom)."""
+    inv = prepare("bzip2", 0, inputs_dir)
+    metas = [record(inv, tmp_path / f"b{k}.ncft", count=300_000, progress=False) for k in range(2)]
+    assert file_sha256(tmp_path / "b0.ncft") == file_sha256(tmp_path / "b1.ncft")
+    v = metas[0]["guest"]["virtualized"]
+    assert v["rdtsc"] > 0 and v["syscalls"] > 0 and v["not_virtualized"] == 0
+    assert metas[0]["guest"]["pid_namespace"]  # CI machines allow user namespaces
+
+
+def _run_probe(tmp_path, k: int) -> tuple[str, str]:
+    exe = tmp_path / "guest_probe"
+    if not exe.exists():
+        subprocess.run(["gcc", "-O1", "-o", str(exe), str(PROBE)], check=True)
+    inv = custom([str(exe)])
+    out = tmp_path / f"probe{k}.ncft"
+    plugin = f"{capture.plugin_path()},out={out},seed={capture.GUEST_SEED}"
+    cmd, cwd, env, _ = capture.guest_command(inv, [capture.qemu_binary(), "-singlestep", "-plugin", plugin])
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return r.stdout, file_sha256(out)
+
+
+def test_the_guest_sees_the_virtual_environment_not_the_host(native, tmp_path):
+    host = subprocess.run(["uname", "-n"], capture_output=True, text=True).stdout.strip()
+    (out0, sha0), (out1, sha1) = _run_probe(tmp_path, 0), _run_probe(tmp_path, 1)
+    assert out0 == out1 and sha0 == sha1
+    lines = dict(line.split(" ", 1) for line in out0.splitlines())
+    assert lines["uname"] == "Linux ncf 6.1.0 x86_64" and host != "ncf"
+    assert lines["sysinfo"] == f"totalram {16 << 30} freeram {12 << 30} procs 1"
+    assert lines["realtime"].startswith("1767225600 mono 1000 gettimeofday 1767225600 time 1767225600")
+    tsc0, tsc1 = (int(v) for v in lines["tsc"].split()[:2])
+    assert 0 < tsc0 < tsc1 < 10**6          # one tick per executed instruction
+    assert lines["stat"].endswith("mtime 1767225600 blksize 4096")
+    assert lines["pid"] == "2"              # the guest is pid 2 of its own pid namespace
+
+
+def test_stdin_and_env_reach_the_program_and_are_part_of_the_identity(native, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.txt").write_text("3\n1\n2\n")
+    sort = shutil.which("sort")
+    meta = record(custom([sort], stdin="in.txt", env={"LC_ALL": "C", "NCF_X": "1"}), tmp_path / "s.ncft",
+                  count=50_000_000, run_to_end=True, progress=False)
+    import hashlib
+    assert meta["program_output_sha256"] == hashlib.sha256(b"1\n2\n3\n").hexdigest()
+    g = meta["guest"]
+    assert g["stdin"] == {"file": "in.txt", "sha256": hashlib.sha256(b"3\n1\n2\n").hexdigest()}
+    assert g["env"] == {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "NCF_X": "1"}
+    assert meta["input"]["files"]["<stdin>"] == g["stdin"]["sha256"]
+
+
+def test_a_qemu_variable_is_refused_as_guest_environment():
+    from ncf.trace_eval.workloads import WorkloadError
+
+    with pytest.raises(WorkloadError, match="QEMU_STRACE"):
+        custom(["/bin/true"], env={"QEMU_STRACE": "1"})
