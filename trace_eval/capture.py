@@ -61,7 +61,7 @@ GUEST_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 GUEST_ROOT = Path("/tmp/ncf-guest")  # a fixed place, not $TMPDIR: its path is part of what the guest sees
 GUEST_SEED = 1
 GUEST_STACK = "8M"
-GUEST_VERSION = 2  # bumped when what the guest sees changes: older traces are not reused
+GUEST_VERSION = 3  # bumped when what the guest sees changes: older traces are not reused
 
 
 class CaptureError(Exception):
@@ -185,8 +185,9 @@ def guest_command(inv: Invocation, qemu_cmd: list[str]) -> tuple[list[str], Path
     cmd = [*qemu_cmd[:1], "-seed", str(GUEST_SEED), "-s", GUEST_STACK, "-0", exe.name, *qemu_cmd[1:], str(exe),
            *inv.argv[1:]]
     ns = pid_namespace()
-    if ns:  # sh stays pid 1 (the namespace's init) so that the guest is an ordinary process, pid 2
-        cmd = [*ns, "/bin/sh", "-c", '"$@"; exit $?', "ncf-guest", *cmd]
+    if ns:  # sh stays pid 1 (the namespace's init) so that the guest is an ordinary process, pid 2;
+        # sh exports PWD (the caller's directory): env removes it again
+        cmd = [*ns, "/bin/sh", "-c", 'env -u PWD "$@"; exit $?', "ncf-guest", *cmd]
     guest = {"version": GUEST_VERSION, "exe": str(exe), "argv0": exe.name, "cwd": str(cwd) if inv.own_dir else "(caller's)",
              "env": env, "stdin": {"file": inv.stdin.name, "sha256": inv.input_files["<stdin>"]} if inv.stdin else None,
              "seed": GUEST_SEED, "stack": GUEST_STACK, "pid_namespace": bool(ns)}

@@ -214,9 +214,9 @@ def custom(argv: list[str], stdin: str | Path | None = None, env: dict | None = 
         files["<stdin>"] = hashlib.sha256(stdin.read_bytes()).hexdigest()
     env = dict(env or {})
     for key in env:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or key.startswith("QEMU_"):
-            raise WorkloadError(f"--env {key}=...: not a usable variable name" +
-                                (" (QEMU_* variables would configure the emulator, not the guest)"
-                                 if key.startswith("QEMU_") else ""))
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or key.startswith("QEMU_") or key == "PWD":
+            why = {"PWD": " (the guest's working directory is not passed: traces must not depend on it)"}.get(
+                key, " (QEMU_* variables would configure the emulator, not the guest)" if key.startswith("QEMU_") else "")
+            raise WorkloadError(f"--env {key}=...: not a usable variable name{why}")
     return Invocation(Path(prog).name, 0, 0, (str(Path(prog).resolve()), *argv[1:]), Path.cwd(), files,
                       "custom program", own_dir=False, stdin=stdin, env=tuple(sorted(env.items())))

@@ -46,6 +46,19 @@ def test_a_kernel_traced_from_two_checkout_paths_gives_the_same_file(native, tmp
     assert shas[0] == shas[1]
 
 
+def test_a_users_program_traced_from_two_working_directories_gives_the_same_file(native, tmp_path, monkeypatch):
+    """A user's program runs in the caller's directory: its path must not reach the guest (a shell
+    exports PWD, for one)."""
+    shas = []
+    for where in ("w", "a/much/longer/working/directory"):
+        (tmp_path / where).mkdir(parents=True)
+        monkeypatch.chdir(tmp_path / where)
+        monkeypatch.setenv("PWD", str(tmp_path / where))
+        record(custom([str(native / "kernels" / "quicksort"), "1"]), Path("q.ncft"), count=100_000, progress=False)
+        shas.append(file_sha256("q.ncft"))
+    assert shas[0] == shas[1]
+
+
 def test_a_dynamic_program_gives_the_same_trace_twice(native, inputs_dir, tmp_path):
     """bzip2 from its first instruction: the dynamic loader reads the time-stamp counter, glibc stores
     its tid and draws the stack canary (AT_RANDOM) and malloc's tcache key (getrandom)."""
@@ -102,3 +115,5 @@ def test_a_qemu_variable_is_refused_as_guest_environment():
 
     with pytest.raises(WorkloadError, match="QEMU_STRACE"):
         custom(["/bin/true"], env={"QEMU_STRACE": "1"})
+    with pytest.raises(WorkloadError, match="PWD"):
+        custom(["/bin/true"], env={"PWD": "/x"})
