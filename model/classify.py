@@ -96,7 +96,8 @@ class ClassifyConfig:
         if self.test_level not in self.levels or len(self.levels) < 2 or not set(self.levels) <= set(LEVELS):
             raise UsageError(f"test_level {self.test_level} must be one of at least two levels {self.levels} "
                              f"(levels of the corpus: {', '.join(map(str, LEVELS))})")
-        at_least(self, instructions=1, skip=0, impl_folds=1, scratch_epochs=1, max_branches=0, max_loads=0)
+        at_least(self, instructions=1, skip=0, impl_folds=1, scratch_epochs=1, max_branches=0, max_loads=0,
+                 per_site=1)
         if not self.seeds or (self.max_impls is not None and self.max_impls < 2):
             raise UsageError(f"seeds {self.seeds}, max_impls {self.max_impls}: give one or more seeds and at least "
                              "2 implementations per class (the unseen-implementation split holds one out)")

@@ -56,7 +56,7 @@ class ExperimentConfig:
             unknown = [x for x in given if x not in known]
             if unknown or not given:
                 raise UsageError(f"{what} {given}: give one or more of {', '.join(known)}")
-        at_least(self, instructions=1, skip=0, max_branches=0, max_loads=0)
+        at_least(self, instructions=1, skip=0, max_branches=0, max_loads=0, train_cap=1)
         # the checks of the stages these settings go to, before any work
         DatasetConfig(lead=self.lead, max_per_site=self.train_cap)
         TrainConfig(hidden=self.hidden, epochs=self.epochs, batch=self.batch, lr=self.lr, threads=self.threads)
