@@ -12,7 +12,6 @@ Both are plain functions of (bundle, HwConfig, directory) that return what they 
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from ncf.trace_eval.format import file_sha256
 
-from ncf.io import load_config, save_config, write_json
+from ncf.io import DataError, UsageError, check_output, load_config, read_json, save_config, write_json
 
 TOP = "ncf_predictor"
 WRAPPER = Path(__file__).parent / "verilog" / f"{TOP}.v"
@@ -36,6 +35,11 @@ class HwConfig:
     check_samples: int = 20_000  # held-out samples da4ml's interpreter is checked on
     tb_rows: int = 100           # rows of hls4ml's C testbench data
 
+    def __post_init__(self):
+        for name in ("cutoff", "clock_ns", "csim_samples", "check_samples", "tb_rows"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"{name} {getattr(self, name)}: must be > 0")
+
     def save(self, path) -> Path:
         return save_config(self, path)
 
@@ -44,8 +48,15 @@ class HwConfig:
         return load_config(cls, path)
 
 
-def _fresh_dir(path: Path) -> Path:
-    """An empty directory beside ``path``, renamed onto it when the build succeeds (see _commit)."""
+def _fresh_dir(path: Path, marker: str) -> Path:
+    """An empty directory beside ``path``, renamed onto it when the build succeeds (see _commit).
+    ``path`` is replaced, so it must be new, empty, or an earlier build (it holds ``marker``)."""
+    check_output(path, directory=True)
+    if not path.name or path.name == "..":
+        raise UsageError(f"{path}: name the output directory (it is replaced by the build)")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        raise UsageError(f"{path}: not empty and not an earlier build (no {marker}); the build replaces its "
+                         "output directory, so give a new or empty one")
     tmp = path.with_name(f".{path.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -65,7 +76,7 @@ def build_hls(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> di
     from . import hls
 
     out_dir = Path(out_dir)
-    tmp = _fresh_dir(out_dir)
+    tmp = _fresh_dir(out_dir, "hls.json")
     t0 = time.monotonic()
     hm = hls.convert(bundle, tmp, part=cfg.part, clock_ns=cfg.clock_ns, tb_rows=cfg.tb_rows)
     if progress:
@@ -93,7 +104,7 @@ def build_rtl(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> di
     from . import hls, rtl
 
     out_dir = Path(out_dir)
-    tmp = _fresh_dir(out_dir)
+    tmp = _fresh_dir(out_dir, "manifest.json")
     t0 = time.monotonic()
     hm = hls.convert(bundle, tmp / "hls4ml_ir", part=cfg.part, clock_ns=cfg.clock_ns, tb_rows=1)
     one = float(hls.input_value(bundle["params"], np.ones((1, 1), np.uint8))[0, 0])
@@ -168,9 +179,9 @@ def generate(qonnx, cfg: HwConfig, out_dir, hls: bool = True, rtl: bool = True, 
 
 def load_manifest(rtl_dir) -> dict:
     path = Path(rtl_dir) / "manifest.json"
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: not an RTL directory written by `ncf rtl`")
-    m = json.loads(path.read_text())
+    m = read_json(path)
     if m.get("kind") != "ncf-rtl" or m.get("format_version") != 1:
-        raise ValueError(f"{path}: not a version-1 ncf RTL manifest")
+        raise DataError(f"{path}: not a version-1 ncf RTL manifest")
     return m

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ncf.io import atomic_path
+from ncf.io import UsageError, at_least, atomic_path, check_output
 from ncf.report import save_table
 
 TAGE_BITS = 523_374          # TAGE-SC-L storage (trace_eval/branch_predictors.py)
@@ -32,6 +32,25 @@ class HwSweepConfig:
     cutoff: float = 2.0            # da4ml latency_cutoff
     synth: bool = True             # yosys synth_xilinx per point (else: da4ml cost only)
     seed: int = 0
+
+    def __post_init__(self):
+        from ncf.model.train import TrainConfig
+        from ncf.quant.qat import QuantConfig
+
+        if not self.points:
+            raise UsageError("points: give at least one H,T,BITS")
+        for point in self.points:
+            if len(point) != 3:
+                raise UsageError(f"point {point}: a point is H,T,BITS (hidden width, steps, bit width)")
+            h, t, b = point
+            try:
+                TrainConfig(hidden=h, steps=t)          # the training's check of H and T
+                QuantConfig(weight_bits=b, act_bits=b)  # the quantizer's check of the bit width
+            except UsageError as e:
+                raise UsageError(f"point {point}: {e}") from None
+        at_least(self, epochs=1, qat_steps=0, max_rows=1)
+        if not self.cutoff > 0:
+            raise UsageError(f"cutoff {self.cutoff}: must be > 0")
 
 
 def _site(test_ds, cfg: HwSweepConfig) -> int:
@@ -82,7 +101,7 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, progres
     from .generate import HwConfig, build_rtl
     from .synth import synth
 
-    out = Path(out)
+    out = check_output(out, directory=True)
     train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
     site = _site(test_ds, cfg)
     rows_all = np.flatnonzero(np.asarray(test_ds.arrays["site"]) == site)

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from ncf.io import atomic_path, write_json
+from ncf.io import UsageError, atomic_path, check_output, write_json
 from ncf.report import markdown_table
 
 from .generate import TOP, load_manifest
@@ -114,8 +114,10 @@ def synth(rtl_dir, targets=TARGETS, out_dir=None, freq_mhz: float = 200, seed: i
     manifest = load_manifest(rtl_dir)
     unknown = set(targets) - set(TARGETS)
     if unknown:
-        raise ValueError(f"unknown synthesis targets {sorted(unknown)} (known: {', '.join(TARGETS)})")
-    out_dir = Path(out_dir).resolve() if out_dir is not None else rtl_dir / "synth"
+        raise UsageError(f"unknown synthesis targets {sorted(unknown)} (known: {', '.join(TARGETS)})")
+    if not freq_mhz > 0 or (timeout_s is not None and not timeout_s > 0):
+        raise UsageError(f"clock target {freq_mhz} MHz, timeout {timeout_s} s: both must be > 0")
+    out_dir = check_output(out_dir if out_dir is not None else rtl_dir / "synth", directory=True).resolve()
     tools = {name: find_tool(name) for t in targets for name in TOOLS[t]}
     sources = copy_sources(rtl_dir, manifest, out_dir)
     summary = {

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ncf.io import atomic_path, write_json
+from ncf.io import UsageError, at_least, atomic_path, check_output, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_SRC = REPO / "trace_eval" / "corpus"
@@ -87,11 +87,23 @@ class ClassifyConfig:
     progress: bool = True
 
     def __post_init__(self):
+        from .dataset import DatasetConfig
+        from .train import TrainConfig
+
         bad = set(self.methods) - set(METHODS)
         if bad:
-            raise ValueError(f"unknown methods {sorted(bad)}; known: {', '.join(METHODS)}")
-        if self.test_level not in self.levels or len(self.levels) < 2:
-            raise ValueError(f"test_level {self.test_level} must be one of at least two levels {self.levels}")
+            raise UsageError(f"unknown methods {sorted(bad)}; known: {', '.join(METHODS)}")
+        if self.test_level not in self.levels or len(self.levels) < 2 or not set(self.levels) <= set(LEVELS):
+            raise UsageError(f"test_level {self.test_level} must be one of at least two levels {self.levels} "
+                             f"(levels of the corpus: {', '.join(map(str, LEVELS))})")
+        at_least(self, instructions=1, skip=0, impl_folds=1, scratch_epochs=1, max_branches=0, max_loads=0,
+                 per_site=1)
+        if not self.seeds or (self.max_impls is not None and self.max_impls < 2):
+            raise UsageError(f"seeds {self.seeds}, max_impls {self.max_impls}: give one or more seeds and at least "
+                             "2 implementations per class (the unseen-implementation split holds one out)")
+        # the checks of the stages these settings go to, before any work
+        DatasetConfig(lead=self.lead, max_per_site=self.per_site)
+        TrainConfig(hidden=self.hidden, epochs=self.epochs, batch=self.batch, lr=self.lr)
 
 
 PRESETS = {
@@ -139,7 +151,7 @@ def corpus_programs(cfg: ClassifyConfig) -> list[Program]:
     classes = cfg.classes or sorted(impls)
     unknown = set(classes) - set(impls)
     if unknown:
-        raise ValueError(f"unknown classes {sorted(unknown)}; the corpus has {', '.join(sorted(impls))}")
+        raise UsageError(f"unknown classes {sorted(unknown)}; the corpus has {', '.join(sorted(impls))}")
     return [Program(c, i, lvl, s) for c in classes for i in impls[c][:cfg.max_impls]
             for lvl in cfg.levels for s in cfg.seeds]
 
@@ -153,7 +165,7 @@ def make_splits(programs: list[Program], cfg: ClassifyConfig) -> list[dict]:
         if p.impl not in impls[p.cls]:
             impls[p.cls].append(p.impl)
     if min(len(v) for v in impls.values()) < 2:
-        raise ValueError("the unseen-implementation split needs at least two implementations per class")
+        raise UsageError("the unseen-implementation split needs at least two implementations per class")
     splits = []
     for f in range(cfg.impl_folds):
         held = {c: v[f % len(v)] for c, v in impls.items()}
@@ -564,6 +576,8 @@ def run_classify(cfg: ClassifyConfig) -> dict:
 
     torch.set_num_threads(1)   # one thread: deterministic, and the machine is shared
     t0 = time.monotonic()
+    check_output(cfg.work_dir, directory=True)
+    check_output(cfg.out, directory=True)
     programs = corpus_programs(cfg)
     classes = sorted({p.cls for p in programs})
     splits = make_splits(programs, cfg)

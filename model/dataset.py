@@ -27,13 +27,12 @@ site graphs, and ``dataset.json`` (config, sites, vocabulary, counts, the traces
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ncf.io import atomic_path, write_json
+from ncf.io import DataError, UsageError, atomic_path, check_output, read_json, write_json
 from ncf.trace_eval.branch_predictors import COND, TageScL
 from ncf.trace_eval.format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, TraceReader
 from ncf.trace_eval.harness import LINE, delinquent_loads, hard_branches, run_branch_predictor
@@ -60,10 +59,25 @@ class DatasetConfig:
     delta_classes: int = 16       # most frequent training deltas + "other"
     max_per_site: int | None = None  # keep at most this many samples per site, evenly spaced in time
 
+    def __post_init__(self):
+        check_lead(self.lead)
+        if self.task not in ("branch", "prefetch", "both"):
+            raise UsageError(f"task must be branch, prefetch or both, not {self.task!r}")
+        if self.max_per_site is not None and self.max_per_site < 1:
+            raise UsageError(f"max_per_site {self.max_per_site}: must be >= 1 (or None: all samples)")
+
+
+def check_lead(lead: int) -> int:
+    """``lead`` if the honesty rule holds for it: the snapshot is taken before the predicted instruction."""
+    if lead < 0:
+        raise UsageError(f"lead {lead}: a negative lead takes the snapshot after the predicted instruction, "
+                         "so the features would see the outcome; the lead must be >= 0")
+    return lead
+
 
 def snapshot_index(i: np.ndarray, lead: int) -> np.ndarray:
     """The instruction before which the dynamic state of the prediction for ``i`` is taken."""
-    return np.asarray(i, np.int64) - lead
+    return np.asarray(i, np.int64) - check_lead(lead)
 
 
 # --------------------------------------------------------------------------------------- sites
@@ -71,7 +85,10 @@ def find_sites(trace: str | Path, share: float = 0.5, max_branches: int = 16, ma
     """Hard branches (TAGE-SC-L's worst) and delinquent loads (most L1D misses) of a trace."""
     from ncf.trace_eval.cache import simulate
 
+    if max_branches < 0 or max_loads < 0 or max_branches + max_loads == 0:
+        raise UsageError(f"sites to find: {max_branches} branches, {max_loads} loads (each >= 0, not both 0)")
     r = TraceReader(trace)
+    r.require_instructions("finding hard branches and delinquent loads")
     res = run_branch_predictor(TageScL(), branch_stream(r))
     mem = memory_stream(TraceReader(trace, verify=False))  # verified just above
     base = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, n_insn=mem.n_insn)
@@ -137,13 +154,15 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
     """Build the samples of ``trace`` for ``sites`` and write them to ``out_dir``; return the sidecar.
 
     ``vocab`` (delta classes) comes from the training dataset; None = compute it here (training).
+    A site without samples in this window (not executed, or only in its first ``lead`` instructions)
+    is left out and listed in the sidecar's ``sites_skipped``; no samples at all is a DataError.
     """
-    trace, out_dir = Path(trace), Path(out_dir)
+    trace, out_dir = Path(trace), check_output(out_dir, directory=True)
+    cfg = DatasetConfig(**asdict(cfg))  # validated again: a config can be changed after it was made
     reader = TraceReader(trace)
     for flag in (FLAG_REGS, FLAG_VALUES, FLAG_BYTES):
         reader.require(flag, "the fused dataset")
-    if cfg.task not in ("branch", "prefetch", "both"):
-        raise ValueError(f"task must be branch, prefetch or both, not {cfg.task!r}")
+    reader.require_instructions("the fused dataset")
     want = {"branch": cfg.task in ("branch", "both"), "load": cfg.task in ("prefetch", "both")}
     graphs = [g for g in site_graphs(reader, sites, cfg.n_nodes) if want[g.task]]
     br = branch_stream(TraceReader(trace, verify=False))   # the file was verified when ``reader`` opened it
@@ -163,7 +182,7 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
                  if g.task == "load"]
         vocab = delta_vocabulary(np.concatenate(all_d) if all_d else np.zeros(0, np.int64), cfg.delta_classes)
     vocab = vocab or []
-    for k, g in enumerate(graphs):
+    for g in graphs:
         if g.task == "branch":
             pos = np.nonzero(cond & (br.pc == g.pc))[0]
             i = br.idx[pos].astype(np.int64)
@@ -175,7 +194,7 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
             gvec[:, 2:2 + HIST_BITS] = _history(cond_taken, np.searchsorted(cond_idx, i), HIST_BITS)
             gvec[:, 2 + HIST_BITS] = tage_pred[pos]
             gvec[np.arange(len(pos)), 3 + HIST_BITS + tage_conf[pos].astype(np.int64)] = 1
-            parts.append({"site": np.full(len(pos), k, np.int16), "idx": i, "g": gvec,
+            parts.append({"idx": i, "g": gvec,
                           "taken": br.taken[pos].astype(np.int8), "delta": np.full(len(pos), -1, np.int16),
                           "tage_pred": tage_pred[pos].astype(np.uint8), "tage_conf": tage_conf[pos].astype(np.uint8),
                           "bhist_pc": _history(pc_hash, pos, cfg.cnn_history).astype(np.int16),
@@ -194,21 +213,30 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
             gvec[:, 1] = 1
             gvec[:, 2:2 + HIST_BITS] = _history(cond_taken, np.searchsorted(cond_idx, i[keep]), HIST_BITS)
             prev = _history(np.concatenate([[0], d]), keep + 1, N_DELTA_FEATURES)  # deltas before access k
-            gvec[:, 2 + HIST_BITS + 4:] = encode_deltas(prev[:, ::-1]).reshape(n, -1)
-            parts.append({"site": np.full(n, k, np.int16), "idx": i[keep], "g": gvec,
+            gvec[:, 2 + HIST_BITS + 4:] = encode_deltas(prev[:, ::-1]).reshape(n, N_DELTA_FEATURES * DELTA_BITS)
+            parts.append({"idx": i[keep], "g": gvec,
                           "taken": np.full(n, -1, np.int8), "delta": cls[keep].astype(np.int16),
                           "tage_pred": np.zeros(n, np.uint8), "tage_conf": np.zeros(n, np.uint8),
                           "bhist_pc": np.zeros((n, cfg.cnn_history), np.int16),
                           "bhist_dir": np.zeros((n, cfg.cnn_history), np.uint8),
                           "dhist": _history(cls, keep, cfg.delta_history, pad=cfg.delta_classes).astype(np.int16)})
-    cols = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]} if parts else {}
-    if not cols or not len(cols["idx"]):
-        raise ValueError(f"{trace}: no samples for the sites {sites} (lead {cfg.lead})")
+    executed = {(g.task, g.pc) for g in graphs}
+    skipped = [{"pc": pc, "task": t, "why": "not executed in this window"}
+               for t in TASKS if want[t] for pc in sites.get(t, []) if (t, pc) not in executed]
+    skipped += [{"pc": g.pc, "task": g.task, "why": f"no instance {cfg.lead} or more instructions into the window"}
+                for g, p in zip(graphs, parts) if not len(p["idx"])]
+    graphs, parts = [g for g, p in zip(graphs, parts) if len(p["idx"])], [p for p in parts if len(p["idx"])]
+    if not parts:
+        raise DataError(f"{trace}: no samples: none of the {len(skipped)} sites ({cfg.task}) has an instance "
+                        f"{cfg.lead} or more instructions into this window")
+    for k, p in enumerate(parts):
+        p["site"] = np.full(len(p["idx"]), k, np.int16)
+    cols = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     order = np.argsort(cols["idx"], kind="stable")   # samples in time order (validation = the last ones)
     cols = {key: v[order] for key, v in cols.items()}
     cols["dynval"] = snapshot_values(TraceReader(trace, verify=False), graphs, cols["site"], snapshot_index(cols["idx"], cfg.lead),
                                      progress)
-    return _write(out_dir, trace, reader, sites, graphs, cols, cfg, vocab)
+    return _write(out_dir, trace, reader, sites, graphs, cols, cfg, vocab, skipped)
 
 
 def snapshot_values(reader: TraceReader, graphs: list[SiteGraph], site: np.ndarray, snap: np.ndarray,
@@ -249,7 +277,7 @@ def snapshot_values(reader: TraceReader, graphs: list[SiteGraph], site: np.ndarr
 
 
 def _write(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, graphs: list[SiteGraph], cols: dict,
-           cfg: DatasetConfig, vocab: list[int]) -> dict:
+           cfg: DatasetConfig, vocab: list[int], skipped: list[dict]) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     for key, v in cols.items():
         with atomic_path(out_dir / f"{key}.npy") as tmp:
@@ -266,6 +294,7 @@ def _write(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, graphs:
             "trace_sha256": reader.meta.get("file", {}).get("sha256"), "workload": reader.meta.get("workload"),
             "input": reader.meta.get("input", {}).get("index"), "n_insn": reader.n_insn,
             "sites": [{"pc": g.pc, "task": g.task, "nodes": g.nodes, "mem_pcs": g.mem_pcs} for g in graphs],
+            "sites_skipped": skipped,
             "sites_from": sites.get("from_trace"), "delta_vocabulary": vocab, "samples": len(cols["idx"]),
             "samples_per_task": counts, "g_dim": G_DIM, "n_slots": N_SLOTS}
     write_json(out_dir / "dataset.json", meta)
@@ -280,11 +309,11 @@ class Dataset:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         meta_path = self.path / "dataset.json"
-        if not meta_path.exists():
+        if not meta_path.is_file():
             raise FileNotFoundError(f"{self.path}: not a dataset (no dataset.json); build it with `ncf dataset`")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = read_json(meta_path)
         if self.meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{self.path}: dataset format {self.meta.get('format_version')} is not "
+            raise DataError(f"{self.path}: dataset format {self.meta.get('format_version')} is not "
                              f"{FORMAT_VERSION}; rebuild it with `ncf dataset`")
         sites = np.load(self.path / "sites.npz")
         self.static, self.adj, self.dyn_slot = sites["static"], sites["adj"], sites["dyn_slot"]

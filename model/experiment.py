@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ncf.io import write_json
+from ncf.io import UsageError, at_least, check_output, write_json
 from ncf.report import save_table
 from ncf.trace_eval.capture import record_builtins
 from ncf.trace_eval.format import TraceReader
+from ncf.trace_eval.workloads import names
 
-from .dataset import Dataset, DatasetConfig, build_dataset, find_sites
+from .dataset import Dataset, DatasetConfig, build_dataset, check_lead, find_sites
 from .evaluate import evaluate_branches, evaluate_prefetch
 from .train import MODELS, TrainConfig, predict, split_by_time, train
 
@@ -49,6 +50,21 @@ class ExperimentConfig:
     lr: float = 3e-3
     seed: int = 0
     threads: int = 2
+
+    def __post_init__(self):
+        for what, given, known in (("workloads", self.workloads, names()), ("models", self.models, MODELS)):
+            unknown = [x for x in given if x not in known]
+            if unknown or not given:
+                raise UsageError(f"{what} {given}: give one or more of {', '.join(known)}")
+        at_least(self, instructions=1, skip=0, max_branches=0, max_loads=0, train_cap=1)
+        # the checks of the stages these settings go to, before any work
+        DatasetConfig(lead=self.lead, max_per_site=self.train_cap)
+        TrainConfig(hidden=self.hidden, epochs=self.epochs, batch=self.batch, lr=self.lr, threads=self.threads)
+
+
+def _check_outputs(cfg: ExperimentConfig) -> None:
+    for d in (cfg.trace_dir, cfg.work_dir, cfg.out):
+        check_output(d, directory=True)
 
 
 def _traces(cfg: ExperimentConfig, workload: str) -> tuple[Path, Path]:
@@ -140,6 +156,7 @@ def run_workload(cfg: ExperimentConfig, workload: str, lead: int | None = None, 
 
 
 def run_experiment(cfg: ExperimentConfig) -> dict:
+    _check_outputs(cfg)
     out = Path(cfg.out)
     per = [run_workload(cfg, w) for w in cfg.workloads]
     branch_rows = [{"workload": r["workload"], **b} for r in per for b in r["branch"]]
@@ -188,6 +205,9 @@ def summarise(per: list[dict]) -> list[dict]:
 def run_lead_sweep(cfg: ExperimentConfig, leads=LEADS, workloads=None) -> dict:
     """Accuracy of the fused GNN against the snapshot lead D, with TAGE-SC-L (which does not
     depend on D) for reference; writes a table and ``lead_sweep.png``."""
+    for d in leads:
+        check_lead(d)
+    _check_outputs(cfg)
     out = Path(cfg.out)
     rows = []
     for w in workloads or cfg.workloads:

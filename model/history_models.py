@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ncf.io import atomic_path, write_json
+from ncf.io import atomic_path, check_output, write_json
 
 from .baselines import BranchNetCNN, DeltaLSTM, predict, train_classifier
 from .dataset import Dataset
@@ -39,10 +39,10 @@ def _site_pc(ds: Dataset) -> np.ndarray:
 def train_history_model(cfg, resume: bool = False, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
+    ds = Dataset(cfg.train)
+    out = check_output(cfg.out, directory=True)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
-    ds = Dataset(cfg.train)
     a = ds.arrays
     ckpt = out / "checkpoint.pt"
     saved = torch.load(ckpt, weights_only=False) if resume and ckpt.exists() else {"sites": {}, "seconds": 0.0,
@@ -82,7 +82,9 @@ def train_history_model(cfg, resume: bool = False, progress: bool = True) -> dic
 def predict_history(run_dir: str | Path, ds_dir: str | Path) -> dict:
     """Per-sample predictions on a (test) dataset: p_taken for branch samples of trained hard
     branches (NaN elsewhere), delta class for load samples (-1 elsewhere)."""
-    saved = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)
+    from .train import checkpoint_path
+
+    saved = torch.load(checkpoint_path(run_dir), weights_only=False)
     model_name = saved["config"]["model"]
     ds = Dataset(ds_dir)
     a = ds.arrays

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ncf.io import atomic_path, load_config, save_config, write_json
+from ncf.io import UsageError, at_least, atomic_path, check_output, load_config, save_config, write_json
 
 from .dataset import Dataset
 from .graph import N_VALUE_BITS, encode_values
@@ -54,7 +54,10 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.model not in MODELS:
-            raise ValueError(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
+            raise UsageError(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        at_least(self, hidden=1, steps=0, epochs=1, batch=1, threads=1, weight_decay=0)
+        if not self.lr > 0:
+            raise UsageError(f"lr {self.lr}: must be > 0")
 
     # round trip: YAML or JSON files
     def save(self, path: str | Path) -> Path:
@@ -142,11 +145,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
+    ds = Dataset(cfg.train)
+    out = check_output(cfg.out, directory=True)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
     dev = device_of(cfg)
-    ds = Dataset(cfg.train)
     model = build_gnn(cfg, ds).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = GraphBatches(ds, cfg.model, dev)
@@ -219,11 +222,19 @@ def evaluate_rows(model, ds: Dataset, batches: GraphBatches, rows: np.ndarray, d
             "val_delta_acc": float((cls[m] == delta[m]).mean()) if m.any() else None}
 
 
+def checkpoint_path(run_dir: str | Path) -> Path:
+    """The checkpoint of a trained run directory; a clear error when ``run_dir`` is not one."""
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.is_file():
+        raise UsageError(f"{run_dir}: not a trained run (no checkpoint.pt); train one with `ncf train`")
+    return path
+
+
 def load_model(run_dir: str | Path, dev=torch.device("cpu")):
     """The trained GNN of a run directory."""
     from .gnn import FusedGNN, GNNConfig
 
-    saved = torch.load(Path(run_dir) / "checkpoint.pt", map_location=dev, weights_only=False)
+    saved = torch.load(checkpoint_path(run_dir), map_location=dev, weights_only=False)
     model = FusedGNN(GNNConfig(**saved["gnn_config"]))
     model.load_state_dict(saved["model"])
     known = {f.name for f in fields(TrainConfig)}

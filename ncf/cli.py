@@ -2,6 +2,10 @@
 
 Every subcommand is a thin wrapper: it parses arguments, calls one plain function of a stage
 module, prints a table and writes JSON. ``ncf <command> --help`` explains each.
+
+Bad input gives one line, ``ncf <command>: error: <what and why>``, on stderr: exit status 2 for a
+bad argument, a missing input or an unwritable output (argparse's errors included), 1 for an input
+whose content cannot be used (a corrupt or empty trace, a sidecar that does not match).
 """
 from __future__ import annotations
 
@@ -34,20 +38,61 @@ def env_var(text: str) -> tuple[str, str]:
     return key, value
 
 
+def instructions(text: str) -> int:
+    """A count of instructions to record: at least 1."""
+    n = count(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: record at least 1 instruction")
+    return n
+
+
+def zstd_level(text: str) -> int:
+    """A zstd compression level the tracing plugin accepts (libzstd's range), checked before qemu starts."""
+    from ncf.trace_eval.format import zstd_levels
+
+    levels = zstd_levels()
+    try:
+        level = int(text)
+    except ValueError:
+        level = None
+    if level not in levels:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a zstd level ({levels.start}..{levels.stop - 1})")
+    return level
+
+
+def point(text: str) -> list[int]:
+    """A hardware-sweep point H,T,BITS (three integers; their ranges are checked by HwSweepConfig)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not H,T,BITS (three integers, e.g. 2,2,4)")
+    return values
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the one-line errors of every other ncf error (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 # ------------------------------------------------------------------------------------ trace
 def cmd_trace(a) -> int:
+    from ncf.io import UsageError, check_output
     from ncf.trace_eval import capture, workloads
 
     if a.command_line:
         inv = workloads.custom(a.command_line, stdin=a.stdin, env=dict(a.env or []))
     elif a.workload:
         if a.stdin or a.env:
-            raise SystemExit("ncf trace: --stdin and --env are for a program given after `--`; a built-in "
-                             "workload's inputs are fixed by its seed")
+            raise UsageError("--stdin and --env are for a program given after `--`; a built-in workload's "
+                             "inputs are fixed by its seed")
         inv = workloads.prepare(a.workload, a.input, a.inputs_dir)
     else:
-        raise SystemExit("ncf trace: give --workload NAME or a program after `--` (see --help)")
-    out = a.output or Path("traces") / f"{inv.workload}-{inv.input}.ncft"
+        raise UsageError("give --workload NAME or a program after `--` (see --help)")
+    out = check_output(a.output or Path("traces") / f"{inv.workload}-{inv.input}.ncft")
     meta = capture.record(inv, out, skip=a.skip, count=a.instructions, level=a.level,
                           selfcheck=not a.no_selfcheck, run_to_end=a.run_to_end, progress=not a.quiet)
     _print_trace_summary(out, meta)
@@ -63,10 +108,8 @@ def _print_trace_summary(out, meta) -> None:
         print(f"  note: the program ended after {w['executed_total']:,} instructions, before the "
               f"{w['instructions_requested']:,} requested were recorded")
     if "selfcheck" in meta:
-        s = meta["selfcheck"]
-        print(f"  self-check: addresses {s['addr_match_pct']:.4f}% of {s['addr_checked']:,}, values "
-              f"{s['value_match_pct']:.4f}% of {s['value_checked']:,}"
-              + (f", {s['unsupported']:,} unsupported" if s.get("unsupported") else ""))
+        from ncf.trace_eval.selfcheck import summary_text
+        print(f"  self-check: {summary_text(meta['selfcheck'])}")
 
 
 def cmd_workloads(a) -> int:
@@ -93,12 +136,15 @@ def cmd_inspect(a) -> int:
 
 
 def cmd_check(a) -> int:
+    from ncf.io import DataError
     from ncf.trace_eval.format import TraceReader
-    from ncf.trace_eval.selfcheck import check_trace
+    from ncf.trace_eval.selfcheck import check_trace, summary_text
 
     res = check_trace(TraceReader(a.trace))
     print(json.dumps(res.as_dict(), indent=1))
-    return 0 if res.ok else 1
+    if not res.ok:
+        raise DataError(f"{a.trace}: self-check failed: {summary_text(res.as_dict())}")
+    return 0
 
 
 def cmd_champsim(a) -> int:
@@ -113,6 +159,7 @@ def cmd_champsim(a) -> int:
 
 
 def cmd_baseline(a) -> int:
+    from ncf.io import UsageError, check_output, write_json
     from ncf.report import markdown_table
     from ncf.trace_eval import baseline
     from ncf.trace_eval.capture import record_builtins
@@ -125,9 +172,8 @@ def cmd_baseline(a) -> int:
               "delinquent_loads.json)")
         return 0
     if not a.trace:
-        raise SystemExit("ncf baseline: give --trace FILE... or --all (see --help)")
-    from ncf.io import write_json
-
+        raise UsageError("give --trace FILE... or --all (see --help)")
+    check_output(a.out, directory=True)
     for t in a.trace:
         r = baseline.evaluate(t, a.predictor, a.prefetcher)
         print(f"## {t}\n")
@@ -151,18 +197,17 @@ def cmd_dataset(a) -> int:
                          vocab=vocab)
     print(f"{a.output}: {meta['samples']:,} samples ({meta['samples_per_task']}) from {len(meta['sites'])} sites "
           f"of {meta['sites_from']}, lead {a.lead}")
+    if meta["sites_skipped"]:
+        print(f"  skipped {len(meta['sites_skipped'])} sites without samples: "
+              + ", ".join(f"{s['pc']:#x} ({s['task']}: {s['why']})" for s in meta["sites_skipped"]))
     return 0
 
 
 def cmd_train(a) -> int:
+    from ncf.io import with_settings
     from ncf.model.train import TrainConfig, train
 
-    cfg = TrainConfig.load(a.config)
-    for kv in a.set or []:
-        key, _, value = kv.partition("=")
-        if not hasattr(cfg, key):
-            raise SystemExit(f"ncf train: unknown setting {key!r}")
-        setattr(cfg, key, type(getattr(cfg, key))(value) if getattr(cfg, key) is not None else value)
+    cfg = with_settings(TrainConfig.load(a.config), a.set or [])
     s = train(cfg, resume=a.resume)
     last = s["epochs"][-1] if s.get("epochs") else {}
     print(f"{cfg.out}: {cfg.model} trained in {s['train_seconds']:.1f} s; last epoch {last}")
@@ -199,20 +244,21 @@ def cmd_quantize(a) -> int:
 
 
 def _hw_config(a):
+    from dataclasses import replace
+
     from ncf.hw.generate import HwConfig
 
     cfg = HwConfig.load(a.config) if a.config else HwConfig()
-    for name in ("cutoff", "clock_ns", "csim_samples"):
-        if getattr(a, name, None) is not None:
-            setattr(cfg, name, getattr(a, name))
-    return cfg
+    return replace(cfg, **{name: getattr(a, name) for name in ("cutoff", "clock_ns", "csim_samples")
+                           if getattr(a, name, None) is not None})   # validated again
 
 
 def cmd_hls(a) -> int:
     from ncf.hw.generate import build_hls
     from ncf.quant.quantize import read_bundle
 
-    s = build_hls(read_bundle(a.qonnx), _hw_config(a), a.output)
+    cfg = _hw_config(a)
+    s = build_hls(read_bundle(a.qonnx), cfg, a.output)
     c, tb = s["csim"], s["c_testbench"]
     print(f"{a.output}: hls4ml project ({s['backend']}, {s['io_type']}, part {s['part']}, {s['clock_ns']} ns)")
     print(f"  C simulation vs intref: {c['exact']:,} / {c['samples']:,} samples exact "
@@ -226,7 +272,8 @@ def cmd_rtl(a) -> int:
     from ncf.hw.generate import build_rtl
     from ncf.quant.quantize import read_bundle
 
-    m = build_rtl(read_bundle(a.qonnx), _hw_config(a), a.output)
+    cfg = _hw_config(a)
+    m = build_rtl(read_bundle(a.qonnx), cfg, a.output)
     print(json.dumps({k: m[k] for k in ("top", "parameters", "latency", "bits")}, indent=1))
     print(f"manifest: {a.output / 'manifest.json'}")
     return 0
@@ -279,10 +326,7 @@ def cmd_synth(a) -> int:
 def cmd_hw_sweep(a) -> int:
     from ncf.hw.sweep import HwSweepConfig, hw_sweep
 
-    points = [[int(v) for v in q.split(",")] for q in a.points]
-    if any(len(q) != 3 for q in points):
-        raise SystemExit("ncf hw-sweep: each --points entry is H,T,BITS (e.g. 2,2,4)")
-    r = hw_sweep(a.train, a.test, a.out, HwSweepConfig(points=points, max_rows=a.samples, synth=not a.no_synth,
+    r = hw_sweep(a.train, a.test, a.out, HwSweepConfig(points=a.points, max_rows=a.samples, synth=not a.no_synth,
                                                       cutoff=a.cutoff))
     print(r["text"])
     print(f"plot: {r['plot']}")
@@ -291,8 +335,8 @@ def cmd_hw_sweep(a) -> int:
 
 # ------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ncf", description=__doc__.splitlines()[0], epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="ncf", description=__doc__.splitlines()[0], epilog=EPILOG,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     t = sub.add_parser("trace", help="record a fused trace (registers + memory values) of a program",
@@ -311,9 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workload", help="a built-in workload (see `ncf workloads`)")
     t.add_argument("--input", type=int, default=0, help="input index of the workload (default 0)")
     t.add_argument("--skip", type=count, default=0, help="instructions to fast-forward without recording")
-    t.add_argument("--instructions", type=count, default=10**7, help="instructions to record (default 10M)")
+    t.add_argument("--instructions", type=instructions, default=10**7, help="instructions to record (default 10M)")
     t.add_argument("-o", "--output", type=Path, help="trace file (default traces/WORKLOAD-INPUT.ncft)")
-    t.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
+    t.add_argument("--level", type=zstd_level, default=3, help="zstd level (default 3)")
     t.add_argument("--no-selfcheck", action="store_true", help="skip the self-check (not recommended)")
     t.add_argument("--run-to-end", action="store_true",
                    help="let the program finish after the window and record a digest of its output")
@@ -377,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["next-line", "ip-stride", "bop"])
     bl.add_argument("--all", action="store_true", help="trace (or reuse) every built-in workload, inputs 0 and 1, "
                     "and write the full report")
-    bl.add_argument("--instructions", type=count, default=5 * 10**6, help="with --all: instructions per trace")
+    bl.add_argument("--instructions", type=instructions, default=5 * 10**6, help="with --all: instructions per trace")
     bl.add_argument("--skip", type=count, default=10**6, help="with --all: instructions skipped first")
     bl.add_argument("--trace-dir", type=Path, default=Path("traces/demo"), help="with --all: where traces live")
     bl.add_argument("-o", "--out", type=Path, default=Path("reports/baselines"))
@@ -427,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--workloads", nargs="+")
     ex.add_argument("--models", nargs="+", help="models to train and score (default: all)")
     ex.add_argument("--lead", type=int)
-    ex.add_argument("--instructions", type=count)
+    ex.add_argument("--instructions", type=instructions)
     ex.add_argument("--skip", type=count)
     ex.add_argument("--trace-dir", dest="trace_dir")
     ex.add_argument("--work-dir", dest="work_dir")
@@ -506,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--trace", type=Path, help="baselines: a trace whose streams to time (default: record "
                    "bzip2 input 0)")
     b.add_argument("--workloads", nargs="+", default=["bzip2", "xz", "hmmer", "gnugo"])
-    b.add_argument("--instructions", type=count, default=20 * 10**6)
+    b.add_argument("--instructions", type=instructions, default=20 * 10**6)
     b.add_argument("--skip", type=count, default=10**7)
     b.add_argument("-o", "--out", type=Path, default=Path("reports/bench"))
     b.set_defaults(func=cmd_bench)
@@ -543,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "accuracy against LUTs with TAGE-SC-L on the same samples for scale.")
     hs.add_argument("--train", type=Path, required=True)
     hs.add_argument("--test", type=Path, required=True)
-    hs.add_argument("--points", nargs="+", default=["1,1,3", "2,2,3", "2,2,4", "4,2,4"],
+    hs.add_argument("--points", nargs="+", type=point, default=[[1, 1, 3], [2, 2, 3], [2, 2, 4], [4, 2, 4]],
                     help="configurations H,T,BITS (hidden width, message-passing steps, bit width)")
     hs.add_argument("--samples", type=int, default=4000, help="held-out samples per point")
     hs.add_argument("--cutoff", type=float, default=2.0, help="da4ml latency_cutoff")
@@ -553,22 +597,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def exit_status(e: Exception) -> int | None:
+    """2 for bad usage, 1 for unusable data, None for anything else (a bug: it keeps its traceback)."""
+    from ncf.io import DataError, UsageError
     from ncf.trace_eval.capture import CaptureError
-    from ncf.trace_eval.format import TraceError
     from ncf.trace_eval.workloads import WorkloadError
 
+    if isinstance(e, (UsageError, WorkloadError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                      PermissionError, FileExistsError)):
+        return 2
+    if isinstance(e, OSError) and e.filename is not None:  # about a path the user named (read-only, full, ...)
+        return 2
+    if isinstance(e, (DataError, CaptureError)):
+        return 1
+    return None
+
+
+def one_line(e: Exception) -> str:
+    """The message of ``e`` on one line; an OS error names its path."""
+    if isinstance(e, OSError) and e.strerror:
+        path = e.filename2 if e.filename2 is not None else e.filename
+        return f"{path}: {e.strerror}" if path is not None else e.strerror
+    return " | ".join(line.strip() for line in str(e).splitlines() if line.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "command_line", None) and args.command_line[0] == "--":
         args.command_line = args.command_line[1:]
     try:
         return args.func(args)
-    except (TraceError, CaptureError, WorkloadError) as e:
-        print(f"ncf {args.cmd}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"ncf {args.cmd}: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
+    except Exception as e:
+        status = exit_status(e)
+        if status is None:
+            raise
+        print(f"ncf {args.cmd}: error: {one_line(e)}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ncf.hw.sweep import point_name
-from ncf.io import atomic_path, jsonable, write_json
+from ncf.io import atomic_path, check_output, jsonable, write_json
 from ncf.report import markdown_table, save_table
 from ncf.trace_eval.format import file_sha256
 
@@ -103,6 +103,8 @@ def run(out: Path, preset: str = "default", fresh: bool = False) -> dict:
     from ncf.trace_eval.capture import record_builtins, trace_row
 
     p = PRESETS[preset]
+    for d in (WORK, TRACES, out):
+        check_output(d, directory=True)
     out = Path(out)
     if fresh:
         for d in (WORK, TRACES, out):

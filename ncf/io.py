@@ -1,11 +1,59 @@
-"""Small helpers every stage uses to write artifacts: atomic files and JSON with a format version."""
+"""Small helpers every stage uses: atomic files, JSON, typed configs, and the two kinds of bad input.
+
+A stage that is given something it cannot use raises :class:`UsageError` (a bad argument value, an
+input path that names nothing or the wrong kind of thing, an output that cannot be written) or
+:class:`DataError` (an input whose content is unusable: corrupt, empty, not matching). ``ncf``
+prints either as one line naming the thing and the problem, with exit status 2 or 1.
+"""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import tempfile
+import typing
+from dataclasses import asdict, fields
 from pathlib import Path
+
+
+class UsageError(ValueError):
+    """A bad argument value, a missing input or an unwritable output; ``ncf`` exits with status 2."""
+
+
+class DataError(ValueError):
+    """An input whose content cannot be used (corrupt, empty, not matching); ``ncf`` exits with status 1."""
+
+
+def at_least(cfg, **bounds) -> None:
+    """A UsageError naming the first field of ``cfg`` below its lower bound (``name=bound``)."""
+    for name, low in bounds.items():
+        if getattr(cfg, name) < low:
+            raise UsageError(f"{name} {getattr(cfg, name)}: must be >= {low}")
+
+
+def check_output(path: str | os.PathLike, directory: bool = False) -> Path:
+    """``path`` if an output file (``directory``: an output directory) can be written there.
+
+    Called by a stage before its work starts: a directory where a file goes (or a file where a
+    directory goes), a file among the parents, or a place without write access is a UsageError
+    naming ``path``. Nothing is created.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        raise UsageError(f"{path}: is {'a file' if directory else 'a directory'}; the output here is a "
+                         f"{'directory' if directory else 'file'}")
+    place = path if path.is_dir() else path.parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise UsageError(f"cannot write {path}: {place} is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ncf-probe-", dir=place)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {place}: {e.strerror}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
 
 
 @contextlib.contextmanager
@@ -37,6 +85,17 @@ def write_json(path: str | os.PathLike, obj) -> Path:
     return Path(path)
 
 
+def read_json(path: str | os.PathLike) -> dict:
+    """The JSON object in ``path`` (an artifact's sidecar); other content is a DataError naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: not a JSON object (found {type(data).__name__})")
+    return data
+
+
 def jsonable(o):
     """JSON form of numpy values and paths (``json.dumps(default=jsonable)``)."""
     if hasattr(o, "tolist"):
@@ -63,16 +122,16 @@ def parse_config(text: str, suffix: str, path) -> dict:
         else:
             data = json.loads(text)
     except Exception as e:  # yaml and json raise different types
-        raise ValueError(f"{path}: not valid {'YAML' if suffix in ('.yaml', '.yml') else 'JSON'}: {e}") from None
+        mark = getattr(e, "problem_mark", None)  # yaml's: where it went wrong (its str spans lines)
+        why = f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else str(e)
+        raise UsageError(f"{path}: not valid {'YAML' if suffix in ('.yaml', '.yml') else 'JSON'}: {why}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config is a mapping of keys to values")
+        raise UsageError(f"{path}: a config is a mapping of keys to values")
     return data
 
 
 def save_config(cfg, path) -> Path:
     """A dataclass config as YAML (.yaml/.yml) or JSON, atomically."""
-    from dataclasses import asdict
-
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(config_text(asdict(cfg), path.suffix))
@@ -80,13 +139,62 @@ def save_config(cfg, path) -> Path:
 
 
 def load_config(cls, path):
-    """A dataclass config from a YAML or JSON file; unknown keys are an error naming the known ones."""
-    from dataclasses import fields
-
+    """A dataclass config from a YAML or JSON file; unknown keys are an error naming the known ones,
+    values of the wrong type an error naming the key."""
     path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such config file" if not path.exists() else f"{path}: is not a config file")
     data = parse_config(path.read_text(), path.suffix, path)
     known = {f.name for f in fields(cls)}
     unknown = set(data) - known
     if unknown:
-        raise ValueError(f"{path}: unknown config keys {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**data)
+        raise UsageError(f"{path}: unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+    kinds = typing.get_type_hints(cls)
+    return cls(**{k: typed(v, kinds[k], f"{path}: {k}") for k, v in data.items()})
+
+
+def with_settings(cfg, settings: list[str]):
+    """A copy of dataclass ``cfg`` with ``KEY=VALUE`` settings (``ncf train --set``) applied: each
+    value parsed as its field's type, then the whole config validated again (``__post_init__``)."""
+    kinds = typing.get_type_hints(type(cfg))
+    values = asdict(cfg)
+    for kv in settings:
+        key, eq, text = kv.partition("=")
+        if not eq:
+            raise UsageError(f"--set {kv!r}: expected KEY=VALUE")
+        if key not in values:
+            raise UsageError(f"--set {key}: unknown setting; known: {', '.join(values)}")
+        values[key] = typed(text, kinds[key], f"--set {key}")
+    return type(cfg)(**values)
+
+
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def typed(value, kind, name: str):
+    """``value`` as a value of ``kind`` (bool, int, float, str, ``X | None``; other kinds unchecked):
+    text is parsed (bool: true/false, 1/0, yes/no, on/off; None: none/null), a value of another
+    type is a UsageError naming ``name``."""
+    if type(None) in typing.get_args(kind):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    text = isinstance(value, str)
+    if kind is bool:
+        if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
+            return bool(value)
+        if text and value.lower() in TRUE + FALSE:
+            return value.lower() in TRUE
+        raise UsageError(f"{name}: {value!r} is not a boolean (true/false, 1/0, yes/no)")
+    if kind in (int, float):
+        if text:
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        elif type(value) is int or (kind is float and type(value) is float):
+            return kind(value)
+        raise UsageError(f"{name}: {value!r} is not {'an integer' if kind is int else 'a number'}")
+    if kind is str and not text:
+        raise UsageError(f"{name}: {value!r} is not text")
+    return value

@@ -47,6 +47,7 @@ from brevitas.quant import (
     Uint8ActPerTensorFixedPoint,
 )
 from brevitas.quant_tensor import QuantTensor
+from ncf.io import UsageError
 from ncf.model.gnn import STEP_HOOKS, CompactGNN, FusedGNN
 
 
@@ -63,10 +64,10 @@ class QuantConfig:
         for name in ("weight_bits", "act_bits") + (("in_bits",) if self.in_bits is not None else ()):
             v = getattr(self, name)
             if not 2 <= v <= 8:
-                raise ValueError(f"{name} must be in 2..8, not {v}")
+                raise UsageError(f"{name} must be in 2..8, not {v}")
         for name in ("bias_bits", "fold_bias_bits"):
             if not 8 <= getattr(self, name) <= 24:     # float32 fake-quant is exact below 2^24
-                raise ValueError(f"{name} must be in 8..24, not {getattr(self, name)}")
+                raise UsageError(f"{name} must be in 8..24, not {getattr(self, name)}")
 
     @property
     def input_bits(self) -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ncf.io import write_json
+from ncf.io import DataError, UsageError, check_output, read_json, write_json
 
 from .export import export_compact, input_precision, run_qonnx
 from .intref import extract_int_params, intref, save_int_params
@@ -115,17 +115,15 @@ def read_samples(path) -> tuple[np.ndarray, np.ndarray]:
 def read_bundle(onnx_path) -> dict:
     """The sidecar of a site bundle, with absolute file paths, the intref parameters, the samples'
     0/1 features [S, n_inputs] (uint8) and live inputs. Raises a clear error for missing files."""
-    import json
-
     from .intref import load_int_params
 
     paths = bundle_paths(onnx_path)
     for k, v in paths.items():
-        if not v.exists():
+        if not v.is_file():
             raise FileNotFoundError(f"{v} is missing: the {k} file of the site bundle written by `ncf quantize`")
-    meta = json.loads(paths["sidecar"].read_text())
+    meta = read_json(paths["sidecar"])
     if meta.get("kind") != "ncf-site-bundle" or meta.get("format_version") != 1:
-        raise ValueError(f"{paths['sidecar']}: not a version-1 ncf site bundle")
+        raise DataError(f"{paths['sidecar']}: not a version-1 ncf site bundle")
     features, rows = read_samples(paths["samples"])
     return {**meta, "paths": paths, "params": load_int_params(paths["intref"]), "features": features,
             "rows": rows, "live_inputs": np.asarray(meta["live_inputs"], np.int64)}
@@ -138,7 +136,11 @@ def quantize_run(run_dir, train_dir, test_dir, out, bits=BITS, steps: int = 200,
     from ncf.model.dataset import Dataset
     from ncf.model.train import load_model
 
-    out = Path(out)
+    for b in {*bits, export_bits}:
+        QuantConfig(weight_bits=b, act_bits=b)  # its check of the bit width, before any work
+    if steps < 0:
+        raise UsageError(f"QAT steps {steps}: must be >= 0")
+    out = check_output(out, directory=True)
     model, cfg = load_model(run_dir)
     train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
     rows, models = sweep(model, train_ds, test_ds, out / "bits", sorted(set(bits) | {export_bits}), steps,

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 from ncf.hw.generate import load_manifest
-from ncf.trace_eval.format import file_sha256
+from ncf.io import DataError, UsageError, check_output
+from ncf.trace_eval.format import TraceReader, file_sha256
 
 SIMULATORS = ("verilator", "icarus")
 TESTS = ("test_latency", "test_stream", "test_gaps_backpressure", "test_reset_midstream")
@@ -42,7 +43,7 @@ def load_params(m: dict) -> dict:
     if not Path(f["file"]).exists():
         raise FileNotFoundError(f"{f['file']} is missing: the RTL's integer reference (re-run `ncf quantize`)")
     if file_sha256(f["file"]) != f["sha256"]:
-        raise ValueError(f"{f['file']} changed since the RTL was generated: re-run `ncf rtl`")
+        raise DataError(f"{f['file']} changed since the RTL was generated: re-run `ncf rtl`")
     return load_int_params(f["file"])
 
 
@@ -113,11 +114,11 @@ def trace_features(m: dict, trace, work) -> tuple[np.ndarray, object, np.ndarray
     ds = Dataset(out)
     if not (np.array_equal(ds.static[0], ref.static[s]) and np.array_equal(ds.adj[0], ref.adj[s])
             and np.array_equal(ds.dyn_slot[0], ref.dyn_slot[s])):
-        raise ValueError(f"the site graph of {m['site']['site_pc']:#x} in {trace} differs from the one the RTL "
+        raise DataError(f"the site graph of {m['site']['site_pc']:#x} in {trace} differs from the one the RTL "
                          "was generated for (other code around the site): generate RTL from this trace's dataset")
     rows = np.arange(len(ds))
     if not len(rows):
-        raise ValueError(f"{trace} has no samples of site {m['site']['site_pc']:#x}")
+        raise DataError(f"{trace} has no samples of site {m['site']['site_pc']:#x}")
     _, dyn, _, g = GraphBatches(ds, "fused", torch.device("cpu"))(rows, shared_site=True)
     return flat_input(dyn, g).numpy().astype(np.uint8), ds, rows
 
@@ -255,11 +256,17 @@ def verify(rtl_dir, trace=None, simulator: str = "verilator", work=None, tests=T
 
     rtl_dir = Path(rtl_dir)
     m = load_manifest(rtl_dir)
+    params = load_params(m)
+    if simulator not in SIMULATORS:
+        raise UsageError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    if (n_stream is not None and n_stream < 1) or n_handshake < 1:
+        raise UsageError(f"samples {n_stream}, handshake samples {n_handshake}: each must be >= 1")
+    if trace is not None:
+        TraceReader(trace, verify=False)  # a clear error now for a path that is not a trace (checked in full later)
     own = work is None
-    work = Path(tempfile.mkdtemp(prefix="ncf-verify-")) if own else Path(work).resolve()
+    work = Path(tempfile.mkdtemp(prefix="ncf-verify-")) if own else check_output(work, directory=True).resolve()
     work.mkdir(parents=True, exist_ok=True)
     steps = tqdm(total=3 + bool(close_loop), desc=f"verify ({simulator})", disable=not progress, unit="step")
-    params = load_params(m)
     if trace is None:
         from ncf.model.dataset import Dataset
 

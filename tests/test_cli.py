@@ -1,4 +1,5 @@
-"""The command line: counts, help texts, and clear errors with exit status 2."""
+"""The command line: counts, help texts, and clear errors (exit status 1 for bad data, 2 for bad usage;
+tests/test_bad_input.py holds the table of bad inputs)."""
 import argparse
 
 import pytest
@@ -27,9 +28,9 @@ def test_every_subcommand_has_help(capsys):
         assert len(capsys.readouterr().out) > 200, name
 
 
-def test_a_corrupt_trace_gives_a_clear_error_and_exit_status_2(tmp_path, capsys):
+def test_a_corrupt_trace_gives_a_clear_error_and_exit_status_1(tmp_path, capsys):
     bad = tmp_path / "x.ncft"
     bad.write_bytes(b"NOTATRACE" * 20)
-    assert main(["inspect", str(bad)]) == 2
+    assert main(["inspect", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "x.ncft" in err and "not an ncf trace" in err

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ncf.io import write_json
+from ncf.io import check_output, write_json
 from ncf.report import save_table
 
 from .branch_predictors import make_predictor
@@ -34,6 +34,7 @@ def evaluate(path: str | Path, predictors=PREDICTORS, prefetchers=PREFETCHERS,
     """Every baseline on one trace. Returns plain data (JSON-ready)."""
     path = Path(path)
     reader = TraceReader(path)
+    reader.require_instructions("baseline scoring")
     meta = reader.meta
     name = path.name.removesuffix(".ncft")
     out = {"trace": str(path), "name": name, "workload": meta.get("workload", name),
@@ -68,7 +69,7 @@ def evaluate_all(traces: list[Path], out_dir: str | Path, progress: bool = True)
     """Evaluate every trace; write tables, plots and the hard-branch / delinquent-load lists."""
     from tqdm import tqdm
 
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, directory=True)
     results = [evaluate(t) for t in tqdm(traces, desc="baselines", unit="trace", disable=not progress)]
     mpki_rows, pf_rows, delta_rows = [], [], []
     for r in results:

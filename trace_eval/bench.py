@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ncf.io import UsageError, check_output
 from ncf.report import save_table
 
 from .capture import record
@@ -60,6 +61,8 @@ def bench_baselines(trace: Path | None, instructions: int, skip: int) -> list[di
     from .cache import simulate
     from .streams import branch_stream, memory_stream
 
+    if trace is not None:
+        TraceReader(trace).require_instructions("the baselines benchmark")  # before the synthetic streams
     rows = [{"stream": "synthetic", "model": r["predictor"], "items": r["branches"],
              "M_per_s": r["branches_per_s"] / 1e6, "unit": "branches",
              "x_target": r["branches_per_s"] / TARGET_BRANCHES if r["predictor"] == "tage-sc-l" else None}
@@ -107,9 +110,10 @@ def bench_verify(rtl: Path, samples: int | None) -> list[dict]:
 
 
 def main(a) -> int:
+    check_output(a.out, directory=True)
     if a.what == "verify":
         if a.rtl is None:
-            raise SystemExit("ncf bench verify: give --rtl DIR (written by `ncf rtl`, e.g. reports/demo/hw/rtl)")
+            raise UsageError("bench verify needs --rtl DIR (written by `ncf rtl`, e.g. reports/demo/hw/rtl)")
         rows = bench_verify(a.rtl, a.samples)
         print(save_table(a.out / "verify", rows, f"ncf bench verify: Verilator predictions/s, bit-exact stream "
                          f"(target >= {TARGET_PREDICTIONS:,}/s; x_target > 1 meets it)",

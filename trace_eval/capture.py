@@ -32,7 +32,7 @@ from ncf.io import atomic_path, write_json
 
 from .format import VERSION, TraceError, TraceReader, file_info, sidecar_path
 from .native_lib import native_path
-from .selfcheck import check_trace
+from .selfcheck import check_trace, summary_text
 from .workloads import KERNELS, Invocation, names, prepare
 
 SUMMARY = re.compile(r"qtrace: executed=(\d+) recorded=(\d+) seconds=([\d.]+) eip_mismatches=(\d+) dropped=(\d+) "
@@ -169,8 +169,7 @@ def record(inv: Invocation, out: str | os.PathLike, skip: int = 0, count: int = 
         write_json(sidecar_path(out), meta)
         # the trace takes its final name last: a trace never exists without its sidecar
     if selfcheck and not meta["selfcheck"]["ok"]:
-        raise CaptureError(f"{out}: self-check failed: {meta['selfcheck']['addr_match_pct']:.4f}% addresses, "
-                           f"{meta['selfcheck']['value_match_pct']:.4f}% values match; most frequent: "
+        raise CaptureError(f"{out}: self-check failed: {summary_text(meta['selfcheck'])}; most frequent: "
                            f"{meta['selfcheck']['most_frequent_failures']}. The trace is kept for inspection.")
     return meta
 

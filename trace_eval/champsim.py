@@ -97,6 +97,7 @@ from ncf.trace_eval.format import (
     FLAG_CSREGS,
     Chunk,
     StaticTable,
+    NoTraceFile,
     TraceError,
     TraceReader,
     TraceWriter,
@@ -105,7 +106,7 @@ from ncf.trace_eval.format import (
     sidecar_path,
 )
 
-from ncf.io import atomic_path, write_json
+from ncf.io import UsageError, atomic_path, check_output, write_json
 
 RECORD = np.dtype([("ip", "<u8"), ("is_branch", "u1"), ("branch_taken", "u1"), ("dst_regs", "u1", 2),
                    ("src_regs", "u1", 4), ("dst_mem", "<u8", 2), ("src_mem", "<u8", 4)])
@@ -246,7 +247,7 @@ def iter_champsim(path: str | os.PathLike, block: int = 1 << 16) -> Iterator[np.
     """Yield the records of a ChampSim trace (xz, gz or raw) as RECORD arrays of up to ``block``."""
     path = Path(path)
     if not path.is_file():
-        raise TraceError(f"{path}: no such ChampSim trace file")
+        raise NoTraceFile(f"{path}: {'is a directory, not a' if path.is_dir() else 'no such'} ChampSim trace file")
     with open(path, "rb") as f:
         magic = f.read(len(XZ_MAGIC))
     kind, opener = ("xz", lzma.open) if magic == XZ_MAGIC else ("gzip", gzip.open) if magic[:2] == GZ_MAGIC \
@@ -276,7 +277,7 @@ def iter_champsim(path: str | os.PathLike, block: int = 1 << 16) -> Iterator[np.
 def import_champsim(src: str | os.PathLike, dst: str | os.PathLike, chunk_insns: int = 1 << 16) -> Path:
     """Convert ChampSim trace ``src`` into ncf trace ``dst`` (+ sidecar), streaming, one chunk per
     ``chunk_insns`` records. Raises TraceError for a truncated, corrupt or empty file."""
-    src, dst = Path(src), Path(dst)
+    src, dst = Path(src), check_output(dst)
     w = TraceWriter(dst, FLAG_BRANCH | FLAG_CSREGS, chunk_insns=chunk_insns)
     sids: dict[int, int] = {}
     slot_info = np.array([0x80 | LOG2_SIZE] * 2 + [LOG2_SIZE] * 4, np.uint8)
@@ -318,14 +319,17 @@ def export_champsim(src_trace: str | os.PathLike, dst: str | os.PathLike, limit:
     Returns statistics: records written and what did not fit a record (dropped_stores,
     dropped_loads, dropped_dst_regs, dropped_src_regs) or could not be decoded (undecodable).
     """
+    if limit is not None and limit < 1:
+        raise UsageError(f"limit {limit}: export at least 1 instruction (or no limit)")
+    dst = check_output(dst)
     reader = TraceReader(src_trace)
+    reader.require_instructions("ChampSim export")
     passthrough = reader.has(FLAG_BRANCH) and reader.has(FLAG_CSREGS)
     if not passthrough:
         reader.require(FLAG_BYTES, "ChampSim export")
     stats = dict(records=0, dropped_stores=0, dropped_loads=0, dropped_dst_regs=0, dropped_src_regs=0,
                  undecodable=0)
     decoder = _Decoder()
-    dst = Path(dst)
     with atomic_path(dst) as tmp:
         if dst.name.endswith(".xz"):
             out = lzma.open(tmp, "wb", preset=1)

@@ -58,7 +58,7 @@ from typing import Iterator
 import numpy as np
 import zstandard
 
-from ncf.io import atomic_path
+from ncf.io import DataError, UsageError, atomic_path
 
 VERSION = 1
 MAGIC = b"NCFTRACE"
@@ -85,12 +85,19 @@ STATIC = np.dtype([("sid", "<u4"), ("len", "u1"), ("pad", "u1", 3), ("pc", "<u8"
 assert FILE_HDR.itemsize == 64 and CHUNK_HDR.itemsize == 48 and END_REC.itemsize == 64
 assert STATIC.itemsize == 32
 
+# Sidecar fields the stages read, and their JSON type
+SIDECAR_FIELDS = {"file": dict, "input": dict, "window": dict, "argv": list, "selfcheck": dict}
+
 MAX_CHUNK_INSNS = 1 << 20
 MAX_RAW_SIZE = 1 << 30  # a chunk header asking for more than this is corrupt, not big
 
 
-class TraceError(Exception):
+class TraceError(DataError):
     """A trace file (or its sidecar) cannot be read as it is; the message names file and problem."""
+
+
+class NoTraceFile(TraceError, UsageError):
+    """The path given as a trace names nothing, or a directory (a usage error, still a TraceError)."""
 
 
 @dataclass
@@ -185,8 +192,8 @@ class TraceReader:
     def __init__(self, path: str | os.PathLike, verify: bool = True, allow_truncated: bool = False,
                  require_sidecar: bool = True):
         self.path = Path(path)
-        if not self.path.exists():
-            raise TraceError(f"{self.path}: no such trace file")
+        if not self.path.is_file():
+            raise NoTraceFile(f"{self.path}: {'is a directory, not a' if self.path.is_dir() else 'no such'} trace file")
         self.size = self.path.stat().st_size
         with open(self.path, "rb") as f:
             raw = f.read(FILE_HDR.itemsize)
@@ -245,13 +252,22 @@ class TraceReader:
                 raise TraceError(f"{self.path}: sidecar {sc.name} is missing; every trace is written with "
                                  "one (pass require_sidecar=False to read a bare file)")
             return {}
+        if not sc.is_file():
+            raise TraceError(f"{sc}: the sidecar is a directory, not a JSON file")
         try:
             meta = json.loads(sc.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise TraceError(f"{sc}: sidecar is not valid JSON ({e})") from None
         if not isinstance(meta, dict):
             raise TraceError(f"{sc}: sidecar is not a JSON object (found {type(meta).__name__})")
-        if not verify:
+        for key, kind in SIDECAR_FIELDS.items():
+            if key in meta and not isinstance(meta[key], kind):
+                raise TraceError(f"{sc}: sidecar field {key!r} is not a JSON {'object' if kind is dict else 'array'}")
+        if "workload" in meta:  # written by `ncf trace`: what was recorded
+            missing = [k for k in ("input", "argv", "window") if k not in meta]
+            if missing:
+                raise TraceError(f"{sc}: sidecar of a {meta['workload']} recording lacks {', '.join(map(repr, missing))}")
+        if not verify or self.end is None:  # a cut file (allow_truncated) cannot match its sidecar
             return meta
         want = meta.get("file", {})
         if meta.get("format_version") != VERSION:
@@ -281,6 +297,11 @@ class TraceReader:
                    if str(src).startswith("ChampSim") else "")
             raise TraceError(f"{self.path}: {stage} needs {FLAG_NAMES[flag]}, which {src} does not "
                              f"record{why}; record the program with `ncf trace` instead")
+
+    def require_instructions(self, stage: str) -> None:
+        """Raise a clear error when ``stage`` is given a trace that holds no instructions."""
+        if self.n_insn == 0:
+            raise TraceError(f"{self.path}: the trace holds no instructions; {stage} needs at least one")
 
     @property
     def n_insn(self) -> int:
@@ -587,6 +608,14 @@ class TraceWriter:
                 self._tmp_ctx.__exit__(type(e), e, e.__traceback__)
             except RuntimeError:
                 pass
+
+
+def zstd_levels() -> range:
+    """The compression levels of the system's libzstd, which the QEMU plugin's ``level=`` accepts."""
+    import ctypes
+
+    lib = ctypes.CDLL("libzstd.so.1")
+    return range(lib.ZSTD_minCLevel(), lib.ZSTD_maxCLevel() + 1)
 
 
 def file_info(path: str | os.PathLike) -> dict:

@@ -3,23 +3,31 @@ from __future__ import annotations
 
 import capstone
 
+from ncf.io import UsageError
+
 from .format import FLAG_NAMES, REGS, TraceReader
+from .selfcheck import summary_text
 
 
 def describe(path, first: int = 20, allow_truncated: bool = False) -> str:
+    """The summary and the ``first`` instructions of a trace (``allow_truncated``: of a cut file's
+    complete chunks; its sidecar, written for the whole file, is shown unchecked)."""
+    if first < 0:
+        raise UsageError(f"instructions to print: {first} (must be >= 0)")
     r = TraceReader(path, allow_truncated=allow_truncated, require_sidecar=not allow_truncated)
     lines = [f"{path}: {r.n_insn:,} instructions, {r.size / 1e6:.2f} MB "
              f"({r.size / max(r.n_insn, 1):.2f} B/insn), records "
              + ", ".join(name for flag, name in FLAG_NAMES.items() if r.flags & flag)]
     if r.end is None:
-        lines.append("  TRUNCATED: no end record; showing the complete chunks")
+        lines.append("  TRUNCATED: no end record; showing the complete chunks"
+                     + ("; the sidecar describes the whole recording" if r.meta else ""))
     m = r.meta
     if m.get("workload"):
-        lines.append(f"  {m['workload']} input {m['input']['index']} (seed {m['input']['seed']}): "
-                     f"{' '.join(m['argv'])}; skip {m['window']['skip']:,}")
+        inp, window = m["input"], m["window"]
+        lines.append(f"  {m['workload']} input {inp.get('index')} (seed {inp.get('seed')}): "
+                     f"{' '.join(map(str, m['argv']))}; skip {window.get('skip', 0):,}")
     if "selfcheck" in m:
-        s = m["selfcheck"]
-        lines.append(f"  self-check: addresses {s['addr_match_pct']:.4f}%, values {s['value_match_pct']:.4f}%")
+        lines.append(f"  self-check: {summary_text(m['selfcheck'])}")
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     shown = 0
     for ch in r.chunks():

@@ -166,14 +166,15 @@ class CheckResult:
     failures: collections.Counter = field(default_factory=collections.Counter)
 
     @property
-    def addr_match_pct(self) -> float:
+    def addr_match_pct(self) -> float | None:
+        """Percentage of checked addresses that match; None when there was nothing to check."""
         c = self.counts
-        return 100.0 * c["addr_match"] / c["addr_checked"] if c["addr_checked"] else float("nan")
+        return round(100.0 * c["addr_match"] / c["addr_checked"], 6) if c["addr_checked"] else None
 
     @property
-    def value_match_pct(self) -> float:
+    def value_match_pct(self) -> float | None:
         c = self.counts
-        return 100.0 * c["value_match"] / c["value_checked"] if c["value_checked"] else float("nan")
+        return round(100.0 * c["value_match"] / c["value_checked"], 6) if c["value_checked"] else None
 
     @property
     def ok(self) -> bool:
@@ -182,15 +183,26 @@ class CheckResult:
                 and c["value_match"] == c["value_checked"] and c["addr_no_access"] == 0)
 
     def as_dict(self) -> dict:
-        return {**dict(self.counts), "addr_match_pct": round(self.addr_match_pct, 6),
-                "value_match_pct": round(self.value_match_pct, 6), "ok": self.ok,
+        return {**dict(self.counts), "addr_match_pct": self.addr_match_pct,
+                "value_match_pct": self.value_match_pct, "ok": self.ok,
                 "most_frequent_failures": dict(self.failures.most_common(8))}
+
+
+def summary_text(s: dict) -> str:
+    """A self-check result (``CheckResult.as_dict()``) in words; "no values to check" when none were."""
+    def rate(what: str, checked: int, pct: float) -> str:
+        return f"{what} {pct:.4f}% of {checked:,}" if checked else f"no {what} to check"
+
+    return (f"{rate('addresses', s.get('addr_checked', 0), s.get('addr_match_pct'))}, "
+            f"{rate('values', s.get('value_checked', 0), s.get('value_match_pct'))}"
+            + (f", {s['unsupported']:,} unsupported" if s.get("unsupported") else ""))
 
 
 def check_trace(reader: TraceReader, progress=None) -> CheckResult:
     """Run both checks over every chunk of ``reader``. ``progress(n)`` is called per chunk."""
     for flag in (FLAG_REGS, FLAG_VALUES, FLAG_BYTES):
         reader.require(flag, "the self-check")
+    reader.require_instructions("the self-check")
     dec = Decoder()
     res = CheckResult()
     c, bad = res.counts, res.failures

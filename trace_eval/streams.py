@@ -162,5 +162,6 @@ def memory_stream(reader: TraceReader) -> MemoryStream:
         local = (ch.mem["insn"] - np.uint64(ch.first)).astype(np.int64)
         parts.append((ch.mem["insn"], ch.insn["pc"][local], ch.mem["addr"], ch.mem["size"], ch.mem["store"]))
         n_insn += len(ch.insn)
-    cols = [np.concatenate([p[k] for p in parts]) for k in range(5)] if parts else [np.zeros(0)] * 5
+    empty = [np.zeros(0, t) for t in (np.uint64, np.uint64, np.uint64, np.uint8, bool)]  # a trace without accesses
+    cols = [np.concatenate([p[k] for p in parts]) for k in range(5)] if parts else empty
     return MemoryStream(*cols, n_insn=n_insn)
