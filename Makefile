@@ -64,12 +64,13 @@ demo: setup
 test: setup
 	$(PY) -m pytest -n 2 -q
 
-DEMO_RTL := reports/demo/hw/sweep/h2_t2_b4/rtl
+DEMO_VERIFY := reports/demo/hw/verify.json
 bench: setup
 	$(PY) -m ncf.cli bench trace
 	$(PY) -m ncf.cli bench baselines
-	@if [ -f $(DEMO_RTL)/manifest.json ]; then $(PY) -m ncf.cli bench verify --rtl $(DEMO_RTL); \
-	else echo "bench verify: no RTL yet ($(DEMO_RTL)); run make demo first"; fi
+	@if [ -f $(DEMO_VERIFY) ]; then $(PY) -m ncf.cli bench verify --rtl \
+	  "$$($(PY) -c 'import json; print(json.load(open("$(DEMO_VERIFY)"))["verilator"]["rtl"])')"; \
+	else echo "bench verify: no RTL yet ($(DEMO_VERIFY)); run make demo first"; fi
 
 clean:
 	rm -rf build .venv

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from ncf.trace_eval.format import file_sha256
 
-from ncf.io import DataError, UsageError, check_output, load_config, read_json, save_config, write_json
+from ncf.io import DataError, UsageError, check_output, file_sha256, load_config, read_json, save_config, write_json
+from ncf.quant.intref import input_value, intref_bits
 
 TOP = "ncf_predictor"
 WRAPPER = Path(__file__).parent / "verilog" / f"{TOP}.v"
@@ -107,13 +107,13 @@ def build_rtl(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> di
     tmp = _fresh_dir(out_dir, "manifest.json")
     t0 = time.monotonic()
     hm = hls.convert(bundle, tmp / "hls4ml_ir", part=cfg.part, clock_ns=cfg.clock_ns, tb_rows=1)
-    one = float(hls.input_value(bundle["params"], np.ones((1, 1), np.uint8))[0, 0])
+    one = float(input_value(bundle["params"], np.ones((1, 1), np.uint8))[0, 0])
     comb, io = rtl.trace(hm, bundle["live_inputs"], one)
     shutil.rmtree(tmp / "hls4ml_ir")
     # da4ml's interpreter of the traced graph == the integer reference, before writing any Verilog
     feats = bundle["features"][:cfg.check_samples]
     got = comb.predict(feats[:, bundle["live_inputs"]].astype(np.float64))
-    y, e = hls.reference(bundle["params"], feats)
+    y, e = intref_bits(bundle["params"], feats)
     exact = int(np.all(got[:, 2:] == y * 2.0 ** e, axis=1).sum())
     if exact != len(feats):
         raise RuntimeError(f"da4ml's trace of the hls4ml graph differs from intref on {len(feats) - exact} "

@@ -22,25 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ncf.quant.intref import intref, quantize_input
+from ncf.quant.intref import input_value, intref_bits
 
 PROJECT = "ncf_site"          # hls4ml project name (top function and file names)
 CSIM_STACK = 1 << 30          # io_parallel keeps whole layers on the stack: run predict() on a big one
-
-
-def one_code(params: dict) -> int:
-    """The input quantizer's code for a feature value of 1 (every model input is a 0/1 feature)."""
-    return int(quantize_input(np.ones(1), params)[0])
-
-
-def input_value(params: dict, features: np.ndarray) -> np.ndarray:
-    """0/1 features -> the model's quantized input values (float64, exact)."""
-    return features.astype(np.float64) * (one_code(params) * 2.0 ** params["q_in"]["e"])
-
-
-def reference(params: dict, features: np.ndarray) -> tuple[np.ndarray, int]:
-    """intref outputs (int64 [S, 1+C]) and their exponent for 0/1 features."""
-    return intref(features.astype(np.int64) * one_code(params), params)
 
 
 def hls_config(model, bundle: dict) -> dict:
@@ -63,7 +48,7 @@ def convert(bundle: dict, out_dir, part: str = "xcvu13p-flga2577-2-e", clock_ns:
     tb = out_dir / "tb_source"          # hls4ml re-reads these whenever it re-writes the project
     tb.mkdir(parents=True, exist_ok=True)
     x = input_value(bundle["params"], bundle["features"][:tb_rows])
-    y, e = reference(bundle["params"], bundle["features"][:tb_rows])
+    y, e = intref_bits(bundle["params"], bundle["features"][:tb_rows])
     np.save(tb / "input.npy", x)
     np.save(tb / "output.npy", y.astype(np.float64) * 2.0 ** e)
     model = ModelWrapper(str(bundle["paths"]["onnx"]))
@@ -113,7 +98,7 @@ def csim_check(hm, bundle: dict, n: int | None = 10_000) -> dict:
     t0 = time.monotonic()
     y_c = csim(hm, input_value(bundle["params"], feats))
     secs = time.monotonic() - t0
-    y, e = reference(bundle["params"], feats)
+    y, e = intref_bits(bundle["params"], feats)
     y_ref = y.astype(np.float64) * 2.0 ** e
     same = np.all(y_c == y_ref, axis=1)
     bad = np.flatnonzero(~same)
@@ -141,7 +126,7 @@ def testbench(project_dir, bundle: dict, cxx: str = "g++") -> dict:
     log = d / "tb_data" / "csim_results.log"
     got = np.array([[float(v) for v in line.split()] for line in log.read_text().splitlines() if line.strip()])
     n = len(got)
-    y, e = reference(bundle["params"], bundle["features"][:n])
+    y, e = intref_bits(bundle["params"], bundle["features"][:n])
     lsb = 2.0 ** e
     same = np.all(np.round(got / lsb) == y, axis=1)
     return {"command": " ".join(cmd), "rows": n, "exact": int(same.sum()), "mismatches": int((~same).sum())}

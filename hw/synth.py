@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from ncf.io import UsageError, atomic_path, check_output, write_json
-from ncf.report import markdown_table
+from ncf.io import markdown_table
 
 from .generate import TOP, load_manifest
 

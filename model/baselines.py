@@ -14,15 +14,12 @@ stopping on a validation split taken by *time*).
 """
 from __future__ import annotations
 
-import copy
-import sys
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 
 def geometric_pool_slices(history: int, slices: int = 4, windows: int = 12) -> tuple[tuple[int, int], ...]:
@@ -188,26 +185,24 @@ def time_split(n: int, val_fraction: float = 0.1) -> int:
 def train_classifier(model: nn.Module, inputs: Sequence[np.ndarray], labels: np.ndarray, epochs: int = 20,
                      batch: int = 256, lr: float = 1e-3, seed: int = 0, progress: bool = True, *,
                      val_fraction: float = 0.1, patience: int = 3) -> dict:
-    """Train ``model`` in place with Adam; return the per-epoch history.
+    """Train ``model`` in place with Adam (model/train.py's ``fit``); return the per-epoch history.
 
     ``inputs`` are the model's forward arguments as arrays with the sample axis first (e.g.
     ``(bhist_pc, bhist_dir)`` or ``(dhist, site)``), in time order; ``labels`` [M] are 0/1 for a
     one-logit model (BCE-with-logits) or class ids for a C-logit model (cross-entropy).
 
-    The last ``val_fraction`` of the samples (by time, i.e. by index) are held out for
-    validation; training batches are drawn from a seeded shuffle of the earlier samples only.
-    After every epoch the validation loss is measured; training stops once it has not improved
-    for ``patience`` epochs, and the weights of the best epoch are restored. Without validation
-    samples all ``epochs`` run and the last weights are kept.
+    The last ``val_fraction`` of the samples (by time, i.e. by index) are held out for validation;
+    training batches come from a seeded shuffle of the earlier samples only. Training stops once the
+    validation loss has not improved for ``patience`` epochs, and the best epoch's weights are
+    restored; without validation samples all ``epochs`` run. Deterministic for a given ``seed``,
+    model initialisation and torch thread count.
 
-    Deterministic for a given ``seed``, model initialisation and torch thread count: the shuffle
-    uses its own ``torch.Generator`` and ``torch.manual_seed(seed)`` is set for anything else
-    random. The thread count is left at the caller's setting (``torch.set_num_threads``).
-
-    Returns ``{"train_loss", "train_acc", "val_loss", "val_acc"}`` (lists, one entry per epoch run;
-    the val lists are empty without validation), ``"best_epoch"`` (0-based), ``"epochs_run"``,
-    ``"n_train"``, ``"n_val"`` and ``"val_start"`` (index of the first validation sample).
+    Returns ``{"train_loss", "val_loss", "val_acc"}`` (lists, one entry per epoch run; the val lists
+    are empty without validation), ``"best_epoch"`` (0-based), ``"epochs_run"``, ``"n_train"``,
+    ``"n_val"`` and ``"val_start"`` (index of the first validation sample).
     """
+    from .loop import fit
+
     xs, y = _tensors(inputs), torch.from_numpy(np.ascontiguousarray(labels))
     n = len(y)
     if any(len(x) != n for x in xs):
@@ -215,49 +210,24 @@ def train_classifier(model: nn.Module, inputs: Sequence[np.ndarray], labels: np.
     k = time_split(n, val_fraction)
     if k == 0:
         raise ValueError("no training samples")
-    train_x, train_y = [x[:k] for x in xs], y[:k]
-    val_x, val_y = [x[k:] for x in xs], y[k:]
-
     torch.manual_seed(seed)
-    shuffle = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    hist = {"train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [], "best_epoch": -1,
-            "epochs_run": 0, "n_train": k, "n_val": n - k, "val_start": k}
-    best_loss, best_state, stale = float("inf"), None, 0
 
-    bar = tqdm(range(epochs), desc=type(model).__name__, unit="epoch", disable=not progress, file=sys.stderr)
-    for epoch in bar:
-        model.train()
-        total, correct = 0.0, 0
-        for idx in torch.randperm(k, generator=shuffle).split(batch):
-            loss, c = _loss(model(*(x[idx] for x in train_x)), train_y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            correct += int(c)
-        hist["train_loss"].append(total / k)
-        hist["train_acc"].append(correct / k)
-        hist["epochs_run"] = epoch + 1
-        if n == k:
-            hist["best_epoch"] = epoch
-            bar.set_postfix(loss=f"{total / k:.4f}", acc=f"{correct / k:.3f}", refresh=False)
-            continue
-        vloss, vacc = _evaluate(model, val_x, val_y, batch)
-        hist["val_loss"].append(vloss)
-        hist["val_acc"].append(vacc)
-        bar.set_postfix(loss=f"{total / k:.4f}", val_loss=f"{vloss:.4f}", val_acc=f"{vacc:.3f}")
-        if vloss < best_loss:
-            best_loss, best_state, stale = vloss, copy.deepcopy(model.state_dict()), 0
-            hist["best_epoch"] = epoch
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return hist
+    def loss_of(rows):
+        idx = torch.from_numpy(rows)
+        return _loss(model(*(x[idx] for x in xs)), y[idx])[0]
+
+    def validate():
+        vloss, vacc = _evaluate(model, [x[k:] for x in xs], y[k:], batch)
+        return {"val_loss": vloss, "val_acc": vacc}
+
+    hist = fit(model, loss_of, np.arange(k), epochs=epochs, batch=batch, opt=torch.optim.Adam(model.parameters(), lr=lr),
+               seed=seed, validate=validate if k < n else None, patience=patience, progress=progress,
+               desc=type(model).__name__)
+    val = [h["val_loss"] for h in hist if "val_loss" in h]
+    return {"train_loss": [h["train_loss"] for h in hist], "val_loss": val,
+            "val_acc": [h["val_acc"] for h in hist if "val_acc" in h],
+            "best_epoch": int(np.argmin(val)) if val else len(hist) - 1, "epochs_run": len(hist), "n_train": k,
+            "n_val": n - k, "val_start": k}
 
 
 @torch.no_grad()

@@ -34,7 +34,8 @@ import capstone
 import numpy as np
 from capstone import x86
 
-from ncf.trace_eval.selfcheck import GPR
+from ncf.trace_eval.x86 import GPR
+from ncf.trace_eval.x86 import decode as disassemble
 
 N_NODES = 32
 NODE_TYPES = ("insn", "opcode", "reg", "mem", "imm")
@@ -127,8 +128,8 @@ def opcode_class(m: str, has_load: bool, has_store: bool) -> str:
     return "other"
 
 
-def decode(code: bytes, pc: int, md: capstone.Cs) -> Insn:
-    d = next(md.disasm(code, pc), None)
+def decode(code: bytes, pc: int) -> Insn:
+    d = disassemble(code, pc)
     if d is None:
         raise ValueError(f"undecodable instruction at {pc:#x}: {code.hex()}")
     r, w = d.regs_access()
@@ -211,9 +212,7 @@ def _last_writer(insns: dict[int, Insn], pcs: list[int], pc: int, reg: int) -> i
 
 def build_site_graph(target: int, code_of: dict[int, bytes], task: str, n_nodes: int = N_NODES) -> SiteGraph:
     """The graph of the site at ``target``; ``code_of`` maps executed pcs to their bytes."""
-    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    md.detail = True
-    near = {pc: decode(c, pc, md) for pc, c in code_of.items()
+    near = {pc: decode(c, pc) for pc, c in code_of.items()
             if target - REGION_BEFORE <= pc <= target + REGION_AFTER and c}
     if target not in near:
         raise ValueError(f"site {target:#x}: its instruction bytes are not in the trace")

@@ -22,6 +22,7 @@ from ncf.io import atomic_path, check_output, write_json
 
 from .baselines import BranchNetCNN, DeltaLSTM, predict, train_classifier
 from .dataset import Dataset
+from .loop import CHECKPOINT_VERSION, checkpoint_path, load_checkpoint
 
 
 def _rows(ds: Dataset, task: int, site: int | None = None) -> np.ndarray:
@@ -45,8 +46,8 @@ def train_history_model(cfg, resume: bool = False, progress: bool = True) -> dic
     cfg.save(out / "config.yaml")
     a = ds.arrays
     ckpt = out / "checkpoint.pt"
-    saved = torch.load(ckpt, weights_only=False) if resume and ckpt.exists() else {"sites": {}, "seconds": 0.0,
-                                                                                     "history": {}}
+    saved = load_checkpoint(ckpt) if resume and ckpt.exists() else {
+        "format_version": CHECKPOINT_VERSION, "sites": {}, "seconds": 0.0, "history": {}}
     pcs = _site_pc(ds)
     if cfg.model == "branchnet":
         jobs = [(int(pcs[k]), _rows(ds, 0, k)) for k in range(len(pcs)) if ds.site_task[k] == 0]
@@ -73,7 +74,8 @@ def train_history_model(cfg, resume: bool = False, progress: bool = True) -> dic
         saved["config"], saved["site_pc"] = asdict(cfg), [int(p) for p in pcs]
         with atomic_path(ckpt) as tmp:
             torch.save(saved, tmp)
-    summary = {"model": cfg.model, "config": asdict(cfg), "train_seconds": saved["seconds"],
+    summary = {"format_version": CHECKPOINT_VERSION, "model": cfg.model, "config": asdict(cfg),
+               "train_seconds": saved["seconds"],
                "sites": saved["history"]}
     write_json(out / "train.json", summary)
     return summary
@@ -82,9 +84,7 @@ def train_history_model(cfg, resume: bool = False, progress: bool = True) -> dic
 def predict_history(run_dir: str | Path, ds_dir: str | Path) -> dict:
     """Per-sample predictions on a (test) dataset: p_taken for branch samples of trained hard
     branches (NaN elsewhere), delta class for load samples (-1 elsewhere)."""
-    from .train import checkpoint_path
-
-    saved = torch.load(checkpoint_path(run_dir), weights_only=False)
+    saved = load_checkpoint(checkpoint_path(run_dir))
     model_name = saved["config"]["model"]
     ds = Dataset(ds_dir)
     a = ds.arrays

@@ -29,9 +29,12 @@ from ncf.io import UsageError, at_least, atomic_path, check_output, load_config,
 
 from .dataset import Dataset
 from .graph import N_VALUE_BITS, encode_values
+from .history_models import predict_history, train_history_model
+from .loop import CHECKPOINT_VERSION, checkpoint_path, epoch_batches, fit, load_checkpoint
 
 GNN_MODELS = ("fused", "static", "history")
-MODELS = GNN_MODELS + ("branchnet", "delta-lstm")
+HISTORY_MODELS = ("branchnet", "delta-lstm")
+MODELS = GNN_MODELS + HISTORY_MODELS
 VAL_FRACTION = 0.1
 
 
@@ -138,11 +141,8 @@ def build_gnn(cfg: TrainConfig, ds: Dataset):
 # --------------------------------------------------------------------------------------- training
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train ``cfg.model`` on ``cfg.train``; checkpoint every epoch in ``cfg.out``; return the summary."""
-    if cfg.model in ("branchnet", "delta-lstm"):
-        from .history_models import train_history_model
+    if cfg.model in HISTORY_MODELS:
         return train_history_model(cfg, resume=resume, progress=progress)
-    from tqdm import tqdm
-
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     ds = Dataset(cfg.train)
@@ -154,44 +154,35 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = GraphBatches(ds, cfg.model, dev)
     tr, va = split_by_time(len(ds))
-    steps_per_epoch = max(1, len(tr) // cfg.batch)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * len(epoch_batches(tr, cfg.batch, cfg.seed, 0)))
     state = {"epoch": 0, "history": [], "seconds": 0.0}
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.exists():
-        saved = torch.load(ckpt, map_location=dev, weights_only=False)
+        saved = load_checkpoint(ckpt, dev)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         state = saved["state"]
         torch.set_rng_state(saved["torch_rng"])
-    for epoch in range(state["epoch"], cfg.epochs):
-        t0 = time.monotonic()
-        model.train()
-        perm = np.random.default_rng([cfg.seed, epoch]).permutation(tr)  # the same order whether resumed or not
-        total = 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   leave=False)
-        for k in bar:
-            rows = np.sort(perm[k * cfg.batch:(k + 1) * cfg.batch])
-            bl, dl = model(*batches(rows))
-            loss = multitask_loss(bl, dl, *labels(ds, rows, dev))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
-            bar.set_postfix(loss=f"{total / (k + 1):.4f}", refresh=False)
-        val = evaluate_rows(model, ds, batches, va, dev)
-        state["epoch"] = epoch + 1
-        state["seconds"] += time.monotonic() - t0
-        state["history"].append({"epoch": epoch + 1, "train_loss": total / steps_per_epoch, **val})
+    t0 = [time.monotonic()]
+
+    def checkpoint(history):
+        state["epoch"] = history[-1]["epoch"]
+        state["seconds"] += time.monotonic() - t0[0]
+        state["history"].append(history[-1])
+        t0[0] = time.monotonic()
         with atomic_path(ckpt) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "state": state, "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
-                        "gnn_config": asdict(model.cfg)}, tmp)
-    summary = {"model": cfg.model, "config": asdict(cfg), "train_seconds": state["seconds"],
-               "epochs": state["history"], "parameters": sum(p.numel() for p in model.parameters())}
+            torch.save({"format_version": CHECKPOINT_VERSION, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "state": state, "torch_rng": torch.get_rng_state(),
+                        "config": asdict(cfg), "gnn_config": asdict(model.cfg)}, tmp)
+
+    fit(model, lambda rows: multitask_loss(*model(*batches(rows)), *labels(ds, rows, dev)), tr, epochs=cfg.epochs,
+        batch=cfg.batch, opt=opt, sched=sched, seed=cfg.seed, start_epoch=state["epoch"],
+        validate=lambda: evaluate_rows(model, ds, batches, va, dev), on_epoch=checkpoint, progress=progress,
+        desc=cfg.model)
+    summary = {"format_version": CHECKPOINT_VERSION, "model": cfg.model, "config": asdict(cfg),
+               "train_seconds": state["seconds"], "epochs": state["history"],
+               "parameters": sum(p.numel() for p in model.parameters())}
     write_json(out / "train.json", summary)
     return summary
 
@@ -212,6 +203,17 @@ def predict_gnn(model, ds: Dataset, batches: GraphBatches, rows: np.ndarray, dev
     return p_taken, cls
 
 
+def head_accuracy(model, ds: Dataset, kind: str = "fused", max_rows: int | None = None) -> dict:
+    """Accuracy of both heads of a GNN on ``ds`` (at most ``max_rows`` samples, evenly spaced in time):
+    {"branch_acc", "prefetch_acc"} (None for a head without samples)."""
+    dev = torch.device("cpu")
+    rows = np.arange(len(ds))
+    if max_rows and len(rows) > max_rows:
+        rows = np.unique(np.linspace(0, len(ds) - 1, max_rows).astype(np.int64))
+    r = evaluate_rows(model, ds, GraphBatches(ds, kind, dev), rows, dev)
+    return {"branch_acc": r["val_branch_acc"], "prefetch_acc": r["val_delta_acc"]}
+
+
 def evaluate_rows(model, ds: Dataset, batches: GraphBatches, rows: np.ndarray, dev) -> dict:
     """Branch accuracy and delta accuracy on ``rows`` (validation during training)."""
     p, cls = predict_gnn(model, ds, batches, rows, dev)
@@ -222,19 +224,11 @@ def evaluate_rows(model, ds: Dataset, batches: GraphBatches, rows: np.ndarray, d
             "val_delta_acc": float((cls[m] == delta[m]).mean()) if m.any() else None}
 
 
-def checkpoint_path(run_dir: str | Path) -> Path:
-    """The checkpoint of a trained run directory; a clear error when ``run_dir`` is not one."""
-    path = Path(run_dir) / "checkpoint.pt"
-    if not path.is_file():
-        raise UsageError(f"{run_dir}: not a trained run (no checkpoint.pt); train one with `ncf train`")
-    return path
-
-
 def load_model(run_dir: str | Path, dev=torch.device("cpu")):
     """The trained GNN of a run directory."""
     from .gnn import FusedGNN, GNNConfig
 
-    saved = torch.load(checkpoint_path(run_dir), map_location=dev, weights_only=False)
+    saved = load_checkpoint(checkpoint_path(run_dir), dev)
     model = FusedGNN(GNNConfig(**saved["gnn_config"]))
     model.load_state_dict(saved["model"])
     known = {f.name for f in fields(TrainConfig)}
@@ -242,7 +236,10 @@ def load_model(run_dir: str | Path, dev=torch.device("cpu")):
 
 
 def predict(run_dir: str | Path, ds_dir: str | Path) -> dict:
-    """Per-sample predictions of a trained GNN run on a dataset: p_taken, delta class."""
+    """Per-sample predictions of a trained run (any model) on a dataset: p_taken (NaN where the model
+    makes none), delta class (-1 where none)."""
+    if TrainConfig.load(Path(run_dir) / "config.yaml").model in HISTORY_MODELS:
+        return predict_history(run_dir, ds_dir)
     model, cfg = load_model(run_dir)
     ds = Dataset(ds_dir)
     rows = np.arange(len(ds))

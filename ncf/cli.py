@@ -159,14 +159,15 @@ def cmd_champsim(a) -> int:
 
 
 def cmd_baseline(a) -> int:
-    from ncf.io import UsageError, check_output, write_json
-    from ncf.report import markdown_table
+    from ncf.io import UsageError, check_output, markdown_table, write_json
     from ncf.trace_eval import baseline
-    from ncf.trace_eval.capture import record_builtins
 
     if a.all:
-        metas = record_builtins(a.trace_dir, a.instructions, a.skip, (0, 1))
-        rep = baseline.evaluate_all([Path(m["path"]) for m in metas], a.out)
+        from ncf.studies.experiment import ExperimentConfig, run_baselines
+        from ncf.trace_eval.workloads import names
+
+        cfg = _settle(ExperimentConfig, a, {"workloads": list(names())})
+        rep = run_baselines(cfg, a.out)
         print("\n".join(rep["tables"]))
         print(f"written to {a.out}/ (tables as .md + .json, baselines_*.png, hard_branches.json, "
               "delinquent_loads.json)")
@@ -203,11 +204,21 @@ def cmd_dataset(a) -> int:
     return 0
 
 
+def _settle(cls, a, base: dict | None = None):
+    """The command's config: ``cls`` defaults < ``base`` (a preset) < --config FILE < the named
+    options (an option and a config field share a name) < --set KEY=VALUE; typed and validated once."""
+    from dataclasses import fields
+
+    from ncf.io import settle
+
+    options = {f.name: getattr(a, f.name, None) for f in fields(cls)}
+    return settle(cls, base, getattr(a, "config", None), options, getattr(a, "set", None) or ())
+
+
 def cmd_train(a) -> int:
-    from ncf.io import with_settings
     from ncf.model.train import TrainConfig, train
 
-    cfg = with_settings(TrainConfig.load(a.config), a.set or [])
+    cfg = _settle(TrainConfig, a)
     s = train(cfg, resume=a.resume)
     last = s["epochs"][-1] if s.get("epochs") else {}
     print(f"{cfg.out}: {cfg.model} trained in {s['train_seconds']:.1f} s; last epoch {last}")
@@ -215,12 +226,9 @@ def cmd_train(a) -> int:
 
 
 def cmd_experiment(a) -> int:
-    from dataclasses import fields
+    from ncf.studies.experiment import ExperimentConfig, run_experiment, run_lead_sweep
 
-    from ncf.model.experiment import ExperimentConfig, run_experiment, run_lead_sweep
-
-    cfg = ExperimentConfig(**{f.name: getattr(a, f.name) for f in fields(ExperimentConfig)
-                              if getattr(a, f.name, None) is not None})
+    cfg = _settle(ExperimentConfig, a)
     if a.lead_sweep:
         r = run_lead_sweep(cfg, leads=a.lead_sweep)
         print(r["table"])
@@ -232,10 +240,10 @@ def cmd_experiment(a) -> int:
 
 
 def cmd_quantize(a) -> int:
-    from ncf.quant.quantize import quantize_run
+    from ncf.io import markdown_table
+    from ncf.studies.bits import BitsConfig, quantize_run
 
-    r = quantize_run(a.run, a.train, a.test, a.out, bits=a.bits, steps=a.steps, export_bits=a.export_bits)
-    from ncf.report import markdown_table
+    r = quantize_run(a.run, a.train, a.test, a.out, _settle(BitsConfig, a))
     print(markdown_table(r["rows"], ["bits", "branch_acc", "prefetch_acc", "storage_bits", "qat_steps"]))
     print(markdown_table(r["ladder"], ["site_pc", "samples", "fake_quant==intref", "fake_quant==qonnx",
                                        "intref==qonnx", "hls4ml_input_precision"]))
@@ -243,21 +251,13 @@ def cmd_quantize(a) -> int:
     return 0
 
 
-def _hw_config(a):
-    from dataclasses import replace
-
-    from ncf.hw.generate import HwConfig
-
-    cfg = HwConfig.load(a.config) if a.config else HwConfig()
-    return replace(cfg, **{name: getattr(a, name) for name in ("cutoff", "clock_ns", "csim_samples")
-                           if getattr(a, name, None) is not None})   # validated again
-
-
 def cmd_hls(a) -> int:
     from ncf.hw.generate import build_hls
     from ncf.quant.quantize import read_bundle
 
-    cfg = _hw_config(a)
+    from ncf.hw.generate import HwConfig
+
+    cfg = _settle(HwConfig, a)
     s = build_hls(read_bundle(a.qonnx), cfg, a.output)
     c, tb = s["csim"], s["c_testbench"]
     print(f"{a.output}: hls4ml project ({s['backend']}, {s['io_type']}, part {s['part']}, {s['clock_ns']} ns)")
@@ -272,7 +272,9 @@ def cmd_rtl(a) -> int:
     from ncf.hw.generate import build_rtl
     from ncf.quant.quantize import read_bundle
 
-    cfg = _hw_config(a)
+    from ncf.hw.generate import HwConfig
+
+    cfg = _settle(HwConfig, a)
     m = build_rtl(read_bundle(a.qonnx), cfg, a.output)
     print(json.dumps({k: m[k] for k in ("top", "parameters", "latency", "bits")}, indent=1))
     print(f"manifest: {a.output / 'manifest.json'}")
@@ -302,15 +304,37 @@ def cmd_verify(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from ncf.trace_eval import bench
+    from ncf.io import UsageError, check_output, save_table
+    from ncf.studies import bench
 
-    return bench.main(a)
+    check_output(a.out, directory=True)
+    if a.what == "verify":
+        if a.rtl is None:
+            raise UsageError("bench verify needs --rtl DIR (written by `ncf rtl`, e.g. one under work/cache/rtl)")
+        rows = bench.bench_verify(a.rtl, a.samples)
+        print(save_table(a.out / "verify", rows, "ncf bench verify: Verilator predictions/s, bit-exact stream "
+                         f"(target >= {bench.TARGET_PREDICTIONS:,}/s; x_target > 1 meets it)",
+                         extra={"targets": {"predictions_per_s": bench.TARGET_PREDICTIONS}}))
+        return 0
+    if a.what == "baselines":
+        rows = bench.bench_baselines(a.trace, a.instructions, a.skip)
+        print(save_table(a.out / "baselines", rows, "ncf bench baselines (targets: TAGE-SC-L >= 1 M branches/s, "
+                         "cache model >= 2 M accesses/s; x_target > 1 meets the target)",
+                         extra={"targets": {"tage_branches_per_s": bench.TARGET_BRANCHES,
+                                            "cache_accesses_per_s": bench.TARGET_ACCESSES}}))
+        return 0
+    rows = bench.bench_trace(a.workloads, a.instructions, a.skip)
+    print(save_table(a.out / "trace", rows, f"ncf bench trace: {a.instructions:,} instructions after skipping "
+                     f"{a.skip:,} (targets: >= {bench.TARGET_RATE / 1e6:.0f} M insn/s, <= {bench.TARGET_BYTES} "
+                     "B/insn; x_target > 1 meets the target)",
+                     extra={"targets": {"insn_per_s": bench.TARGET_RATE, "bytes_per_insn": bench.TARGET_BYTES}}))
+    return 0
 
 
 def cmd_demo(a) -> int:
-    from ncf import demo
+    from ncf.studies import demo
 
-    demo.run(Path(a.out), preset=a.preset, fresh=a.fresh)
+    demo.run(a.out, preset=a.preset, fresh=a.fresh, cache_root=a.cache)
     return 0
 
 
@@ -324,16 +348,73 @@ def cmd_synth(a) -> int:
 
 
 def cmd_hw_sweep(a) -> int:
-    from ncf.hw.sweep import HwSweepConfig, hw_sweep
+    from ncf.studies.hw_sweep import HwSweepConfig, hw_sweep
 
-    r = hw_sweep(a.train, a.test, a.out, HwSweepConfig(points=a.points, max_rows=a.samples, synth=not a.no_synth,
-                                                      cutoff=a.cutoff))
+    r = hw_sweep(a.train, a.test, a.out, _settle(HwSweepConfig, a))
     print(r["text"])
     print(f"plot: {r['plot']}")
     return 0
 
 
+def cmd_classify(a) -> int:
+    from ncf.studies.classify import PRESETS, SPLITS, ClassifyConfig, confusion_text, run_classify
+
+    cfg = _settle(ClassifyConfig, a, PRESETS[a.preset])
+    r = run_classify(cfg, progress=not a.quiet)
+    print(r["table"])
+    for s in SPLITS:
+        for m in cfg.methods:
+            print(f"confusion, {m}, {s} (rows: true, columns: predicted):")
+            print(confusion_text(r["confusion"][s][m], r["classes"]) + "\n")
+    print(f"written to {cfg.out}/ (accuracy.md/.json, confusion.json, confusion.png, classify.json)")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ parser
+CONFIGS = {"DatasetConfig": "ncf.model.dataset", "TrainConfig": "ncf.model.train", "HwConfig": "ncf.hw.generate",
+           "ExperimentConfig": "ncf.studies.experiment", "BitsConfig": "ncf.studies.bits",
+           "HwSweepConfig": "ncf.studies.hw_sweep", "ClassifyConfig": "ncf.studies.classify"}
+
+
+def _config_class(name: str):
+    import importlib
+
+    return getattr(importlib.import_module(CONFIGS[name]), name)
+
+
+def _default(config: str, name: str):
+    """A config field's default: help texts quote it from its one source."""
+    from dataclasses import MISSING, fields
+
+    f = next(f for f in fields(_config_class(config)) if f.name == name)
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def _set_option(parser) -> None:
+    parser.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                        help="set any config value (typed by its field, validated), after --config and the options")
+
+
+def _config_options(parser, config: str, options: dict[str, str]) -> None:
+    """--config FILE, one option per named field of ``config`` (default: not given, so the config file
+    or the dataclass default stands; the help quotes the default), and --set."""
+    import typing
+
+    kinds = typing.get_type_hints(_config_class(config))
+    parser.add_argument("--config", type=Path, help=f"a {config} file (YAML/JSON) to start from")
+    for name, text in options.items():
+        kind = kinds[name]
+        args = typing.get_args(kind)
+        base = next((a for a in args if a is not type(None)), kind) if args else kind
+        extra = {"nargs": "+"} if typing.get_origin(base) is list or base is list else \
+            {"type": count if name in ("instructions", "skip") else base}
+        if extra.get("nargs"):
+            extra["type"] = int if name in ("bits", "leads", "levels", "seeds") else str
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=name.upper(), **extra,
+                            help=f"{text} (default {_default(config, name)})")
+    _set_option(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="ncf", description=__doc__.splitlines()[0], epilog=EPILOG,
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -412,18 +493,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "prefetcher, coverage, accuracy, timeliness, delinquent loads and next-delta "
                         "precision/recall. Prints tables and writes JSON.",
                         epilog="examples:\n  ncf baseline --trace traces/bzip2-0.ncft --predictor tage-sc-l\n"
-                        "  ncf baseline --all            # every built-in workload, inputs 0 and 1, with plots",
+                        "  ncf baseline --all            # every built-in workload, inputs 0 and 1, with plots\n"
+                        "  ncf baseline --all --workloads bzip2 xz --instructions 20M --skip 100M",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     bl.add_argument("--trace", type=Path, nargs="+", help="trace files to evaluate")
     bl.add_argument("--predictor", nargs="+", default=["bimodal", "gshare", "perceptron", "tage-sc-l"],
                     choices=["bimodal", "gshare", "perceptron", "tage-sc-l"])
     bl.add_argument("--prefetcher", nargs="*", default=["next-line", "ip-stride", "bop"],
                     choices=["next-line", "ip-stride", "bop"])
-    bl.add_argument("--all", action="store_true", help="trace (or reuse) every built-in workload, inputs 0 and 1, "
-                    "and write the full report")
-    bl.add_argument("--instructions", type=instructions, default=5 * 10**6, help="with --all: instructions per trace")
-    bl.add_argument("--skip", type=count, default=10**6, help="with --all: instructions skipped first")
-    bl.add_argument("--trace-dir", type=Path, default=Path("traces/demo"), help="with --all: where traces live")
+    bl.add_argument("--all", action="store_true", help="trace (or reuse, from the stage cache) the built-in "
+                    "workloads, inputs 0 and 1, and write the full report")
+    bl.add_argument("--workloads", nargs="+", help="with --all: these workloads (default: every built-in one)")
+    bl.add_argument("--instructions", type=instructions, help=f"with --all: instructions per trace (default "
+                    f"{_default('ExperimentConfig', 'instructions'):,})")
+    bl.add_argument("--skip", type=count, help=f"with --all: instructions skipped first (default "
+                    f"{_default('ExperimentConfig', 'skip'):,}; the C kernels are traced from their start)")
+    bl.add_argument("--cache", help="with --all: the stage cache (default work/cache)")
     bl.add_argument("-o", "--out", type=Path, default=Path("reports/baselines"))
     bl.set_defaults(func=cmd_baseline)
 
@@ -441,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--trace", type=Path, required=True)
     ds.add_argument("-o", "--output", type=Path, required=True)
     ds.add_argument("--task", choices=["branch", "prefetch", "both"], default="both")
-    ds.add_argument("--lead", type=int, default=100, help="snapshot lead D in instructions (default 100)")
+    ds.add_argument("--lead", type=int, default=_default("DatasetConfig", "lead"),
+                    help=f"snapshot lead D in instructions (default {_default('DatasetConfig', 'lead')})")
     ds.add_argument("--sites-from", type=Path, help="trace whose hard branches / delinquent loads are the sites")
     ds.add_argument("--vocab-from", type=Path, help="training dataset whose delta vocabulary to use")
     ds.add_argument("--max-per-site", type=int, help="keep at most this many samples per site (evenly in time)")
@@ -458,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument("--config", type=Path, required=True)
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in `out`")
-    tr.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config values")
+    _set_option(tr)
     tr.set_defaults(func=cmd_train)
 
     ex = sub.add_parser("experiment", help="the main study: every model on every workload, train input 0, test 1",
@@ -466,18 +552,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "ablations (static graph only, history only), the BranchNet-style CNN and the delta-LSTM "
                         "trained with one budget; scored on input 1 through the harness (hard-branch and overall "
                         "MPKI with the models overriding TAGE-SC-L, next-delta accuracy, cache coverage against "
-                        "BOP). --lead-sweep trains the fused GNN at several D and plots accuracy against D.",
+                        "BOP). --lead-sweep trains the fused GNN at several D and plots accuracy against D. Traces, "
+                        "datasets and trained models go through the stage cache (--cache): a re-run redoes only "
+                        "what changed.",
+                        epilog="examples:\n  ncf experiment --workloads bzip2 xz --epochs 4\n"
+                        "  ncf experiment --config reports/demo/configs/experiment.yaml   # what the demo ran\n"
+                        "  ncf experiment --workloads bzip2 --lead-sweep 0 10 100 1000",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ex.add_argument("--workloads", nargs="+")
-    ex.add_argument("--models", nargs="+", help="models to train and score (default: all)")
-    ex.add_argument("--lead", type=int)
-    ex.add_argument("--instructions", type=instructions)
-    ex.add_argument("--skip", type=count)
-    ex.add_argument("--trace-dir", dest="trace_dir")
-    ex.add_argument("--work-dir", dest="work_dir")
-    ex.add_argument("--epochs", type=int)
-    ex.add_argument("--train-cap", dest="train_cap", type=int, help="training samples per site")
-    ex.add_argument("--out")
+    _config_options(ex, "ExperimentConfig", {"workloads": "workloads (default: the four programs)",
+                                             "models": "models to train and score (default: all)",
+                                             "lead": "snapshot lead D", "instructions": "instructions per trace",
+                                             "skip": "instructions skipped first (C kernels: from their start)",
+                                             "epochs": "training epochs of every model",
+                                             "train_cap": "training samples per site", "out": "report directory",
+                                             "cache": "the stage cache"})
     ex.add_argument("--lead-sweep", type=int, nargs="+", metavar="D", help="e.g. 0 1 10 32 100 320 1000")
     ex.set_defaults(func=cmd_experiment)
 
@@ -487,15 +575,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "training dataset (QAT), score both heads on the held-out dataset, and at --export-bits "
                        "export every site's flat one-site form to QONNX and check fake-quant == integer "
                        "reference == QONNX execution on all of that site's held-out samples.",
-                       epilog="example:\n  ncf quantize --run work/experiment/bzip2/runs-L100/fused "
-                       "--train work/experiment/bzip2/data-L100/train --test work/experiment/bzip2/data-L100/test",
+                       epilog="example (the demo's run and datasets are in the stage cache; its report prints "
+                       "the exact command):\n  ncf quantize --run RUN --train DATASET --test DATASET --bits 2 4 8 "
+                       "--export-bits 4",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("--run", type=Path, required=True, help="trained GNN run directory (fused, static or history)")
     q.add_argument("--train", type=Path, required=True, help="training dataset (QAT)")
     q.add_argument("--test", type=Path, required=True, help="held-out dataset (scoring and the exactness ladder)")
-    q.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 6, 8], help="bit widths to sweep (2..8)")
-    q.add_argument("--export-bits", type=int, default=8, help="bit width exported to QONNX (default 8)")
-    q.add_argument("--steps", type=int, default=200, help="QAT steps per bit width")
+    _config_options(q, "BitsConfig", {"bits": "bit widths to sweep (2..8)",
+                                      "export_bits": "bit width exported as site bundles",
+                                      "steps": "QAT steps per bit width",
+                                      "max_rows": "held-out samples scored and checked per site"})
     q.add_argument("-o", "--out", type=Path, default=Path("reports/quant"))
     q.set_defaults(func=cmd_quantize)
 
@@ -510,10 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         h.add_argument("--qonnx", type=Path, required=True, help="the site's QONNX file (or its _clean.onnx)")
         h.add_argument("-o", "--output", type=Path, default=Path(f"build/{name}"))
-        h.add_argument("--config", type=Path, help="hardware settings (YAML/JSON; keys of HwConfig)")
-        h.add_argument("--cutoff", type=float, help="da4ml latency_cutoff: adder delays per pipeline stage")
-        h.add_argument("--clock-ns", type=float, help="target clock period in ns (default 5 = 200 MHz)")
-        h.add_argument("--csim-samples", type=int, help="held-out samples for the C simulation check (default 10000)")
+        _config_options(h, "HwConfig", {"cutoff": "da4ml latency_cutoff: adder delays per pipeline stage",
+                                        "clock_ns": "target clock period in ns",
+                                        "csim_samples": "held-out samples for the C simulation check"})
         h.set_defaults(func=fn)
 
     v = sub.add_parser("verify", help="cocotb verification of generated RTL against the integer reference",
@@ -534,10 +623,35 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("-q", "--quiet", action="store_true")
     v.set_defaults(func=cmd_verify)
 
-    from ncf.model.classify import (
-        add_classify_parser,  # ncf classify (its parser and command live there)
-    )
-    add_classify_parser(sub)
+    c = sub.add_parser(
+        "classify", help="transfer: classify which algorithm a program runs from its execution",
+        description="Trace the algorithm corpus (trace_eval/corpus: sorting, searching, graph traversal, dynamic "
+        "programming, hashing, string matching, matrix kernels, prime counting; several implementations each, "
+        "built at -O0/-O1/-O2 by `make native`), build each program's fused samples at lead D, and classify the "
+        "algorithm of held-out programs with a linear probe on (1) the pooled embeddings of the fused GNN "
+        "trained on the branch/prefetch task of the training programs and then frozen, (2) the same GNN with "
+        "the dynamic inputs zeroed, (3) a bag of executed opcodes; and (4) with the same GNN trained from "
+        "scratch on the classes. Two splits: unseen implementation (every fold holds out one implementation "
+        "of each class) and unseen optimisation level (--test-level held out). Writes accuracy.md/.json, "
+        "confusion.json, confusion.png. Traces, datasets and models go through the stage cache.",
+        epilog="examples:\n  ncf classify                               # default: ~4 min the first time\n"
+        "  ncf classify --preset full                 # 4 folds, 2 seeds, 1M instructions (longer)\n"
+        "  ncf classify --classes sort search --max-impls 2 --levels 1 2 --methods opcodes",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--preset", choices=["default", "tiny", "full"], default="default",
+                   help="default: 2 folds, seed 1, 400k instructions; tiny: 3 classes, 2 levels, 1 epoch; full: "
+                   "4 folds, seeds 1 2, 1M")
+    _config_options(c, "ClassifyConfig", {
+        "classes": "algorithm classes (default: all of the corpus)",
+        "max_impls": "at most this many implementations per class", "levels": "gcc -O levels to use",
+        "seeds": "input seeds per program", "test_level": "level held out",
+        "impl_folds": "folds of the unseen-implementation split", "instructions": "instructions recorded per program",
+        "skip": "instructions skipped first (past the set-up)", "lead": "snapshot lead D",
+        "per_site": "samples per site", "epochs": "epochs of the branch/prefetch GNN",
+        "scratch_epochs": "epochs of the scratch GNN", "methods": "methods (fused static opcodes scratch)",
+        "seed": "training and shuffling seed", "out": "report directory", "cache": "the stage cache"})
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=cmd_classify)
 
     b = sub.add_parser("bench", help="benchmarks that print figures and ratios against targets",
                        description="Measure, print and save (markdown + JSON under --out) figures with their "
@@ -560,11 +674,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "the stages after it, and write a report (markdown + JSON) under --out. Work already "
                        "done with the same settings is reused.")
     d.add_argument("--out", default="reports/demo")
+    d.add_argument("--cache", default="work/cache", help="the stage cache (default work/cache)")
     d.add_argument("--preset", choices=["default", "full", "tiny"], default="default",
                    help="default: fits about 20 minutes on 2 cores; full: 20M-instruction windows, every model, "
                    "7 leads, 5 bit widths, 7 hardware points, ECP5 P&R without a time limit (hours); tiny: every "
                    "stage on bzip2 alone with the smallest settings (minutes; what CI runs)")
-    d.add_argument("--fresh", action="store_true", help="redo every stage (delete traces/demo, work/demo and --out first)")
+    d.add_argument("--fresh", action="store_true", help="redo every step instead of reusing the stage cache")
     d.set_defaults(func=cmd_demo)
 
     sy = sub.add_parser("synth", help="real synthesis and place-and-route of generated RTL (yosys, nextpnr)",
@@ -587,11 +702,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "accuracy against LUTs with TAGE-SC-L on the same samples for scale.")
     hs.add_argument("--train", type=Path, required=True)
     hs.add_argument("--test", type=Path, required=True)
-    hs.add_argument("--points", nargs="+", type=point, default=[[1, 1, 3], [2, 2, 3], [2, 2, 4], [4, 2, 4]],
-                    help="configurations H,T,BITS (hidden width, message-passing steps, bit width)")
-    hs.add_argument("--samples", type=int, default=4000, help="held-out samples per point")
-    hs.add_argument("--cutoff", type=float, default=2.0, help="da4ml latency_cutoff")
-    hs.add_argument("--no-synth", action="store_true", help="da4ml cost estimates only (no yosys)")
+    _config_options(hs, "HwSweepConfig", {"epochs": "training epochs per (H, T)", "qat_steps": "QAT steps per point",
+                                          "max_rows": "held-out samples per point", "cutoff": "da4ml latency_cutoff",
+                                          "cache": "the stage cache"})
+    hs.add_argument("--points", nargs="+", type=point, help="configurations H,T,BITS (hidden width, message-passing "
+                    f"steps, bit width; default {' '.join(','.join(map(str, q)) for q in _default('HwSweepConfig', 'points'))})")
+    hs.add_argument("--no-synth", dest="synth", action="store_const", const=False,
+                    help="da4ml cost estimates only (no yosys)")
     hs.add_argument("-o", "--out", type=Path, default=Path("reports/hw/sweep"))
     hs.set_defaults(func=cmd_hw_sweep)
     return p

@@ -1,4 +1,5 @@
-"""Small helpers every stage uses: atomic files, JSON, typed configs, and the two kinds of bad input.
+"""Small helpers every stage uses: atomic files, JSON, file hashes, tables and figures, typed configs,
+and the two kinds of bad input.
 
 A stage that is given something it cannot use raises :class:`UsageError` (a bad argument value, an
 input path that names nothing or the wrong kind of thing, an output that cannot be written) or
@@ -8,6 +9,7 @@ prints either as one line naming the thing and the problem, with exit status 2 o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -141,6 +143,11 @@ def save_config(cfg, path) -> Path:
 def load_config(cls, path):
     """A dataclass config from a YAML or JSON file; unknown keys are an error naming the known ones,
     values of the wrong type an error naming the key."""
+    return cls(**config_values(cls, path))
+
+
+def config_values(cls, path) -> dict:
+    """The typed values a config file sets for dataclass ``cls`` (only the keys it holds)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such config file" if not path.exists() else f"{path}: is not a config file")
@@ -150,7 +157,7 @@ def load_config(cls, path):
     if unknown:
         raise UsageError(f"{path}: unknown config keys {sorted(unknown)}; known: {sorted(known)}")
     kinds = typing.get_type_hints(cls)
-    return cls(**{k: typed(v, kinds[k], f"{path}: {k}") for k, v in data.items()})
+    return {k: typed(v, kinds[k], f"{path}: {k}") for k, v in data.items()}
 
 
 def with_settings(cfg, settings: list[str]):
@@ -166,6 +173,19 @@ def with_settings(cfg, settings: list[str]):
             raise UsageError(f"--set {key}: unknown setting; known: {', '.join(values)}")
         values[key] = typed(text, kinds[key], f"--set {key}")
     return type(cfg)(**values)
+
+
+def settle(cls, base: dict | None = None, file=None, options: dict | None = None, settings=()):
+    """The one way a config is made from its sources, each overriding the ones before it: the
+    dataclass defaults, ``base`` (a preset), a config ``file`` (YAML or JSON), named command-line
+    ``options`` (None: not given) and ``--set KEY=VALUE`` ``settings``; every value typed by its
+    field, the result validated once (``__post_init__``)."""
+    kinds = typing.get_type_hints(cls)
+    values = config_values(cls, file) if file is not None else {}
+    values.update({k: typed(v, kinds[k], f"--{k.replace('_', '-')}") for k, v in (options or {}).items()
+                   if v is not None and k in kinds})
+    cfg = cls(**{**(base or {}), **values})
+    return with_settings(cfg, list(settings or ()))
 
 
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -198,3 +218,66 @@ def typed(value, kind, name: str):
     if kind is str and not text:
         raise UsageError(f"{name}: {value!r} is not text")
     return value
+
+
+# ------------------------------------------------------------------------------------ hashes
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's content, read in 4 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 22):
+            h.update(b)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------ tables, figures
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows of dicts -> a markdown table; floats get 4 significant digits, ints thousands separators."""
+    columns = columns or (list(rows[0]) if rows else [])
+
+    def fmt(v):
+        if v is None:
+            return "–"
+        if isinstance(v, bool):
+            return str(v)
+        if isinstance(v, int):
+            return f"{v:,}"
+        if isinstance(v, float):
+            return f"{v:,.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def save_table(path: str | os.PathLike, rows: list[dict], title: str = "", columns: list[str] | None = None,
+               extra: dict | None = None) -> str:
+    """Write ``path``.md and ``path``.json (title, rows + ``extra``); return the markdown text.
+    A table holds results only: how long something took goes elsewhere (the demo's times.json)."""
+    path = Path(path)
+    text = (f"## {title}\n\n" if title else "") + markdown_table(rows, columns) + "\n"
+    with atomic_path(path.with_suffix(".md")) as tmp:
+        tmp.write_text(text)
+    write_json(path.with_suffix(".json"), {"title": title, "rows": rows, **(extra or {})})
+    return text
+
+
+def figure(*args, **kwargs):
+    """A matplotlib (figure, axes) for files (the Agg backend: no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write ``fig`` as a PNG, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return Path(path)

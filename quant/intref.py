@@ -3,6 +3,7 @@
     p = extract_int_params(qcompact)          # integer weights / biases, po2 exponents (value = int * 2**e)
     x_int = quantize_input(x, p)              # input codes (or take them from the Brevitas input quantizer)
     y_int, e = intref(x_int, p)               # int64 [S, 1+C] output accumulators, value = y_int * 2**e
+    y_int, e = intref_bits(p, features)       # the same for 0/1 features (what the hardware takes)
 
 The forward pass uses only int64 arrays: integer matrix products over the structurally nonzero
 blocks of each weight (the kron / padding zeros are skipped), additions
@@ -157,6 +158,21 @@ def quantize_input(x: np.ndarray, p: dict) -> np.ndarray:
     q = dict(p["q_in"], relu=False)
     v = np.round(np.asarray(x, np.float64) * 2.0 ** -q["e"]).astype(np.int64)
     return requant(v, 0, dict(q, e=0))
+
+
+def one_code(p: dict) -> int:
+    """The input quantizer's code for a feature value of 1 (every model input is a 0/1 feature)."""
+    return int(quantize_input(np.ones(1), p)[0])
+
+
+def input_value(p: dict, features: np.ndarray) -> np.ndarray:
+    """0/1 features -> the model's quantized input values (float64, exact)."""
+    return features.astype(np.float64) * (one_code(p) * 2.0 ** p["q_in"]["e"])
+
+
+def intref_bits(p: dict, features: np.ndarray) -> tuple[np.ndarray, int]:
+    """intref outputs (int64 [S, 1+C]) and their exponent for 0/1 features."""
+    return intref(features.astype(np.int64) * one_code(p), p)
 
 
 def intref(x_int: np.ndarray, p: dict, stats: dict | None = None, chunk: int = 1024):

@@ -69,12 +69,29 @@ class QuantConfig:
             if not 8 <= getattr(self, name) <= 24:     # float32 fake-quant is exact below 2^24
                 raise UsageError(f"{name} must be in 8..24, not {getattr(self, name)}")
 
+    @classmethod
+    def at(cls, bits: int, **kw) -> QuantConfig:
+        """Weights and activations at ``bits`` (the hardware's one bit-width knob)."""
+        return cls(weight_bits=bits, act_bits=bits, **kw)
+
     @property
     def input_bits(self) -> int:
         return self.in_bits or self.act_bits
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def storage(model, weight_bits: int | None, bias_bits: int | None) -> int:
+    """Bits of weight and bias storage (float: 32 bits each); the weight-shared model stores the
+    same distinct values as the flat per-site form."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            total += m.weight.numel() * (weight_bits or 32)
+            if m.bias is not None:
+                total += m.bias.numel() * (bias_bits or 32)
+    return total
 
 
 # ------------------------------------------------------------------------------------ building blocks
@@ -199,11 +216,6 @@ def hook_modules(model) -> list[torch.nn.Module]:
 
 
 # ------------------------------------------------------------------------------------ QAT
-def _batches_rows(n_rows: np.ndarray, batch: int, seed: int, epoch: int):
-    perm = np.random.default_rng([seed, epoch]).permutation(n_rows)
-    return [np.sort(perm[k:k + batch]) for k in range(0, len(perm) - batch + 1, batch)] or [np.sort(perm)]
-
-
 @torch.no_grad()
 def calibrate(qmodel: FusedGNN, ds, rows: np.ndarray | None = None, batches: int | None = None,
               batch: int = 256, seed: int = 0, kind: str = "fused") -> None:
@@ -212,13 +224,14 @@ def calibrate(qmodel: FusedGNN, ds, rows: np.ndarray | None = None, batches: int
     scale parameters (Brevitas would otherwise keep collecting for 300 training steps, with
     per-batch, not power-of-two, scales) and leave the model in eval mode."""
     from brevitas.graph.calibrate import finalize_collect_stats
+    from ncf.model.loop import epoch_batches
     from ncf.model.train import GraphBatches, split_by_time
 
     batches = batches or getattr(qmodel, "qcfg", QuantConfig()).calib_batches
     rows = split_by_time(len(ds))[0] if rows is None else rows
     gb = GraphBatches(ds, kind, torch.device("cpu"))
     qmodel.train()
-    todo = _batches_rows(rows, batch, seed, 10**6)
+    todo = epoch_batches(rows, batch, seed, 10**6)
     for k in range(batches):
         qmodel(*gb(todo[k % len(todo)]))
     qmodel.apply(finalize_collect_stats)
@@ -230,6 +243,7 @@ def finetune(qmodel: FusedGNN, train_ds, qcfg: QuantConfig | None = None, epochs
              rows: np.ndarray | None = None, threads: int | None = None) -> dict:
     """Calibrate, then a short deterministic QAT fine-tune of the weight-shared form on the training
     part of ``train_ds`` (model/train.py's batches, loss and time split). Returns a small summary."""
+    from ncf.model.loop import fit
     from ncf.model.train import GraphBatches, labels, multitask_loss, split_by_time
 
     if threads:
@@ -242,17 +256,6 @@ def finetune(qmodel: FusedGNN, train_ds, qcfg: QuantConfig | None = None, epochs
         dev = torch.device("cpu")
         gb = GraphBatches(train_ds, kind, dev)
         opt = torch.optim.Adam([p for p in qmodel.parameters() if p.requires_grad], lr=lr)
-        losses, n = [], 0
-        qmodel.train()
-        for epoch in range(epochs):
-            for r in _batches_rows(rows, batch, seed, epoch):
-                if max_steps is not None and n >= max_steps:
-                    break
-                loss = multitask_loss(*qmodel(*gb(r)), *labels(train_ds, r, dev))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-                n += 1
-        qmodel.eval()
-    return {"steps": n, "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
+        hist = fit(qmodel, lambda r: multitask_loss(*qmodel(*gb(r)), *labels(train_ds, r, dev)), rows, epochs=epochs,
+                   batch=batch, opt=opt, seed=seed, max_steps=max_steps, progress=False, desc="QAT")
+    return {"steps": sum(h["steps"] for h in hist), "epochs": hist}

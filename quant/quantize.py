@@ -1,12 +1,10 @@
-"""`ncf quantize`: a trained GNN -> quantized models, the bit-width table, and per-site QONNX files
-whose ladder (fake-quant == integer reference == QONNX execution) is checked on held-out samples.
+"""Site bundles: a quantized GNN's one-site form exported to QONNX, with the exactness ladder
+(fake-quant == integer reference == QONNX execution) checked on the site's held-out samples.
 
-    report = quantize_run("runs/bzip2/fused", "data/bzip2-0", "data/bzip2-1", "reports/quant/bzip2")
+    r = ladder(qmodel, qcfg, test_ds, site, "out/site3_4bit.onnx")    # writes the bundle, returns counts
+    bundle = read_bundle("out/site3_4bit.onnx")                       # what ncf hls / ncf rtl start from
 
-For every bit width: QAT fine-tune on the training input, accuracy of both heads on the held-out
-input (``sweep.py``). At ``export_bits``: for each site of the held-out dataset, the flat one-site
-form is exported to QONNX (``site<k>_<b>bit.onnx``) and its held-out samples run through all three
-paths; the exact-match counts go into ``ladder.json``.
+(``ncf quantize``, ncf/studies/bits.py, exports every site at one bit width this way.)
 
 Each exported site is a bundle the hardware stage (``ncf hls`` / ``ncf rtl``) starts from:
     site<k>_<b>bit_clean.onnx     the cleaned QONNX graph hls4ml converts
@@ -30,7 +28,6 @@ from ncf.io import DataError, UsageError, check_output, read_json, write_json
 from .export import export_compact, input_precision, run_qonnx
 from .intref import extract_int_params, intref, save_int_params
 from .qat import QuantConfig, quantize_compact
-from .sweep import BITS, sweep
 
 
 def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int | None = None) -> dict:
@@ -127,26 +124,3 @@ def read_bundle(onnx_path) -> dict:
     features, rows = read_samples(paths["samples"])
     return {**meta, "paths": paths, "params": load_int_params(paths["intref"]), "features": features,
             "rows": rows, "live_inputs": np.asarray(meta["live_inputs"], np.int64)}
-
-
-def quantize_run(run_dir, train_dir, test_dir, out, bits=BITS, steps: int = 200, export_bits: int = 8,
-                 max_rows: int | None = 30_000) -> dict:
-    """``max_rows``: held-out samples (evenly spaced in time) scored per bit width and run through
-    the ladder per site; None = all."""
-    from ncf.model.dataset import Dataset
-    from ncf.model.train import load_model
-
-    for b in {*bits, export_bits}:
-        QuantConfig(weight_bits=b, act_bits=b)  # its check of the bit width, before any work
-    if steps < 0:
-        raise UsageError(f"QAT steps {steps}: must be >= 0")
-    out = check_output(out, directory=True)
-    model, cfg = load_model(run_dir)
-    train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
-    rows, models = sweep(model, train_ds, test_ds, out / "bits", sorted(set(bits) | {export_bits}), steps,
-                         kind=cfg.model, max_rows=max_rows)
-    qmodel, qcfg = models[export_bits]
-    links = [ladder(qmodel, qcfg, test_ds, s, out / f"site{s}_{export_bits}bit.onnx", max_rows)
-             for s in range(len(test_ds.site_pc))]
-    write_json(out / "ladder.json", {"bits": export_bits, "run": str(run_dir), "test": str(test_dir), "sites": links})
-    return {"rows": rows, "ladder": links}

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 from ncf.hw.generate import load_manifest
-from ncf.io import DataError, UsageError, check_output
-from ncf.trace_eval.format import TraceReader, file_sha256
+from ncf.io import DataError, UsageError, check_output, file_sha256
+from ncf.trace_eval.format import TraceReader
 
 SIMULATORS = ("verilator", "icarus")
 TESTS = ("test_latency", "test_stream", "test_gaps_backpressure", "test_reset_midstream")
@@ -56,9 +56,9 @@ def bundle_features(m: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def expected(m: dict, params: dict, features: np.ndarray) -> dict:
     """intref on 0/1 features -> the RTL's outputs: taken, class, logit codes at the RTL's format."""
-    from ncf.hw.hls import reference
+    from ncf.quant.intref import intref_bits
 
-    y, e = reference(params, features)
+    y, e = intref_bits(params, features)
     shift = e + m["parameters"]["OUT_F"]
     if shift < 0:
         raise ValueError(f"intref output LSB 2^{e} is finer than the RTL's 2^-{m['parameters']['OUT_F']}")

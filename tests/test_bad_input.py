@@ -104,12 +104,12 @@ CASES = [
     # a negative lead puts the snapshot after the predicted instruction: refused where the lead enters
     ("dataset lead < 0", DATASET + ["-o", "{t}/ds", "--lead", "-5"], nothing, 2, ["lead -5", ">= 0"]),
     ("experiment lead < 0", ["experiment", "--lead", "-3", "--workloads", "quicksort", "--instructions", "10k",
-                             "--trace-dir", "{t}/tr", "--work-dir", "{t}/w", "--out", "{t}/o"], nothing, 2,
+                             "--cache", "{t}/c", "--out", "{t}/o"], nothing, 2,
      ["lead -3", ">= 0"]),
     ("experiment lead sweep < 0", ["experiment", "--lead-sweep", "0", "-3", "--workloads", "quicksort",
-                                   "--instructions", "10k", "--trace-dir", "{t}/tr", "--work-dir", "{t}/w",
+                                   "--instructions", "10k", "--cache", "{t}/c",
                                    "--out", "{t}/o"], nothing, 2, ["lead -3"]),
-    ("classify lead < 0", ["classify", "--lead", "-1", "--work-dir", "{t}/w", "-o", "{t}/o", "-q"], nothing, 2,
+    ("classify lead < 0", ["classify", "--lead", "-1", "--cache", "{t}/c", "--out", "{t}/o", "-q"], nothing, 2,
      ["lead -1"]),
     # counts that make no sense
     ("dataset max-per-site < 0", DATASET + ["-o", "{t}/ds", "--max-per-site", "-1"], nothing, 2,
@@ -146,13 +146,13 @@ CASES = [
                                      "-o", "{t}/hs"], nothing, 2, ["--points", "'a,b,c'", "H,T,BITS"]),
     ("hw-sweep point out of range", ["hw-sweep", "--train", "{f[ds]}", "--test", "{f[ds]}", "--points", "0,1,3",
                                      "-o", "{t}/hs"], nothing, 2, ["point [0, 1, 3]", "hidden 0"]),
-    ("hw-sweep samples 0", ["hw-sweep", "--train", "{f[ds]}", "--test", "{f[ds]}", "--samples", "0", "-o",
+    ("hw-sweep samples 0", ["hw-sweep", "--train", "{f[ds]}", "--test", "{f[ds]}", "--max-rows", "0", "-o",
                             "{t}/hs"], nothing, 2, ["max_rows 0"]),
-    ("experiment train-cap 0", ["experiment", "--train-cap", "0", "--trace-dir", "{t}/tr", "--work-dir", "{t}/w",
+    ("experiment train-cap 0", ["experiment", "--train-cap", "0", "--cache", "{t}/c",
                                 "--out", "{t}/o"], nothing, 2, ["train_cap 0"]),
     ("hls csim-samples 0", ["hls", "--qonnx", "{t}/x.onnx", "--csim-samples", "0", "-o", "{t}/hls"], nothing, 2,
      ["csim_samples 0"]),
-    ("experiment unknown model", ["experiment", "--models", "bogus", "--trace-dir", "{t}/tr", "--work-dir", "{t}/w",
+    ("experiment unknown model", ["experiment", "--models", "bogus", "--cache", "{t}/c",
                                   "--out", "{t}/o"], nothing, 2, ["models", "'bogus'", "fused"]),
     # missing inputs, inputs of the wrong kind
     ("inspect missing trace", ["inspect", "{t}/nope.ncft"], nothing, 2, ["nope.ncft", "no such trace file"]),
@@ -309,7 +309,7 @@ def test_a_site_without_samples_is_skipped_and_reported(native, inputs_dir, tmp_
 
 
 def test_settings_are_parsed_as_their_field_types_then_validated():
-    from ncf.hw.sweep import HwSweepConfig
+    from ncf.studies.hw_sweep import HwSweepConfig
     from ncf.model.train import TrainConfig
 
     cfg = with_settings(TrainConfig(), ["gate=False", "lr=1e-3", "epochs=3", "device=cpu"])

@@ -1,7 +1,7 @@
 """`ncf baseline`: the classical baselines on a trace, and the report over every built-in workload.
 
     result = evaluate(trace_path)                 # one trace: every predictor and prefetcher
-    report = evaluate_all(traces, out_dir)        # tables (md + JSON), bar plots, hard branches
+    report = write_report(results, out_dir)       # tables (md + JSON), bar plots, hard branches
 
 The hard-branch and delinquent-load lists are written per trace (``hard_branches.json``,
 ``delinquent_loads.json`` in the output folder, keyed by trace name) for the later stages.
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ncf.io import check_output, write_json
-from ncf.report import save_table
+from ncf.io import check_output, figure, save_figure, save_table, write_json
 
 from .branch_predictors import make_predictor
 from .cache import CacheConfig, simulate
@@ -65,12 +64,9 @@ def evaluate(path: str | Path, predictors=PREDICTORS, prefetchers=PREFETCHERS,
     return out
 
 
-def evaluate_all(traces: list[Path], out_dir: str | Path, progress: bool = True) -> dict:
-    """Evaluate every trace; write tables, plots and the hard-branch / delinquent-load lists."""
-    from tqdm import tqdm
-
+def write_report(results: list[dict], out_dir: str | Path) -> dict:
+    """Tables, plots and the hard-branch / delinquent-load lists of ``evaluate``'s results."""
     out_dir = check_output(out_dir, directory=True)
-    results = [evaluate(t) for t in tqdm(traces, desc="baselines", unit="trace", disable=not progress)]
     mpki_rows, pf_rows, delta_rows = [], [], []
     for r in results:
         row = {"workload": r["workload"], "input": r["input"], "instructions": r["instructions"]}
@@ -103,16 +99,10 @@ def evaluate_all(traces: list[Path], out_dir: str | Path, progress: bool = True)
 
 def plot_workloads(results: list[dict], out_dir: Path) -> list[Path]:
     """One PNG per workload: branch MPKI per predictor and L1D MPKI per prefetcher, per input."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ncf.io import atomic_path
-
     paths = []
     for w in dict.fromkeys(r["workload"] for r in results):
         rs = [r for r in results if r["workload"] == w]
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+        fig, (ax1, ax2) = figure(1, 2, figsize=(10, 3.6))
         width = 0.8 / len(rs)
         for k, r in enumerate(rs):
             names = [b["predictor"] for b in r["branch"]]
@@ -131,10 +121,5 @@ def plot_workloads(results: list[dict], out_dir: Path) -> list[Path]:
         for ax in (ax1, ax2):
             ax.legend(fontsize=8)
             ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        path = out_dir / f"baselines_{w}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out_dir / f"baselines_{w}.png"))
     return paths

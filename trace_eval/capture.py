@@ -30,10 +30,10 @@ import capstone
 import ncf
 from ncf.io import atomic_path, write_json
 
-from .format import VERSION, TraceError, TraceReader, file_info, sidecar_path
+from .format import VERSION, TraceReader, file_info, sidecar_path
 from .native_lib import native_path
 from .selfcheck import check_trace, summary_text
-from .workloads import KERNELS, Invocation, names, prepare
+from .workloads import Invocation
 
 SUMMARY = re.compile(r"qtrace: executed=(\d+) recorded=(\d+) seconds=([\d.]+) eip_mismatches=(\d+) dropped=(\d+) "
                      r"virt_tsc=(\d+) virt_syscalls=(\d+) virt_skipped=(\d+)")
@@ -273,45 +273,3 @@ def _follow_progress(fd: int, total: int, desc: str, enabled: bool) -> None:
             if lines:
                 executed = int(lines[-1].split()[0])
                 bar.update(min(executed, total) - bar.n)
-
-
-def record_builtins(trace_dir: Path, instructions: int, skip: int, inputs=(0, 1), inputs_dir="work/inputs",
-                    progress: bool = True, only=None) -> list[dict]:
-    """Trace every built-in workload on ``inputs`` into ``trace_dir/WORKLOAD-INPUT.ncft``; a trace
-    already there with the same window and a passed self-check is reused. The C kernels are short
-    (5-16 M instructions): they are traced from their start, whole if shorter than the window.
-    ``only`` limits it to some workloads. Returns the sidecars (each with its ``path``)."""
-    metas = []
-    for w in only or names():
-        w_skip = 0 if w in KERNELS else skip
-        for i in inputs:
-            out = Path(trace_dir) / f"{w}-{i}.ncft"
-            meta = _reusable(out, w_skip, instructions) or record(prepare(w, i, inputs_dir), out, skip=w_skip,
-                                                                  count=instructions, progress=progress)
-            metas.append({**meta, "path": str(out)})
-    return metas
-
-
-def _reusable(out: Path, skip: int, instructions: int) -> dict | None:
-    """The sidecar of an existing, intact, self-checked trace of the same window, recorded with
-    today's guest set-up, else None."""
-    if not out.exists():
-        return None
-    try:
-        meta = TraceReader(out).meta
-    except TraceError:
-        return None
-    w = meta.get("window", {})
-    same = (w.get("skip") == skip and w.get("instructions_requested") == instructions
-            and meta.get("guest", {}).get("version") == GUEST_VERSION)
-    return meta if same and meta.get("selfcheck", {}).get("ok") else None
-
-
-def trace_row(meta: dict) -> dict:
-    """One table row describing a recorded trace."""
-    s = meta["selfcheck"]
-    return {"workload": meta["workload"], "input": meta["input"]["index"], "seed": meta["input"]["seed"],
-            "instructions": meta["window"]["recorded"], "skip": meta["window"]["skip"],
-            "bytes_per_insn": meta["file"]["bytes_per_insn"],
-            "addr_checked": s["addr_checked"], "addr_match_pct": s["addr_match_pct"],
-            "value_checked": s["value_checked"], "value_match_pct": s["value_match_pct"]}

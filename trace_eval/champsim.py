@@ -102,11 +102,10 @@ from ncf.trace_eval.format import (
     TraceReader,
     TraceWriter,
     file_info,
-    file_sha256,
     sidecar_path,
 )
 
-from ncf.io import UsageError, atomic_path, check_output, write_json
+from ncf.io import UsageError, atomic_path, check_output, file_sha256, write_json
 
 RECORD = np.dtype([("ip", "<u8"), ("is_branch", "u1"), ("branch_taken", "u1"), ("dst_regs", "u1", 2),
                    ("src_regs", "u1", 4), ("dst_mem", "<u8", 2), ("src_mem", "<u8", 4)])

@@ -42,6 +42,7 @@ import numpy as np
 
 from .format import MEM, NREG, REGS, TraceReader, insn_dtype
 from .native_lib import NATIVE
+from . import x86
 from .selfcheck import KIND_CHECKED, KIND_NO_ACCESS, KIND_NONE, Decoder
 
 NATIVE_REC = 1 + NREG  # ptrace_trace record: rip + 16 GPRs + fs_base + gs_base, u64 each
@@ -97,12 +98,6 @@ def read_native(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                               f"{NATIVE_REC * 8}-byte records")
     raw = raw.reshape(-1, NATIVE_REC)
     return raw[:, 0].copy(), raw[:, 1:].copy()
-
-
-def _disasm(dec: Decoder, static, sid: int) -> str:
-    pc, code = static.code(sid)
-    d = next(dec.md.disasm(code, pc), None)
-    return f"{d.mnemonic} {d.op_str}".strip() if d else code.hex()
 
 
 def _load(reader: TraceReader, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -245,9 +240,10 @@ def compare(reader: TraceReader, n_pc: np.ndarray, n_regs: np.ndarray) -> dict:
         what = ("pc" if not pc_ok[r] else "registers" if not ok[r].all() else
                 "address" if not ea_ok[r].all() else "access without operand" if acc_wo[r]
                 else "operand without access")
+        pc, code = reader.static.code(int(sid[r]))
         res["first_mismatch"] = {
             "insn": r, "what": what, "pc_qemu": hex(int(qpc[r])), "pc_native": hex(int(npc[r])),
-            "disasm": _disasm(dec, reader.static, int(sid[r])),
+            "disasm": x86.text(code, pc),
             "regs_mismatching": [REGS[k] for k in range(NREG) if not ok[r, k]],
             "regs_qemu": {REGS[k]: hex(int(q[r, k])) for k in range(NREG)},
             "regs_native": {REGS[k]: hex(int(nr[r, k])) for k in range(NREG)},

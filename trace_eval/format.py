@@ -47,7 +47,6 @@ gs_base. A static id (sid) names one translation of one pc; its bytes are what w
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zlib
@@ -58,7 +57,7 @@ from typing import Iterator
 import numpy as np
 import zstandard
 
-from ncf.io import DataError, UsageError, atomic_path
+from ncf.io import DataError, UsageError, atomic_path, file_sha256
 
 VERSION = 1
 MAGIC = b"NCFTRACE"
@@ -140,14 +139,6 @@ MEM = np.dtype([("insn", "<u8"), ("addr", "<u8"), ("val", "<u8"), ("size", "u1")
 
 def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(str(path) + ".json")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(1 << 22):
-            h.update(b)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------- reading

@@ -1,10 +1,9 @@
 """Human-readable summary of a trace: its sidecar, counts, and the first instructions disassembled."""
 from __future__ import annotations
 
-import capstone
-
 from ncf.io import UsageError
 
+from . import x86
 from .format import FLAG_NAMES, REGS, TraceReader
 from .selfcheck import summary_text
 
@@ -28,14 +27,11 @@ def describe(path, first: int = 20, allow_truncated: bool = False) -> str:
                      f"{' '.join(map(str, m['argv']))}; skip {window.get('skip', 0):,}")
     if "selfcheck" in m:
         lines.append(f"  self-check: {summary_text(m['selfcheck'])}")
-    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     shown = 0
     for ch in r.chunks():
         for row in ch.insn[: first - shown]:
             pc, code = r.static.code(int(row["sid"]))
-            d = next(md.disasm(code, pc), None)
-            text = f"{d.mnemonic} {d.op_str}" if d else "(no bytes)"
-            line = f"  {int(row['idx']):>8} {pc:#014x}  {text:<40}"
+            line = f"  {int(row['idx']):>8} {pc:#014x}  {x86.text(code, pc) if code else '(no bytes)':<40}"
             if "regs" in row.dtype.names:
                 line += " " + " ".join(f"{REGS[k]}={int(row['regs'][k]):#x}" for k in (0, 1, 2, 4, 6, 7))
             mems = ch.mem[int(row["mem0"]):int(row["mem0"]) + int(row["nmem"])]

@@ -20,11 +20,11 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
-import capstone
 import numpy as np
 from capstone import x86
 
 from .format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, NREG, TraceReader
+from .x86 import GPR, decode
 
 Z = NREG  # index of an all-zero register column appended to the register matrix
 NSLOT = 3  # up to 2 explicit memory operands + 1 implicit stack slot
@@ -32,15 +32,6 @@ NO_ACCESS = ("lea", "nop", "prefetch")  # memory operand but no access
 REGION = ("xsave", "xrstor", "fxsave", "fxrstor")
 STACK = {"push": (4, -8), "pushfq": (4, -8), "call": (4, -8), "pop": (4, 0), "popfq": (4, 0),
          "ret": (4, 0), "leave": (5, 0)}
-
-GPR: dict[str, tuple[int, int, int]] = {}  # capstone name -> (register column, width, shift)
-for _i, (_q, _d, _w, _b) in enumerate(zip(
-        "rax rcx rdx rbx rsp rbp rsi rdi".split() + [f"r{k}" for k in range(8, 16)],
-        "eax ecx edx ebx esp ebp esi edi".split() + [f"r{k}d" for k in range(8, 16)],
-        "ax cx dx bx sp bp si di".split() + [f"r{k}w" for k in range(8, 16)],
-        "al cl dl bl spl bpl sil dil".split() + [f"r{k}b" for k in range(8, 16)])):
-    GPR.update({_q: (_i, 64, 0), _d: (_i, 32, 0), _w: (_i, 16, 0), _b: (_i, 8, 0)})
-GPR.update({"ah": (0, 8, 8), "ch": (1, 8, 8), "dh": (2, 8, 8), "bh": (3, 8, 8)})
 
 KIND_NONE, KIND_CHECKED, KIND_NO_ACCESS, KIND_UNSUPPORTED = 0, 1, 2, 3
 M64 = 2**64 - 1
@@ -56,8 +47,6 @@ class Decoder:
     """Per-static-instruction address and value formulas, indexed by sid, filled on first sight."""
 
     def __init__(self):
-        self.md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-        self.md.detail = True
         self.mnem: dict[int, str] = {}
         e = np.zeros(0)
         self.done = e.astype(bool)
@@ -87,7 +76,7 @@ class Decoder:
 
     def _fill(self, sid: int, pc: int, code: bytes) -> None:
         self.done[sid] = True
-        d = next(self.md.disasm(code, pc), None)
+        d = decode(code, pc)
         if d is None:
             self.kind[sid], self.mnem[sid] = KIND_UNSUPPORTED, f"(undecodable {code.hex()})"
             return

@@ -11,7 +11,7 @@ import pytest
 from ncf.hw import rtl
 from ncf.hw.generate import HwConfig, build_hls, load_manifest
 from ncf.quant.quantize import read_bundle
-from ncf.trace_eval.format import file_sha256
+from ncf.io import file_sha256
 
 CSIM_SAMPLES = 10_000
 
@@ -111,7 +111,7 @@ def test_hw_config_round_trips(tmp_path):
 
 
 def test_pareto_front_keeps_only_undominated_points():
-    from ncf.hw.sweep import pareto
+    from ncf.studies.hw_sweep import pareto
 
     pts = [(100, 0.90), (50, 0.85), (200, 0.89), (60, 0.95), (400, 0.97)]
     assert pareto(pts) == [1, 3, 4]          # by LUTs: 50 (0.85), 60 (0.95), 400 (0.97)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ncf.trace_eval import branch_predictors as bp
-from ncf.trace_eval.bench_bp import synthetic_stream
+from ncf.trace_eval.synthetic import branch_stream as synthetic_stream
 
 pytestmark = pytest.mark.usefixtures("native")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ncf.trace_eval.bench_cache import synthetic_stream
+from ncf.trace_eval.synthetic import memory_stream as synthetic_stream
 from ncf.trace_eval.cache import (
     HIT,
     LATE,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ncf.trace_eval import capture
 from ncf.trace_eval.capture import record
-from ncf.trace_eval.format import file_sha256
+from ncf.io import file_sha256
 from ncf.trace_eval.workloads import custom, prepare
 
 PROBE = Path(__file__).parent / "data" / "guest_probe.c"

@@ -1,13 +1,14 @@
 """Hardware size against accuracy: the compact GNN at several widths and bit widths, each trained,
 quantized (QAT), lowered to RTL and synthesized; accuracy against LUTs is the Pareto plot.
 
-    rows = hw_sweep("work/data/train", "work/data/test", "reports/hw/sweep", HwSweepConfig())
+    r = hw_sweep("work/data/train", "work/data/test", "reports/hw/sweep", HwSweepConfig())
 
 For every point (H, T, b) — hidden width H, message-passing steps T (a float model trained once per
-(H, T), no gate, the study's training set) and bit width b: QAT at b bits, the branch accuracy on the chosen site's held-out samples
-(TAGE-SC-L's accuracy on the same samples for scale), the site exported and lowered to Verilog
-(``build_rtl``), and yosys ``synth_xilinx`` LUT/FF counts (``synth``; optional, the da4ml cost
-estimate is always there). The weight storage is compared with TAGE-SC-L's 64 KB budget.
+(H, T), no gate, on the given training set) and bit width b: QAT at b bits, the branch accuracy on the
+chosen site's held-out samples (TAGE-SC-L's accuracy on the same samples for scale), the site
+exported as a bundle and lowered to Verilog (``build_rtl``), and yosys ``synth_xilinx`` LUT/FF counts
+(optional; the da4ml cost estimate is always there). The weight storage is compared with TAGE-SC-L's
+64 KB budget. Training, bundles, RTL and synthesis go through the stage cache.
 """
 from __future__ import annotations
 
@@ -16,8 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ncf.io import UsageError, at_least, atomic_path, check_output
-from ncf.report import save_table
+from ncf.io import UsageError, at_least, check_output, figure, save_figure, save_table
+from ncf.model.dataset import Dataset
+from ncf.model.train import TrainConfig
+from ncf.quant.qat import QuantConfig
+
+from . import steps
+from .cache import StageCache
 
 TAGE_BITS = 523_374          # TAGE-SC-L storage (trace_eval/branch_predictors.py)
 
@@ -31,51 +37,40 @@ class HwSweepConfig:
     max_rows: int = 4000           # held-out samples of the site per exported bundle
     cutoff: float = 2.0            # da4ml latency_cutoff
     synth: bool = True             # yosys synth_xilinx per point (else: da4ml cost only)
-    seed: int = 0
+    seed: int = TrainConfig.seed
+    cache: str = "work/cache"
 
     def __post_init__(self):
-        from ncf.model.train import TrainConfig
-        from ncf.quant.qat import QuantConfig
-
         if not self.points:
             raise UsageError("points: give at least one H,T,BITS")
         for point in self.points:
             if len(point) != 3:
                 raise UsageError(f"point {point}: a point is H,T,BITS (hidden width, steps, bit width)")
-            h, t, b = point
             try:
-                TrainConfig(hidden=h, steps=t)          # the training's check of H and T
-                QuantConfig(weight_bits=b, act_bits=b)  # the quantizer's check of the bit width
+                self.train_config(*point[:2])     # the training's check of H and T
+                QuantConfig.at(point[2])          # the quantizer's check of the bit width
             except UsageError as e:
                 raise UsageError(f"point {point}: {e}") from None
         at_least(self, epochs=1, qat_steps=0, max_rows=1)
         if not self.cutoff > 0:
             raise UsageError(f"cutoff {self.cutoff}: must be > 0")
 
+    def train_config(self, hidden: int, steps_: int) -> TrainConfig:
+        return TrainConfig(hidden=hidden, steps=steps_, gate=False, epochs=self.epochs, batch=64, seed=self.seed)
 
-def _site(test_ds, cfg: HwSweepConfig) -> int:
-    """The branch site where TAGE-SC-L mispredicts most often on the held-out input (the hardest)."""
-    if cfg.site is not None:
-        return cfg.site
+
+def hardest_site(test_ds, site: int | None = None) -> int:
+    """The branch site where TAGE-SC-L mispredicts most often on the held-out input (or ``site``)."""
+    if site is not None:
+        return site
     a = test_ds.arrays
-    site, taken = np.asarray(a["site"]), np.asarray(a["taken"])
+    sites, taken = np.asarray(a["site"]), np.asarray(a["taken"])
     miss = (taken >= 0) & (np.asarray(a["tage_pred"]) != taken)
-    return int(np.bincount(site[miss], minlength=len(test_ds.site_pc)).argmax())
+    return int(np.bincount(sites[miss], minlength=len(test_ds.site_pc)).argmax())
 
 
 def point_name(h: int, t: int, b: int) -> str:
     return f"h{h}_t{t}_b{b}"
-
-
-def _train(train_dir, test_dir, out: Path, hidden: int, steps: int, cfg: HwSweepConfig):
-    from ncf.model.train import TrainConfig, load_model, train
-
-    run = out / f"runs/h{hidden}_t{steps}"
-    tcfg = TrainConfig(train=str(train_dir), test=str(test_dir), out=str(run), hidden=hidden, steps=steps,
-                       gate=False, epochs=cfg.epochs, batch=64, seed=cfg.seed, threads=2)
-    if not ((run / "train.json").exists() and TrainConfig.load(run / "config.yaml") == tcfg):
-        train(tcfg, progress=False)
-    return load_model(run)[0]
 
 
 def site_accuracy(model, ds, rows) -> float:
@@ -90,51 +85,61 @@ def site_accuracy(model, ds, rows) -> float:
     return float(((p > 0.5) == taken).mean())
 
 
-def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, progress: bool = True) -> dict:
-    """Rows (one per point) + the plot; written to ``out``/sweep.md/.json/.png."""
+def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: int, bits: int,
+           cfg: HwSweepConfig, rows_eval: np.ndarray) -> tuple[Path, dict]:
+    """QAT at ``bits`` of the run's model, its accuracy on ``rows_eval``, and the site's bundle
+    (``quant.quantize.ladder``); returns the bundle's QONNX path and the figures."""
+    from ncf.model.train import load_model
+    from ncf.quant.qat import finetune, quantize_model, storage
+    from ncf.quant.quantize import ladder
+
+    def make(d):
+        train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
+        qcfg = QuantConfig.at(bits)
+        q = quantize_model(load_model(run)[0], qcfg)
+        finetune(q, train_ds, qcfg, max_steps=cfg.qat_steps, seed=cfg.seed)
+        lad = ladder(q, qcfg, test_ds, site, d / f"site{site}_{bits}bit.onnx", cfg.max_rows)
+        return {"branch_acc": site_accuracy(q, test_ds, rows_eval), "weight_storage_bits": storage(q, bits, qcfg.bias_bits),
+                "ladder_exact": lad["fake_quant==intref"] == lad["samples"] == lad["intref==qonnx"]}
+    key = {"run": steps.entry_key(run), "train": steps.entry_key(train_dir), "test": steps.entry_key(test_dir),
+           "site": site, "bits": bits, "qat_steps": cfg.qat_steps, "seed": cfg.seed, "rows": cfg.max_rows}
+    e = cache.run("bundle", key, make, code=("quant",), label=f"site{site}-b{bits}")
+    return e.path / f"site{site}_{bits}bit.onnx", e.result
+
+
+def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, cache: StageCache | None = None,
+             progress: bool = True) -> dict:
+    """Rows (one per point, with the RTL directory of each) + the plot; written to ``out``/sweep.md/.json/.png."""
     cfg = cfg or HwSweepConfig()
-    from ncf.model.dataset import Dataset
-    from ncf.quant.qat import QuantConfig, finetune, quantize_model
-    from ncf.quant.quantize import ladder, read_bundle
-    from ncf.quant.sweep import storage
-
-    from .generate import HwConfig, build_rtl
-    from .synth import synth
-
+    cache = cache or StageCache(Path(cfg.cache))
+    train_dir, test_dir = Path(train_dir), Path(test_dir)
     out = check_output(out, directory=True)
-    train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
-    site = _site(test_ds, cfg)
+    test_ds = Dataset(test_dir)
+    site = hardest_site(test_ds, cfg.site)
     rows_all = np.flatnonzero(np.asarray(test_ds.arrays["site"]) == site)
     rows_eval = rows_all[np.unique(np.linspace(0, len(rows_all) - 1, min(cfg.max_rows, len(rows_all))).astype(np.int64))]
     tage = float((np.asarray(test_ds.arrays["tage_pred"][rows_eval]) == np.asarray(test_ds.arrays["taken"][rows_eval])).mean())
-    rows, models = [], {}
+    rows = []
     for h, t, b in cfg.points:
-        if (h, t) not in models:
-            models[(h, t)] = _train(train_dir, test_dir, out, h, t, cfg)
-        model = models[(h, t)]
-        qcfg = QuantConfig(weight_bits=b, act_bits=b)
-        q = quantize_model(model, qcfg)
-        finetune(q, train_ds, qcfg, max_steps=cfg.qat_steps, seed=cfg.seed)
-        point = out / point_name(h, t, b)
-        onnx = point / f"site{site}_{b}bit.onnx"
-        lad = ladder(q, qcfg, test_ds, site, onnx, cfg.max_rows)
-        m = build_rtl(read_bundle(onnx), HwConfig(cutoff=cfg.cutoff, check_samples=cfg.max_rows), point / "rtl",
-                      progress=False)
+        run = steps.train(cache, cfg.train_config(h, t), train_dir, label=f"hw-h{h}-t{t}", progress=progress)
+        onnx, fig = bundle(cache, run, train_dir, test_dir, site, b, cfg, rows_eval)
+        rtl = steps.rtl(cache, onnx, cfg.cutoff, check_samples=cfg.max_rows)
+        m = steps.manifest(rtl)
         row = {"hidden": h, "steps": t, "bits": b, "site_pc": f"{int(test_ds.site_pc[site]):#x}",
-               "branch_acc": site_accuracy(q, test_ds, rows_eval), "tage_acc": tage,
-               "weight_storage_bits": storage(q, b, qcfg.bias_bits), "da4ml_cost": m["da4ml"]["cost"],
-               "latency_cycles": m["latency"]["top_cycles"], "input_bits": m["parameters"]["IN_W"],
-               "ladder_exact": lad["fake_quant==intref"] == lad["samples"] == lad["intref==qonnx"]}
+               "branch_acc": fig["branch_acc"], "tage_acc": tage, "weight_storage_bits": fig["weight_storage_bits"],
+               "da4ml_cost": m["da4ml"]["cost"], "latency_cycles": m["latency"]["top_cycles"],
+               "input_bits": m["parameters"]["IN_W"], "ladder_exact": fig["ladder_exact"], "rtl": str(rtl)}
         if cfg.synth:
-            s = synth(point / "rtl", targets=("xilinx",), progress=False)["targets"]["xilinx"]
+            s = steps.synth(cache, rtl, ("xilinx",))["targets"]["xilinx"]
             row.update({"LUT": s.get("counts", {}).get("LUT"), "FF": s.get("counts", {}).get("FF"),
                         "synth_status": s["status"]})
         rows.append(row)
         if progress:
-            print(row, flush=True)
-    text = save_table(out / "sweep", rows, "Hardware size against accuracy (one site's held-out samples)",
-                      extra={"config": asdict(cfg), "site": site, "samples": len(rows_eval), "train": str(train_dir),
-                             "test": str(test_dir), "tage_sc_l_bits": TAGE_BITS})
+            print({k: v for k, v in row.items() if k != "rtl"}, flush=True)
+    text = save_table(out / "sweep", [{k: v for k, v in r.items() if k != "rtl"} for r in rows],
+                      "Hardware size against accuracy (one site's held-out samples)",
+                      extra={"config": {k: v for k, v in asdict(cfg).items() if k != "cache"}, "site": site,
+                             "samples": len(rows_eval), "tage_sc_l_bits": TAGE_BITS})
     plot(rows, out / "sweep.png", tage, "LUT" if cfg.synth else "da4ml_cost")
     return {"rows": rows, "text": text, "plot": out / "sweep.png", "site": site}
 
@@ -151,12 +156,8 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 
 
 def plot(rows: list[dict], path: Path, tage_acc: float, cost_key: str = "LUT") -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ok = [r for r in rows if r.get(cost_key)]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, (a1, a2) = figure(1, 2, figsize=(9, 3.6))
     pts = [(r[cost_key], r["branch_acc"]) for r in ok]
     for r in ok:
         a1.scatter(r[cost_key], r["branch_acc"], color="C0")
@@ -177,10 +178,4 @@ def plot(rows: list[dict], path: Path, tage_acc: float, cost_key: str = "LUT") -
     a2.set_xlabel("weight + bias storage (bits)")
     a1.legend(fontsize=7)
     a2.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
-
-
+    return save_figure(fig, path, dpi=120)

@@ -1,20 +1,23 @@
-"""Speed of the compiled branch predictors on a synthetic, realistic branch stream.
+"""Synthetic, program-like streams for the baselines' tests and benchmarks (no trace needed).
 
-``synthetic_stream(n, seed)`` mixes loops (fixed and variable trip counts, backward branches),
+``branch_stream(n, seed)`` mixes loops (fixed and variable trip counts, backward branches),
 correlated branches (an outcome repeated by a later branch), biased branches, an if-chain
-depending on a data value, calls/returns and indirect jumps. ``bench_branch_predictors(n)``
-times ``run`` of each C predictor on it and returns, per predictor, branches/s and accuracy.
+depending on a data value, calls/returns and indirect jumps.
+
+``memory_stream(n, seed)`` imitates a program's data accesses: 60 % from 16 strided loops (per-IP
+strides of -2..+8 lines or small byte strides, each sweeping its own array and wrapping: 4 MiB for
+half of them, 64 KiB for the other half, so there is reuse at L2 scale), 15 % random accesses over
+64 MiB (pointer chasing / hashing), 25 % to a hot 16 KiB region (stack, locals); 25 % of all
+accesses are stores; about 2.5 instructions per access.
 """
 from __future__ import annotations
-
-import time
 
 import numpy as np
 
 from . import branch_predictors as bp
 
 
-def synthetic_stream(n: int = 100_000, seed: int = 0):
+def branch_stream(n: int = 100_000, seed: int = 0):
     """(pc u64, target u64, taken bool, kind u8) arrays of length n."""
     rng = np.random.default_rng(seed)
     pc: list[int] = []
@@ -69,24 +72,31 @@ def synthetic_stream(n: int = 100_000, seed: int = 0):
             np.array(tk[:n], dtype=bool), np.array(kd[:n], dtype=np.uint8))
 
 
-def bench_branch_predictors(n: int = 2_000_000, seed: int = 0) -> list[dict]:
-    """Time each C predictor's run() on synthetic_stream(n); returns branches/s (all branches)."""
-    stream = synthetic_stream(n, seed)
-    cond = stream[3] == bp.COND
-    out = []
-    for name in ("bimodal", "gshare", "perceptron", "tage-sc-l"):
-        p = bp.make_predictor(name)
-        t0 = time.perf_counter()
-        pred, _ = p.run(*stream)
-        dt = time.perf_counter() - t0
-        acc = float((pred[cond] == stream[2][cond]).mean())
-        out.append(dict(predictor=name, branches=n, seconds=dt, branches_per_s=n / dt,
-                        accuracy=acc, storage_bits=p.storage_bits()))
-    return out
+def memory_stream(n: int, seed: int = 0):
+    """(pc, addr, is_store, insn_idx) arrays of a mixed, program-like access stream."""
+    rng = np.random.default_rng(seed)
+    kind = rng.choice(3, size=n, p=[0.60, 0.15, 0.25])
+    pc = np.empty(n, dtype=np.uint64)
+    addr = np.empty(n, dtype=np.uint64)
 
+    idx = np.nonzero(kind == 0)[0]
+    loop = rng.integers(0, 16, size=len(idx))
+    strides = np.array([64, 128, 192, -64, 8, 16, 256, 512, 64, -128, 4, 320, 64, 128, 8, 448])
+    for k in range(16):
+        j = idx[loop == k]
+        region = 4 << 20 if k % 2 == 0 else 64 << 10
+        off = (np.arange(len(j), dtype=np.int64) * strides[k]) % region
+        addr[j] = (0x10000000 + k * region + off).astype(np.uint64)
+        pc[j] = 0x401000 + 0x13 * k
 
-if __name__ == "__main__":
-    for row in bench_branch_predictors():
-        print(f"{row['predictor']:11s} {row['branches_per_s'] / 1e6:7.2f} M branches/s  "
-              f"accuracy {row['accuracy']:.4f}  storage {row['storage_bits']} bits")
-    print(bp.tage_sc_l_storage())
+    j = np.nonzero(kind == 1)[0]
+    addr[j] = (0x80000000 + rng.integers(0, 64 << 20, size=len(j)) & ~7).astype(np.uint64)
+    pc[j] = 0x402000 + 7 * rng.integers(0, 8, size=len(j)).astype(np.uint64)
+
+    j = np.nonzero(kind == 2)[0]
+    addr[j] = (0x7FFF0000 + rng.integers(0, 16 << 10, size=len(j)) & ~7).astype(np.uint64)
+    pc[j] = 0x403000 + 5 * rng.integers(0, 32, size=len(j)).astype(np.uint64)
+
+    is_store = (rng.random(n) < 0.25).astype(np.uint8)
+    insn_idx = np.cumsum(rng.integers(1, 5, size=n)).astype(np.uint64)
+    return pc, addr, is_store, insn_idx

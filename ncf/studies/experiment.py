@@ -1,55 +1,54 @@
-"""The main experiment: per workload, train on input 0, test on input 1, every model, one table.
+"""The main study: per workload, train on input 0, test on input 1, every model, one table; and the
+lead sweep.
 
-    rows = run_experiment(ExperimentConfig(workloads=["bzip2", "xz"]))     # ncf experiment
-    sweep = run_lead_sweep(ExperimentConfig(...), leads=(0, 1, 10, 32, 100, 320, 1000))
+    r = run_experiment(ExperimentConfig(workloads=["bzip2", "xz"]))             # ncf experiment
+    s = run_lead_sweep(ExperimentConfig(workloads=["bzip2"]), leads=(0, 10, 100))
 
 For each workload: sites (hard branches, delinquent loads) from the training trace; a capped
-training dataset (``train_cap`` samples per site, evenly spaced in time) and the full test
-dataset at lead D; the three GNN variants and the two history-only baselines trained with the same
-budget; everything scored on the held-out input through the harness (model/evaluate.py).
-Datasets and trained runs are reused when their inputs and settings are unchanged.
+training dataset (``train_cap`` samples per site, evenly spaced in time) and the full test dataset
+at lead D; the GNN variants and the history-only baselines trained with the same budget; all
+scored on the held-out input through the harness (model/evaluate.py). Every step goes through the
+stage cache (``cache``), so a re-run redoes only what changed.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ncf.io import UsageError, at_least, check_output, write_json
-from ncf.report import save_table
-from ncf.trace_eval.capture import record_builtins
-from ncf.trace_eval.format import TraceReader
-from ncf.trace_eval.workloads import names
+from ncf.io import UsageError, at_least, check_output, figure, save_figure, save_table, write_json
+from ncf.model.dataset import Dataset, DatasetConfig, check_lead
+from ncf.model.evaluate import evaluate_branches, evaluate_prefetch
+from ncf.model.train import MODELS, TrainConfig, predict, split_by_time
+from ncf.trace_eval.workloads import KERNELS, names, prepare
 
-from .dataset import Dataset, DatasetConfig, build_dataset, check_lead, find_sites
-from .evaluate import evaluate_branches, evaluate_prefetch
-from .train import MODELS, TrainConfig, predict, split_by_time, train
+from . import steps
+from .cache import StageCache
 
 PROGRAMS = ("bzip2", "xz", "hmmer", "gnugo")
 LEADS = (0, 1, 10, 32, 100, 320, 1000)
+INPUTS = (0, 1)                # train on input 0, test on input 1
 
 
 @dataclass
 class ExperimentConfig:
     workloads: list = field(default_factory=lambda: list(PROGRAMS))
     models: list = field(default_factory=lambda: list(MODELS))
-    trace_dir: str = "traces/demo"
     instructions: int = 10_000_000
-    skip: int = 100_000_000      # past the programs' start-up (the C kernels are traced from their start)
-    work_dir: str = "work/experiment"
-    out: str = "reports/experiment"
-    lead: int = 100
+    skip: int = 100_000_000        # past the programs' start-up (the C kernels are traced from their start)
+    lead: int = DatasetConfig.lead
     max_branches: int = 6          # hard branches per workload (TAGE-SC-L's worst, up to 50% of its misses)
     max_loads: int = 4             # delinquent loads per workload
     train_cap: int = 1500          # training samples per site
     epochs: int = 8
-    hidden: int = 16
+    hidden: int = TrainConfig.hidden
     batch: int = 64
-    lr: float = 3e-3
-    seed: int = 0
-    threads: int = 2
+    lr: float = TrainConfig.lr
+    seed: int = TrainConfig.seed
+    threads: int = TrainConfig.threads
+    out: str = "reports/experiment"
+    cache: str = "work/cache"
 
     def __post_init__(self):
         for what, given, known in (("workloads", self.workloads, names()), ("models", self.models, MODELS)):
@@ -59,62 +58,17 @@ class ExperimentConfig:
         at_least(self, instructions=1, skip=0, max_branches=0, max_loads=0, train_cap=1)
         # the checks of the stages these settings go to, before any work
         DatasetConfig(lead=self.lead, max_per_site=self.train_cap)
-        TrainConfig(hidden=self.hidden, epochs=self.epochs, batch=self.batch, lr=self.lr, threads=self.threads)
+        self.train_config("fused")
+
+    def train_config(self, model: str) -> TrainConfig:
+        return TrainConfig(model=model, hidden=self.hidden, epochs=self.epochs, batch=self.batch, lr=self.lr,
+                           seed=self.seed, threads=self.threads)
 
 
-def _check_outputs(cfg: ExperimentConfig) -> None:
-    for d in (cfg.trace_dir, cfg.work_dir, cfg.out):
-        check_output(d, directory=True)
-
-
-def _traces(cfg: ExperimentConfig, workload: str) -> tuple[Path, Path]:
-    metas = record_builtins(Path(cfg.trace_dir), cfg.instructions, cfg.skip, (0, 1), only=[workload])
-    return Path(metas[0]["path"]), Path(metas[1]["path"])
-
-
-def _dataset(trace: Path, sites: dict, out: Path, dcfg: DatasetConfig, vocab=None) -> Dataset:
-    """Build, or reuse when the trace, sites, settings and vocabulary are those of the last build."""
-    meta_path = out / "dataset.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        sha = TraceReader(trace, verify=False).meta.get("file", {}).get("sha256")
-        same = (meta.get("config") == asdict(dcfg) and meta.get("trace_sha256") == sha
-                and meta.get("sites_from") == sites.get("from_trace")
-                and (vocab is None or meta.get("delta_vocabulary") == vocab))
-        if same:
-            return Dataset(out)
-    build_dataset(trace, sites, out, dcfg, vocab=vocab)
-    return Dataset(out)
-
-
-def _sites(cfg: ExperimentConfig, train_trace: Path, work: Path) -> dict:
-    path = work / "sites.json"
-    sha = TraceReader(train_trace, verify=False).meta.get("file", {}).get("sha256")
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("trace_sha256") == sha and saved.get("limits") == [cfg.max_branches, cfg.max_loads]:
-            return saved
-    sites = find_sites(train_trace, max_branches=cfg.max_branches, max_loads=cfg.max_loads)
-    sites.update(trace_sha256=sha, limits=[cfg.max_branches, cfg.max_loads])
-    write_json(path, sites)
-    return sites
-
-
-def _train_and_predict(cfg: ExperimentConfig, model: str, train_ds: Dataset, test_ds: Dataset, run: Path) -> dict:
-    tcfg = TrainConfig(train=str(train_ds.path), test=str(test_ds.path), out=str(run), model=model,
-                       hidden=cfg.hidden, epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed,
-                       threads=cfg.threads)
-    done = run / "train.json"
-    if not (done.exists() and json.loads(done.read_text()).get("config") == asdict(tcfg)
-            and (run / "checkpoint.pt").stat().st_mtime >= (train_ds.path / "dataset.json").stat().st_mtime):
-        train(tcfg)
-    summary = json.loads(done.read_text())
-    if model in ("branchnet", "delta-lstm"):
-        from .history_models import predict_history as predictor
-    else:
-        predictor = predict
-    return {"pred": predictor(run, test_ds.path), "train_seconds": summary["train_seconds"],
-            "sites": better_than_tage(train_ds, predictor(run, train_ds.path)["p_taken"])}
+def workload_traces(cache: StageCache, cfg: ExperimentConfig, workload: str, inputs=INPUTS) -> list[Path]:
+    """The traces of ``workload`` on ``inputs`` (the C kernels from their start, whole if shorter)."""
+    skip = 0 if workload in KERNELS else cfg.skip
+    return [steps.trace(cache, prepare(workload, i), skip, cfg.instructions) for i in inputs]
 
 
 def better_than_tage(train_ds: Dataset, p_taken: np.ndarray) -> list[int]:
@@ -132,33 +86,54 @@ def better_than_tage(train_ds: Dataset, p_taken: np.ndarray) -> list[int]:
     return keep
 
 
-def run_workload(cfg: ExperimentConfig, workload: str, lead: int | None = None, models=None) -> dict:
+def run_baselines(cfg: ExperimentConfig, out, cache: StageCache | None = None) -> dict:
+    """Every classical baseline on the traces of ``cfg.workloads`` (inputs 0 and 1): `ncf baseline --all`."""
+    from ncf.trace_eval.baseline import write_report
+
+    cache = cache or StageCache(Path(cfg.cache))
+    traces = [t for w in cfg.workloads for t in workload_traces(cache, cfg, w)]
+    return write_report([steps.baselines(cache, t) for t in traces], out)
+
+
+def workload_data(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: int | None = None) -> tuple[Path, Path]:
+    """The training dataset (input 0, ``train_cap`` samples per site) and the held-out dataset (input 1,
+    every sample) of ``workload`` at ``lead``, for the sites of the training trace."""
     lead = cfg.lead if lead is None else lead
-    models = models or cfg.models
-    train_trace, test_trace = _traces(cfg, workload)
-    work = Path(cfg.work_dir) / workload
-    sites = _sites(cfg, train_trace, work)
-    dcfg = DatasetConfig(lead=lead, max_per_site=cfg.train_cap)
-    train_ds = _dataset(train_trace, sites, work / f"data-L{lead}" / "train", dcfg)
-    test_ds = _dataset(test_trace, sites, work / f"data-L{lead}" / "test", DatasetConfig(lead=lead),
-                       vocab=train_ds.meta["delta_vocabulary"])
-    results = {m: _train_and_predict(cfg, m, train_ds, test_ds, work / f"runs-L{lead}" / m) for m in models}
-    branch_models = {m: r["pred"]["p_taken"] for m, r in results.items() if m != "delta-lstm"}
-    selected = {m: r["sites"] for m, r in results.items() if m != "delta-lstm"}
-    load_models = {m: r["pred"]["delta_class"] for m, r in results.items() if m != "branchnet"}
+    train_trace, test_trace = workload_traces(cache, cfg, workload)
+    site_list = steps.sites(cache, train_trace, cfg.max_branches, cfg.max_loads)
+    train_ds = steps.dataset(cache, train_trace, site_list, DatasetConfig(lead=lead, max_per_site=cfg.train_cap),
+                             label=f"{workload}-0")
+    test_ds = steps.dataset(cache, test_trace, site_list, DatasetConfig(lead=lead),
+                            vocab=Dataset(train_ds).meta["delta_vocabulary"], label=f"{workload}-1")
+    return train_ds, test_ds
+
+
+def run_workload(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: int | None = None,
+                 models=None) -> dict:
+    lead = cfg.lead if lead is None else lead
+    train_dir, test_dir = workload_data(cfg, cache, workload, lead)
+    train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
+    branch_models, load_models, selected = {}, {}, {}
+    for m in models or cfg.models:
+        run = steps.train(cache, cfg.train_config(m), train_ds.path, test_ds.path, label=f"{workload}-{m}")
+        pred = predict(run, test_ds.path)
+        if m != "delta-lstm":
+            branch_models[m] = pred["p_taken"]
+            selected[m] = better_than_tage(train_ds, predict(run, train_ds.path)["p_taken"])
+        if m != "branchnet":
+            load_models[m] = pred["delta_class"]
     has_branch = (np.asarray(test_ds.arrays["taken"]) >= 0).any()
     has_load = (np.asarray(test_ds.arrays["delta"]) >= 0).any()
     return {"workload": workload, "lead": lead,
             "branch": evaluate_branches(test_ds, branch_models, selected) if has_branch else [],
             "prefetch": evaluate_prefetch(test_ds, load_models) if has_load else [],
-            "train_seconds": {m: r["train_seconds"] for m, r in results.items()},
             "train_samples": len(train_ds), "test_samples": len(test_ds)}
 
 
-def run_experiment(cfg: ExperimentConfig) -> dict:
-    _check_outputs(cfg)
-    out = Path(cfg.out)
-    per = [run_workload(cfg, w) for w in cfg.workloads]
+def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> dict:
+    cache = cache or StageCache(Path(cfg.cache))
+    out = check_output(cfg.out, directory=True)
+    per = [run_workload(cfg, cache, w) for w in cfg.workloads]
     branch_rows = [{"workload": r["workload"], **b} for r in per for b in r["branch"]]
     pf_rows = [{"workload": r["workload"], **p} for r in per for p in r["prefetch"]]
     summary = summarise(per)
@@ -202,17 +177,17 @@ def summarise(per: list[dict]) -> list[dict]:
     return rows
 
 
-def run_lead_sweep(cfg: ExperimentConfig, leads=LEADS, workloads=None) -> dict:
+def run_lead_sweep(cfg: ExperimentConfig, leads=LEADS, cache: StageCache | None = None) -> dict:
     """Accuracy of the fused GNN against the snapshot lead D, with TAGE-SC-L (which does not
     depend on D) for reference; writes a table and ``lead_sweep.png``."""
     for d in leads:
         check_lead(d)
-    _check_outputs(cfg)
-    out = Path(cfg.out)
+    cache = cache or StageCache(Path(cfg.cache))
+    out = check_output(cfg.out, directory=True)
     rows = []
-    for w in workloads or cfg.workloads:
+    for w in cfg.workloads:
         for d in leads:
-            r = run_workload(cfg, w, lead=d, models=["fused"])
+            r = run_workload(cfg, cache, w, lead=d, models=["fused"])
             b = {x["model"]: x for x in r["branch"]}
             p = {x["model"]: x for x in r["prefetch"]}
             rows.append({"workload": w, "lead": d,
@@ -224,15 +199,8 @@ def run_lead_sweep(cfg: ExperimentConfig, leads=LEADS, workloads=None) -> dict:
 
 
 def plot_lead_sweep(rows: list[dict], path: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ncf.io import atomic_path
-
-    workloads = list(dict.fromkeys(r["workload"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for w in workloads:
+    fig, axes = figure(1, 2, figsize=(10, 3.8))
+    for w in dict.fromkeys(r["workload"] for r in rows):
         rs = [r for r in rows if r["workload"] == w]
         x = [max(r["lead"], 0.5) for r in rs]
         for ax, key in ((axes[0], "hard_acc"), (axes[1], "delta_acc")):
@@ -250,8 +218,4 @@ def plot_lead_sweep(rows: list[dict], path: Path) -> Path:
         ax.set_xlabel("snapshot lead D (instructions; 0 plotted at 0.5)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -1,12 +1,15 @@
-"""`ncf bench trace|baselines`: figures and their ratio to the targets, printed and saved.
+"""`ncf bench`: figures and their ratio to the targets, printed and saved (markdown + JSON).
 
-trace: capture throughput and trace size on the built-in workloads. Targets (issue #3): >= 10 M recorded instructions/s to disk, <= 4 bytes per instruction after
-compression. The recording rate is the plugin's own clock, from the first recorded instruction to
-the last chunk written (compression included); fast-forwarding runs at plain -singlestep speed
-and is reported separately. Self-check time is reported too but is not part of capture.
+trace: capture throughput and trace size on the built-in workloads. Targets: >= 10 M recorded
+instructions/s to disk, <= 4 bytes per instruction after compression. The recording rate is the
+plugin's own clock, from the first recorded instruction to the last chunk written (compression
+included); fast-forwarding runs at plain -singlestep speed and is reported separately. Self-check
+time is reported too but is not part of capture.
 
 baselines: branch predictors (target: TAGE-SC-L >= 1 M branches/s) and the cache model (target:
->= 2 M accesses/s) on synthetic streams and on the streams of a real trace.
+>= 2 M accesses/s) on synthetic streams (trace_eval/synthetic.py) and on the streams of a real trace.
+
+verify: Verilator predictions/s of generated RTL (target >= 50,000/s), bit-exact stream.
 """
 from __future__ import annotations
 
@@ -14,13 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from ncf.io import UsageError, check_output
-from ncf.report import save_table
-
-from .capture import record
-from .format import TraceReader
-from .selfcheck import check_trace
-from .workloads import prepare
+from ncf.trace_eval import synthetic
+from ncf.trace_eval.branch_predictors import COND, make_predictor
+from ncf.trace_eval.cache import CacheConfig, coverage, simulate
+from ncf.trace_eval.capture import record
+from ncf.trace_eval.format import TraceReader
+from ncf.trace_eval.selfcheck import check_trace
+from ncf.trace_eval.streams import branch_stream, memory_stream
+from ncf.trace_eval.workloads import prepare
 
 TARGET_RATE = 10e6
 TARGET_BYTES = 4.0
@@ -55,12 +59,6 @@ TARGET_ACCESSES = 2e6
 
 def bench_baselines(trace: Path | None, instructions: int, skip: int) -> list[dict]:
     """Speed of every predictor and prefetcher on synthetic streams and on a real trace's streams."""
-    from .bench_bp import bench_branch_predictors
-    from .bench_cache import bench_cache
-    from .branch_predictors import make_predictor
-    from .cache import simulate
-    from .streams import branch_stream, memory_stream
-
     if trace is not None:
         TraceReader(trace).require_instructions("the baselines benchmark")  # before the synthetic streams
     rows = [{"stream": "synthetic", "model": r["predictor"], "items": r["branches"],
@@ -109,26 +107,38 @@ def bench_verify(rtl: Path, samples: int | None) -> list[dict]:
              "build_s": s["build_seconds"], "sim_s": s["sim_seconds"]}]
 
 
-def main(a) -> int:
-    check_output(a.out, directory=True)
-    if a.what == "verify":
-        if a.rtl is None:
-            raise UsageError("bench verify needs --rtl DIR (written by `ncf rtl`, e.g. reports/demo/hw/rtl)")
-        rows = bench_verify(a.rtl, a.samples)
-        print(save_table(a.out / "verify", rows, f"ncf bench verify: Verilator predictions/s, bit-exact stream "
-                         f"(target >= {TARGET_PREDICTIONS:,}/s; x_target > 1 meets it)",
-                         extra={"targets": {"predictions_per_s": TARGET_PREDICTIONS}}))
-        return 0
-    if a.what == "baselines":
-        rows = bench_baselines(a.trace, a.instructions, a.skip)
-        print(save_table(a.out / "baselines", rows, "ncf bench baselines (targets: TAGE-SC-L >= 1 M branches/s, "
-                         "cache model >= 2 M accesses/s; x_target > 1 meets the target)",
-                         extra={"targets": {"tage_branches_per_s": TARGET_BRANCHES,
-                                            "cache_accesses_per_s": TARGET_ACCESSES}}))
-        return 0
-    rows = bench_trace(a.workloads, a.instructions, a.skip)
-    print(save_table(a.out / "trace", rows, f"ncf bench trace: {a.instructions:,} instructions after skipping "
-                     f"{a.skip:,} (targets: >= {TARGET_RATE / 1e6:.0f} M insn/s, <= {TARGET_BYTES} B/insn; "
-                     "x_target > 1 meets the target)",
-                     extra={"targets": {"insn_per_s": TARGET_RATE, "bytes_per_insn": TARGET_BYTES}}))
-    return 0
+def bench_branch_predictors(n: int = 2_000_000, seed: int = 0) -> list[dict]:
+    """Time each C predictor's run() on synthetic_stream(n); returns branches/s (all branches)."""
+    stream = synthetic.branch_stream(n, seed)
+    cond = stream[3] == COND
+    out = []
+    for name in ("bimodal", "gshare", "perceptron", "tage-sc-l"):
+        p = make_predictor(name)
+        t0 = time.perf_counter()
+        pred, _ = p.run(*stream)
+        dt = time.perf_counter() - t0
+        acc = float((pred[cond] == stream[2][cond]).mean())
+        out.append(dict(predictor=name, branches=n, seconds=dt, branches_per_s=n / dt,
+                        accuracy=acc, storage_bits=p.storage_bits()))
+    return out
+
+
+def bench_cache(n: int = 5_000_000, config: CacheConfig = CacheConfig(), seed: int = 0,
+                prefetchers=("none", "next-line", "ip-stride", "bop")) -> list[dict]:
+    pc, addr, is_store, insn_idx = synthetic.memory_stream(n, seed)
+    n_insn = int(insn_idx[-1]) + 1
+    simulate(pc[:1000], addr[:1000], is_store[:1000], insn_idx[:1000])  # build + load the library
+    rows, base = [], None
+    for pf in prefetchers:
+        t0 = time.perf_counter()
+        r = simulate(pc, addr, is_store, insn_idx, pf, config, n_insn=n_insn)
+        dt = time.perf_counter() - t0
+        if pf == "none":
+            base = r
+        rows.append({"prefetcher": pf, "accesses": n, "seconds": round(dt, 3),
+                     "M_accesses_s": round(n / dt / 1e6, 2), "x_target": round(n / dt / TARGET_ACCESSES, 2),
+                     "l1_mpki": round(r.l1_mpki, 2), "l2_mpki": round(r.l2_mpki, 2),
+                     "accuracy": round(r.accuracy, 3),
+                     "coverage": round(coverage(base, r), 3) if base is not None else None,
+                     "late_fraction": round(r.late_fraction, 3)})
+    return rows

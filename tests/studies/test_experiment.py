@@ -6,14 +6,13 @@ import json
 
 import pytest
 
-from ncf.model.experiment import ExperimentConfig, run_experiment
+from ncf.studies.experiment import ExperimentConfig, run_experiment
 
 
 @pytest.mark.slow
 def test_experiment_end_to_end_and_reuse(native, tmp_path):
-    cfg = ExperimentConfig(workloads=["bzip2"], trace_dir=str(tmp_path / "traces"), instructions=300_000,
-                           skip=1_000_000, work_dir=str(tmp_path / "work"), out=str(tmp_path / "out"),
-                           epochs=1, train_cap=300, max_branches=3, max_loads=2, threads=1)
+    cfg = ExperimentConfig(workloads=["bzip2"], instructions=300_000, skip=1_000_000, cache=str(tmp_path / "cache"),
+                           out=str(tmp_path / "out"), epochs=1, train_cap=300, max_branches=3, max_loads=2, threads=1)
     r = run_experiment(cfg)
     (w,) = r["per_workload"]
     models = {row["model"] for row in w["branch"]}
@@ -26,6 +25,7 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
             assert 0 <= row["sites_selected"] <= 3
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"][0]
     assert {"fused_vs_branchnet_hard", "fused_vs_tage_hard", "fused_over_lstm", "coverage_bop"} <= set(summary)
-    stamp = (tmp_path / "work" / "bzip2" / "runs-L100" / "fused" / "checkpoint.pt").stat().st_mtime
+    (ckpt,) = (tmp_path / "cache" / "train").glob("bzip2-fused-*/run/checkpoint.pt")
+    stamp = ckpt.stat().st_mtime_ns
     run_experiment(cfg)
-    assert (tmp_path / "work" / "bzip2" / "runs-L100" / "fused" / "checkpoint.pt").stat().st_mtime == stamp
+    assert ckpt.stat().st_mtime_ns == stamp                   # the second run reuses the cached steps

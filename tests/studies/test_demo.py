@@ -1,27 +1,10 @@
-"""The demo's stage cache: a stage whose inputs (content hashes, settings) are unchanged is reused,
-a changed input or --fresh reruns it, and the record on disk says what it was run from."""
+"""`ncf demo`: its presets, and the whole pipeline as a user runs it (the tiny preset, in CI)."""
 from __future__ import annotations
 
 import json
 
-from ncf import demo
-
-
-def test_stage_reuses_only_identical_inputs(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "WORK", tmp_path)
-    calls = []
-
-    def work():
-        calls.append(1)
-        return {"value": len(calls)}
-
-    key = {"trace": "ab" * 32, "config": {"lead": 100}}
-    assert demo.stage("s", key, work, log=lambda *_: None) == ({"value": 1}, False)
-    assert demo.stage("s", key, work, log=lambda *_: None) == ({"value": 1}, True)
-    assert demo.stage("s", {**key, "config": {"lead": 10}}, work, log=lambda *_: None) == ({"value": 2}, False)
-    assert demo.stage("s", {**key, "config": {"lead": 10}}, work, fresh=True, log=lambda *_: None) == ({"value": 3}, False)
-    record = json.loads((tmp_path / "s" / "stage.json").read_text())
-    assert record["inputs"]["config"] == {"lead": 10} and record["result"] == {"value": 3}
+from ncf.io import load_config
+from ncf.studies import demo
 
 
 def test_presets_name_existing_hardware_points():
@@ -36,7 +19,7 @@ def test_tiny_demo_runs_every_stage_from_a_clone_with_the_default_relative_out(t
     import sys
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
     ncf = Path(sys.executable).with_name("ncf")
@@ -55,10 +38,29 @@ def test_tiny_demo_runs_every_stage_from_a_clone_with_the_default_relative_out(t
     assert ver["verilator"]["harness"]["equal"]
     syn = json.loads((report / "hw" / "synthesis.json").read_text())
     assert {row["target"] for row in syn["rows"]} >= {"ecp5 (P&R)", "ice40 (P&R)"}
-    # the report's tables (ncf.report.save_table: markdown + JSON with a title and rows) hold results
+    # the report's tables (ncf.io.save_table: markdown + JSON with a title and rows) hold results
     # only: nothing that depends on where the clone is
     tables = [p for p in report.rglob("*.json")
               if (lambda d: isinstance(d, dict) and {"title", "rows"} <= set(d))(json.loads(p.read_text()))]
     assert len(tables) >= 10
     for table in tables:
         assert str(tmp_path) not in table.read_text(), table
+    # the report reproduces itself: every command it lists parses, and the configurations it names are
+    # the ones the studies ran with
+    import shlex
+    from dataclasses import asdict
+
+    from ncf.cli import build_parser
+    from ncf.studies.classify import ClassifyConfig
+    from ncf.studies.experiment import ExperimentConfig
+
+    prov = json.loads((report / "provenance.json").read_text())
+    for command in prov["commands"]:
+        argv = shlex.split(command)
+        assert argv[0] == "ncf"
+        build_parser().parse_args(argv[1:])
+    configs = report / "configs"
+    ran = json.loads((report / "experiment" / "experiment.json").read_text())["config"]
+    assert asdict(load_config(ExperimentConfig, clone / configs.relative_to(clone) / "experiment.yaml")) == ran
+    ran = json.loads((report / "classify" / "classify.json").read_text())["config"]
+    assert asdict(load_config(ClassifyConfig, configs / "classify.yaml")) == ran

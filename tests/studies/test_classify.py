@@ -11,15 +11,14 @@ import subprocess
 import numpy as np
 import pytest
 
-from ncf.model.classify import (
+from ncf.model.classify import fit_probe, probe_predict
+from ncf.studies.classify import (
     LEVELS,
     ClassifyConfig,
     Program,
     corpus_implementations,
     corpus_programs,
-    fit_probe,
     make_splits,
-    probe_predict,
     run_classify,
 )
 
@@ -93,9 +92,9 @@ def test_probe_separates_classes_and_is_deterministic():
 
 def test_bag_of_opcodes_probe_beats_chance_on_real_traces(native, tmp_path):
     cfg = ClassifyConfig(classes=["sort", "search", "primes"], max_impls=2, levels=[1, 2], impl_folds=2,
-                         instructions=150_000, methods=["opcodes"], work_dir=str(tmp_path / "work"),
-                         out=str(tmp_path / "out"), progress=False)
-    r = run_classify(cfg)
+                         instructions=150_000, methods=["opcodes"], cache=str(tmp_path / "cache"),
+                         out=str(tmp_path / "out"))
+    r = run_classify(cfg, progress=False)
     rows = {row["split"]: row for row in r["rows"]}
     assert rows["unseen implementation"]["test_programs"] == 3 * 2 * 2   # 2 folds x 3 classes x 2 levels
     assert rows["unseen optimisation level"]["test_programs"] == 3 * 2
@@ -106,10 +105,10 @@ def test_bag_of_opcodes_probe_beats_chance_on_real_traces(native, tmp_path):
 def test_cli_writes_table_json_confusion_png_and_reuses_its_work(native, tmp_path, capsys):
     from ncf.cli import main
 
-    work, out = tmp_path / "work", tmp_path / "out"
+    cache, out = tmp_path / "cache", tmp_path / "out"
     argv = ["classify", "--classes", "sort", "hash", "--max-impls", "2", "--levels", "1", "2",
             "--instructions", "120k", "--per-site", "24", "--epochs", "1", "--scratch-epochs", "1",
-            "--work-dir", str(work), "-o", str(out), "-q"]
+            "--cache", str(cache), "--out", str(out), "-q"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| unseen implementation | fused |" in printed and "confusion, fused, unseen implementation" in printed
@@ -125,9 +124,9 @@ def test_cli_writes_table_json_confusion_png_and_reuses_its_work(native, tmp_pat
         assert c.sum() == row["test_programs"] and np.trace(c) == row["correct"]
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the samples obey the lead: every dataset was built with D = 100
-    assert {json.loads(p.read_text())["config"]["lead"] for p in work.glob("data/*/dataset.json")} == {100}
-    stamps = {p: p.stat().st_mtime_ns for p in list(work.rglob("*.ncft")) + list(work.rglob("*.pt"))}
-    assert len([p for p in stamps if p.suffix == ".pt"]) == 2 * 3   # pretrained + scratch, 3 splits
+    assert {json.loads(p.read_text())["config"]["lead"] for p in cache.glob("dataset/*/data/dataset.json")} == {100}
+    stamps = {p: p.stat().st_mtime_ns for p in list(cache.rglob("*.ncft")) + list(cache.rglob("*.pt"))}
+    assert len(list(cache.glob("train/*/run/checkpoint.pt"))) == len(list(cache.glob("scratch/*/scratch.pt"))) == 3
     before = table["rows"]
     assert main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps        # nothing traced or trained again

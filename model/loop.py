@@ -1,0 +1,97 @@
+"""The one training loop of every model, and the checkpoint format.
+
+    hist = fit(model, loss_of, rows, epochs=8, batch=256, opt=opt, sched=sched, seed=0,
+               validate=lambda: {...}, on_epoch=save_checkpoint)
+
+Users: the GNNs (model/train.py), the history-only baselines (model/baselines.py), the
+classification head (model/classify.py) and quantization-aware fine-tuning (quant/qat.py).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ncf.io import DataError, UsageError
+
+CHECKPOINT_VERSION = 1          # of checkpoint.pt and train.json
+
+
+def epoch_batches(rows: np.ndarray, batch: int, seed: int, epoch: int, drop_last: bool = True) -> list[np.ndarray]:
+    """Epoch ``epoch``'s batches of ``rows``: a permutation seeded by (seed, epoch), so that a resumed
+    run sees the same order, cut into sorted batches (the last partial one dropped unless it is the
+    only one or ``drop_last`` is False)."""
+    perm = np.random.default_rng([seed, epoch]).permutation(rows)
+    cut = len(perm) - len(perm) % batch if drop_last and len(perm) >= batch else len(perm)
+    return [np.sort(perm[k:k + batch]) for k in range(0, cut, batch)]
+
+
+def fit(model, loss_of, rows: np.ndarray, *, epochs: int, batch: int, opt, sched=None, seed: int = 0,
+        start_epoch: int = 0, max_steps: int | None = None, validate=None, patience: int | None = None,
+        on_epoch=None, progress: bool = True, desc: str = "train") -> list[dict]:
+    """The one training loop of every model (GNNs, history baselines, the classification head, QAT).
+
+    Per epoch: the seeded batches of ``rows`` (``epoch_batches``); per batch ``loss_of(batch_rows)``,
+    a backward pass, ``opt`` and ``sched`` steps. After each epoch ``validate()`` (a dict; its
+    ``val_loss`` drives early stopping with ``patience``: training stops after that many epochs
+    without improvement and the best epoch's weights are restored) and ``on_epoch(history)`` (for
+    checkpoints). ``max_steps`` caps the optimizer steps over the whole run. Returns the per-epoch
+    history: {"epoch", "train_loss", "steps", **validate()}.
+    """
+    from tqdm import tqdm
+
+    history, steps, best, stale = [], 0, (float("inf"), None), 0
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        todo = epoch_batches(rows, batch, seed, epoch)
+        if max_steps is not None:
+            todo = todo[:max(0, max_steps - steps)]
+        total = 0.0
+        bar = tqdm(todo, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for k, b in enumerate(bar):
+            loss = loss_of(b)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            total += loss.item()
+            bar.set_postfix(loss=f"{total / (k + 1):.4f}", refresh=False)
+        steps += len(todo)
+        model.eval()
+        history.append({"epoch": epoch + 1, "train_loss": total / max(len(todo), 1), "steps": len(todo),
+                        **(validate() if validate else {})})
+        if on_epoch:
+            on_epoch(history)
+        if patience is not None and "val_loss" in history[-1]:
+            if history[-1]["val_loss"] < best[0]:
+                best, stale = (history[-1]["val_loss"], copy.deepcopy(model.state_dict())), 0
+            else:
+                stale += 1
+                if stale >= patience:
+                    break
+        if max_steps is not None and steps >= max_steps:
+            break
+    if best[1] is not None:
+        model.load_state_dict(best[1])
+    model.eval()
+    return history
+
+
+def checkpoint_path(run_dir: str | Path) -> Path:
+    """The checkpoint of a trained run directory; a clear error when ``run_dir`` is not one."""
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.is_file():
+        raise UsageError(f"{run_dir}: not a trained run (no checkpoint.pt); train one with `ncf train`")
+    return path
+
+
+def load_checkpoint(path: str | Path, dev=torch.device("cpu")) -> dict:
+    """A checkpoint written by this version of ncf (a DataError names an older format)."""
+    saved = torch.load(path, map_location=dev, weights_only=False)
+    if saved.get("format_version") != CHECKPOINT_VERSION:
+        raise DataError(f"{path}: checkpoint format {saved.get('format_version')} is not {CHECKPOINT_VERSION}; "
+                        "train the run again")
+    return saved

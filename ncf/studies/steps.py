@@ -1,0 +1,159 @@
+"""The cached steps every study is built from: each is one stage function behind the stage cache.
+
+    cache = StageCache("work/cache")
+    t = trace(cache, prepare("bzip2", 0), skip=10**8, count=5 * 10**6)     # .../trace.ncft
+    s = sites(cache, t, max_branches=6, max_loads=4)
+    d = dataset(cache, t, s, DatasetConfig(lead=100, max_per_site=1500), label="bzip2-0")
+    run = train(cache, TrainConfig(model="fused", epochs=8), train_ds=d)
+
+A step's key is what determines its result: the content hashes of its inputs (a trace's sha256, a
+dataset's ``dataset.json``, a bundle's files) and its settings; paths are not part of a key (the
+same inputs elsewhere give the same entry), and the cache adds the version of the code that runs.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from ncf.io import file_sha256, read_json
+
+from .cache import StageCache
+
+
+# ------------------------------------------------------------------------------------ trace_eval
+def trace(cache: StageCache, inv, skip: int, count: int, progress: bool = True) -> Path:
+    """A self-checked trace of ``inv`` (a workloads.Invocation) after ``skip`` instructions."""
+    from ncf.trace_eval.capture import GUEST_VERSION, record
+
+    key = {"argv": [Path(inv.argv[0]).name, *inv.argv[1:]], "exe": file_sha256(inv.argv[0]),
+           "inputs": inv.input_files, "env": list(inv.env), "own_dir": inv.own_dir, "program": inv.program_version,
+           "skip": skip, "count": count, "guest": GUEST_VERSION}
+    label = f"{inv.workload}-{inv.input}"
+    name = f"{label}.ncft"
+    return cache.run("trace", key, lambda d: {"sidecar": record(inv, d / name, skip=skip, count=count,
+                                                                progress=progress)},
+                     code=("trace_eval",), label=label).path / name
+
+
+def trace_sha(path) -> str:
+    """A trace's content hash, from its sidecar (checked against the file whenever it is opened)."""
+    return read_json(Path(str(path) + ".json"))["file"]["sha256"]
+
+
+def baselines(cache: StageCache, trace_path: Path) -> dict:
+    """Every classical branch predictor and prefetcher on one trace (trace_eval.baseline.evaluate)."""
+    from ncf.trace_eval.baseline import evaluate
+
+    return cache.run("baselines", {"trace": trace_sha(trace_path)}, lambda d: evaluate(trace_path),
+                     code=("trace_eval",), label=Path(trace_path).stem).result
+
+
+# ------------------------------------------------------------------------------------ model
+def sites(cache: StageCache, trace_path: Path, max_branches: int, max_loads: int) -> dict:
+    """Hard branches and delinquent loads of a (training) trace."""
+    from ncf.model.dataset import find_sites
+
+    def fn(d):
+        s = find_sites(trace_path, max_branches=max_branches, max_loads=max_loads)
+        s["from_trace"] = Path(trace_path).name
+        return s
+    return cache.run("sites", {"trace": trace_sha(trace_path), "limits": [max_branches, max_loads]}, fn,
+                     code=("model",), label=Path(trace_path).stem).result
+
+
+def dataset(cache: StageCache, trace_path: Path, site_list: dict, cfg, vocab: list | None = None,
+            label: str = "") -> Path:
+    """The fused samples of ``trace_path`` for ``site_list`` (model.dataset.build_dataset)."""
+    from ncf.model.dataset import build_dataset
+
+    key = {"trace": trace_sha(trace_path), "sites": site_list, "config": asdict(cfg), "vocab": vocab}
+    entry = cache.run("dataset", key, lambda d: {"samples": build_dataset(trace_path, site_list, d / "data", cfg,
+                                                                          vocab=vocab)["samples"]},
+                      code=("model",), label=label or Path(trace_path).stem)
+    return entry.path / "data"
+
+
+def train(cache: StageCache, cfg, train_ds: Path, test_ds: Path | None = None, label: str = "",
+          progress: bool = True) -> Path:
+    """A trained run of ``cfg.model`` on ``train_ds`` (model.train.train); the run directory."""
+    from ncf.model.train import train as train_run
+
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("train", "test", "out")}
+    key = {"train": entry_key(train_ds), "config": settings}
+    return cache.run("train", key, lambda d: train_run(replace(cfg, train=str(train_ds), out=str(d / "run"),
+                                                              test=str(test_ds or "")), progress=progress),
+                     code=("model",), label=label or cfg.model).path / "run"
+
+
+def entry_key(path) -> str:
+    """What identifies ``path``'s content in a key: the digest of the cache entry it was made in,
+    else the sha256 of the file (of a run's checkpoint, of a dataset's dataset.json)."""
+    path = Path(path)
+    stage = path.parent / "stage.json"
+    if stage.exists():
+        return read_json(stage)["digest"]
+    for inner in ("checkpoint.pt", "dataset.json"):
+        if (path / inner).exists():
+            return file_sha256(path / inner)
+    return file_sha256(path)
+
+
+# ------------------------------------------------------------------------------------ hw, rtl_tests
+def bundle_key(onnx) -> dict:
+    """The content hashes of a site bundle's files (``ncf quantize``'s hardware input)."""
+    from ncf.quant.quantize import bundle_paths
+
+    return {k: file_sha256(p) for k, p in bundle_paths(onnx).items()}
+
+
+def rtl(cache: StageCache, onnx, cutoff: float, check_samples: int | None = None) -> Path:
+    """The RTL directory (``hw.generate.build_rtl``) of a site bundle."""
+    from ncf.hw.generate import HwConfig, build_rtl
+    from ncf.quant.quantize import read_bundle
+
+    cfg = HwConfig(cutoff=cutoff, **({"check_samples": check_samples} if check_samples else {}))
+    return cache.run("rtl", {"bundle": bundle_key(onnx), "config": asdict(cfg)},
+                     lambda d: {"latency": build_rtl(read_bundle(onnx), cfg, d / "rtl", progress=False)["latency"]},
+                     code=("hw",), label=Path(onnx).stem.removesuffix("_clean")).path / "rtl"
+
+
+def manifest(rtl_dir) -> dict:
+    from ncf.hw.generate import load_manifest
+
+    return load_manifest(rtl_dir)
+
+
+def hls(cache: StageCache, onnx) -> dict:
+    """The hls4ml project of a site bundle with its C-simulation check (``hw.generate.build_hls``)."""
+    from ncf.hw.generate import HwConfig, build_hls
+    from ncf.quant.quantize import read_bundle
+
+    return cache.run("hls", {"bundle": bundle_key(onnx), "config": asdict(HwConfig())},
+                     lambda d: build_hls(read_bundle(onnx), HwConfig(), d / "hls", progress=False),
+                     code=("hw",), label=Path(onnx).stem.removesuffix("_clean")).result
+
+
+def verify(cache: StageCache, rtl_dir, simulator: str, n_stream: int | None = None, n_handshake: int = 2000,
+           close_loop: bool = True) -> dict:
+    """cocotb verification of the RTL in ``simulator`` on its bundle's held-out samples."""
+    from ncf.rtl_tests.sim import verify as run_verify
+
+    key = {"rtl": entry_key(rtl_dir), "simulator": simulator, "n_stream": n_stream, "n_handshake": n_handshake,
+           "close_loop": close_loop}
+    return cache.run("verify", key, lambda d: run_verify(rtl_dir, simulator=simulator, work=d / "work",
+                                                         n_stream=n_stream, n_handshake=n_handshake,
+                                                         close_loop=close_loop, progress=False),
+                     code=("rtl_tests",), label=simulator).result
+
+
+def synth(cache: StageCache, rtl_dir, targets: tuple, timeout_s: float | None = None, freq_mhz: float = 200,
+          seed: int = 1) -> dict:
+    """yosys / nextpnr on the RTL (``hw.synth.synth``): counts, and Fmax after place and route."""
+    from ncf.hw.synth import synth as run_synth
+
+    key = {"rtl": entry_key(rtl_dir), "targets": list(targets), "timeout_s": timeout_s, "freq_mhz": freq_mhz,
+           "seed": seed}
+    return cache.run("synth", key, lambda d: run_synth(rtl_dir, targets=targets, out_dir=d / "synth",
+                                                       freq_mhz=freq_mhz, seed=seed, progress=False,
+                                                       timeout_s=timeout_s),
+                     code=("hw",), label="-".join(targets)).result
