@@ -878,6 +878,19 @@ static int parse_u64(const char *key, const char *v, uint64_t *out)
     return 0;
 }
 
+static int parse_onoff(const char *key, const char *v, int *out)
+{
+    if (!strcmp(v, "on") || !strcmp(v, "1") || !strcmp(v, "true"))
+        *out = 1;
+    else if (!strcmp(v, "off") || !strcmp(v, "0") || !strcmp(v, "false"))
+        *out = 0;
+    else {
+        fprintf(stderr, "qtrace: bad value for %s: '%s' (on or off)\n", key, v);
+        return -1;
+    }
+    return 0;
+}
+
 static void *xalloc(size_t n) { return malloc(n); } /* lazily backed: untouched pages cost nothing */
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info,
@@ -918,23 +931,11 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             }
             S.level = (int)l;
         } else if (!strcmp(k, "exit")) {
-            if (!strcmp(v, "on") || !strcmp(v, "1") || !strcmp(v, "true"))
-                S.exit_when_done = 1;
-            else if (!strcmp(v, "off") || !strcmp(v, "0") || !strcmp(v, "false"))
-                S.exit_when_done = 0;
-            else {
-                fprintf(stderr, "qtrace: bad value for exit: '%s' (on or off)\n", v);
+            if (parse_onoff(k, v, &S.exit_when_done))
                 return -1;
-            }
         } else if (!strcmp(k, "virt")) {
-            if (!strcmp(v, "on") || !strcmp(v, "1") || !strcmp(v, "true"))
-                S.virt = 1;
-            else if (!strcmp(v, "off") || !strcmp(v, "0") || !strcmp(v, "false"))
-                S.virt = 0;
-            else {
-                fprintf(stderr, "qtrace: bad value for virt: '%s' (on or off)\n", v);
+            if (parse_onoff(k, v, &S.virt))
                 return -1;
-            }
         } else if (!strcmp(k, "seed")) {
             if (parse_u64(k, v, &S.rng))
                 return -1;
