@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 import platform
 import subprocess
 import time
@@ -152,7 +153,7 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     rtl = {tuple(k): Path(next(r["rtl"] for r in hw["rows"] if [r["hidden"], r["steps"], r["bits"]] == list(k)))
            for k in (p.hw_default, p.hw_small)}
     rtl_default, rtl_small = rtl[tuple(p.hw_default)], rtl[tuple(p.hw_small)]
-    onnx = steps.manifest(rtl_default)["inputs"]["onnx"]["file"]
+    onnx = Path(os.path.relpath(steps.manifest(rtl_default)["inputs"]["onnx"]["file"]))   # as the report names it
     # synthesis and place-and-route are single-threaded and long: a second process runs them (the
     # machine has two cores) while HLS, verification and classification go on
     pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
