@@ -184,7 +184,7 @@ def time_split(n: int, val_fraction: float = 0.1) -> int:
 
 def train_classifier(model: nn.Module, inputs: Sequence[np.ndarray], labels: np.ndarray, epochs: int = 20,
                      batch: int = 256, lr: float = 1e-3, seed: int = 0, progress: bool = True, *,
-                     val_fraction: float = 0.1, patience: int = 3) -> dict:
+                     val_fraction: float = 0.1, patience: int = 3, world=None) -> dict:
     """Train ``model`` in place with Adam (model/train.py's ``fit``); return the per-epoch history.
 
     ``inputs`` are the model's forward arguments as arrays with the sample axis first (e.g.
@@ -195,13 +195,17 @@ def train_classifier(model: nn.Module, inputs: Sequence[np.ndarray], labels: np.
     training batches come from a seeded shuffle of the earlier samples only. Training stops once the
     validation loss has not improved for ``patience`` epochs, and the best epoch's weights are
     restored; without validation samples all ``epochs`` run. Deterministic for a given ``seed``,
-    model initialisation and torch thread count.
+    model initialisation and torch thread count. ``world`` (model/loop.py): data-parallel under
+    torchrun, each process computing its share of every batch.
 
     Returns ``{"train_loss", "val_loss", "val_acc"}`` (lists, one entry per epoch run; the val lists
     are empty without validation), ``"best_epoch"`` (0-based), ``"epochs_run"``, ``"n_train"``,
     ``"n_val"`` and ``"val_start"`` (index of the first validation sample).
     """
-    from .loop import fit
+    from .loop import World, fit
+
+    world = world or World()
+    net = world.wrap(model)
 
     xs, y = _tensors(inputs), torch.from_numpy(np.ascontiguousarray(labels))
     n = len(y)
@@ -212,9 +216,10 @@ def train_classifier(model: nn.Module, inputs: Sequence[np.ndarray], labels: np.
         raise ValueError("no training samples")
     torch.manual_seed(seed)
 
-    def loss_of(rows):
-        idx = torch.from_numpy(rows)
-        return _loss(model(*(x[idx] for x in xs)), y[idx])[0]
+    def loss_of(rows):   # this process's share of the global batch ``rows`` (all of it in one process)
+        idx = torch.from_numpy(world.share(rows))
+        loss = _loss(net(*(x[idx] for x in xs)), y[idx])[0]
+        return loss if world.size == 1 else loss * (len(idx) * world.size / len(rows))
 
     def validate():
         vloss, vacc = _evaluate(model, [x[k:] for x in xs], y[k:], batch)

@@ -301,6 +301,51 @@ def _write(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, graphs:
     return meta
 
 
+def concat_datasets(parts: list, out_dir: str | Path) -> dict:
+    """One dataset of ``parts`` (dataset directories built with the same config and delta vocabulary
+    for the same sites: the windows and inputs of one training set), their samples in the order given.
+    A site (by pc) takes the graph of the first part that has it; a part whose graph of that site
+    differs (its window executed other code around it) contributes no samples of it, and the
+    sidecar counts them in ``samples_dropped``."""
+    out_dir = check_output(out_dir, directory=True)
+    ds = [Dataset(p) for p in parts]
+    if not ds:
+        raise UsageError("concat_datasets: no datasets given")
+    first = ds[0].meta
+    for d in ds[1:]:
+        for key in ("config", "delta_vocabulary"):
+            if d.meta[key] != first[key]:
+                raise DataError(f"{d.path}: its {key} differs from {ds[0].path}'s; the parts cannot be merged")
+    graphs, where, cols, dropped = [], {}, [], {}
+    for d in ds:
+        remap = np.full(len(d.site_pc), -1, np.int64)
+        for k, pc in enumerate(d.site_pc):
+            g = SiteGraph(pc=int(pc), task=TASKS[int(d.site_task[k])], static=d.static[k], adj=d.adj[k],
+                          dyn_slot=d.dyn_slot[k], mem_pcs=d.meta["sites"][k]["mem_pcs"],
+                          nodes=d.meta["sites"][k]["nodes"])
+            j = where.setdefault((g.task, g.pc), len(graphs))
+            if j == len(graphs):
+                graphs.append(g)
+            same = all(np.array_equal(getattr(g, f), getattr(graphs[j], f)) for f in ("static", "adj", "dyn_slot"))
+            if same and g.mem_pcs == graphs[j].mem_pcs:
+                remap[k] = j
+        site = np.asarray(d.arrays["site"], np.int64)
+        keep = remap[site] >= 0
+        for k in np.nonzero(remap < 0)[0]:
+            dropped[f"{int(d.site_pc[k]):#x}"] = dropped.get(f"{int(d.site_pc[k]):#x}", 0) + int((site == k).sum())
+        part = {key: np.asarray(v)[keep] for key, v in d.arrays.items()}
+        part["site"] = remap[site[keep]].astype(np.int16)
+        cols.append(part)
+    cols = {key: np.concatenate([c[key] for c in cols]) for key in cols[0]}
+    meta = _write(out_dir, Path(first["trace"]), TraceReader(first["trace"], verify=False),
+                  {"from_trace": first["sites_from"]}, graphs, cols, DatasetConfig(**first["config"]),
+                  first["delta_vocabulary"], [s for d in ds for s in d.meta["sites_skipped"]])
+    meta.update({"parts": [{"path": str(d.path), "trace_sha256": d.meta["trace_sha256"], "input": d.meta["input"],
+                            "samples": len(d)} for d in ds], "samples_dropped": dropped})
+    write_json(out_dir / "dataset.json", meta)
+    return meta
+
+
 # --------------------------------------------------------------------------------------- reading
 class Dataset:
     """A built dataset, memory-mapped: ``ds.arrays[name]``, ``ds.static`` [S,N,F], ``ds.adj``

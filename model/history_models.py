@@ -22,7 +22,7 @@ from ncf.io import atomic_path, check_output, write_json
 
 from .baselines import BranchNetCNN, DeltaLSTM, predict, train_classifier
 from .dataset import Dataset
-from .loop import CHECKPOINT_VERSION, checkpoint_path, load_checkpoint
+from .loop import CHECKPOINT_VERSION, World, checkpoint_path, load_checkpoint
 
 
 def _rows(ds: Dataset, task: int, site: int | None = None) -> np.ndarray:
@@ -40,10 +40,12 @@ def _site_pc(ds: Dataset) -> np.ndarray:
 def train_history_model(cfg, resume: bool = False, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    world = World.join()
     ds = Dataset(cfg.train)
     out = check_output(cfg.out, directory=True)
     out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
+    if world.main:
+        cfg.save(out / "config.yaml")
     a = ds.arrays
     ckpt = out / "checkpoint.pt"
     saved = load_checkpoint(ckpt) if resume and ckpt.exists() else {
@@ -66,18 +68,20 @@ def train_history_model(cfg, resume: bool = False, progress: bool = True) -> dic
             inputs = (np.asarray(a["dhist"][rows], np.int64), np.asarray(a["site"][rows], np.int64))
             y = np.asarray(a["delta"][rows], np.int64)
         hist = train_classifier(model, inputs, y, epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed,
-                                progress=progress)
+                                progress=progress and world.main, world=world)
         saved["sites"][str(key)] = model.state_dict()
         saved["history"][str(key)] = {k: v for k, v in hist.items() if k in ("best_epoch", "epochs_run", "n_train",
                                                                                "n_val", "val_acc")}
         saved["seconds"] += time.monotonic() - t0
         saved["config"], saved["site_pc"] = asdict(cfg), [int(p) for p in pcs]
-        with atomic_path(ckpt) as tmp:
-            torch.save(saved, tmp)
+        if world.main:
+            with atomic_path(ckpt) as tmp:
+                torch.save(saved, tmp)
     summary = {"format_version": CHECKPOINT_VERSION, "model": cfg.model, "config": asdict(cfg),
                "train_seconds": saved["seconds"],
-               "sites": saved["history"]}
-    write_json(out / "train.json", summary)
+               "sites": saved["history"], "processes": world.size}
+    if world.main:
+        write_json(out / "train.json", summary)
     return summary
 
 

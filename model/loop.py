@@ -5,10 +5,18 @@
 
 Users: the GNNs (model/train.py), the history-only baselines (model/baselines.py), the
 classification head (model/classify.py) and quantization-aware fine-tuning (quant/qat.py).
+
+Data-parallel training (torch DDP under torchrun; ``World``): every process draws the same global
+batches (same seed), takes its share of each (``world.share``: every size-th row, as
+DistributedSampler deals them) and returns its share of the global batch's loss times the number
+of processes; DDP averages the gradients, so the update is the one of the whole batch in one
+process. The GNNs and the history baselines train this way.
 """
 from __future__ import annotations
 
 import copy
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +25,47 @@ import torch
 from ncf.io import DataError, UsageError
 
 CHECKPOINT_VERSION = 1          # of checkpoint.pt and train.json
+
+
+@dataclass(frozen=True)
+class World:
+    """The processes training together: torchrun's RANK and WORLD_SIZE (one process without torchrun)."""
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def join(cls, cuda: bool = False) -> World:
+        """This process's place; under torchrun, joins the process group (NCCL on CUDA, else gloo)."""
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size == 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+        return cls(dist.get_rank(), size, int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def main(self) -> bool:
+        """The process that writes checkpoints and summaries."""
+        return self.rank == 0
+
+    def share(self, rows: np.ndarray) -> np.ndarray:
+        return rows[self.rank::self.size]
+
+    def wrap(self, model):
+        """``model`` under DistributedDataParallel (itself in one process)."""
+        if self.size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[self.local_rank] if next(model.parameters()).is_cuda
+                                       else None)
+
+    def device(self, dev: torch.device) -> torch.device:
+        """This process's GPU under torchrun (cuda:LOCAL_RANK), else ``dev``."""
+        return torch.device("cuda", self.local_rank) if dev.type == "cuda" and self.size > 1 else dev
 
 
 def epoch_batches(rows: np.ndarray, batch: int, seed: int, epoch: int, drop_last: bool = True) -> list[np.ndarray]:

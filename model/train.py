@@ -30,7 +30,7 @@ from ncf.io import UsageError, at_least, atomic_path, check_output, load_config,
 from .dataset import Dataset
 from .graph import N_VALUE_BITS, encode_values
 from .history_models import predict_history, train_history_model
-from .loop import CHECKPOINT_VERSION, checkpoint_path, epoch_batches, fit, load_checkpoint
+from .loop import CHECKPOINT_VERSION, World, checkpoint_path, epoch_batches, fit, load_checkpoint
 
 GNN_MODELS = ("fused", "static", "history")
 HISTORY_MODELS = ("branchnet", "delta-lstm")
@@ -112,10 +112,18 @@ def labels(ds: Dataset, rows: np.ndarray, device) -> tuple[torch.Tensor, torch.T
             torch.tensor(np.asarray(a["delta"][rows]), dtype=torch.int64, device=device))
 
 
-def multitask_loss(branch_logit, delta_logits, taken, delta) -> torch.Tensor:
-    """BCE on branch samples (taken >= 0) + cross-entropy on load samples (delta >= 0)."""
-    loss = branch_logit.new_zeros(())
+def multitask_loss(branch_logit, delta_logits, taken, delta, counts: tuple[int, int] | None = None) -> torch.Tensor:
+    """BCE on branch samples (taken >= 0) + cross-entropy on load samples (delta >= 0), each averaged
+    over its samples. ``counts``: these rows are one process's share of a global batch with that many
+    (branch, load) samples; each term is then its share of the batch's mean, and both terms always
+    enter (zero-weighted where the share has none), so that every parameter takes part in DDP's
+    gradient reduction."""
     b, m = taken >= 0, delta >= 0
+    if counts is not None:
+        bce = F.binary_cross_entropy_with_logits(branch_logit, taken.clamp(min=0), reduction="none")
+        ce = F.cross_entropy(delta_logits, delta.clamp(min=0), reduction="none")
+        return (bce * b).sum() / max(counts[0], 1) + (ce * m).sum() / max(counts[1], 1)
+    loss = branch_logit.new_zeros(())
     if b.any():
         loss = loss + F.binary_cross_entropy_with_logits(branch_logit[b], taken[b])
     if m.any():
@@ -148,9 +156,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     ds = Dataset(cfg.train)
     out = check_output(cfg.out, directory=True)
     out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
     dev = device_of(cfg)
+    world = World.join(dev.type == "cuda")
+    dev = world.device(dev)
+    if world.main:
+        cfg.save(out / "config.yaml")
     model = build_gnn(cfg, ds).to(dev)
+    net = world.wrap(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = GraphBatches(ds, cfg.model, dev)
     tr, va = split_by_time(len(ds))
@@ -171,19 +183,28 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         state["seconds"] += time.monotonic() - t0[0]
         state["history"].append(history[-1])
         t0[0] = time.monotonic()
+        if not world.main:
+            return
         with atomic_path(ckpt) as tmp:
             torch.save({"format_version": CHECKPOINT_VERSION, "model": model.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(), "state": state, "torch_rng": torch.get_rng_state(),
                         "config": asdict(cfg), "gnn_config": asdict(model.cfg)}, tmp)
 
-    fit(model, lambda rows: multitask_loss(*model(*batches(rows)), *labels(ds, rows, dev)), tr, epochs=cfg.epochs,
-        batch=cfg.batch, opt=opt, sched=sched, seed=cfg.seed, start_epoch=state["epoch"],
-        validate=lambda: evaluate_rows(model, ds, batches, va, dev), on_epoch=checkpoint, progress=progress,
+    taken, delta = np.asarray(ds.arrays["taken"]), np.asarray(ds.arrays["delta"])
+
+    def loss_of(rows):   # this process's share of the global batch ``rows`` (all of it in one process)
+        part = world.share(rows)
+        counts = (int((taken[rows] >= 0).sum()), int((delta[rows] >= 0).sum())) if world.size > 1 else None
+        return multitask_loss(*net(*batches(part)), *labels(ds, part, dev), counts=counts) * world.size
+
+    fit(model, loss_of, tr, epochs=cfg.epochs, batch=cfg.batch, opt=opt, sched=sched, seed=cfg.seed, start_epoch=state["epoch"],
+        validate=lambda: evaluate_rows(model, ds, batches, va, dev), on_epoch=checkpoint, progress=progress and world.main,
         desc=cfg.model)
     summary = {"format_version": CHECKPOINT_VERSION, "model": cfg.model, "config": asdict(cfg),
                "train_seconds": state["seconds"], "epochs": state["history"],
-               "parameters": sum(p.numel() for p in model.parameters())}
-    write_json(out / "train.json", summary)
+               "parameters": sum(p.numel() for p in model.parameters()), "processes": world.size}
+    if world.main:
+        write_json(out / "train.json", summary)
     return summary
 
 

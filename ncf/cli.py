@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -219,6 +220,17 @@ def cmd_train(a) -> int:
     from ncf.model.train import TrainConfig, train
 
     cfg = _settle(TrainConfig, a)
+    if a.nproc > 1 and "WORLD_SIZE" not in os.environ:   # the same command, under torchrun
+        import subprocess
+
+        argv, rest = [], iter(a.argv)
+        for x in rest:
+            if x == "--nproc":
+                next(rest)
+            elif not x.startswith("--nproc="):
+                argv.append(x)
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               f"--nproc-per-node={a.nproc}", "-m", "ncf.cli", *argv]).returncode
     s = train(cfg, resume=a.resume)
     last = s["epochs"][-1] if s.get("epochs") else {}
     print(f"{cfg.out}: {cfg.model} trained in {s['train_seconds']:.1f} s; last epoch {last}")
@@ -228,7 +240,7 @@ def cmd_train(a) -> int:
 def cmd_experiment(a) -> int:
     from ncf.studies.experiment import ExperimentConfig, run_experiment, run_lead_sweep
 
-    cfg = _settle(ExperimentConfig, a)
+    cfg = _settle(ExperimentConfig, a, _experiment_presets()[a.preset])
     if a.lead_sweep:
         r = run_lead_sweep(cfg, leads=a.lead_sweep)
         print(r["table"])
@@ -334,7 +346,7 @@ def cmd_bench(a) -> int:
 def cmd_demo(a) -> int:
     from ncf.studies import demo
 
-    demo.run(a.out, preset=a.preset, fresh=a.fresh, cache_root=a.cache)
+    demo.run(a.out, preset=a.preset, fresh=a.fresh, cache_root=a.cache, workers=a.workers, ray_address=a.ray_address)
     return 0
 
 
@@ -376,6 +388,16 @@ CONFIGS = {"DatasetConfig": "ncf.model.dataset", "TrainConfig": "ncf.model.train
            "HwSweepConfig": "ncf.studies.hw_sweep", "ClassifyConfig": "ncf.studies.classify"}
 
 
+PARALLEL_OPTIONS = {"workers": "Ray tasks at once on this machine (0 = every CPU, 1 = serial, without Ray)",
+                    "ray_address": "run the tasks on this Ray cluster ('auto', 'ray://HEAD:10001'; or set RAY_ADDRESS)"}
+
+
+def _experiment_presets() -> dict:
+    from ncf.studies.experiment import PRESETS
+
+    return PRESETS
+
+
 def _config_class(name: str):
     import importlib
 
@@ -409,7 +431,7 @@ def _config_options(parser, config: str, options: dict[str, str]) -> None:
         extra = {"nargs": "+"} if typing.get_origin(base) is list or base is list else \
             {"type": count if name in ("instructions", "skip") else base}
         if extra.get("nargs"):
-            extra["type"] = int if name in ("bits", "leads", "levels", "seeds") else str
+            extra["type"] = int if name in ("bits", "leads", "levels", "seeds", "train_inputs") else str
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=name.upper(), **extra,
                             help=f"{text} (default {_default(config, name)})")
     _set_option(parser)
@@ -509,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--skip", type=count, help=f"with --all: instructions skipped first (default "
                     f"{_default('ExperimentConfig', 'skip'):,}; the C kernels are traced from their start)")
     bl.add_argument("--cache", help="with --all: the stage cache (default work/cache)")
+    bl.add_argument("--workers", type=int, help="with --all: " + PARALLEL_OPTIONS["workers"])
+    bl.add_argument("--ray-address", help="with --all: " + PARALLEL_OPTIONS["ray_address"])
     bl.add_argument("-o", "--out", type=Path, default=Path("reports/baselines"))
     bl.set_defaults(func=cmd_baseline)
 
@@ -544,6 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument("--config", type=Path, required=True)
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in `out`")
+    tr.add_argument("--nproc", type=int, default=1, help="train with this many data-parallel processes (torch DDP: "
+                    "runs `torchrun --nproc-per-node N -m ncf.cli train ...`; gloo on CPU, NCCL on GPUs)")
     _set_option(tr)
     tr.set_defaults(func=cmd_train)
 
@@ -564,8 +590,14 @@ def build_parser() -> argparse.ArgumentParser:
                                              "lead": "snapshot lead D", "instructions": "instructions per trace",
                                              "skip": "instructions skipped first (C kernels: from their start)",
                                              "epochs": "training epochs of every model",
+                                             "windows": "windows per training input",
+                                             "window_stride": "instructions from one window's start to the next's",
+                                             "train_inputs": "training inputs (input 1 is held out)",
                                              "train_cap": "training samples per site", "out": "report directory",
-                                             "cache": "the stage cache"})
+                                             "cache": "the stage cache", **PARALLEL_OPTIONS})
+    ex.add_argument("--preset", choices=list(_experiment_presets()), default="default",
+                    help="settings to start from (large: 3 training inputs x 4 windows x 25M instructions, "
+                    "up to 50,000 samples per site); the other options apply on top")
     ex.add_argument("--lead-sweep", type=int, nargs="+", metavar="D", help="e.g. 0 1 10 32 100 320 1000")
     ex.set_defaults(func=cmd_experiment)
 
@@ -649,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
         "skip": "instructions skipped first (past the set-up)", "lead": "snapshot lead D",
         "per_site": "samples per site", "epochs": "epochs of the branch/prefetch GNN",
         "scratch_epochs": "epochs of the scratch GNN", "methods": "methods (fused static opcodes scratch)",
-        "seed": "training and shuffling seed", "out": "report directory", "cache": "the stage cache"})
+        "seed": "training and shuffling seed", "out": "report directory", "cache": "the stage cache", **PARALLEL_OPTIONS})
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_classify)
 
@@ -680,6 +712,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "7 leads, 5 bit widths, 7 hardware points, ECP5 P&R without a time limit (hours); tiny: every "
                    "stage on bzip2 alone with the smallest settings (minutes; what CI runs)")
     d.add_argument("--fresh", action="store_true", help="redo every step instead of reusing the stage cache")
+    d.add_argument("--workers", type=int, default=0, help=PARALLEL_OPTIONS["workers"] + " (default 0)")
+    d.add_argument("--ray-address", help=PARALLEL_OPTIONS["ray_address"])
     d.set_defaults(func=cmd_demo)
 
     sy = sub.add_parser("synth", help="real synthesis and place-and-route of generated RTL (yosys, nextpnr)",
@@ -704,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--test", type=Path, required=True)
     _config_options(hs, "HwSweepConfig", {"epochs": "training epochs per (H, T)", "qat_steps": "QAT steps per point",
                                           "max_rows": "held-out samples per point", "cutoff": "da4ml latency_cutoff",
-                                          "cache": "the stage cache"})
+                                          "cache": "the stage cache", **PARALLEL_OPTIONS})
     hs.add_argument("--points", nargs="+", type=point, help="configurations H,T,BITS (hidden width, message-passing "
                     f"steps, bit width; default {' '.join(','.join(map(str, q)) for q in _default('HwSweepConfig', 'points'))})")
     hs.add_argument("--no-synth", dest="synth", action="store_const", const=False,
@@ -740,6 +774,7 @@ def one_line(e: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if getattr(args, "command_line", None) and args.command_line[0] == "--":
         args.command_line = args.command_line[1:]
     try:

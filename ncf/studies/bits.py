@@ -1,13 +1,13 @@
 """Accuracy against bit width, and `ncf quantize`: the fused GNN quantized (QAT) at several bit
 widths, scored on the held-out input; at ``export_bits`` every site exported as a hardware bundle.
 
-    rows, models = bits_rows(model, "fused", train_ds, test_ds, BitsConfig(bits=[2, 4, 8]))
+    rows = bits_rows(model, "fused", train_ds, test_ds, BitsConfig(bits=[2, 4, 8]), engine=Engine())
     write_bits(rows, "reports/quant/bits")                       # table .md/.json + .png
     quantize_run("runs/bzip2/fused", "data/bzip2-0", "data/bzip2-1", "reports/quant", BitsConfig())
 
 For each bit width b (weights and activations; biases keep QuantConfig.bias_bits): quantize the
 float model, calibrate and QAT fine-tune it briefly on the training input (weight-shared form,
-``quant.qat.finetune``), then score the branch head (accuracy on branch samples) and the prefetch
+``quant.qat.finetune``; each width a Ray task under an ``Engine``), then score the branch head (accuracy on branch samples) and the prefetch
 head (delta-class accuracy on load samples) on the held-out input. Storage: weights x b bits +
 biases x bias bits. At ``export_bits``, each site's flat one-site form goes to QONNX with the
 exactness ladder checked on its held-out samples (``quant.quantize.ladder``): a site bundle that
@@ -23,6 +23,8 @@ import numpy as np
 from ncf.io import UsageError, check_output, figure, save_figure, save_table, write_json
 from ncf.model.train import head_accuracy
 from ncf.quant.qat import QuantConfig, finetune, quantize_model, storage
+
+from .parallel import Engine
 
 
 @dataclass
@@ -42,25 +44,35 @@ class BitsConfig:
             raise UsageError(f"QAT steps {self.steps}: must be >= 0")
 
 
-def bits_rows(model, kind: str, train_ds, test_ds, cfg: BitsConfig, progress: bool = True):
-    """Rows {bits, branch_acc, prefetch_acc, storage_bits, storage_kib, qat_steps} (float last) and
-    the quantized models by bit width (with their QuantConfig)."""
+def bits_rows(model, kind: str, train_ds, test_ds, cfg: BitsConfig, progress: bool = True,
+              engine: Engine | None = None) -> list[dict]:
+    """Rows {bits, branch_acc, prefetch_acc, storage_bits, storage_kib, qat_steps}, one per bit width
+    (each a Ray task under ``engine``), the float model last."""
     model = model.eval()
-    rows, models = [], {}
-    for b in sorted(set(cfg.bits)):
-        qcfg = QuantConfig.at(b)
-        q = quantize_model(model, qcfg)
-        ft = finetune(q, train_ds, qcfg, max_steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed, kind=kind)
-        rows.append({"bits": str(b), **head_accuracy(q, test_ds, kind, cfg.max_rows),
-                     "storage_bits": storage(q, b, qcfg.bias_bits), "qat_steps": ft["steps"]})
-        models[b] = (q, qcfg)
-        if progress:
-            print(rows[-1], flush=True)
+    rows = (engine or Engine(workers=1)).map(bit_row, [(model, kind, train_ds.path, test_ds.path, b, cfg)
+                                                       for b in sorted(set(cfg.bits))], desc="bit widths",
+                                             progress=progress)
     rows.append({"bits": "float", **head_accuracy(model, test_ds, kind, cfg.max_rows),
                  "storage_bits": storage(model, None, None), "qat_steps": 0})
     for r in rows:
         r["storage_kib"] = round(r["storage_bits"] / 8192, 2)
-    return rows, models
+    return rows
+
+
+def quantized(model, kind: str, train_ds, b: int, cfg: BitsConfig):
+    """The model quantized at ``b`` bits and fine-tuned (QAT), with its QuantConfig and the steps run."""
+    qcfg = QuantConfig.at(b)
+    q = quantize_model(model.eval(), qcfg)
+    ft = finetune(q, train_ds, qcfg, max_steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed, kind=kind)
+    return q, qcfg, ft["steps"]
+
+
+def bit_row(model, kind: str, train_dir, test_dir, b: int, cfg: BitsConfig) -> dict:
+    from ncf.model.dataset import Dataset
+
+    q, qcfg, steps = quantized(model, kind, Dataset(train_dir), b, cfg)
+    return {"bits": str(b), **head_accuracy(q, Dataset(test_dir), kind, cfg.max_rows),
+            "storage_bits": storage(q, b, qcfg.bias_bits), "qat_steps": steps}
 
 
 def write_bits(rows: list[dict], out: str | Path, extra: dict | None = None) -> str:
@@ -88,7 +100,8 @@ def write_bits(rows: list[dict], out: str | Path, extra: dict | None = None) -> 
     return text
 
 
-def quantize_run(run_dir, train_dir, test_dir, out, cfg: BitsConfig, progress: bool = True) -> dict:
+def quantize_run(run_dir, train_dir, test_dir, out, cfg: BitsConfig, progress: bool = True,
+                 engine: Engine | None = None) -> dict:
     """`ncf quantize`: the bit-width table and plot, and at ``cfg.export_bits`` a site bundle per site
     of the held-out dataset with its ladder (fake-quant == intref == QONNX) in ``ladder.json``."""
     from ncf.model.dataset import Dataset
@@ -98,10 +111,10 @@ def quantize_run(run_dir, train_dir, test_dir, out, cfg: BitsConfig, progress: b
     out = check_output(out, directory=True)
     model, tcfg = load_model(run_dir)
     train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
-    rows, models = bits_rows(model, tcfg.model, train_ds, test_ds, BitsConfig(**{**asdict(cfg), "bits": sorted(
-        set(cfg.bits) | {cfg.export_bits})}), progress)
+    rows = bits_rows(model, tcfg.model, train_ds, test_ds, BitsConfig(**{**asdict(cfg), "bits": sorted(
+        set(cfg.bits) | {cfg.export_bits})}), progress, engine)
     write_bits(rows, out / "bits", {"config": asdict(cfg), "model": tcfg.model})
-    qmodel, qcfg = models[cfg.export_bits]
+    qmodel, qcfg, _ = quantized(model, tcfg.model, train_ds, cfg.export_bits, cfg)   # the exported width, again
     links = [ladder(qmodel, qcfg, test_ds, s, out / f"site{s}_{cfg.export_bits}bit.onnx", cfg.max_rows)
              for s in range(len(test_ds.site_pc))]
     write_json(out / "ladder.json", {"bits": cfg.export_bits, "sites": links})

@@ -14,8 +14,9 @@ sources of the named stage packages and of every stage upstream of them (``ncf/i
 so a change to the code a step runs redoes it. ``fn`` writes into the entry's directory (so that
 what it records of its own paths stays true), which is removed if ``fn`` fails; ``stage.json`` is
 written last, atomically, and an entry without it (a killed run) is never used: it is removed and
-redone. A lock per entry lets concurrent processes (pytest-xdist workers, Ray tasks on one machine)
-share it: the second waits, then reuses. ``fresh=True`` redoes each entry once in this process.
+redone. A lock per entry lets concurrent processes (pytest-xdist workers, Ray tasks) share it: the
+second waits, then reuses. ``fresh=True`` redoes each entry once in this run: an entry records the
+run that made it, and the run's id travels with the cache object into its Ray tasks.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import hashlib
 import json
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -66,7 +68,7 @@ class StageCache:
     root: Path = Path("work/cache")
     fresh: bool = False
     log: Callable[[str], None] | None = print
-    _redone: set = field(default_factory=set, repr=False)
+    _run: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False)   # this run, as --fresh sees it
 
     def run(self, step: str, key: dict, fn: Callable[[Path], dict | None], code: tuple[str, ...] = (),
             label: str = "") -> Entry:
@@ -78,9 +80,10 @@ class StageCache:
         with open(path.parent / f".{name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             done = path / "stage.json"
-            if done.exists() and not (self.fresh and d not in self._redone):
+            if done.exists():
                 rec = json.loads(done.read_text())
-                if rec.get("format_version") == FORMAT_VERSION and rec.get("digest") == d:
+                if (rec.get("format_version") == FORMAT_VERSION and rec.get("digest") == d
+                        and (not self.fresh or rec.get("run") == self._run)):
                     self._say(f"[{step}] {name}: reused")
                     return Entry(path, rec["result"], True)
             self._say(f"[{step}] {name}: running ...")
@@ -93,8 +96,8 @@ class StageCache:
                 shutil.rmtree(path, ignore_errors=True)
                 raise
             write_json(done, {"format_version": FORMAT_VERSION, "step": step, "digest": d, "key": key,
-                              "code": list(code), "result": result, "seconds": round(time.monotonic() - t0, 2)})
-            self._redone.add(d)
+                              "code": list(code), "result": result, "seconds": round(time.monotonic() - t0, 2),
+                              "run": self._run})
             self._say(f"[{step}] {name}: done in {time.monotonic() - t0:.1f} s")
             return Entry(path, result, False)
 

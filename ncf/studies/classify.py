@@ -48,6 +48,7 @@ from ncf.model.train import TrainConfig, load_model
 
 from . import steps
 from .cache import StageCache
+from .parallel import Engine, settings
 
 CORPUS_SRC = Path(ncf.trace_eval.__file__).parent / "corpus"
 LEVELS = (0, 1, 2)
@@ -83,8 +84,11 @@ class ClassifyConfig:
     methods: list = field(default_factory=lambda: list(METHODS))
     out: str = "reports/classify"
     cache: str = "work/cache"
+    workers: int = 0                 # Ray tasks at once on this machine: 0 = every CPU, 1 = serial without Ray
+    ray_address: str | None = None   # a Ray cluster to run on instead (or RAY_ADDRESS)
 
     def __post_init__(self):
+        Engine(self.workers, self.ray_address)
         bad = set(self.methods) - set(METHODS)
         if bad:
             raise UsageError(f"unknown methods {sorted(bad)}; known: {', '.join(METHODS)}")
@@ -248,7 +252,6 @@ def run_classify(cfg: ClassifyConfig, cache: StageCache | None = None, progress:
     """The whole study; writes ``accuracy.md/.json``, ``confusion.json``, ``confusion.png`` and
     ``classify.json`` under ``cfg.out`` and returns the rows and confusion matrices."""
     import torch
-    from tqdm import tqdm
 
     torch.set_num_threads(1)   # one thread: deterministic, and the machine is shared
     cache = cache or StageCache(Path(cfg.cache))
@@ -257,12 +260,13 @@ def run_classify(cfg: ClassifyConfig, cache: StageCache | None = None, progress:
     classes = sorted({p.cls for p in programs})
     splits = make_splits(programs, cfg)
     samples = bool({"fused", "static", "scratch"} & set(cfg.methods))
-    data = {p: prepare_program(cache, p, cfg, samples)
-            for p in tqdm(programs, desc="corpus: trace, sites, samples", unit="program", disable=not progress)}
+    engine = Engine(cfg.workers, cfg.ray_address)
+    data = dict(zip(programs, engine.map(prepare_program, [(cache, p, cfg, samples) for p in programs],
+                                         desc="corpus: trace, sites, samples", progress=progress)))
     conf = {s: {m: np.zeros((len(classes), len(classes)), np.int64) for m in cfg.methods} for s in SPLITS}
     folds = []
-    for sp in splits:
-        preds = evaluate_split(cache, sp, data, classes, cfg)
+    for sp, preds in zip(splits, engine.map(evaluate_split, [(cache, sp, data, classes, cfg) for sp in splits],
+                                            desc="classification folds", progress=progress)):
         y = np.array([classes.index(p.cls) for p in sp["test"]])
         for m, pr in preds.items():
             np.add.at(conf[sp["split"]][m], (y, pr), 1)
@@ -283,11 +287,11 @@ def run_classify(cfg: ClassifyConfig, cache: StageCache | None = None, progress:
              f"{cfg.impl_folds} implementation fold(s); lead D = {cfg.lead})")
     table = save_table(out / "accuracy", rows, title,
                        columns=["split", "method", "accuracy", "correct", "test_programs", "chance", "description"],
-                       extra={"classes": classes, "config": asdict(cfg)})
+                       extra={"classes": classes, "config": settings(cfg)})
     confusion = {s: {m: conf[s][m].tolist() for m in cfg.methods} for s in SPLITS}
     write_json(out / "confusion.json", {"classes": classes, "rows_true_columns_predicted": confusion})
     png = plot_confusion(conf, classes, out / "confusion.png")
-    write_json(out / "classify.json", {"config": asdict(cfg), "classes": classes, "rows": rows, "folds": folds})
+    write_json(out / "classify.json", {"config": settings(cfg), "classes": classes, "rows": rows, "folds": folds})
     return {"rows": rows, "table": table, "classes": classes, "confusion": confusion, "folds": folds, "png": png}
 
 

@@ -27,15 +27,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ncf.io import atomic_path, check_output, markdown_table, save_config, save_table, write_json
-from ncf.trace_eval.workloads import KERNELS, names, prepare
+from ncf.trace_eval.workloads import names
 
 from . import steps
 from .bits import BitsConfig, bits_rows, write_bits
 from .cache import StageCache
 from .classify import PRESETS as CLASSIFY_PRESETS
 from .classify import ClassifyConfig, confusion_text, run_classify
-from .experiment import INPUTS, PROGRAMS, ExperimentConfig, run_baselines, run_experiment, run_lead_sweep, workload_data
-from .hw_sweep import HwSweepConfig, hw_sweep, point_name
+from .experiment import (PROGRAMS, ExperimentConfig, run_baselines, run_experiment, run_lead_sweep, trace_plan,
+                         trace_task, workload_data)
+from .hw_sweep import HwSweepConfig, hw_sweep
 
 
 @dataclass
@@ -73,7 +74,7 @@ PRESETS = {
 
 
 def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool = False,
-        cache_root: str | Path = "work/cache") -> dict:
+        cache_root: str | Path = "work/cache", workers: int = 0, ray_address: str | None = None) -> dict:
     p = PRESETS[preset]
     out = check_output(out, directory=True)
     cache = StageCache(Path(cache_root), fresh=fresh)
@@ -82,7 +83,8 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     workloads = p.workloads or list(names())
     exp = ExperimentConfig(workloads=[w for w in PROGRAMS if w in workloads], instructions=p.instructions,
                            skip=p.skip, models=p.models, epochs=p.epochs, train_cap=p.train_cap,
-                           out=str(out / "experiment"), cache=str(cache_root))
+                           out=str(out / "experiment"), cache=str(cache_root), workers=workers,
+                           ray_address=ray_address)
     every = ExperimentConfig(**{**asdict(exp), "workloads": workloads})
     configs = out / "configs"
 
@@ -91,13 +93,9 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
 
     # traces and the classical baselines
     t0 = time.monotonic()
-    rows = []
-    for w in workloads:
-        for i in INPUTS:
-            skip = 0 if w in KERNELS else p.skip
-            trace = steps.trace(cache, prepare(w, i), skip, p.instructions)
-            commands.append(f"ncf trace --workload {w} --input {i} --skip {skip} --instructions {p.instructions}")
-            rows.append(_trace_row(trace))
+    jobs = [(cache, w, i, skip, p.instructions) for w in workloads for i, skip in trace_plan(every, w)]
+    commands += [f"ncf trace --workload {w} --input {i} --skip {skip} --instructions {n}" for _, w, i, skip, n in jobs]
+    rows = [_trace_row(t) for t in every.engine().map(trace_task, jobs, desc="traces")]
     sections.append(save_table(out / "traces", rows, "Traces (train input 0, held-out input 1; self-checked)"))
     timed("traces")
     t0 = time.monotonic()
@@ -132,7 +130,7 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     save_config(bits, configs / "bits.yaml")
     q = cache.run("bits", {"run": steps.entry_key(run_dir), "train": steps.entry_key(train_ds),
                            "test": steps.entry_key(test_ds), "config": asdict(bits)},
-                  lambda d: {"rows": _bits(run_dir, train_ds, test_ds, bits)}, code=("quant",),
+                  lambda d: {"rows": _bits(run_dir, train_ds, test_ds, bits, exp.engine())}, code=("quant",),
                   label=p.sweep_workload).result
     sections += [write_bits(q["rows"], out / "quant" / "bits", {"config": asdict(bits)}),
                  "![accuracy against bit width](quant/bits.png)\n"]
@@ -143,7 +141,7 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     # hardware: the size x bits sweep (Pareto), then the default predictor end to end
     t0 = time.monotonic()
     hcfg = HwSweepConfig(points=p.hw_points, max_rows=p.hw_rows, epochs=p.hw_epochs, qat_steps=p.hw_qat_steps,
-                         cache=str(cache_root))
+                         cache=str(cache_root), workers=workers, ray_address=ray_address)
     save_config(hcfg, configs / "hw_sweep.yaml")
     hw = hw_sweep(train_ds, test_ds, out / "hw" / "sweep", hcfg, cache, progress=False)
     sections += [hw["text"], "![LUTs against accuracy](hw/sweep/sweep.png)\n"]
@@ -174,7 +172,8 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
 
     # transfer: algorithm classification
     t0 = time.monotonic()
-    ccfg = ClassifyConfig(**{**CLASSIFY_PRESETS[p.classify], "out": str(out / "classify"), "cache": str(cache_root)})
+    ccfg = ClassifyConfig(**{**CLASSIFY_PRESETS[p.classify], "out": str(out / "classify"), "cache": str(cache_root),
+                             "workers": workers, "ray_address": ray_address})
     save_config(ccfg, configs / "classify.yaml")
     cls = run_classify(ccfg, cache, progress=False)
     commands.append(f"ncf classify --config {configs}/classify.yaml")
@@ -215,12 +214,12 @@ def _trace_row(trace) -> dict:
             "value_checked": s["value_checked"], "value_match_pct": s["value_match_pct"]}
 
 
-def _bits(run_dir: Path, train_ds: Path, test_ds: Path, cfg: BitsConfig) -> list[dict]:
+def _bits(run_dir: Path, train_ds: Path, test_ds: Path, cfg: BitsConfig, engine) -> list[dict]:
     from ncf.model.dataset import Dataset
     from ncf.model.train import load_model
 
     model, tcfg = load_model(run_dir)
-    return bits_rows(model, tcfg.model, Dataset(train_ds), Dataset(test_ds), cfg, progress=False)[0]
+    return bits_rows(model, tcfg.model, Dataset(train_ds), Dataset(test_ds), cfg, progress=False, engine=engine)
 
 
 def _synth(cache_root: str, fresh: bool, rtl_default: str, rtl_small: str, timeout_s: float | None) -> tuple:

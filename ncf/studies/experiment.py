@@ -1,18 +1,25 @@
-"""The main study: per workload, train on input 0, test on input 1, every model, one table; and the
-lead sweep.
+"""The main study: per workload, train on the training inputs, test on the held-out input 1, every
+model, one table; and the lead sweep.
 
     r = run_experiment(ExperimentConfig(workloads=["bzip2", "xz"]))             # ncf experiment
     s = run_lead_sweep(ExperimentConfig(workloads=["bzip2"]), leads=(0, 10, 100))
+    r = run_experiment(ExperimentConfig(**PRESETS["large"]))                     # ncf experiment --preset large
 
-For each workload: sites (hard branches, delinquent loads) from the training trace; a capped
-training dataset (``train_cap`` samples per site, evenly spaced in time) and the full test dataset
-at lead D; the GNN variants and the history-only baselines trained with the same budget; all
-scored on the held-out input through the harness (model/evaluate.py). Every step goes through the
-stage cache (``cache``), so a re-run redoes only what changed.
+For each workload: traces of every training input (``train_inputs``) in ``windows`` windows spread
+over the run (``skip``, ``skip + window_stride``, ...; the C kernels once, from their start) and of
+the held-out input 1 (its first window); sites (hard branches, delinquent loads) and the delta
+vocabulary from the first training trace; one dataset per training trace at lead D (``train_cap``
+samples per site in all, shared evenly between the traces, evenly spaced in time), merged into the
+training set, and the full held-out dataset; the GNN variants and the history-only baselines
+trained with the same budget; all scored on the held-out input through the harness
+(model/evaluate.py). Every step goes through the stage cache (``cache``), so a re-run redoes only
+what changed; traces, datasets and the per-workload training run as Ray tasks (``workers``,
+``ray_address``; ncf/studies/parallel.py), which gives the same tables as a serial run.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,26 +28,29 @@ from ncf.io import UsageError, at_least, check_output, figure, save_figure, save
 from ncf.model.dataset import Dataset, DatasetConfig, check_lead
 from ncf.model.evaluate import evaluate_branches, evaluate_prefetch
 from ncf.model.train import MODELS, TrainConfig, predict, split_by_time
-from ncf.trace_eval.workloads import KERNELS, names, prepare
+from ncf.trace_eval.workloads import KERNELS, N_INPUTS, TEST_INPUT, names, prepare
 
 from . import steps
 from .cache import StageCache
+from .parallel import Engine, settings
 
 PROGRAMS = ("bzip2", "xz", "hmmer", "gnugo")
 LEADS = (0, 1, 10, 32, 100, 320, 1000)
-INPUTS = (0, 1)                # train on input 0, test on input 1
 
 
 @dataclass
 class ExperimentConfig:
     workloads: list = field(default_factory=lambda: list(PROGRAMS))
     models: list = field(default_factory=lambda: list(MODELS))
-    instructions: int = 10_000_000
-    skip: int = 100_000_000        # past the programs' start-up (the C kernels are traced from their start)
+    instructions: int = 10_000_000     # per window
+    skip: int = 100_000_000        # where the first window starts: past the programs' start-up
+    windows: int = 1               # windows per training input, window_stride apart (kernels: one, from the start)
+    window_stride: int = 250_000_000
+    train_inputs: list = field(default_factory=lambda: [0])   # input 1 is held out (TEST_INPUT)
     lead: int = DatasetConfig.lead
     max_branches: int = 6          # hard branches per workload (TAGE-SC-L's worst, up to 50% of its misses)
     max_loads: int = 4             # delinquent loads per workload
-    train_cap: int = 1500          # training samples per site
+    train_cap: int = 1500          # training samples per site, over all training traces
     epochs: int = 8
     hidden: int = TrainConfig.hidden
     batch: int = 64
@@ -49,13 +59,20 @@ class ExperimentConfig:
     threads: int = TrainConfig.threads
     out: str = "reports/experiment"
     cache: str = "work/cache"
+    workers: int = 0               # Ray tasks at once on this machine: 0 = every CPU, 1 = serial without Ray
+    ray_address: str | None = None  # a Ray cluster to run on instead ("auto", "ray://head:10001"; or RAY_ADDRESS)
 
     def __post_init__(self):
         for what, given, known in (("workloads", self.workloads, names()), ("models", self.models, MODELS)):
             unknown = [x for x in given if x not in known]
             if unknown or not given:
                 raise UsageError(f"{what} {given}: give one or more of {', '.join(known)}")
-        at_least(self, instructions=1, skip=0, max_branches=0, max_loads=0, train_cap=1)
+        at_least(self, instructions=1, skip=0, windows=1, window_stride=1, max_branches=0, max_loads=0,
+                 train_cap=1, workers=0)
+        bad = [i for i in self.train_inputs if not 0 <= int(i) < N_INPUTS or int(i) == TEST_INPUT]
+        if bad or not self.train_inputs or len(set(self.train_inputs)) != len(self.train_inputs):
+            raise UsageError(f"train_inputs {self.train_inputs}: give distinct inputs of 0..{N_INPUTS - 1} other "
+                             f"than {TEST_INPUT}, which is held out")
         # the checks of the stages these settings go to, before any work
         DatasetConfig(lead=self.lead, max_per_site=self.train_cap)
         self.train_config("fused")
@@ -64,11 +81,37 @@ class ExperimentConfig:
         return TrainConfig(model=model, hidden=self.hidden, epochs=self.epochs, batch=self.batch, lr=self.lr,
                            seed=self.seed, threads=self.threads)
 
+    def engine(self) -> Engine:
+        return Engine(self.workers, self.ray_address)
 
-def workload_traces(cache: StageCache, cfg: ExperimentConfig, workload: str, inputs=INPUTS) -> list[Path]:
-    """The traces of ``workload`` on ``inputs`` (the C kernels from their start, whole if shorter)."""
-    skip = 0 if workload in KERNELS else cfg.skip
-    return [steps.trace(cache, prepare(workload, i), skip, cfg.instructions) for i in inputs]
+
+# Presets (`ncf experiment --preset NAME`): settings over the defaults; options given on top win.
+PRESETS = {
+    "default": {},
+    # Issue 16's data at scale: 3 training inputs x 4 windows x 25M instructions (100M per input) per
+    # program, up to 50,000 training samples per site; the held-out input's first window.
+    "large": {"train_inputs": [0, 2, 3], "windows": 4, "window_stride": 100_000_000, "instructions": 25_000_000,
+              "train_cap": 50_000, "batch": 256},
+}
+
+
+def trace_plan(cfg: ExperimentConfig, workload: str) -> list[tuple[int, int]]:
+    """(input, skip) of ``workload``'s traces: every training input's windows, then the held-out input's
+    first window. The C kernels are short: traced once per input, from their start."""
+    if workload in KERNELS:
+        return [(i, 0) for i in cfg.train_inputs] + [(TEST_INPUT, 0)]
+    starts = [cfg.skip + k * cfg.window_stride for k in range(cfg.windows)]
+    return [(i, s) for i in cfg.train_inputs for s in starts] + [(TEST_INPUT, cfg.skip)]
+
+
+def trace_task(cache: StageCache, workload: str, inp: int, skip: int, count: int) -> Path:
+    return steps.trace(cache, prepare(workload, inp), skip, count)
+
+
+def workload_traces(cache: StageCache, cfg: ExperimentConfig, workload: str) -> tuple[list[Path], Path]:
+    """The training traces of ``workload`` and its held-out trace."""
+    paths = [trace_task(cache, workload, i, s, cfg.instructions) for i, s in trace_plan(cfg, workload)]
+    return paths[:-1], paths[-1]
 
 
 def better_than_tage(train_ds: Dataset, p_taken: np.ndarray) -> list[int]:
@@ -87,25 +130,61 @@ def better_than_tage(train_ds: Dataset, p_taken: np.ndarray) -> list[int]:
 
 
 def run_baselines(cfg: ExperimentConfig, out, cache: StageCache | None = None) -> dict:
-    """Every classical baseline on the traces of ``cfg.workloads`` (inputs 0 and 1): `ncf baseline --all`."""
+    """Every classical baseline on the traces of ``cfg.workloads`` (training and held-out), as Ray
+    tasks: `ncf baseline --all`."""
     from ncf.trace_eval.baseline import write_report
 
     cache = cache or StageCache(Path(cfg.cache))
-    traces = [t for w in cfg.workloads for t in workload_traces(cache, cfg, w)]
-    return write_report([steps.baselines(cache, t) for t in traces], out)
+    engine = cfg.engine()
+    jobs = [(cache, w, i, s, cfg.instructions) for w in cfg.workloads for i, s in trace_plan(cfg, w)]
+    traces = engine.map(trace_task, jobs, desc="traces")
+    return write_report(engine.map(steps.baselines, [(cache, t) for t in traces], desc="baselines"), out)
+
+
+def reference_data(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: int) -> tuple[dict, Path]:
+    """The sites of ``workload`` and the dataset of its first training trace (whose delta vocabulary
+    every other dataset of the workload uses)."""
+    first = trace_task(cache, workload, *trace_plan(cfg, workload)[0], cfg.instructions)
+    site_list = steps.sites(cache, first, cfg.max_branches, cfg.max_loads)
+    return site_list, part_data(cfg, cache, workload, 0, lead, site_list, None)
+
+
+def part_data(cfg: ExperimentConfig, cache: StageCache, workload: str, k: int, lead: int, site_list: dict,
+              vocab: list | None) -> Path:
+    """The dataset of ``workload``'s k-th trace (training traces, then the held-out one: all samples)."""
+    plan = trace_plan(cfg, workload)
+    inp, skip = plan[k]
+    trace = trace_task(cache, workload, inp, skip, cfg.instructions)
+    held_out = k == len(plan) - 1
+    cap = None if held_out else math.ceil(cfg.train_cap / (len(plan) - 1))
+    return steps.dataset(cache, trace, site_list, DatasetConfig(lead=lead, max_per_site=cap), vocab=vocab,
+                         label=f"{workload}-{inp}" + (f"-{skip // 1_000_000}M" if skip else ""))
 
 
 def workload_data(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: int | None = None) -> tuple[Path, Path]:
-    """The training dataset (input 0, ``train_cap`` samples per site) and the held-out dataset (input 1,
-    every sample) of ``workload`` at ``lead``, for the sites of the training trace."""
+    """The training dataset (every training trace, ``train_cap`` samples per site in all) and the
+    held-out dataset (input 1, every sample) of ``workload`` at ``lead``, for the sites of the first
+    training trace."""
     lead = cfg.lead if lead is None else lead
-    train_trace, test_trace = workload_traces(cache, cfg, workload)
-    site_list = steps.sites(cache, train_trace, cfg.max_branches, cfg.max_loads)
-    train_ds = steps.dataset(cache, train_trace, site_list, DatasetConfig(lead=lead, max_per_site=cfg.train_cap),
-                             label=f"{workload}-0")
-    test_ds = steps.dataset(cache, test_trace, site_list, DatasetConfig(lead=lead),
-                            vocab=Dataset(train_ds).meta["delta_vocabulary"], label=f"{workload}-1")
-    return train_ds, test_ds
+    site_list, first = reference_data(cfg, cache, workload, lead)
+    vocab = Dataset(first).meta["delta_vocabulary"]
+    n = len(trace_plan(cfg, workload))
+    parts = [first] + [part_data(cfg, cache, workload, k, lead, site_list, vocab) for k in range(1, n)]
+    train_ds = steps.merged(cache, parts[:-1], label=f"{workload}-train") if n > 2 else first
+    return train_ds, parts[-1]
+
+
+def prepare_data(cfg: ExperimentConfig, cache: StageCache, pairs: list[tuple[str, int]]) -> None:
+    """Every trace and dataset of the (workload, lead) ``pairs``, as Ray tasks in three waves (traces;
+    sites and the first dataset; the other datasets); ``workload_data`` then finds them in the cache."""
+    engine = cfg.engine()
+    workloads = list(dict.fromkeys(w for w, _ in pairs))
+    engine.map(trace_task, [(cache, w, i, s, cfg.instructions) for w in workloads for i, s in trace_plan(cfg, w)],
+               desc="traces")
+    refs = engine.map(reference_data, [(cfg, cache, w, d) for w, d in pairs], desc="sites")
+    jobs = [(cfg, cache, w, k, d, site_list, Dataset(first).meta["delta_vocabulary"])
+            for (w, d), (site_list, first) in zip(pairs, refs) for k in range(1, len(trace_plan(cfg, w)))]
+    engine.map(part_data, jobs, desc="datasets")
 
 
 def run_workload(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: int | None = None,
@@ -130,10 +209,16 @@ def run_workload(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: 
             "train_samples": len(train_ds), "test_samples": len(test_ds)}
 
 
+def run_workloads(cfg: ExperimentConfig, cache: StageCache, pairs: list[tuple[str, int]], models=None) -> list[dict]:
+    """``run_workload`` for each (workload, lead) of ``pairs``: data first, then one Ray task per pair."""
+    prepare_data(cfg, cache, pairs)
+    return cfg.engine().map(run_workload, [(cfg, cache, w, d, models) for w, d in pairs], desc="training")
+
+
 def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> dict:
     cache = cache or StageCache(Path(cfg.cache))
     out = check_output(cfg.out, directory=True)
-    per = [run_workload(cfg, cache, w) for w in cfg.workloads]
+    per = run_workloads(cfg, cache, [(w, cfg.lead) for w in cfg.workloads])
     branch_rows = [{"workload": r["workload"], **b} for r in per for b in r["branch"]]
     pf_rows = [{"workload": r["workload"], **p} for r in per for p in r["prefetch"]]
     summary = summarise(per)
@@ -150,7 +235,7 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
         save_table(out / "summary", summary, "Goals: fused GNN against the best history-only learned baseline, "
                    "TAGE-SC-L and BOP"),
     ]
-    write_json(out / "experiment.json", {"config": asdict(cfg), "workloads": per, "summary": summary})
+    write_json(out / "experiment.json", {"config": settings(cfg), "workloads": per, "summary": summary})
     return {"per_workload": per, "tables": tables, "summary": summary}
 
 
@@ -185,15 +270,14 @@ def run_lead_sweep(cfg: ExperimentConfig, leads=LEADS, cache: StageCache | None 
     cache = cache or StageCache(Path(cfg.cache))
     out = check_output(cfg.out, directory=True)
     rows = []
-    for w in cfg.workloads:
-        for d in leads:
-            r = run_workload(cfg, cache, w, lead=d, models=["fused"])
-            b = {x["model"]: x for x in r["branch"]}
-            p = {x["model"]: x for x in r["prefetch"]}
-            rows.append({"workload": w, "lead": d,
-                         "hard_acc_fused": b.get("fused", {}).get("hard_accuracy"),
-                         "hard_acc_tage": b.get("tage-sc-l", {}).get("hard_accuracy"),
-                         "delta_acc_fused": p.get("fused", {}).get("delta_accuracy")})
+    pairs = [(w, d) for w in cfg.workloads for d in leads]
+    for (w, d), r in zip(pairs, run_workloads(cfg, cache, pairs, models=["fused"])):
+        b = {x["model"]: x for x in r["branch"]}
+        p = {x["model"]: x for x in r["prefetch"]}
+        rows.append({"workload": w, "lead": d,
+                     "hard_acc_fused": b.get("fused", {}).get("hard_accuracy"),
+                     "hard_acc_tage": b.get("tage-sc-l", {}).get("hard_accuracy"),
+                     "delta_acc_fused": p.get("fused", {}).get("delta_accuracy")})
     table = save_table(out / "lead_sweep", rows, "Accuracy against the snapshot lead D (held-out input)")
     return {"rows": rows, "table": table, "plot": plot_lead_sweep(rows, out / "lead_sweep.png")}
 

@@ -12,7 +12,7 @@ exported as a bundle and lowered to Verilog (``build_rtl``), and yosys ``synth_x
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from ncf.quant.qat import QuantConfig
 
 from . import steps
 from .cache import StageCache
+from .parallel import Engine, settings
 
 TAGE_BITS = 523_374          # TAGE-SC-L storage (trace_eval/branch_predictors.py)
 
@@ -39,8 +40,11 @@ class HwSweepConfig:
     synth: bool = True             # yosys synth_xilinx per point (else: da4ml cost only)
     seed: int = TrainConfig.seed
     cache: str = "work/cache"
+    workers: int = 0               # Ray tasks at once on this machine: 0 = every CPU, 1 = serial without Ray
+    ray_address: str | None = None  # a Ray cluster to run on instead (or RAY_ADDRESS)
 
     def __post_init__(self):
+        Engine(self.workers, self.ray_address)
         if not self.points:
             raise UsageError("points: give at least one H,T,BITS")
         for point in self.points:
@@ -107,6 +111,26 @@ def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: 
     return e.path / f"site{site}_{bits}bit.onnx", e.result
 
 
+def hw_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: Path, site: int, rows_eval, tage: float,
+             point: list) -> dict:
+    """One point [H, T, bits] of the sweep: train, quantize, RTL, (synthesis); its row."""
+    h, t, b = point
+    test_ds = Dataset(test_dir)
+    run = steps.train(cache, cfg.train_config(h, t), train_dir, label=f"hw-h{h}-t{t}", progress=False)
+    onnx, fig = bundle(cache, run, train_dir, test_dir, site, b, cfg, rows_eval)
+    rtl = steps.rtl(cache, onnx, cfg.cutoff, check_samples=cfg.max_rows)
+    m = steps.manifest(rtl)
+    row = {"hidden": h, "steps": t, "bits": b, "site_pc": f"{int(test_ds.site_pc[site]):#x}",
+           "branch_acc": fig["branch_acc"], "tage_acc": tage, "weight_storage_bits": fig["weight_storage_bits"],
+           "da4ml_cost": m["da4ml"]["cost"], "latency_cycles": m["latency"]["top_cycles"],
+           "input_bits": m["parameters"]["IN_W"], "ladder_exact": fig["ladder_exact"], "rtl": str(rtl)}
+    if cfg.synth:
+        s = steps.synth(cache, rtl, ("xilinx",))["targets"]["xilinx"]
+        row.update({"LUT": s.get("counts", {}).get("LUT"), "FF": s.get("counts", {}).get("FF"),
+                    "synth_status": s["status"]})
+    return row
+
+
 def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, cache: StageCache | None = None,
              progress: bool = True) -> dict:
     """Rows (one per point, with the RTL directory of each) + the plot; written to ``out``/sweep.md/.json/.png."""
@@ -119,26 +143,15 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, cache: 
     rows_all = np.flatnonzero(np.asarray(test_ds.arrays["site"]) == site)
     rows_eval = rows_all[np.unique(np.linspace(0, len(rows_all) - 1, min(cfg.max_rows, len(rows_all))).astype(np.int64))]
     tage = float((np.asarray(test_ds.arrays["tage_pred"][rows_eval]) == np.asarray(test_ds.arrays["taken"][rows_eval])).mean())
-    rows = []
-    for h, t, b in cfg.points:
-        run = steps.train(cache, cfg.train_config(h, t), train_dir, label=f"hw-h{h}-t{t}", progress=progress)
-        onnx, fig = bundle(cache, run, train_dir, test_dir, site, b, cfg, rows_eval)
-        rtl = steps.rtl(cache, onnx, cfg.cutoff, check_samples=cfg.max_rows)
-        m = steps.manifest(rtl)
-        row = {"hidden": h, "steps": t, "bits": b, "site_pc": f"{int(test_ds.site_pc[site]):#x}",
-               "branch_acc": fig["branch_acc"], "tage_acc": tage, "weight_storage_bits": fig["weight_storage_bits"],
-               "da4ml_cost": m["da4ml"]["cost"], "latency_cycles": m["latency"]["top_cycles"],
-               "input_bits": m["parameters"]["IN_W"], "ladder_exact": fig["ladder_exact"], "rtl": str(rtl)}
-        if cfg.synth:
-            s = steps.synth(cache, rtl, ("xilinx",))["targets"]["xilinx"]
-            row.update({"LUT": s.get("counts", {}).get("LUT"), "FF": s.get("counts", {}).get("FF"),
-                        "synth_status": s["status"]})
-        rows.append(row)
-        if progress:
+    rows = Engine(cfg.workers, cfg.ray_address).map(
+        hw_point, [(cache, cfg, train_dir, test_dir, site, rows_eval, tage, point) for point in cfg.points],
+        desc="hardware points")
+    if progress:
+        for row in rows:
             print({k: v for k, v in row.items() if k != "rtl"}, flush=True)
     text = save_table(out / "sweep", [{k: v for k, v in r.items() if k != "rtl"} for r in rows],
                       "Hardware size against accuracy (one site's held-out samples)",
-                      extra={"config": {k: v for k, v in asdict(cfg).items() if k != "cache"}, "site": site,
+                      extra={"config": {k: v for k, v in settings(cfg).items() if k != "cache"}, "site": site,
                              "samples": len(rows_eval), "tage_sc_l_bits": TAGE_BITS})
     plot(rows, out / "sweep.png", tage, "LUT" if cfg.synth else "da4ml_cost")
     return {"rows": rows, "text": text, "plot": out / "sweep.png", "site": site}

@@ -73,6 +73,16 @@ def dataset(cache: StageCache, trace_path: Path, site_list: dict, cfg, vocab: li
     return entry.path / "data"
 
 
+def merged(cache: StageCache, parts: list, label: str = "") -> Path:
+    """One training dataset of several (model.dataset.concat_datasets), in the order given."""
+    from ncf.model.dataset import concat_datasets
+
+    def fn(d):
+        meta = concat_datasets(parts, d / "data")
+        return {"samples": meta["samples"], "dropped": meta["samples_dropped"]}
+    return cache.run("merge", {"parts": [entry_key(p) for p in parts]}, fn, code=("model",), label=label).path / "data"
+
+
 def train(cache: StageCache, cfg, train_ds: Path, test_ds: Path | None = None, label: str = "",
           progress: bool = True) -> Path:
     """A trained run of ``cfg.model`` on ``train_ds`` (model.train.train); the run directory."""
