@@ -5,7 +5,6 @@ name, inode numbers, pids) is the tracer's virtual environment."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import resource
 import shutil
 import subprocess
