@@ -87,6 +87,7 @@ def test_the_guest_sees_the_virtual_environment_not_the_host(native, tmp_path):
     assert out0 == out1 and sha0 == sha1
     lines = dict(line.split(" ", 1) for line in out0.splitlines())
     assert lines["uname"] == "Linux ncf 6.1.0 x86_64" and host != "ncf"
+    assert lines["urandom"] != " ".join(["00"] * 8) != lines["random"]   # read, and from the seeded stream
     assert lines["sysinfo"] == f"totalram {16 << 30} freeram {12 << 30} procs 1"
     assert lines["realtime"].startswith("1767225600 mono 1000 gettimeofday 1767225600 time 1767225600")
     tsc0, tsc1 = (int(v) for v in lines["tsc"].split()[:2])

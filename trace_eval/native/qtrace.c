@@ -167,6 +167,7 @@ static struct {
     uint64_t pend_next;       /* the pc that follows it */
     uint64_t sys_nr, sys_a[6];
     uint64_t rng;             /* getrandom's stream */
+    uint8_t rnd_fd[1024];     /* descriptors open on /dev/urandom or /dev/random */
     uint64_t v_tsc, v_sys, v_skipped;
     uint32_t n_dev, n_ino;
     uint64_t dev_of[64], ino_key[2 * 4096], ino_of[4096];
@@ -521,7 +522,8 @@ static __attribute__((noinline)) void skip_event(const Insn *in, const uint64_t 
  *   time, gettimeofday,        a virtual clock: 1 ns per executed instruction, the wall clock
  *   clock_gettime/getres,      starting at 2026-01-01T00:00:00Z and boot time at 1000 s;
  *   times, getrusage           CPU time = executed instructions (ns); rusage counters 0
- *   getrandom                  a splitmix64 stream from seed=N
+ *   getrandom, reads of        a splitmix64 stream from seed=N
+ *   /dev/urandom, /dev/random  (their descriptors are followed from open to close)
  *   sysinfo                    16 GiB RAM, 12 GiB free, no swap, 1 process, uptime virtual
  *   uname                      Linux ncf 6.1.0 "#1 SMP ncf" x86_64
  *   stat, fstat, lstat,        device and inode numbers renumbered in order of first sight,
@@ -614,6 +616,20 @@ static uint64_t splitmix(void)
     return z ^ (z >> 31);
 }
 
+static void put_random(uint64_t a, int64_t n)
+{
+    for (int64_t k = 0; k < n; k += 8) {
+        uint64_t r = splitmix();
+        memcpy((void *)(uintptr_t)(a + (uint64_t)k), &r, n - k < 8 ? (size_t)(n - k) : 8);
+    }
+}
+
+static int random_device(uint64_t path)
+{
+    const char *p = (const char *)(uintptr_t)path;
+    return p && (!strcmp(p, "/dev/urandom") || !strcmp(p, "/dev/random"));
+}
+
 static void put_str(uint64_t a, const char *str) /* one 65-byte utsname field */
 {
     memset((void *)(uintptr_t)a, 0, 65);
@@ -669,10 +685,21 @@ static void virt_syscall(uint64_t *env)
         }
         break;
     case 318: /* getrandom */
-        for (int64_t k = 0; k < ret; k += 8) {
-            uint64_t r = splitmix();
-            memcpy((void *)(uintptr_t)(a[0] + (uint64_t)k), &r, ret - k < 8 ? (size_t)(ret - k) : 8);
-        }
+        put_random(a[0], ret);
+        break;
+    case 2: case 257: /* open, openat: follow a random device's descriptor */
+        if (ret >= 1024 || !random_device(S.sys_nr == 2 ? a[0] : a[1]))
+            return;
+        S.rnd_fd[ret] = 1;
+        return;
+    case 3: /* close */
+        if (a[0] < 1024)
+            S.rnd_fd[a[0]] = 0;
+        return;
+    case 0: case 17: /* read, pread64 */
+        if (a[0] >= 1024 || !S.rnd_fd[a[0]])
+            return;
+        put_random(a[1], ret);
         break;
     case 63: /* uname */
         if (a[0]) {

@@ -1,5 +1,6 @@
 /* What a program can learn about its host, printed: tests/trace_eval/test_reproducible.py traces it
  * and checks that every line is the tracer's virtual environment, not the host's. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -25,6 +26,10 @@ int main(void)
     clock_t ticks = times(&tm);
     unsigned char rnd[16];
     getrandom(rnd, sizeof rnd, 0);
+    unsigned char dev[8] = {0};
+    int fd = open("/dev/urandom", O_RDONLY);
+    if (fd >= 0 && read(fd, dev, sizeof dev) == (ssize_t)sizeof dev)
+        close(fd);
     struct sysinfo si;
     sysinfo(&si);
     struct utsname u;
@@ -38,6 +43,9 @@ int main(void)
     printf("random");
     for (int i = 0; i < 16; i++)
         printf(" %02x", rnd[i]);
+    printf("\nurandom");
+    for (int i = 0; i < 8; i++)
+        printf(" %02x", dev[i]);
     printf("\nsysinfo totalram %lu freeram %lu procs %u\n", si.totalram * si.mem_unit, si.freeram * si.mem_unit,
            (unsigned)si.procs);
     printf("uname %s %s %s %s\n", u.sysname, u.nodename, u.release, u.machine);
