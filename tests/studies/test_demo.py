@@ -48,11 +48,11 @@ def test_tiny_demo_runs_every_stage_from_a_clone_with_the_default_relative_out(t
     # the report reproduces itself: every command it lists parses, and the configurations it names are
     # the ones the studies ran with
     import shlex
-    from dataclasses import asdict
 
     from ncf.cli import build_parser
     from ncf.studies.classify import ClassifyConfig
     from ncf.studies.experiment import ExperimentConfig
+    from ncf.studies.parallel import settings
 
     prov = json.loads((report / "provenance.json").read_text())
     for command in prov["commands"]:
@@ -61,6 +61,6 @@ def test_tiny_demo_runs_every_stage_from_a_clone_with_the_default_relative_out(t
         build_parser().parse_args(argv[1:])
     configs = report / "configs"
     ran = json.loads((report / "experiment" / "experiment.json").read_text())["config"]
-    assert asdict(load_config(ExperimentConfig, clone / configs.relative_to(clone) / "experiment.yaml")) == ran
+    assert settings(load_config(ExperimentConfig, clone / configs.relative_to(clone) / "experiment.yaml")) == ran
     ran = json.loads((report / "classify" / "classify.json").read_text())["config"]
-    assert asdict(load_config(ClassifyConfig, configs / "classify.yaml")) == ran
+    assert settings(load_config(ClassifyConfig, configs / "classify.yaml")) == ran
