@@ -1,6 +1,7 @@
 """Self-check of a recorded trace: does what the tracer recorded agree with itself?
 
-Each static instruction is decoded once with capstone; the checks are vectorised per chunk.
+Each static instruction is decoded once with capstone (:class:`Decoder`); the per-instruction checks
+run in C (native/selfcheck.c, at recording speed) or, as the reference, vectorised in numpy.
 
 1. Address check. For every instruction with a memory operand, the effective address recomputed
    from the recorded registers (base + index*scale + disp; RIP-relative = next pc + disp; fs:/gs:
@@ -18,12 +19,14 @@ instructions. The recorder is trusted only at 100%.
 from __future__ import annotations
 
 import collections
+import ctypes
 from dataclasses import dataclass, field
 
 import numpy as np
 from capstone import x86
 
 from .format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, NREG, TraceReader
+from .native_lib import load_library
 from .x86 import GPR, decode
 
 Z = NREG  # index of an all-zero register column appended to the register matrix
@@ -71,7 +74,9 @@ class Decoder:
             size = max(top, 2 * len(self.done), 1024)
             for name, fill in self._FILL.items():
                 setattr(self, name, _grown(getattr(self, name), size, fill))
-        for sid in np.unique(sids[~self.done[sids]]):
+        seen = np.zeros(len(self.done), bool)
+        seen[sids] = True
+        for sid in np.flatnonzero(seen & ~self.done):
             self._fill(int(sid), *static.code(int(sid)))
 
     def _fill(self, sid: int, pc: int, code: bytes) -> None:
@@ -187,14 +192,38 @@ def summary_text(s: dict) -> str:
             + (f", {s['unsupported']:,} unsupported" if s.get("unsupported") else ""))
 
 
-def check_trace(reader: TraceReader, progress=None) -> CheckResult:
-    """Run both checks over every chunk of ``reader``. ``progress(n)`` is called per chunk."""
+COUNTS = ("insns", "mem_records", "addr_checked", "addr_match", "addr_no_access", "addr_mismatch",
+          "skipped_no_access_ops", "unsupported", "value_checked", "value_match")
+F_ADDRESS, F_NO_ACCESS, F_UNSUPPORTED, F_VALUE = 1, 2, 4, 8  # bits of an instruction's failures
+FAILURES = ((F_ADDRESS, "address"), (F_NO_ACCESS, "no access"), (F_UNSUPPORTED, "unsupported"), (F_VALUE, "value"))
+
+
+def check_trace(reader: TraceReader, progress=None, engine: str = "c") -> CheckResult:
+    """Run both checks over every chunk of ``reader``. ``progress(n)`` is called per chunk.
+
+    ``engine``: "c" (native/selfcheck.c, at recording speed) or "numpy" (the reference); both give
+    the same result."""
+    engines = {"c": _c_engine, "numpy": _numpy_engine}
+    if engine not in engines:
+        raise ValueError(f"unknown self-check engine {engine!r} (c or numpy)")
     for flag in (FLAG_REGS, FLAG_VALUES, FLAG_BYTES):
         reader.require(flag, "the self-check")
     reader.require_instructions("the self-check")
     dec = Decoder()
     res = CheckResult()
-    c, bad = res.counts, res.failures
+    for sid, counts, fail in engines[engine](reader, dec):
+        for name, v in zip(COUNTS, counts):
+            res.counts[name] += int(v)
+        for bit, what in FAILURES:
+            for x in sid[(fail & bit) != 0]:
+                res.failures[f"{what}: {dec.mnem[int(x)]}"] += 1
+        if progress:
+            progress(len(sid))
+    return res
+
+
+def _numpy_engine(reader: TraceReader, dec: Decoder):
+    """Per chunk: the sids, the counts (in the order of COUNTS) and each instruction's failure bits."""
     for ch in reader.chunks():
         ins, mem = ch.insn, ch.mem
         n = len(ins)
@@ -213,17 +242,8 @@ def check_trace(reader: TraceReader, progress=None) -> CheckResult:
         checked = kind == KIND_CHECKED
         noacc = checked & (ins["nmem"] == 0)
         mism = checked & ~ok & ~noacc
-        c["insns"] += n
-        c["mem_records"] += len(mem)
-        c["addr_checked"] += int(checked.sum())
-        c["addr_match"] += int((checked & ok).sum())
-        c["addr_no_access"] += int(noacc.sum())
-        c["addr_mismatch"] += int(mism.sum())
-        c["skipped_no_access_ops"] += int((kind == KIND_NO_ACCESS).sum())
-        c["unsupported"] += int((kind == KIND_UNSUPPORTED).sum())
-        for s, what in ((mism, "address"), (noacc, "no access"), (kind == KIND_UNSUPPORTED, "unsupported")):
-            for x in sid[s]:
-                bad[f"{what}: {dec.mnem[int(x)]}"] += 1
+        unsupported = kind == KIND_UNSUPPORTED
+        fail = (mism * F_ADDRESS | noacc * F_NO_ACCESS | unsupported * F_UNSUPPORTED).astype(np.uint8)
         # value checks: instructions with exactly one access, not the chunk's last
         rows = np.arange(n)
         vk = dec.vkind[sid]
@@ -234,10 +254,41 @@ def check_trace(reader: TraceReader, progress=None) -> CheckResult:
         R[:, :NREG] = ins["regs"]
         src_row = np.where(vk[sel] == 1, sel + 1, sel)
         want = np.where(vk[sel] == 3, dec.vimm[s], R[src_row, dec.vreg[s]] >> dec.vshift[s]) & dec.vmask[s]
-        c["value_checked"] += len(sel)
-        c["value_match"] += int((got == want).sum())
-        for x in s[got != want]:
-            bad[f"value: {dec.mnem[int(x)]}"] += 1
-        if progress:
-            progress(n)
-    return res
+        fail[sel[got != want]] |= F_VALUE
+        yield sid, [n, len(mem), checked.sum(), (checked & ok).sum(), noacc.sum(), mism.sum(),
+                    (kind == KIND_NO_ACCESS).sum(), unsupported.sum(), len(sel), (got == want).sum()], fail
+
+
+_TABLES = ("kind", "base", "index", "seg", "scale", "const", "amask", "valid", "region", "vkind", "vreg",
+           "vshift", "vmask", "vimm")  # the Decoder arrays, in the order of selfcheck.c's Tables
+
+
+class _Tables(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in _TABLES]
+
+
+_lib = None
+
+
+def _load() -> ctypes.CDLL:
+    global _lib
+    if _lib is None:
+        lib = load_library("libselfcheck.so")
+        p = ctypes.c_void_p
+        lib.selfcheck_chunk.argtypes = [ctypes.POINTER(_Tables), ctypes.c_int64, p, p, p, p, p, p, p, p]
+        lib.selfcheck_chunk.restype = None
+        _lib = lib
+    return _lib
+
+
+def _c_engine(reader: TraceReader, dec: Decoder):
+    """As _numpy_engine, in C, from the chunks' columns as stored (registers as deltas)."""
+    lib = _load()
+    for c in reader.columns():
+        dec.ensure(c.sid, reader.static)
+        tables = _Tables(*(getattr(dec, name).ctypes.data for name in _TABLES))  # ensure may grow them
+        fail = np.empty(len(c.sid), np.uint8)
+        counts = np.zeros(len(COUNTS), np.int64)
+        lib.selfcheck_chunk(ctypes.byref(tables), len(c.sid), *(a.ctypes.data for a in (
+            c.sid, c.nmem, c.mask, c.regval, c.maddr, c.mval, fail, counts)))
+        yield c.sid, counts, fail
