@@ -27,7 +27,7 @@ from capstone import x86
 
 from .format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, NREG, TraceReader
 from .native_lib import load_library
-from .x86 import GPR, decode
+from .x86 import GPR, decode_each
 
 Z = NREG  # index of an all-zero register column appended to the register matrix
 NSLOT = 3  # up to 2 explicit memory operands + 1 implicit stack slot
@@ -46,11 +46,74 @@ def _grown(a: np.ndarray, size: int, fill) -> np.ndarray:
     return new
 
 
+@dataclass(frozen=True)
+class Formula:
+    """What an instruction's bytes say, wherever it sits. ``slots``: (base, index, seg, scale, disp,
+    RIP-relative, 32-bit addressing) per memory slot (register columns, Z for none); ``value``:
+    (vkind, (column, bits, shift) of the register, immediate) or None."""
+
+    mnem: str
+    kind: int
+    size: int = 0
+    slots: tuple = ()
+    region: bool = False
+    value: tuple | None = None
+
+
+def formula(code: bytes, d) -> Formula:
+    """The formula of an instruction's bytes ``code``, decoded by capstone as ``d`` (None: undecodable)."""
+    if d is None:
+        return Formula(f"(undecodable {code.hex()})", KIND_UNSUPPORTED)
+    m = d.mnemonic
+    mem = [o for o in d.operands if o.type == x86.X86_OP_MEM]
+    stack = STACK.get(m.split()[-1])
+    if m.startswith(NO_ACCESS) or (not mem and not stack):
+        return Formula(m, KIND_NO_ACCESS if mem else KIND_NONE)
+    if len(mem) > 2:
+        return Formula(m, KIND_UNSUPPORTED)
+    slots = []
+    for o in mem:
+        b = d.reg_name(o.mem.base) if o.mem.base else None
+        x = d.reg_name(o.mem.index) if o.mem.index else None
+        s = d.reg_name(o.mem.segment) if o.mem.segment else None
+        if (b not in GPR and b not in (None, "rip")) or (x is not None and x not in GPR):
+            return Formula(m, KIND_UNSUPPORTED)  # VSIB (vector index) or 16-bit addressing
+        a32 = 32 in {GPR[r][1] for r in (b, x) if r in GPR}
+        seg = {"fs": 16, "gs": 17}.get(s, Z)
+        slots.append((GPR[b][0] if b in GPR else Z, GPR[x][0] if x else Z, seg, o.mem.scale if x else 0,
+                      o.mem.disp, b == "rip", a32))
+    if stack:
+        slots.append((stack[0], Z, Z, 0, stack[1], False, False))
+    return Formula(m, KIND_CHECKED, d.size, tuple(slots), m.startswith(REGION), _value_formula(d, m))
+
+
+def _value_formula(d, m: str) -> tuple | None:
+    ops = d.operands
+    if not ops:
+        return None
+    dst, src = ops[0], ops[-1]
+
+    def reg(o):
+        return GPR.get(d.reg_name(o.reg)) if o.type == x86.X86_OP_REG else None
+
+    if m in ("mov", "movzx") and reg(dst) and src.type == x86.X86_OP_MEM:
+        return 1, reg(dst), 0
+    if m == "pop" and reg(dst) and reg(dst)[1] == 64 and reg(dst)[0] != 4:
+        return 1, reg(dst), 0
+    if (m == "mov" and dst.type == x86.X86_OP_MEM) or m == "push":
+        if reg(src) and (m == "mov" or reg(src)[1] == 64):
+            return 2, reg(src), 0
+        if src.type == x86.X86_OP_IMM:
+            return 3, (Z, 64 if m == "push" else src.size * 8, 0), src.imm
+    return None
+
+
 class Decoder:
     """Per-static-instruction address and value formulas, indexed by sid, filled on first sight."""
 
     def __init__(self):
         self.mnem: dict[int, str] = {}
+        self._formulas: dict[bytes, Formula] = {}
         e = np.zeros(0)
         self.done = e.astype(bool)
         self.kind = e.astype(np.int8)
@@ -76,72 +139,24 @@ class Decoder:
                 setattr(self, name, _grown(getattr(self, name), size, fill))
         seen = np.zeros(len(self.done), bool)
         seen[sids] = True
-        for sid in np.flatnonzero(seen & ~self.done):
-            self._fill(int(sid), *static.code(int(sid)))
+        new = [(int(sid), *static.code(int(sid))) for sid in np.flatnonzero(seen & ~self.done)]
+        # the same bytes elsewhere (another pc, a retranslation) have the same formula
+        todo = list(dict.fromkeys(code for _, _, code in new if code not in self._formulas))
+        self._formulas.update(zip(todo, map(formula, todo, decode_each(todo))))
+        for sid, pc, code in new:
+            self._fill(sid, pc, self._formulas[code])
 
-    def _fill(self, sid: int, pc: int, code: bytes) -> None:
-        self.done[sid] = True
-        d = decode(code, pc)
-        if d is None:
-            self.kind[sid], self.mnem[sid] = KIND_UNSUPPORTED, f"(undecodable {code.hex()})"
-            return
-        m = d.mnemonic
-        self.mnem[sid] = m
-        mem = [o for o in d.operands if o.type == x86.X86_OP_MEM]
-        stack = STACK.get(m.split()[-1])
-        if m.startswith(NO_ACCESS) or (not mem and not stack):
-            self.kind[sid] = KIND_NO_ACCESS if mem else KIND_NONE
-            return
-        if len(mem) > 2:
-            self.kind[sid] = KIND_UNSUPPORTED
-            return
-        slots = []
-        for o in mem:
-            b = d.reg_name(o.mem.base) if o.mem.base else None
-            x = d.reg_name(o.mem.index) if o.mem.index else None
-            s = d.reg_name(o.mem.segment) if o.mem.segment else None
-            if (b not in GPR and b not in (None, "rip")) or (x is not None and x not in GPR):
-                self.kind[sid] = KIND_UNSUPPORTED  # VSIB (vector index) or 16-bit addressing
-                return
-            const = o.mem.disp + (pc + d.size if b == "rip" else 0)
-            a32 = 32 in {GPR[r][1] for r in (b, x) if r in GPR}
-            seg = {"fs": 16, "gs": 17}.get(s, Z)
-            slots.append((GPR[b][0] if b in GPR else Z, GPR[x][0] if x else Z, seg,
-                          o.mem.scale if x else 0, const, a32))
-        if stack:
-            slots.append((stack[0], Z, Z, 0, stack[1], False))
-        for k, (b, x, seg, sc, const, a32) in enumerate(slots):
+    def _fill(self, sid: int, pc: int, f: Formula) -> None:
+        self.done[sid], self.mnem[sid], self.kind[sid], self.region[sid] = True, f.mnem, f.kind, f.region
+        for k, (b, x, seg, sc, disp, rip, a32) in enumerate(f.slots):
             self.base[sid, k], self.index[sid, k], self.seg[sid, k] = b, x, seg
-            self.scale[sid, k], self.const[sid, k] = sc, const & M64
+            self.scale[sid, k], self.const[sid, k] = sc, (disp + (pc + f.size if rip else 0)) & M64
             self.amask[sid, k] = 0xFFFFFFFF if a32 else M64
             self.valid[sid, k] = True
-        self.kind[sid] = KIND_CHECKED
-        self.region[sid] = m.startswith(REGION)
-        self._fill_value(sid, d, m)
-
-    def _fill_value(self, sid: int, d, m: str) -> None:
-        ops = d.operands
-        if not ops:
-            return
-        dst, src = ops[0], ops[-1]
-
-        def reg(o):
-            return GPR.get(d.reg_name(o.reg)) if o.type == x86.X86_OP_REG else None
-
-        if m in ("mov", "movzx") and reg(dst) and src.type == x86.X86_OP_MEM:
-            self._value(sid, 1, reg(dst))
-        elif m == "pop" and reg(dst) and reg(dst)[1] == 64 and reg(dst)[0] != 4:
-            self._value(sid, 1, reg(dst))
-        elif (m == "mov" and dst.type == x86.X86_OP_MEM) or m == "push":
-            if reg(src) and (m == "mov" or reg(src)[1] == 64):
-                self._value(sid, 2, reg(src))
-            elif src.type == x86.X86_OP_IMM:
-                self._value(sid, 3, (Z, 64 if m == "push" else src.size * 8, 0), src.imm)
-
-    def _value(self, sid, kind, r, imm=0):
-        self.vkind[sid], self.vreg[sid], self.vshift[sid] = kind, r[0], r[2]
-        self.vmask[sid] = (1 << r[1]) - 1
-        self.vimm[sid] = imm & M64
+        if f.value:
+            vkind, (col, bits, shift), imm = f.value
+            self.vkind[sid], self.vreg[sid], self.vshift[sid] = vkind, col, shift
+            self.vmask[sid], self.vimm[sid] = (1 << bits) - 1, imm & M64
 
     def effective_addresses(self, sid: np.ndarray, regs: np.ndarray) -> np.ndarray:
         """(n, NSLOT) effective addresses of each instruction's memory slots from ``regs`` (n, NREG)

@@ -6,8 +6,9 @@ import pytest
 from ncf.trace_eval import native_lib, selfcheck
 from ncf.trace_eval.capture import record
 from ncf.trace_eval.format import TraceReader
-from ncf.trace_eval.selfcheck import KIND_CHECKED, Decoder, check_trace
+from ncf.trace_eval.selfcheck import KIND_CHECKED, Decoder, check_trace, formula
 from ncf.trace_eval.workloads import prepare
+from ncf.trace_eval.x86 import decode, decode_each
 
 from ..helpers import rewrite_trace
 
@@ -55,6 +56,16 @@ def test_xz_start_up_has_fs_accesses_and_xsave(traces):
     ch, sid, dec = first_chunk(traces["xz"])
     assert ((dec.seg[sid] == FS).any(1) & (ch.insn["nmem"] > 0)).sum() > 100
     assert dec.region[sid].any()
+
+
+def test_static_instructions_decode_alike_in_a_batch_and_alone(traces):
+    r = TraceReader(traces["xz"])
+    sid = np.unique(next(r.chunks()).insn["sid"])
+    codes = list(dict.fromkeys(r.static.code(int(s))[1] for s in sid))
+    codes[100:100] = [b"\x06", b"\x48\x8b", b""]  # undecodable in 64-bit mode, cut short, empty
+    batch = decode_each(codes)
+    assert len(batch) == len(codes) > 1000 and batch[100] is None and batch[101] is None
+    assert [formula(c, d) for c, d in zip(codes, batch)] == [formula(c, decode(c, 0)) for c in codes]
 
 
 def test_the_engines_report_the_same_planted_errors(traces, tmp_path):
