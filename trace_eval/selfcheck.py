@@ -65,8 +65,10 @@ def formula(code: bytes, d) -> Formula:
     if d is None:
         return Formula(f"(undecodable {code.hex()})", KIND_UNSUPPORTED)
     m = d.mnemonic
-    mem = [o for o in d.operands if o.type == x86.X86_OP_MEM]
     stack = STACK.get(m.split()[-1])
+    if "[" not in d.op_str and not stack:  # no memory operand (capstone prints each one as [..]):
+        return Formula(m, KIND_NONE)       # no need for the operand details, the slow part of decoding
+    mem = [o for o in d.operands if o.type == x86.X86_OP_MEM]
     if m.startswith(NO_ACCESS) or (not mem and not stack):
         return Formula(m, KIND_NO_ACCESS if mem else KIND_NONE)
     if len(mem) > 2:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from capstone import x86
 from ncf.trace_eval import native_lib, selfcheck
 from ncf.trace_eval.capture import record
 from ncf.trace_eval.format import TraceReader
@@ -66,6 +67,8 @@ def test_static_instructions_decode_alike_in_a_batch_and_alone(traces):
     batch = decode_each(codes)
     assert len(batch) == len(codes) > 1000 and batch[100] is None and batch[101] is None
     assert [formula(c, d) for c, d in zip(codes, batch)] == [formula(c, decode(c, 0)) for c in codes]
+    for d in filter(None, batch):  # formula() relies on it: memory operands are printed with [..]
+        assert ("[" in d.op_str) == any(o.type == x86.X86_OP_MEM for o in d.operands), d
 
 
 def test_the_engines_report_the_same_planted_errors(traces, tmp_path):
