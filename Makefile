@@ -31,7 +31,7 @@ venv: .venv/.stamp
 
 # --- C parts: the QEMU tracing plugin, the ptrace cross-check tracer, the small C kernels
 native: $(NATIVE)/qtrace.so $(NATIVE)/ptrace_trace $(addprefix $(NATIVE)/kernels/,$(KERNELS)) \
-        $(NATIVE)/libbp.so $(NATIVE)/libcache.so corpus
+        $(NATIVE)/libbp.so $(NATIVE)/libcache.so $(NATIVE)/libselfcheck.so corpus
 
 $(NATIVE)/qtrace.so: trace_eval/native/qtrace.c trace_eval/native/qemu-plugin-min.h
 	@mkdir -p $(@D)
@@ -42,7 +42,7 @@ $(NATIVE)/ptrace_trace: trace_eval/native/ptrace_trace.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -Wall -Wextra -o $@ $<
 
-# Compiled cores of the baselines, called through ctypes (branch predictors, cache + prefetchers)
+# Compiled cores called through ctypes (branch predictors, cache + prefetchers, the trace self-check)
 $(NATIVE)/lib%.so: trace_eval/native/%.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -Wall -Wextra -fPIC -shared -o $@ $<

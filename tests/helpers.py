@@ -11,7 +11,8 @@ LEAD = 100  # the snapshot lead of the test datasets
 
 def rewrite_trace(src, dst, edit=None, chunk_insns: int = MAX_CHUNK_INSNS, sidecar: bool = False):
     """Copy a recorded trace through TraceWriter. ``edit(chunk, regs, vals)`` may change the
-    registers and memory values in place (pcs, addresses and control flow stay as recorded)."""
+    registers, memory values and access addresses (``chunk.mem["addr"]``) in place; pcs and
+    control flow stay as recorded."""
     r = TraceReader(src)
     with TraceWriter(dst, r.flags, chunk_insns=chunk_insns) as w:
         for ch in r.chunks():

@@ -123,6 +123,23 @@ class Chunk:
         return regs_at(self.reg_mask, self.regval, np.asarray(rows, np.int64))
 
 
+@dataclass
+class Columns:
+    """One chunk's columns as stored (see the table above), checked: sid, nmem, maddr and minfo
+    always; mask, regval, br, csregs (n x 6) and mval are None where the trace has no such column."""
+
+    first: int
+    sid: np.ndarray
+    nmem: np.ndarray
+    mask: np.ndarray | None
+    regval: np.ndarray | None
+    br: np.ndarray | None
+    csregs: np.ndarray | None
+    maddr: np.ndarray
+    mval: np.ndarray | None
+    minfo: np.ndarray
+
+
 def insn_dtype(flags: int) -> np.dtype:
     fields = [("idx", "<u8"), ("sid", "<u4"), ("pc", "<u8"), ("nmem", "<u2"), ("mem0", "<u8")]
     if flags & FLAG_REGS:
@@ -344,10 +361,15 @@ class TraceReader:
 
         ``registers=False`` leaves out the register columns (faster, for stages that need none).
         """
+        for cols in self.columns():
+            yield self._expand(cols, registers)
+
+    def columns(self) -> Iterator[Columns]:
+        """The chunks' columns as stored, checked but not expanded (for compiled stages that read
+        them as they are; ``chunks`` is this plus the expansion)."""
         self.static = StaticTable()
         dctx = zstandard.ZstdDecompressor()
         expect_first = 0
-        mem_base = 0
         n_chunks = 0
         for k, (hdr, payload) in enumerate(self._chunk_frames()):
             try:
@@ -356,16 +378,15 @@ class TraceReader:
                 raise TraceError(f"{self.path}: corrupt chunk {k}: zstd: {e}") from None
             if len(raw) != int(hdr["raw_size"]) or int(hdr["first"]) != expect_first:
                 raise TraceError(f"{self.path}: corrupt chunk {k}: size or position does not match its header")
-            chunk = self._decode(hdr, raw, k, mem_base, registers)
-            expect_first += len(chunk.insn)
-            mem_base += len(chunk.mem)
+            cols = self._columns(hdr, raw, k)
+            expect_first += len(cols.sid)
             n_chunks += 1
-            yield chunk
+            yield cols
         if self.end is not None and (n_chunks != int(self.end["n_chunks"]) or expect_first != int(self.end["n_insn"])):
             raise TraceError(f"{self.path}: corrupt: {n_chunks} chunks / {expect_first} instructions read, "
                              f"end record says {int(self.end['n_chunks'])} / {int(self.end['n_insn'])}")
 
-    def _decode(self, hdr, raw: bytes, k: int, mem_base: int, registers: bool = True) -> Chunk:
+    def _columns(self, hdr, raw: bytes, k: int) -> Columns:
         n, nm, ns, nr = (int(hdr[f]) for f in ("n_insn", "n_mem", "n_static", "n_regval"))
         off = 0
 
@@ -384,7 +405,7 @@ class TraceReader:
         mask = take("<u4", n) if self.flags & FLAG_REGS else None
         regval = take("<u8", nr) if self.flags & FLAG_REGS else None
         br = take("u1", n) if self.flags & FLAG_BRANCH else None
-        csregs = take("u1", 6 * n) if self.flags & FLAG_CSREGS else None
+        csregs = take("u1", 6 * n).reshape(n, 6) if self.flags & FLAG_CSREGS else None
         maddr = take("<u8", nm)
         mval = take("<u8", nm) if self.flags & FLAG_VALUES else None
         minfo = take("u1", nm)
@@ -395,29 +416,31 @@ class TraceReader:
             raise TraceError(f"{self.path}: corrupt chunk {k}: instruction with an unknown static id")
         if int(nmem.sum(dtype=np.int64)) != nm:
             raise TraceError(f"{self.path}: corrupt chunk {k}: memory record counts do not add up")
-
-        first = int(hdr["first"])
-        ins = np.zeros(n, insn_dtype(self.flags if registers else self.flags & ~FLAG_REGS))
-        ins["idx"] = np.arange(first, first + n, dtype=np.uint64)
-        ins["sid"], ins["nmem"] = sid, nmem
-        ins["pc"] = self.static.pc[sid]
-        ins["mem0"][1:] = np.cumsum(nmem[:-1], dtype=np.uint64)
         if mask is not None:
             check_reg_columns(mask, regval, self.path, k)
-            if registers:
-                ins["regs"] = expand_regs(mask, regval)
-        if br is not None:
-            ins["br"] = br
-        if csregs is not None:
-            ins["csregs"] = csregs.reshape(n, 6)
-        mem = np.zeros(nm, MEM)
-        mem["insn"] = np.repeat(ins["idx"], nmem)
-        mem["addr"] = maddr
-        if mval is not None:
-            mem["val"] = mval
-        mem["size"] = np.left_shift(1, minfo & 0xF)
-        mem["store"] = (minfo & 0x80) != 0
-        return Chunk(first, ins, mem, mask, regval)
+        return Columns(int(hdr["first"]), sid, nmem, mask, regval, br, csregs, maddr, mval, minfo)
+
+    def _expand(self, c: Columns, registers: bool) -> Chunk:
+        n = len(c.sid)
+        ins = np.zeros(n, insn_dtype(self.flags if registers else self.flags & ~FLAG_REGS))
+        ins["idx"] = np.arange(c.first, c.first + n, dtype=np.uint64)
+        ins["sid"], ins["nmem"] = c.sid, c.nmem
+        ins["pc"] = self.static.pc[c.sid]
+        ins["mem0"][1:] = np.cumsum(c.nmem[:-1], dtype=np.uint64)
+        if c.mask is not None and registers:
+            ins["regs"] = expand_regs(c.mask, c.regval)
+        if c.br is not None:
+            ins["br"] = c.br
+        if c.csregs is not None:
+            ins["csregs"] = c.csregs
+        mem = np.zeros(len(c.maddr), MEM)
+        mem["insn"] = np.repeat(ins["idx"], c.nmem)
+        mem["addr"] = c.maddr
+        if c.mval is not None:
+            mem["val"] = c.mval
+        mem["size"] = np.left_shift(1, c.minfo & 0xF)
+        mem["store"] = (c.minfo & 0x80) != 0
+        return Chunk(c.first, ins, mem, c.mask, c.regval)
 
 
 _POP16 = np.array([bin(i).count("1") for i in range(1 << 16)], np.int64)
@@ -447,7 +470,7 @@ def check_reg_columns(mask: np.ndarray, regval: np.ndarray, path, k: int) -> Non
     """The delta columns are consistent: the first row sets every register, counts add up."""
     if len(mask) and (int(mask[0]) != (1 << NREG) - 1 or (mask >> NREG).any()):
         raise TraceError(f"{path}: corrupt chunk {k}: register masks are invalid")
-    if int((_POP16[mask & 0xFFFF] + _POP16[mask >> 16]).sum()) != len(regval):
+    if int(np.bitwise_count(mask).sum(dtype=np.int64)) != len(regval):
         raise TraceError(f"{path}: corrupt chunk {k}: register values do not add up")
 
 

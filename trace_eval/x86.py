@@ -1,6 +1,7 @@
 """x86-64 decoding for every stage: capstone set up once, and the general-purpose register table.
 
     d = decode(code, pc)          # a capstone instruction with operand details, or None
+    ds = decode_each(codes)       # many at once, faster (their addresses mean nothing)
     text(code, pc)                # "mov rax, qword ptr [rbx + 8]"
     col, width, shift = GPR["eax"]  # trace register column (format.REGS order), bits, bit offset
 
@@ -34,6 +35,21 @@ def _cs() -> capstone.Cs:
 def decode(code: bytes, pc: int):
     """The first instruction of ``code`` at ``pc`` with operand details (capstone CsInsn), or None."""
     return next(_cs().disasm(bytes(code), pc), None)
+
+
+def decode_each(codes: list[bytes]) -> list:
+    """``decode(code, 0)`` of each of ``codes`` (the bytes of one instruction each), in few capstone
+    calls: they are decoded back to back, and one that does not decode there to exactly its own
+    bytes is decoded alone. Addresses are offsets in the batch, meaningless."""
+    out = []
+    while len(out) < len(codes):
+        for d in _cs().disasm(b"".join(codes[len(out):]), 0):
+            if d.size != len(codes[len(out)]):
+                break
+            out.append(d)
+        if len(out) < len(codes):
+            out.append(decode(codes[len(out)], 0))
+    return out
 
 
 def text(code: bytes, pc: int) -> str:
