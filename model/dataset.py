@@ -27,16 +27,19 @@ site graphs, and ``dataset.json`` (config, sites, vocabulary, counts, the traces
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+from numpy.lib import format as npformat
 
 from ncf.io import DataError, UsageError, atomic_path, check_output, read_json, write_json
-from ncf.trace_eval.branch_predictors import COND, TageScL
-from ncf.trace_eval.format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, TraceReader
-from ncf.trace_eval.harness import LINE, delinquent_loads, hard_branches, run_branch_predictor
-from ncf.trace_eval.streams import branch_stream, memory_stream
+from ncf.trace_eval.branch_predictors import TageScL
+from ncf.trace_eval.format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, StaticTable, TraceReader
+from ncf.trace_eval.harness import LINE, Tally, top_sites
+from ncf.trace_eval.streams import branch_chunks
 
 from .graph import MAX_MEM_SLOTS, N_NODES, SiteGraph, build_site_graph
 
@@ -82,32 +85,37 @@ def snapshot_index(i: np.ndarray, lead: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------- sites
 def find_sites(trace: str | Path, share: float = 0.5, max_branches: int = 16, max_loads: int = 16) -> dict:
-    """Hard branches (TAGE-SC-L's worst) and delinquent loads (most L1D misses) of a trace."""
-    from ncf.trace_eval.cache import simulate
+    """Hard branches (TAGE-SC-L's worst) and delinquent loads (most L1D misses) of a trace, in one
+    pass over its chunks (memory: a chunk, the predictor, the cache model and counts per pc)."""
+    from ncf.trace_eval.cache import MISS, NativeCache
 
     if max_branches < 0 or max_loads < 0 or max_branches + max_loads == 0:
         raise UsageError(f"sites to find: {max_branches} branches, {max_loads} loads (each >= 0, not both 0)")
     r = TraceReader(trace)
     r.require_instructions("finding hard branches and delinquent loads")
-    res = run_branch_predictor(TageScL(), branch_stream(r))
-    mem = memory_stream(TraceReader(trace, verify=False))  # verified just above
-    base = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, n_insn=mem.n_insn)
-    return {"branch": [h["pc"] for h in hard_branches(res, share, max_branches)],
-            "load": [d["pc"] for d in delinquent_loads(mem, base, share, max_loads)],
+    tage, cache = TageScL(), NativeCache()
+    mispredicted, missed = Tally(np.uint64), Tally(np.uint64)   # per conditional branch pc / load pc
+    try:
+        for ch, br in branch_chunks(r):
+            pred, _ = tage.run(br.pc, br.target, br.taken, br.kind)
+            cond = br.cond
+            mispredicted.add(br.pc[cond], pred[cond] != br.taken[cond])
+            pc = _access_pcs(ch)
+            l1 = cache.run(pc, ch.mem["addr"], ch.mem["store"], ch.mem["insn"]).l1
+            load = ~ch.mem["store"]
+            missed.add(pc[load], l1[load] == MISS)
+    finally:
+        cache.close()
+    return {"branch": [int(mispredicted.keys[i]) for i in top_sites(mispredicted.counts[:, 0], share, max_branches)],
+            "load": [int(missed.keys[i]) for i in top_sites(missed.counts[:, 0], share, max_loads)],
             "from_trace": str(trace)}
 
 
-def site_graphs(reader: TraceReader, sites: dict, n_nodes: int) -> list[SiteGraph]:
-    for _ in reader.chunks(registers=False):  # fill the static table
-        pass
-    known = np.nonzero(reader.static.known)[0]
-    code_of = {int(reader.static.pc[s]): reader.static.code(int(s))[1] for s in known}
-    graphs = []
-    for task in TASKS:
-        for pc in sites.get(task, []):
-            if pc in code_of:  # a site of the training input may not execute in another window
-                graphs.append(build_site_graph(pc, code_of, task, n_nodes))
-    return graphs
+def site_graphs(static: StaticTable, sites: dict, n_nodes: int) -> list[SiteGraph]:
+    """The graphs of the sites whose code the trace executed (``static``: its whole static table)."""
+    code_of = {int(static.pc[s]): static.code(int(s))[1] for s in np.nonzero(static.known)[0]}
+    return [build_site_graph(pc, code_of, task, n_nodes) for task in TASKS for pc in sites.get(task, [])
+            if pc in code_of]   # a site of the training input may not execute in another window
 
 
 # --------------------------------------------------------------------------------------- encodings
@@ -122,9 +130,9 @@ def encode_deltas(d: np.ndarray) -> np.ndarray:
     return out
 
 
-def delta_vocabulary(deltas: np.ndarray, n_classes: int) -> list[int]:
+def delta_vocabulary(deltas: Tally, n_classes: int) -> list[int]:
     """The ``n_classes - 1`` most frequent deltas (ties: smaller |delta| first); the last class is "other"."""
-    vals, counts = np.unique(deltas, return_counts=True)
+    vals, counts = deltas.keys, deltas.counts[:, 0]
     order = sorted(range(len(vals)), key=lambda k: (-counts[k], abs(int(vals[k])), int(vals[k])))
     return [int(vals[k]) for k in order[: n_classes - 1]]
 
@@ -135,17 +143,42 @@ def delta_class(deltas: np.ndarray, vocab: list[int]) -> np.ndarray:
     return np.array([lookup.get(int(d), other) for d in deltas], np.int64)
 
 
-def _history(values: np.ndarray, end: np.ndarray, length: int, pad=0) -> np.ndarray:
-    """Rows ``values[end-length:end]`` for each ``end`` (left-padded with ``pad``)."""
-    padded = np.concatenate([np.full(length, pad, values.dtype), values])
-    return padded[end[:, None] + np.arange(length)[None, :]]
+def _window(values: np.ndarray, end: np.ndarray, length: int) -> np.ndarray:
+    """Rows ``values[end-length:end]`` for each ``end`` (each ``end >= length``)."""
+    return values[np.asarray(end, np.int64)[:, None] - length + np.arange(length)[None, :]]
 
 
-def _spaced(n: int, cap: int | None) -> np.ndarray:
-    """Indices of at most ``cap`` of ``n`` samples, evenly spaced in time."""
+def _tail(values: np.ndarray, length: int) -> np.ndarray:
+    return values[max(len(values) - length, 0):]
+
+
+def _spaced(n: int, cap: int | None) -> np.ndarray | None:
+    """Indices of at most ``cap`` of ``n`` samples, evenly spaced in time; None: all of them."""
     if cap is None or n <= cap:
-        return np.arange(n)
+        return None
     return np.unique(np.linspace(0, n - 1, cap).astype(np.int64))
+
+
+def _pc_hash(pc: np.ndarray) -> np.ndarray:
+    return ((pc ^ (pc >> np.uint64(12))) & np.uint64(0xFFF)).astype(np.int64)
+
+
+def _access_pcs(ch) -> np.ndarray:
+    """The pc of each memory access of a chunk."""
+    return ch.insn["pc"][(ch.mem["insn"] - np.uint64(ch.first)).astype(np.int64)]
+
+
+def _load_deltas(ch, access_pc: np.ndarray, pc: int, last_line: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(instruction index, line delta from the previous load of ``pc``) of the chunk's loads of ``pc``
+    after the first one in the trace; ``last_line[pc]`` carries the latest line across chunks."""
+    q = np.nonzero(~ch.mem["store"] & (access_pc == pc))[0]
+    line = (ch.mem["addr"][q] // LINE).astype(np.int64)
+    prev = last_line.get(pc)
+    if len(line):
+        last_line[pc] = int(line[-1])
+    if prev is None:
+        return ch.mem["insn"][q[1:]].astype(np.int64), np.diff(line)
+    return ch.mem["insn"][q].astype(np.int64), np.diff(line, prepend=prev)
 
 
 # --------------------------------------------------------------------------------------- building
@@ -156,6 +189,12 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
     ``vocab`` (delta classes) comes from the training dataset; None = compute it here (training).
     A site without samples in this window (not executed, or only in its first ``lead`` instructions)
     is left out and listed in the sidecar's ``sites_skipped``; no samples at all is a DataError.
+
+    Two passes over the trace, chunk by chunk: the first counts each site's instances (and the
+    training deltas), the second computes the samples and appends them to the files. Memory: a
+    chunk, the registers of the last ``lead`` + 1 instructions, the recent values of the sites'
+    memory operands and the histories; not the trace (the delta counts of a training set grow with
+    its distinct deltas).
     """
     trace, out_dir = Path(trace), check_output(out_dir, directory=True)
     cfg = DatasetConfig(**asdict(cfg))  # validated again: a config can be changed after it was made
@@ -164,138 +203,208 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
         reader.require(flag, "the fused dataset")
     reader.require_instructions("the fused dataset")
     want = {"branch": cfg.task in ("branch", "both"), "load": cfg.task in ("prefetch", "both")}
-    graphs = [g for g in site_graphs(reader, sites, cfg.n_nodes) if want[g.task]]
-    br = branch_stream(TraceReader(trace, verify=False))   # the file was verified when ``reader`` opened it
-    mem = memory_stream(TraceReader(trace, verify=False))
-
-    # TAGE-SC-L over the whole branch stream: its prediction/confidence is an input at prediction time
-    tage_pred, tage_conf = TageScL().run(br.pc, br.target, br.taken, br.kind)
-    cond = br.kind == COND
-    cond_taken = br.taken[cond].astype(np.uint8)
-    cond_idx = br.idx[cond].astype(np.int64)  # global history before instruction i: cond_taken[:searchsorted(cond_idx, i)]
-    pc_hash = ((br.pc ^ (br.pc >> np.uint64(12))) & np.uint64(0xFFF)).astype(np.int64)
-
-    parts = []
-    loads = ~mem.is_store
+    wanted = {t: sites.get(t, []) if want[t] else [] for t in TASKS}
+    scan = TraceReader(trace, verify=False)   # the file was verified when ``reader`` opened it
+    eligible, deltas = _count(scan, wanted, cfg.lead, progress)
+    graphs = site_graphs(scan.static, wanted, cfg.n_nodes)
     if vocab is None and want["load"]:
-        all_d = [np.diff((mem.addr[loads & (mem.pc == g.pc)] // LINE).astype(np.int64)) for g in graphs
-                 if g.task == "load"]
-        vocab = delta_vocabulary(np.concatenate(all_d) if all_d else np.zeros(0, np.int64), cfg.delta_classes)
+        vocab = delta_vocabulary(deltas, cfg.delta_classes)
     vocab = vocab or []
-    for g in graphs:
-        if g.task == "branch":
-            pos = np.nonzero(cond & (br.pc == g.pc))[0]
-            i = br.idx[pos].astype(np.int64)
-            keep = np.nonzero(snapshot_index(i, cfg.lead) >= 0)[0]
-            keep = keep[_spaced(len(keep), cfg.max_per_site)]
-            pos, i = pos[keep], i[keep]
-            gvec = np.zeros((len(pos), G_DIM), np.uint8)
-            gvec[:, 0] = 1
-            gvec[:, 2:2 + HIST_BITS] = _history(cond_taken, np.searchsorted(cond_idx, i), HIST_BITS)
-            gvec[:, 2 + HIST_BITS] = tage_pred[pos]
-            gvec[np.arange(len(pos)), 3 + HIST_BITS + tage_conf[pos].astype(np.int64)] = 1
-            parts.append({"idx": i, "g": gvec,
-                          "taken": br.taken[pos].astype(np.int8), "delta": np.full(len(pos), -1, np.int16),
-                          "tage_pred": tage_pred[pos].astype(np.uint8), "tage_conf": tage_conf[pos].astype(np.uint8),
-                          "bhist_pc": _history(pc_hash, pos, cfg.cnn_history).astype(np.int16),
-                          "bhist_dir": _history(br.taken.astype(np.uint8), pos, cfg.cnn_history),
-                          "dhist": np.full((len(pos), cfg.delta_history), cfg.delta_classes, np.int16)})
-        else:
-            q = np.nonzero(loads & (mem.pc == g.pc))[0]
-            line = (mem.addr[q] // LINE).astype(np.int64)
-            d = np.diff(line)                     # delta of access k (k >= 1) from access k-1
-            cls = delta_class(d, vocab)
-            i = mem.idx[q[1:]].astype(np.int64)   # the access being predicted
-            keep = np.nonzero(snapshot_index(i, cfg.lead) >= 0)[0]
-            keep = keep[_spaced(len(keep), cfg.max_per_site)]
-            n = len(keep)
-            gvec = np.zeros((n, G_DIM), np.uint8)
-            gvec[:, 1] = 1
-            gvec[:, 2:2 + HIST_BITS] = _history(cond_taken, np.searchsorted(cond_idx, i[keep]), HIST_BITS)
-            prev = _history(np.concatenate([[0], d]), keep + 1, N_DELTA_FEATURES)  # deltas before access k
-            gvec[:, 2 + HIST_BITS + 4:] = encode_deltas(prev[:, ::-1]).reshape(n, N_DELTA_FEATURES * DELTA_BITS)
-            parts.append({"idx": i[keep], "g": gvec,
-                          "taken": np.full(n, -1, np.int8), "delta": cls[keep].astype(np.int16),
-                          "tage_pred": np.zeros(n, np.uint8), "tage_conf": np.zeros(n, np.uint8),
-                          "bhist_pc": np.zeros((n, cfg.cnn_history), np.int16),
-                          "bhist_dir": np.zeros((n, cfg.cnn_history), np.uint8),
-                          "dhist": _history(cls, keep, cfg.delta_history, pad=cfg.delta_classes).astype(np.int16)})
     executed = {(g.task, g.pc) for g in graphs}
     skipped = [{"pc": pc, "task": t, "why": "not executed in this window"}
-               for t in TASKS if want[t] for pc in sites.get(t, []) if (t, pc) not in executed]
+               for t in TASKS for pc in wanted[t] if (t, pc) not in executed]
     skipped += [{"pc": g.pc, "task": g.task, "why": f"no instance {cfg.lead} or more instructions into the window"}
-                for g, p in zip(graphs, parts) if not len(p["idx"])]
-    graphs, parts = [g for g, p in zip(graphs, parts) if len(p["idx"])], [p for p in parts if len(p["idx"])]
-    if not parts:
+                for g in graphs if not eligible[g.task, g.pc]]
+    graphs = [g for g in graphs if eligible[g.task, g.pc]]
+    if not graphs:
         raise DataError(f"{trace}: no samples: none of the {len(skipped)} sites ({cfg.task}) has an instance "
                         f"{cfg.lead} or more instructions into this window")
-    for k, p in enumerate(parts):
-        p["site"] = np.full(len(p["idx"]), k, np.int16)
-    cols = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    order = np.argsort(cols["idx"], kind="stable")   # samples in time order (validation = the last ones)
-    cols = {key: v[order] for key, v in cols.items()}
-    cols["dynval"] = snapshot_values(TraceReader(trace, verify=False), graphs, cols["site"], snapshot_index(cols["idx"], cfg.lead),
-                                     progress)
-    return _write(out_dir, trace, reader, sites, graphs, cols, cfg, vocab, skipped)
+    picks = [_spaced(eligible[g.task, g.pc], cfg.max_per_site) for g in graphs]
+    kept = [eligible[g.task, g.pc] if p is None else len(p) for g, p in zip(graphs, picks)]
+    samples = _samples(scan, graphs, picks, cfg, vocab, progress)
+    _write_columns(out_dir, samples, _columns(cfg), sum(kept))
+    counts = {t: sum(n for g, n in zip(graphs, kept) if g.task == t) for t in TASKS}
+    return _write_meta(out_dir, trace, reader, sites, graphs, counts, cfg, vocab, skipped)
 
 
-def snapshot_values(reader: TraceReader, graphs: list[SiteGraph], site: np.ndarray, snap: np.ndarray,
-                    progress: bool = True) -> np.ndarray:
-    """[M, N_SLOTS] u64: registers before instruction ``snap`` and the last value each memory slot's
-    instruction accessed at an index < ``snap``. One pass over the trace."""
+def _chunks(reader: TraceReader, desc: str, progress: bool):
+    """``branch_chunks(reader)`` with a progress bar."""
     from tqdm import tqdm
 
-    mem_pcs = sorted({pc for g in graphs for pc in g.mem_pcs})
-    order = np.argsort(snap, kind="stable")
-    s_sorted = snap[order]
-    regs = np.zeros((len(snap), 16), np.uint64)
-    acc_idx, acc_pc, acc_val = [], [], []
-    pcs_arr = np.array(mem_pcs, np.uint64)
-    with tqdm(total=reader.n_insn, desc="snapshots", unit="insn", unit_scale=True, disable=not progress,
+    with tqdm(total=reader.n_insn, desc=desc, unit="insn", unit_scale=True, disable=not progress,
               leave=False) as bar:
-        for ch in reader.chunks(registers=False):
-            lo, hi = ch.first, ch.first + len(ch.insn)
-            a, b = np.searchsorted(s_sorted, [lo, hi])
-            regs[order[a:b]] = ch.regs_at(s_sorted[a:b] - lo)[:, :16]
-            local = (ch.mem["insn"] - np.uint64(lo)).astype(np.int64)
-            sel = np.isin(ch.insn["pc"][local], pcs_arr)
-            acc_idx.append(ch.mem["insn"][sel].astype(np.int64))
-            acc_pc.append(ch.insn["pc"][local[sel]])
-            acc_val.append(ch.mem["val"][sel])
+        for ch, br in branch_chunks(reader):
+            yield ch, br
             bar.update(len(ch.insn))
-    acc_idx, acc_pc, acc_val = (np.concatenate(x) if x else np.zeros(0, np.uint64) for x in (acc_idx, acc_pc, acc_val))
-    out = np.zeros((len(snap), N_SLOTS), np.uint64)
-    out[:, :16] = regs
-    for k, g in enumerate(graphs):
-        rows = np.nonzero(site == k)[0]
-        for slot, pc in enumerate(g.mem_pcs):
-            m = acc_pc == np.uint64(pc)
-            idx, val = acc_idx[m], acc_val[m]   # in trace order
-            last = np.searchsorted(idx, snap[rows], side="left") - 1   # last access with index < snap
-            out[rows, 16 + slot] = np.where(last >= 0, val[np.maximum(last, 0)], 0) if len(idx) else 0
-    return out
 
 
-def _write(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, graphs: list[SiteGraph], cols: dict,
-           cfg: DatasetConfig, vocab: list[int], skipped: list[dict]) -> dict:
+def _count(reader: TraceReader, sites: dict, lead: int, progress: bool) -> tuple[dict, Tally]:
+    """Pass 1: each site's instances whose snapshot lies inside the trace, keyed (task, pc), and the
+    line deltas of the load sites. Fills ``reader.static``."""
+    eligible = {(t, pc): 0 for t in TASKS for pc in sites[t]}
+    deltas, last_line = Tally(np.int64), {}
+    for ch, br in _chunks(reader, "counting", progress):
+        for pc in sites["branch"]:
+            i = br.idx[br.cond & (br.pc == pc)].astype(np.int64)
+            eligible["branch", pc] += int((snapshot_index(i, lead) >= 0).sum())
+        access_pc = _access_pcs(ch)
+        for pc in sites["load"]:
+            i, d = _load_deltas(ch, access_pc, pc, last_line)
+            eligible["load", pc] += int((snapshot_index(i, lead) >= 0).sum())
+            deltas.add(d)
+    return eligible, deltas
+
+
+def _columns(cfg: DatasetConfig) -> dict:
+    """name -> (dtype, shape of one sample)."""
+    return {"idx": (np.int64, ()), "g": (np.uint8, (G_DIM,)), "taken": (np.int8, ()), "delta": (np.int16, ()),
+            "tage_pred": (np.uint8, ()), "tage_conf": (np.uint8, ()),
+            "bhist_pc": (np.int16, (cfg.cnn_history,)), "bhist_dir": (np.uint8, (cfg.cnn_history,)),
+            "dhist": (np.int16, (cfg.delta_history,)), "site": (np.int16, ()), "dynval": (np.uint64, (N_SLOTS,))}
+
+
+def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: DatasetConfig, vocab: list[int],
+             progress: bool) -> Iterator[dict]:
+    """Pass 2: the samples of each chunk, in time order. ``picks[k]``: which of site k's eligible
+    instances to keep (positions in time order; None: all)."""
+    lead, n_hist, n_cnn, n_dh = cfg.lead, HIST_BITS, cfg.cnn_history, cfg.delta_history
+    seen = [0] * len(graphs)   # eligible instances of each site so far
+    tage = TageScL()           # its prediction and confidence are inputs at prediction time
+    cond_idx, cond_taken = np.full(n_hist, -1, np.int64), np.zeros(n_hist, np.uint8)  # the last conditional branches
+    br_hash, br_taken = np.zeros(n_cnn, np.int64), np.zeros(n_cnn, np.uint8)          # the last branches
+    last_line = {}
+    d_prev = {g.pc: np.zeros(N_DELTA_FEATURES, np.int64) for g in graphs if g.task == "load"}  # each load's last deltas
+    c_prev = {g.pc: np.full(n_dh, cfg.delta_classes, np.int64) for g in graphs if g.task == "load"}  # and classes
+    snapshots = _Snapshots(graphs, lead)
+
+    def keep(k: int, i: np.ndarray) -> np.ndarray:
+        ok = np.nonzero(snapshot_index(i, lead) >= 0)[0]
+        first, seen[k] = seen[k], seen[k] + len(ok)
+        return ok if picks[k] is None else ok[np.isin(np.arange(first, seen[k]), picks[k])]
+
+    for ch, br in _chunks(reader, "samples", progress):
+        pred, conf = tage.run(br.pc, br.target, br.taken, br.kind)
+        cond = br.cond
+        cond_idx = np.concatenate([cond_idx, br.idx[cond].astype(np.int64)])
+        cond_taken = np.concatenate([cond_taken, br.taken[cond].astype(np.uint8)])
+        br_hash = np.concatenate([br_hash, _pc_hash(br.pc)])
+        br_taken = np.concatenate([br_taken, br.taken.astype(np.uint8)])
+        access_pc = _access_pcs(ch)
+        parts = []
+        for k, g in enumerate(graphs):
+            if g.task == "branch":
+                pos = np.nonzero(cond & (br.pc == g.pc))[0]
+                pos = pos[keep(k, br.idx[pos].astype(np.int64))]
+                i, n = br.idx[pos].astype(np.int64), len(pos)
+                gvec = np.zeros((n, G_DIM), np.uint8)
+                gvec[:, 0] = 1
+                gvec[:, 2 + n_hist] = pred[pos]
+                gvec[np.arange(n), 3 + n_hist + conf[pos].astype(np.int64)] = 1
+                part = {"taken": br.taken[pos].astype(np.int8), "delta": np.full(n, -1, np.int16),
+                        "tage_pred": pred[pos].astype(np.uint8), "tage_conf": conf[pos].astype(np.uint8),
+                        "bhist_pc": _window(br_hash, n_cnn + pos, n_cnn).astype(np.int16),
+                        "bhist_dir": _window(br_taken, n_cnn + pos, n_cnn),
+                        "dhist": np.full((n, n_dh), cfg.delta_classes, np.int16)}
+            else:
+                i, d = _load_deltas(ch, access_pc, g.pc, last_line)
+                cls = delta_class(d, vocab)
+                ds, cs = np.concatenate([d_prev[g.pc], d]), np.concatenate([c_prev[g.pc], cls])
+                d_prev[g.pc], c_prev[g.pc] = _tail(ds, N_DELTA_FEATURES), _tail(cs, n_dh)
+                j = keep(k, i)   # delta j of this chunk: the access being predicted; deltas before it are known
+                i, n = i[j], len(j)
+                gvec = np.zeros((n, G_DIM), np.uint8)
+                gvec[:, 1] = 1
+                before = _window(ds, N_DELTA_FEATURES + j, N_DELTA_FEATURES)[:, ::-1]   # latest first
+                gvec[:, 2 + n_hist + 4:] = encode_deltas(before).reshape(n, N_DELTA_FEATURES * DELTA_BITS)
+                part = {"taken": np.full(n, -1, np.int8), "delta": cls[j].astype(np.int16),
+                        "tage_pred": np.zeros(n, np.uint8), "tage_conf": np.zeros(n, np.uint8),
+                        "bhist_pc": np.zeros((n, n_cnn), np.int16), "bhist_dir": np.zeros((n, n_cnn), np.uint8),
+                        "dhist": _window(cs, n_dh + j, n_dh).astype(np.int16)}
+            gvec[:, 2:2 + n_hist] = _window(cond_taken, np.searchsorted(cond_idx, i), n_hist)  # before i
+            parts.append({"idx": i, "g": gvec, **part, "site": np.full(n, k, np.int16)})
+        cond_idx, cond_taken = _tail(cond_idx, n_hist), _tail(cond_taken, n_hist)
+        br_hash, br_taken = _tail(br_hash, n_cnn), _tail(br_taken, n_cnn)
+        cols = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        order = np.argsort(cols["idx"], kind="stable")   # samples in time order (validation = the last ones)
+        cols = {key: v[order] for key, v in cols.items()}
+        cols["dynval"] = snapshots.take(ch, cols["site"], snapshot_index(cols["idx"], lead))
+        yield cols
+
+
+class _Snapshots:
+    """The dynamic state of the samples: registers before the snapshot instruction and, per memory
+    slot, the last value its instruction accessed before it. Carries across chunks what snapshots
+    up to ``lead`` + 1 instructions before the next chunk need: those instructions' registers, the
+    slot instructions' accesses among them and the last access of each before them."""
+
+    def __init__(self, graphs: list[SiteGraph], lead: int):
+        self.graphs, self.keep = graphs, lead + 1
+        self.mem_pcs = np.array(sorted({pc for g in graphs for pc in g.mem_pcs}), np.uint64)
+        self.regs, self.regs_first = np.zeros((0, 16), np.uint64), 0   # registers before regs_first, regs_first + 1..
+        self.acc = {"idx": np.zeros(0, np.int64), "pc": np.zeros(0, np.uint64), "val": np.zeros(0, np.uint64)}
+
+    def take(self, ch, site: np.ndarray, snap: np.ndarray) -> np.ndarray:
+        """[M, N_SLOTS] u64 for samples of ``site`` with snapshots ``snap`` (before or inside ``ch``)."""
+        lo, n = ch.first, len(ch.insn)
+        out = np.zeros((len(snap), N_SLOTS), np.uint64)
+        inside = snap >= lo
+        out[inside, :16] = ch.regs_at(snap[inside] - lo)[:, :16]
+        out[~inside, :16] = self.regs[snap[~inside] - self.regs_first]
+        access_pc = _access_pcs(ch)
+        sel = np.isin(access_pc, self.mem_pcs)
+        acc = {"idx": np.concatenate([self.acc["idx"], ch.mem["insn"][sel].astype(np.int64)]),
+               "pc": np.concatenate([self.acc["pc"], access_pc[sel]]),
+               "val": np.concatenate([self.acc["val"], ch.mem["val"][sel]])}
+        for k, g in enumerate(self.graphs):
+            rows = np.nonzero(site == k)[0]
+            for slot, pc in enumerate(g.mem_pcs):
+                m = acc["pc"] == np.uint64(pc)
+                idx, val = acc["idx"][m], acc["val"][m]   # in trace order
+                last = np.searchsorted(idx, snap[rows], side="left") - 1   # last access with index < snap
+                out[rows, 16 + slot] = np.where(last >= 0, val[np.maximum(last, 0)], 0) if len(idx) else 0
+        tail = np.arange(max(n - self.keep, 0), n)
+        self.regs = _tail(np.concatenate([self.regs, ch.regs_at(tail)[:, :16]]), self.keep)
+        self.regs_first = lo + n - len(self.regs)
+        horizon = lo + n - self.keep   # the earliest snapshot of the next chunk's samples
+        before = np.nonzero(acc["idx"] < horizon)[0]
+        _, latest = np.unique(acc["pc"][before][::-1], return_index=True)   # each pc's last access before it
+        rows = np.sort(np.concatenate([before[len(before) - 1 - latest], np.nonzero(acc["idx"] >= horizon)[0]]))
+        self.acc = {key: v[rows] for key, v in acc.items()}
+        return out
+
+
+def _write_columns(out_dir: Path, samples: Iterator[dict], columns: dict, total: int) -> None:
+    """Append the samples to one ``.npy`` per column (each written whole or not at all)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for key, v in cols.items():
-        with atomic_path(out_dir / f"{key}.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, v)
+    with ExitStack() as stack:
+        files = {}
+        for key, (dtype, shape) in columns.items():
+            files[key] = stack.enter_context(open(stack.enter_context(atomic_path(out_dir / f"{key}.npy")), "wb"))
+            npformat.write_array_header_1_0(files[key], {"descr": npformat.dtype_to_descr(np.dtype(dtype)),
+                                                         "fortran_order": False, "shape": (total,) + shape})
+        written = 0
+        for cols in samples:
+            for key, f in files.items():
+                f.write(np.ascontiguousarray(cols[key], columns[key][0]).tobytes())
+            written += len(cols["idx"])
+        if written != total:
+            raise AssertionError(f"{written} samples written, {total} counted")
+
+
+def _write_meta(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, graphs: list[SiteGraph],
+                counts: dict, cfg: DatasetConfig, vocab: list[int], skipped: list[dict]) -> dict:
     with atomic_path(out_dir / "sites.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, static=np.stack([g.static for g in graphs]), adj=np.stack([g.adj for g in graphs]),
                      dyn_slot=np.stack([g.dyn_slot for g in graphs]),
                      pc=np.array([g.pc for g in graphs], np.uint64),
                      task=np.array([TASKS.index(g.task) for g in graphs], np.int8))
-    counts = {t: int(np.isin(cols["site"], [k for k, g in enumerate(graphs) if g.task == t]).sum()) for t in TASKS}
     meta = {"format_version": FORMAT_VERSION, "config": asdict(cfg), "trace": str(trace),
             "trace_sha256": reader.meta.get("file", {}).get("sha256"), "workload": reader.meta.get("workload"),
             "input": reader.meta.get("input", {}).get("index"), "n_insn": reader.n_insn,
             "sites": [{"pc": g.pc, "task": g.task, "nodes": g.nodes, "mem_pcs": g.mem_pcs} for g in graphs],
             "sites_skipped": skipped,
-            "sites_from": sites.get("from_trace"), "delta_vocabulary": vocab, "samples": len(cols["idx"]),
+            "sites_from": sites.get("from_trace"), "delta_vocabulary": vocab, "samples": sum(counts.values()),
             "samples_per_task": counts, "g_dim": G_DIM, "n_slots": N_SLOTS}
     write_json(out_dir / "dataset.json", meta)
     return meta

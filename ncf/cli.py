@@ -328,8 +328,17 @@ def cmd_bench(a) -> int:
                          f"(target >= {bench.TARGET_PREDICTIONS:,}/s; x_target > 1 meets it)",
                          extra={"targets": {"predictions_per_s": bench.TARGET_PREDICTIONS}}))
         return 0
+    if a.what == "dataset":
+        rows = bench.bench_dataset(a.trace, a.lengths or bench.DATASET_LENGTHS, a.skip)
+        last = rows[-1]
+        print(save_table(a.out / "dataset", rows, "ncf bench dataset: sites + dataset of each trace in a fresh process "
+                         f"(target: peak RSS flat in trace length; longest/first trace: {last['rss_x_first']:.2f})",
+                         extra={"targets": {"rss_x_first": 1.0}}))
+        return 0
+    if a.trace and len(a.trace) > 1:
+        raise UsageError(f"bench {a.what} takes one --trace, not {len(a.trace)}")
     if a.what == "baselines":
-        rows = bench.bench_baselines(a.trace, a.instructions, a.skip)
+        rows = bench.bench_baselines(a.trace[0] if a.trace else None, a.instructions, a.skip)
         print(save_table(a.out / "baselines", rows, "ncf bench baselines (targets: TAGE-SC-L >= 1 M branches/s, "
                          "cache model >= 2 M accesses/s; x_target > 1 meets the target)",
                          extra={"targets": {"tage_branches_per_s": bench.TARGET_BRANCHES,
@@ -689,13 +698,16 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks that print figures and ratios against targets",
                        description="Measure, print and save (markdown + JSON under --out) figures with their "
                        "ratio to the project's targets. Benchmarks never fail on a missed target: they report it.")
-    b.add_argument("what", choices=["trace", "baselines", "verify"],
+    b.add_argument("what", choices=["trace", "baselines", "verify", "dataset"],
                    help="trace: capture throughput and bytes per instruction; baselines: predictor and cache "
-                   "model speed; verify: Verilator predictions/s of generated RTL (--rtl)")
+                   "model speed; verify: Verilator predictions/s of generated RTL (--rtl); dataset: `ncf "
+                   "dataset` instructions/s, samples/s and peak RSS per trace length")
     b.add_argument("--rtl", type=Path, help="verify: directory written by `ncf rtl`")
     b.add_argument("--samples", type=int, help="verify: at most this many snapshots (default: all of the bundle's)")
-    b.add_argument("--trace", type=Path, help="baselines: a trace whose streams to time (default: record "
-                   "bzip2 input 0)")
+    b.add_argument("--trace", type=Path, nargs="+", help="baselines: a trace whose streams to time; dataset: "
+                   "traces to build (default: record bzip2 input 0)")
+    b.add_argument("--lengths", type=instructions, nargs="+",
+                   help="dataset: instructions of the traces to record (default 25M 50M 100M)")
     b.add_argument("--workloads", nargs="+", default=["bzip2", "xz", "hmmer", "gnugo"])
     b.add_argument("--instructions", type=instructions, default=20 * 10**6)
     b.add_argument("--skip", type=count, default=10**7)

@@ -84,18 +84,44 @@ def run_branch_predictor(predictor, stream: BranchStream) -> BranchResult:
 
 def hard_branches(result: BranchResult, share: float = 0.5, max_n: int = 32) -> list[dict]:
     """Static branches with the most mispredictions, in order, until ``share`` is covered."""
-    order = np.argsort(-result.static_misp, kind="stable")
     total = max(result.mispredictions, 1)
     out, covered = [], 0
-    for i in order[:max_n]:
-        if covered >= share * total or result.static_misp[i] == 0:
-            break
+    for i in top_sites(result.static_misp, share, max_n):
         covered += int(result.static_misp[i])
         out.append({"pc": int(result.static_pc[i]), "executions": int(result.static_exec[i]),
                     "mispredictions": int(result.static_misp[i]),
                     "accuracy": 1 - result.static_misp[i] / result.static_exec[i],
                     "share": result.static_misp[i] / total, "cumulative_share": covered / total})
     return out
+
+
+def top_sites(events: np.ndarray, share: float, max_n: int) -> list[int]:
+    """Indices of the (at most ``max_n``) entries with the most ``events`` (mispredictions, misses),
+    most first, taken until they cover ``share`` of all events."""
+    total = max(int(events.sum()), 1)
+    out, covered = [], 0
+    for i in np.argsort(-events, kind="stable")[:max_n]:
+        if covered >= share * total or events[i] == 0:
+            break
+        covered += int(events[i])
+        out.append(int(i))
+    return out
+
+
+class Tally:
+    """Counts per key (a pc, a delta), summed chunk by chunk: ``keys`` sorted, ``counts`` [keys, columns]."""
+
+    def __init__(self, dtype, columns: int = 1):
+        self.keys = np.zeros(0, dtype)
+        self.counts = np.zeros((0, columns), np.int64)
+
+    def add(self, keys: np.ndarray, *columns: np.ndarray) -> None:
+        """Add ``columns`` (one amount per key occurrence) to the counts; without columns, count occurrences."""
+        cols = np.stack(columns or (np.ones(len(keys), np.int64),), 1).astype(np.int64)
+        self.keys, inv = np.unique(np.concatenate([self.keys, keys]), return_inverse=True)
+        both = np.concatenate([self.counts, cols])
+        self.counts = np.stack([np.bincount(inv, both[:, c], len(self.keys)).astype(np.int64)
+                                for c in range(both.shape[1])], 1)
 
 
 # --------------------------------------------------------------------------------------- prefetch
@@ -139,9 +165,7 @@ def delinquent_loads(mem: MemoryStream, base, share: float = 0.5, max_n: int = 3
     misses = np.bincount(inv, weights=miss[load], minlength=len(pcs)).astype(np.int64)
     total = max(int(miss.sum()), 1)
     out, covered = [], 0
-    for i in np.argsort(-misses, kind="stable")[:max_n]:
-        if covered >= share * total or misses[i] == 0:
-            break
+    for i in top_sites(misses, share, max_n):
         covered += int(misses[i])
         out.append({"pc": int(pcs[i]), "executions": int(execs[i]), "l1_misses": int(misses[i]),
                     "miss_rate": misses[i] / execs[i], "share": misses[i] / total, "cumulative_share": covered / total})

@@ -11,13 +11,14 @@ record's branch flags and register lists, the way ChampSim infers it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import capstone
 import numpy as np
 from capstone import x86
 
 from .branch_predictors import CALL, COND, IND_CALL, IND_JUMP, JUMP, RET
-from .format import FLAG_BRANCH, FLAG_BYTES, TraceError, TraceReader
+from .format import FLAG_BRANCH, FLAG_BYTES, Chunk, TraceError, TraceReader
 
 NOT_BRANCH = 255
 UNKNOWN = 254  # not decoded yet
@@ -78,6 +79,40 @@ def classify(code: bytes, pc: int, md: capstone.Cs) -> tuple[int, int]:
 
 def branch_stream(reader: TraceReader) -> BranchStream:
     """All executed branches of the trace (the last instruction is dropped: its successor is unknown)."""
+    parts = [br for _, br in branch_chunks(reader)]
+    if not parts:
+        return BranchStream(*(np.zeros(0, t) for t in (np.uint64, np.uint64, np.uint64, bool, np.uint8)), n_insn=0)
+    return BranchStream(*(np.concatenate([getattr(b, k) for b in parts]) for k in ("idx", "pc", "target", "taken",
+                                                                                    "kind")),
+                        n_insn=sum(b.n_insn for b in parts))
+
+
+def branch_chunks(reader: TraceReader) -> Iterator[tuple[Chunk, BranchStream]]:
+    """The trace chunk by chunk (without expanded registers), each with the branches whose successor
+    is known by then: a chunk's last instruction, when it is a branch, comes with the next chunk
+    (the trace's last instruction is dropped). ``n_insn`` of each part = its chunk's instructions."""
+    held = None   # the previous chunk's last instruction, a branch waiting for its successor
+    for ch, kind, fall, taken in _branch_kinds(reader):
+        pc = ch.insn["pc"]
+        is_br = kind != NOT_BRANCH
+        nxt = np.zeros(len(pc), np.uint64)
+        nxt[:-1] = pc[1:]
+        cols = {"idx": ch.insn["idx"][is_br], "pc": pc[is_br], "target": nxt[is_br], "kind": kind[is_br],
+                "fall": None if fall is None else fall[is_br], "taken": None if taken is None else taken[is_br]}
+        if held is not None and len(pc):
+            held["target"][:] = pc[0]
+            cols = {k: None if v is None else np.concatenate([held[k], v]) for k, v in cols.items()}
+            held = None
+        if len(pc) and is_br[-1]:
+            held = {k: None if v is None else v[-1:].copy() for k, v in cols.items()}
+            cols = {k: None if v is None else v[:-1] for k, v in cols.items()}
+        taken = cols["target"] != cols["fall"] if cols["taken"] is None else cols["taken"]
+        yield ch, BranchStream(cols["idx"], cols["pc"], cols["target"], taken.astype(bool),
+                               cols["kind"].astype(np.uint8), len(pc))
+
+
+def _branch_kinds(reader: TraceReader):
+    """Per chunk: (chunk, branch kind of each instruction, fall-through pc or None, taken or None)."""
     if reader.has(FLAG_BYTES):
         return _from_bytes(reader)
     if reader.has(FLAG_BRANCH):
@@ -86,43 +121,10 @@ def branch_stream(reader: TraceReader) -> BranchStream:
     raise AssertionError("unreachable")
 
 
-class _Collector:
-    """Gathers branches chunk by chunk; a chunk's last branch gets its target from the next chunk."""
-
-    def __init__(self):
-        self.parts: list[dict] = []
-        self.n_insn = 0
-
-    def add(self, pc, idx, is_br, kind, fall=None, taken=None) -> None:
-        if self.parts and self.parts[-1]["open"]:
-            self.parts[-1]["target"][-1] = pc[0]
-        nxt = np.zeros(len(pc), np.uint64)
-        nxt[:-1] = pc[1:]
-        self.parts.append({"idx": idx[is_br], "pc": pc[is_br], "target": nxt[is_br], "kind": kind[is_br],
-                           "fall": None if fall is None else fall[is_br],
-                           "taken": None if taken is None else taken[is_br],
-                           "open": bool(len(pc)) and bool(is_br[-1])})
-        self.n_insn += len(pc)
-
-    def stream(self) -> BranchStream:
-        if self.parts and self.parts[-1]["open"]:  # the trace's last instruction: successor unknown
-            self.parts[-1] = {k: (v[:-1] if isinstance(v, np.ndarray) else v) for k, v in self.parts[-1].items()}
-        cat = {k: np.concatenate([p[k] for p in self.parts]) if self.parts else np.zeros(0, np.uint64)
-               for k in ("idx", "pc", "target", "kind")}
-        if self.parts and self.parts[0]["taken"] is not None:
-            taken = np.concatenate([p["taken"] for p in self.parts])
-        else:
-            fall = np.concatenate([p["fall"] for p in self.parts]) if self.parts else np.zeros(0, np.uint64)
-            taken = cat["target"] != fall
-        return BranchStream(cat["idx"], cat["pc"], cat["target"], taken.astype(bool),
-                            cat["kind"].astype(np.uint8), self.n_insn)
-
-
-def _from_bytes(reader: TraceReader) -> BranchStream:
+def _from_bytes(reader: TraceReader):
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     md.detail = True
     kind_of = np.zeros(0, np.uint8)
-    out = _Collector()
     for ch in reader.chunks(registers=False):
         sid = ch.insn["sid"].astype(np.int64)
         if len(sid) and sid.max() >= len(kind_of):
@@ -132,27 +134,22 @@ def _from_bytes(reader: TraceReader) -> BranchStream:
         for s in np.unique(sid[kind_of[sid] == UNKNOWN]):
             pc, code = reader.static.code(int(s))
             kind_of[s] = classify(code, pc, md)[0]
-        kind = kind_of[sid]
-        fall = ch.insn["pc"] + reader.static.len[sid].astype(np.uint64)
-        out.add(ch.insn["pc"], ch.insn["idx"], kind != NOT_BRANCH, kind, fall=fall)
-    return out.stream()
+        yield ch, kind_of[sid], ch.insn["pc"] + reader.static.len[sid].astype(np.uint64), None
 
 
-def _from_champsim(reader: TraceReader) -> BranchStream:
+def _from_champsim(reader: TraceReader):
     from .champsim import BranchType, champsim_branch_type
 
     to_kind = {BranchType.BRANCH_CONDITIONAL: COND, BranchType.BRANCH_DIRECT_JUMP: JUMP,
                BranchType.BRANCH_DIRECT_CALL: CALL, BranchType.BRANCH_RETURN: RET,
                BranchType.BRANCH_INDIRECT: IND_JUMP, BranchType.BRANCH_INDIRECT_CALL: IND_CALL}
-    out = _Collector()
-    for ch in reader.chunks():
+    for ch in reader.chunks(registers=False):
         ins = ch.insn
         kind = np.full(len(ins), NOT_BRANCH, np.uint8)
         for i in np.nonzero(ins["br"] & 1)[0]:
             rec = {"dst_regs": ins["csregs"][i][:2], "src_regs": ins["csregs"][i][2:]}
             kind[i] = to_kind.get(champsim_branch_type(rec), NOT_BRANCH)
-        out.add(ins["pc"], ins["idx"], kind != NOT_BRANCH, kind, taken=(ins["br"] & 2) != 0)
-    return out.stream()
+        yield ch, kind, None, (ins["br"] & 2) != 0
 
 
 def memory_stream(reader: TraceReader) -> MemoryStream:

@@ -12,9 +12,17 @@ baselines: branch predictors (target: TAGE-SC-L >= 1 M branches/s) and the cache
 >= 2 M accesses/s) on synthetic streams (trace_eval/synthetic.py) and on the streams of a real trace.
 
 verify: Verilator predictions/s of generated RTL (target >= 50,000/s), bit-exact stream.
+
+dataset: `ncf dataset` (sites + fused samples, default settings) on bzip2 traces of growing length,
+each run in a fresh process: trace instructions/s, samples/s and the run's peak RSS. Target: peak
+RSS flat in trace length (the builder streams the trace chunk by chunk).
 """
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -150,3 +158,56 @@ def bench_cache(n: int = 5_000_000, config: CacheConfig = CacheConfig(), seed: i
                      "coverage": round(coverage(base, r), 3) if base is not None else None,
                      "late_fraction": round(r.late_fraction, 3)})
     return rows
+
+
+DATASET_LENGTHS = (25 * 10**6, 50 * 10**6, 100 * 10**6)
+
+
+def bench_dataset(traces: list[Path] | None, lengths, skip: int) -> list[dict]:
+    """The dataset of each trace (default: bzip2 input 0, ``lengths`` instructions after ``skip``),
+    each built in a fresh process (``dataset_run``); the first row: that process with nothing built."""
+    with tempfile.TemporaryDirectory(prefix="ncf-bench-") as tmp:
+        if not traces:
+            traces = [Path(tmp) / f"bzip2-0-{n}.ncft" for n in lengths]
+            for t, n in zip(traces, lengths):
+                record(prepare("bzip2", 0), t, skip=skip, count=n, selfcheck=False)
+        for t in traces:
+            TraceReader(t).require_instructions("the dataset benchmark")
+        rows = [_child(None, Path(tmp))] + [_child(Path(t), Path(tmp)) for t in traces]
+    for r in rows:
+        r["rss_x_first"] = r["peak_rss_MiB"] / rows[1]["peak_rss_MiB"]   # target: about 1 (row 0: imports only)
+    return rows
+
+
+def dataset_run(trace: str | None = None, out: str | None = None) -> None:
+    """What `ncf dataset --trace TRACE` builds (sites of the trace itself, default settings; nothing
+    without a trace), then one JSON line: times, samples and this process's peak RSS (VmHWM: unlike
+    ru_maxrss, it leaves out what the process inherited from its parent at fork)."""
+    from ncf.model.dataset import DatasetConfig, build_dataset, find_sites
+
+    row = {"trace": "(imports only)", "instructions": 0, "samples": None, "sites_s": None, "dataset_s": None,
+           "M_insn_s": None, "samples_per_s": None}
+    if trace is not None:
+        t0 = time.perf_counter()
+        sites = find_sites(trace)
+        t1 = time.perf_counter()
+        meta = build_dataset(trace, sites, out, DatasetConfig(), progress=False)
+        t2 = time.perf_counter()
+        row.update(trace=Path(trace).name, instructions=meta["n_insn"], samples=meta["samples"], sites_s=t1 - t0,
+                   dataset_s=t2 - t1, M_insn_s=meta["n_insn"] / (t2 - t0) / 1e6, samples_per_s=meta["samples"] / (t2 - t0))
+    status = Path("/proc/self/status").read_text().splitlines()
+    row["peak_rss_MiB"] = int(next(ln for ln in status if ln.startswith("VmHWM:")).split()[1]) / 1024
+    print(json.dumps(row))
+
+
+def _child(trace: Path | None, tmp: Path) -> dict:
+    """``dataset_run`` in a fresh Python; its output directory is removed afterwards."""
+    out = tmp / "ds"
+    args = [str(trace), str(out)] if trace else []
+    proc = subprocess.run([sys.executable, "-c", "import sys; from ncf.studies.bench import dataset_run; "
+                           "dataset_run(*sys.argv[1:])", *args], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"building the dataset of {trace} failed (exit {proc.returncode}):\n"
+                           + "\n".join(proc.stderr.strip().splitlines()[-5:]))
+    shutil.rmtree(out, ignore_errors=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,10 +1,16 @@
-"""Fused datasets: honest snapshots (a deliberate leak is caught), graphs and splits by input."""
+"""Fused datasets: honest snapshots (a deliberate leak is caught), graphs and splits by input, samples
+as defined on the whole trace whatever its chunk size."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import ncf.model.dataset as dsmod
-from ncf.model.dataset import Dataset, DatasetConfig, build_dataset
+from ncf.model.dataset import HIST_BITS, Dataset, DatasetConfig, build_dataset, find_sites
+from ncf.trace_eval.branch_predictors import TageScL
+from ncf.trace_eval.format import TraceReader
+from ncf.trace_eval.harness import LINE
+from ncf.trace_eval.streams import branch_stream, memory_stream
 from ncf.model.graph import F_STATIC, N_EDGE_TYPES, RELATIONS, encode_values
 
 from ..helpers import LEAD, rewrite_trace
@@ -95,3 +101,62 @@ def test_test_split_uses_the_training_sites_and_vocabulary(bzip2_trace, sites, t
     assert meta["delta_vocabulary"] == train_ds.meta["delta_vocabulary"]
     assert meta["sites_from"] == str(bzip2_trace) and meta["input"] == 1
     assert {s["pc"] for s in meta["sites"]} <= set(sites["branch"]) | set(sites["load"])
+
+
+def _same_dataset(a: Dataset, b: Dataset) -> bool:
+    """Equal arrays, graphs and sidecars (but for what names the trace: the copy has a bare sidecar)."""
+    trace_keys = ("trace", "trace_sha256", "workload", "input")
+    same_meta = {k: v for k, v in a.meta.items() if k not in trace_keys} == \
+        {k: v for k, v in b.meta.items() if k not in trace_keys}
+    return (same_meta and a.arrays.keys() == b.arrays.keys()
+            and all(np.array_equal(a.arrays[k], b.arrays[k]) and a.arrays[k].dtype == b.arrays[k].dtype
+                    for k in a.arrays)
+            and all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("static", "adj", "dyn_slot", "site_pc")))
+
+
+@pytest.fixture(scope="module")
+def rechunked(bzip2_trace, tmp_path_factory):
+    """The bzip2 trace in chunks of 577 instructions: hundreds of chunk boundaries, a lead of 1000 spans two."""
+    return rewrite_trace(bzip2_trace, tmp_path_factory.mktemp("rechunked") / "bzip2-0.ncft", chunk_insns=577,
+                         sidecar=True)
+
+
+def test_sites_do_not_depend_on_the_chunk_size(rechunked, sites):
+    assert {k: v for k, v in find_sites(rechunked).items() if k != "from_trace"} == \
+        {k: v for k, v in sites.items() if k != "from_trace"}
+
+
+@pytest.mark.parametrize("lead", [0, 1, 100, 1000])
+def test_datasets_do_not_depend_on_the_chunk_size(bzip2_trace, rechunked, sites, lead, tmp_path):
+    cfg = DatasetConfig(lead=lead, max_per_site=None if lead in (0, 100) else 500)
+    build_dataset(bzip2_trace, sites, tmp_path / "a", cfg, progress=False)
+    build_dataset(rechunked, sites, tmp_path / "b", cfg, progress=False)
+    a = Dataset(tmp_path / "a")
+    assert len(a) and (a.arrays["idx"] >= lead).all()
+    assert _same_dataset(a, Dataset(tmp_path / "b"))
+
+
+def test_samples_match_their_definition_on_the_whole_trace(bzip2_trace, train_ds):
+    """A reference from the whole trace in memory: registers before i - lead, the branch outcome,
+    TAGE-SC-L's prediction, the global history and the last branches before i, the load's delta."""
+    r = TraceReader(bzip2_trace)
+    regs = np.concatenate([ch.insn["regs"][:, :16] for ch in r.chunks()])
+    br, mem = branch_stream(TraceReader(bzip2_trace)), memory_stream(TraceReader(bzip2_trace))
+    tage_pred, _ = TageScL().run(br.pc, br.target, br.taken, br.kind)
+    cond_taken, cond_idx = br.taken[br.cond], br.idx[br.cond].astype(np.int64)
+    a, vocab = train_ds.arrays, train_ds.meta["delta_vocabulary"]
+    for j in np.linspace(0, len(a["idx"]) - 1, 200).astype(int):
+        i, site = int(a["idx"][j]), train_ds.meta["sites"][a["site"][j]]
+        assert (a["dynval"][j, :16] == regs[i - LEAD]).all()
+        hist = cond_taken[:np.searchsorted(cond_idx, i)][-HIST_BITS:]
+        assert (a["g"][j, 2 + HIST_BITS - len(hist):2 + HIST_BITS] == hist).all()
+        if site["task"] == "branch":
+            k = int(np.searchsorted(br.idx, i))
+            assert a["taken"][j] == br.taken[k] and a["tage_pred"][j] == tage_pred[k]
+            last = br.taken[max(k - len(a["bhist_dir"][j]), 0):k]
+            assert (a["bhist_dir"][j, len(a["bhist_dir"][j]) - len(last):] == last).all()
+        else:
+            q = np.nonzero(~mem.is_store & (mem.pc == site["pc"]))[0]
+            k = int(np.searchsorted(mem.idx[q], i))
+            d = int(mem.addr[q[k]] // LINE) - int(mem.addr[q[k - 1]] // LINE)
+            assert a["delta"][j] == (vocab.index(d) if d in vocab else len(vocab))
