@@ -412,10 +412,10 @@ def _write_meta(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, gr
 
 def concat_datasets(parts: list, out_dir: str | Path) -> dict:
     """One dataset of ``parts`` (dataset directories built with the same config and delta vocabulary
-    for the same sites: the windows and inputs of one training set), their samples in the order given.
-    A site (by pc) takes the graph of the first part that has it; a part whose graph of that site
-    differs (its window executed other code around it) contributes no samples of it, and the
-    sidecar counts them in ``samples_dropped``."""
+    for the same sites: the windows and inputs of one training set), their samples in the order given,
+    written part by part. A site (by pc) takes the graph of the first part that has it; a part whose
+    graph of that site differs (its window executed other code around it) contributes no samples of
+    it, and the sidecar counts them in ``samples_dropped``."""
     out_dir = check_output(out_dir, directory=True)
     ds = [Dataset(p) for p in parts]
     if not ds:
@@ -425,7 +425,7 @@ def concat_datasets(parts: list, out_dir: str | Path) -> dict:
         for key in ("config", "delta_vocabulary"):
             if d.meta[key] != first[key]:
                 raise DataError(f"{d.path}: its {key} differs from {ds[0].path}'s; the parts cannot be merged")
-    graphs, where, cols, dropped = [], {}, [], {}
+    graphs, where, remaps, dropped = [], {}, [], {}
     for d in ds:
         remap = np.full(len(d.site_pc), -1, np.int64)
         for k, pc in enumerate(d.site_pc):
@@ -435,20 +435,32 @@ def concat_datasets(parts: list, out_dir: str | Path) -> dict:
             j = where.setdefault((g.task, g.pc), len(graphs))
             if j == len(graphs):
                 graphs.append(g)
-            same = all(np.array_equal(getattr(g, f), getattr(graphs[j], f)) for f in ("static", "adj", "dyn_slot"))
-            if same and g.mem_pcs == graphs[j].mem_pcs:
+            h = graphs[j]
+            if g.mem_pcs == h.mem_pcs and all(np.array_equal(getattr(g, f), getattr(h, f))
+                                              for f in ("static", "adj", "dyn_slot")):
                 remap[k] = j
-        site = np.asarray(d.arrays["site"], np.int64)
-        keep = remap[site] >= 0
-        for k in np.nonzero(remap < 0)[0]:
-            dropped[f"{int(d.site_pc[k]):#x}"] = dropped.get(f"{int(d.site_pc[k]):#x}", 0) + int((site == k).sum())
-        part = {key: np.asarray(v)[keep] for key, v in d.arrays.items()}
-        part["site"] = remap[site[keep]].astype(np.int16)
-        cols.append(part)
-    cols = {key: np.concatenate([c[key] for c in cols]) for key in cols[0]}
-    meta = _write(out_dir, Path(first["trace"]), TraceReader(first["trace"], verify=False),
-                  {"from_trace": first["sites_from"]}, graphs, cols, DatasetConfig(**first["config"]),
-                  first["delta_vocabulary"], [s for d in ds for s in d.meta["sites_skipped"]])
+            else:
+                n = int((np.asarray(d.arrays["site"]) == k).sum())
+                dropped[f"{int(pc):#x}"] = dropped.get(f"{int(pc):#x}", 0) + n
+        remaps.append(remap)
+
+    def samples():
+        for d, remap in zip(ds, remaps):
+            site = np.asarray(d.arrays["site"], np.int64)
+            keep = remap[site] >= 0
+            cols = {key: np.asarray(v)[keep] for key, v in d.arrays.items()}
+            cols["site"] = remap[site[keep]]
+            yield cols
+
+    cfg = DatasetConfig(**first["config"])
+    kept = [np.bincount(np.asarray(d.arrays["site"], np.int64), minlength=len(r))[r >= 0].sum() if len(d) else 0
+            for d, r in zip(ds, remaps)]
+    _write_columns(out_dir, samples(), _columns(cfg), int(sum(kept)))
+    site = np.load(out_dir / "site.npy", mmap_mode="r")
+    counts = {t: int(np.isin(site, [k for k, g in enumerate(graphs) if g.task == t]).sum()) for t in TASKS}
+    meta = _write_meta(out_dir, Path(first["trace"]), TraceReader(first["trace"], verify=False),
+                       {"from_trace": first["sites_from"]}, graphs, counts, cfg, first["delta_vocabulary"],
+                       [s for d in ds for s in d.meta["sites_skipped"]])
     meta.update({"parts": [{"path": str(d.path), "trace_sha256": d.meta["trace_sha256"], "input": d.meta["input"],
                             "samples": len(d)} for d in ds], "samples_dropped": dropped})
     write_json(out_dir / "dataset.json", meta)
