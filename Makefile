@@ -69,6 +69,7 @@ bench: setup
 	$(PY) -m ncf.cli bench trace
 	$(PY) -m ncf.cli bench baselines
 	$(PY) -m ncf.cli bench dataset
+	$(PY) -m ncf.cli bench train
 	@if [ -f $(DEMO_VERIFY) ]; then $(PY) -m ncf.cli bench verify --rtl \
 	  "$$($(PY) -c 'import json; print(json.load(open("$(DEMO_VERIFY)"))["verilator"]["rtl"])')"; \
 	else echo "bench verify: no RTL yet ($(DEMO_VERIFY)); run make demo first"; fi

@@ -125,11 +125,11 @@ def gnn_features(model, ds, dynamic: bool = True, batch: int = 512) -> np.ndarra
                 at = at[:1]
             for k in range(0, len(at), batch):
                 rows = at[k:k + batch]
-                static, dyn, adj, g = batches(rows, shared_site=True)
+                graph, dyn, g = batches(rows)
                 if not dynamic:
                     dyn, g = torch.zeros_like(dyn), torch.zeros_like(g)
-                h = model.nodes(static, dyn, adj)
-                mask = model.mask(static).unsqueeze(-1)
+                h = model.nodes(graph, dyn)
+                mask = model.sample_mask(graph)
                 hbar = (h * mask).sum(1) / mask.sum(1).clamp(min=1)
                 r = model.act_read(model.read_h(h.flatten(1)) + model.read_g(model.q_in(g)))
                 out[rows] = torch.cat([r, hbar], 1).double().numpy()
@@ -186,9 +186,9 @@ def train_scratch(train_dir: Path, n_classes: int, cfg, progress: bool = True):
     return model
 
 
-def _class_logits(model, static, dyn, adj, g):
+def _class_logits(model, graph, dyn, g):
     body = model["body"]
-    h = body.nodes(static, dyn, adj)
+    h = body.nodes(graph, dyn)
     return model["head"](body.act_read(body.read_h(h.flatten(1)) + body.read_g(body.q_in(g))))
 
 
@@ -199,14 +199,11 @@ def scratch_predict(model, ds, batch: int = 512) -> np.ndarray:
     from .train import GraphBatches
 
     batches = GraphBatches(ds, "fused", torch.device("cpu"))
-    site = np.asarray(ds.arrays["site"])
-    logp = []
+    rows = np.arange(len(ds))
     model.eval()
     with torch.no_grad():
-        for s in np.unique(site):
-            at = np.flatnonzero(site == s)
-            for k in range(0, len(at), batch):
-                logp.append(torch.log_softmax(_class_logits(model, *batches(at[k:k + batch], shared_site=True)), -1))
+        logp = [torch.log_softmax(_class_logits(model, *batches(rows[k:k + batch])), -1)
+                for k in range(0, len(rows), batch)]
     return torch.cat(logp).mean(0).numpy()
 
 

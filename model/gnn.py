@@ -6,13 +6,16 @@ a branch logit (taken) and C delta-class logits (next-address delta class of the
 Data (one site = one fixed graph of N nodes, padded; node 0 is the target instruction)
     static [N, Fs]     node type / opcode / register one-hots; an all-zero row is a padding node
     adj    [E, N, N]   0/1, E typed relations; adj[e, i, j] = 1: a message flows from node j to i
+                       (the general form takes a batch's graphs as edge lists, ``GraphBatch``)
     dyn    [N, Fd]     per sample: value encodings on operand nodes, zeros elsewhere
     g      [G]         per sample: graph-level vector (history bits, TAGE-SC-L guess, deltas)
 
 Model (T steps, per-step weights; mask_i = 1 for real nodes, 0 for padding nodes)
     embed      h0_i = mask_i * relu(W_s static_i + W_d dyn_i + b)         (= relu(W_in [static; dyn] + b))
-    message    m_e,j = W_e h_j                                           one Linear(H, E*H), no bias
+    message    m_e,j = W_e h_j                                  W_e: rows of one Linear(H, E*H), no bias
     aggregate  a_i = sum_e sum_j adj[e, i, j] m_e,j                        sum, no mean
+               general form: per edge, gather h_j, one grouped matmul by relation, index_add_ into i
+               (as PyG does: the cost follows a site's ~100 edges, not its E*N*N adjacency entries)
     update     c = relu(W_ch h + W_ca a + b_c)                           (= relu(W_c [h; a] + b_c))
                z = clip01(W_zh h + W_za a + b_z)                          (= clamp(W_z [h; a] + b_z, 0, 1))
                h' = mask * (c + z * (h - c))                               (= z*h + (1-z)*c)
@@ -39,8 +42,10 @@ Designed for the quantization stage (Brevitas -> QONNX -> hls4ml, see shared/TOO
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -70,19 +75,64 @@ def node_mask(static: torch.Tensor) -> torch.Tensor:
     return (static != 0).any(-1).to(static.dtype)
 
 
+class GraphBatch(NamedTuple):
+    """The graphs of a batch of B samples, sample b on the graph of site ``site[b]`` (like PyG's Batch,
+    for graphs that many samples share): what the general form runs message passing over.
+    static [S, N, Fs]  the sites' static node features (static embedding and padding mask are per site)
+    site   [B]         long, each sample's site
+    src    [M]         row b*N + j of the node states h.reshape(B*N, H): the sender of an edge of sample b
+    dst    [M]         row b*N + i of the aggregates a.reshape(B*N, H): its receiver
+    offs   [E]         int32: the edges are sorted by relation, relation e's are offs[e-1]:offs[e]"""
+    static: torch.Tensor
+    site: torch.Tensor
+    src: torch.Tensor
+    dst: torch.Tensor
+    offs: torch.Tensor
+
+    def to(self, device) -> GraphBatch:
+        return GraphBatch(*(t.to(device) for t in self))
+
+
+class SiteGraphs:
+    """S site graphs, static features [S, N, Fs] and dense 0/1 adjacency [S, E, N, N] (adj[s, e, i, j]
+    = 1: node j sends relation e to node i), kept as edge lists; ``graphs(site)`` -> the GraphBatch
+    of samples of sites ``site`` [B] (long)."""
+
+    def __init__(self, static: torch.Tensor, adj: torch.Tensor):
+        S, E, N = adj.shape[0], adj.shape[1], adj.shape[-1]
+        s, e, i, j = adj.nonzero().unbind(1)                          # site-major, then relation
+        self.static, self.n_types, self.n_nodes, self.src, self.dst = static, E, N, j, i
+        count = torch.bincount(s * E + e, minlength=S * E)                 # edges of (site, relation)
+        self.count, self.first = count.view(S, E), (count.cumsum(0) - count).view(S, E)   # and the first one
+
+    def __call__(self, site: torch.Tensor) -> GraphBatch:
+        count, first = self.count[site].T.flatten(), self.first[site].T.flatten()      # [E*B], relation-major
+        sample = torch.arange(len(site)).repeat(self.n_types)
+        k = torch.arange(int(count.sum())) + torch.repeat_interleave(first - (count.cumsum(0) - count), count)
+        row = torch.repeat_interleave(sample, count) * self.n_nodes
+        offs = count.view(self.n_types, -1).sum(1).cumsum(0).to(torch.int32)
+        return GraphBatch(self.static, site, self.src[k] + row, self.dst[k] + row, offs)
+
+
+def one_site(static: torch.Tensor, adj: torch.Tensor, batch: int) -> GraphBatch:
+    """The GraphBatch of ``batch`` samples of one site (static [N, Fs], adj [E, N, N])."""
+    return SiteGraphs(static[None], adj[None])(torch.zeros(batch, dtype=torch.long))
+
+
 def flat_input(dyn: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """The compact form's input: x = [dyn.reshape(B, N*Fd), g], shape [B, N*Fd + G]."""
     return torch.cat([dyn.flatten(1), g], 1)
 
 
 class Step(nn.Module):
-    """One message-passing step: message and update (aggregation belongs to the graph form).
+    """One message-passing step: message weights and update (aggregation belongs to the graph form).
 
-    message(h) = q_msg(W_msg h), W_msg = [W_0; ...; W_{E-1}] one Linear(d_h, d_m) without bias
+    W_msg = [W_0; ...; W_{E-1}] one Linear(d_h, d_m) without bias; q_msg requantizes messages
     update(h, a) = q_state(c + q_prod(z * q_diff(h - c))),   c = act(W_ch h + W_ca a + b_c),
                    z = clip01(W_zh h + W_za a + b_z);   gate=False: update(h, a) = c
-    General form: d_h = H, d_m = E*H (per node). Compact form: the same class with kron weights,
-    d_h = N*H, d_m = E*N*H, and the general step's hook modules.
+    General form: d_h = H, d_m = E*H; messages per edge (``FusedGNN.aggregate``). Compact form: the
+    same class with kron weights, d_h = N*H, d_m = P*H, message(h) = q_msg(W_msg h) for every sending
+    (node, relation) pair, and the general step's hook modules.
     """
 
     def __init__(self, d_h: int, d_m: int, gate: bool, linear=nn.Linear):
@@ -111,8 +161,7 @@ class Step(nn.Module):
 class FusedGNN(nn.Module):
     """General form: a batch of samples from different sites (formulas in the module docstring).
 
-    forward(static [B,N,Fs], dyn [B,N,Fd], adj [B,E,N,N] (or [E,N,N] for one shared site), g [B,G])
-        -> (branch_logit [B], delta_logits [B,C])
+    forward(graph (``GraphBatch``), dyn [B,N,Fd], g [B,G]) -> (branch_logit [B], delta_logits [B,C])
     Hooks (identity / ReLU by default, replaced by quantizers later): q_in (dyn and g), q_static,
     act_in, act_read, and per step ``STEP_HOOKS``.
     """
@@ -137,21 +186,33 @@ class FusedGNN(nn.Module):
     def mask(self, static):
         return node_mask(static) if self.cfg.mask_pads else torch.ones_like(static[..., 0])
 
-    def embed(self, static, dyn):
-        """h0 = relu(W_s static + W_d dyn + b) per node: [B,N,Fs], [B,N,Fd] -> [B,N,H] (unmasked)."""
-        return self.act_in(self.embed_static(self.q_static(static)) + self.embed_dyn(self.q_in(dyn)))
+    def sample_mask(self, graph: GraphBatch):
+        """The padding mask of each sample's nodes, [B,N,1] (computed per site)."""
+        return self.mask(graph.static)[graph.site].unsqueeze(-1)
 
-    def aggregate(self, adj, m):
-        """a_i = sum_e sum_j adj[e,i,j] m_e,j: adj [B,E,N,N] or [E,N,N], m [B,N,E*H] -> [B,N,H]."""
-        B, N, _ = m.shape
-        return torch.einsum("...eij,...jeh->...ih", adj, m.view(B, N, self.cfg.edge_types, -1))
+    def embed(self, graph: GraphBatch, dyn):
+        """h0 = relu(W_s static + b + W_d dyn) per node, [B,N,H] (unmasked); W_s static + b per site."""
+        return self.act_in(self.embed_static(self.q_static(graph.static))[graph.site] + self.embed_dyn(self.q_in(dyn)))
 
-    def nodes(self, static, dyn, adj):
+    def message_weights(self, step: Step) -> torch.Tensor:
+        """The message weights W_e as [E, H, H] (W_e = rows e*H:(e+1)*H of the message Linear)."""
+        return step.msg.weight.view(self.cfg.edge_types, self.cfg.hidden, self.cfg.hidden)
+
+    def aggregate(self, step: Step, h, graph: GraphBatch):
+        """a_i = sum over the edges (j, e) -> i of q_msg(W_e h_j), [B,N,H] -> [B,N,H]: the senders'
+        states are gathered, multiplied by their relation's W_e (one grouped matmul over the
+        relation-sorted edges) and summed into the receivers (index_add_)."""
+        B, N, H = h.shape
+        sent = h.reshape(B * N, H).index_select(0, graph.src)
+        m = step.q_msg(F.grouped_mm(sent, self.message_weights(step).transpose(1, 2), offs=graph.offs))
+        return h.new_zeros(B * N, H).index_add_(0, graph.dst, m).view(B, N, H)
+
+    def nodes(self, graph: GraphBatch, dyn):
         """Node states after T steps, [B,N,H]; padding nodes stay exactly 0 when mask_pads."""
-        mask = self.mask(static).unsqueeze(-1)
-        h = mask * self.embed(static, dyn)
+        mask = self.sample_mask(graph)
+        h = mask * self.embed(graph, dyn)
         for step in self.steps:
-            a = step.q_agg(self.aggregate(adj, step.message(h)))
+            a = step.q_agg(self.aggregate(step, h, graph))
             h = mask * step.update(h, a)
         return h
 
@@ -160,8 +221,25 @@ class FusedGNN(nn.Module):
         out = self.head(self.act_read(self.read_h(h.flatten(1)) + self.read_g(self.q_in(g))))
         return out[:, 0], out[:, 1:]
 
-    def forward(self, static, dyn, adj, g):
-        return self.readout(self.nodes(static, dyn, adj), g)
+    def forward(self, graph: GraphBatch, dyn, g):
+        return self.readout(self.nodes(graph, dyn), g)
+
+
+class DenseGNN(FusedGNN):
+    """Reference only: the general form with dense aggregation, as training ran before edge lists.
+    Messages of every node in every relation, a_i = sum_e sum_j adj[e,i,j] m_e,j as one einsum over
+    the batch's adjacency [B,E,N,N] (rebuilt from the GraphBatch). Same parameters as FusedGNN; tests
+    and ``ncf bench train`` compare the two."""
+
+    def aggregate(self, step: Step, h, graph: GraphBatch):
+        B, N, H = h.shape
+        E = self.cfg.edge_types
+        offs = graph.offs.long()
+        rel = torch.repeat_interleave(torch.arange(E, device=h.device), torch.diff(offs, prepend=offs.new_zeros(1)))
+        adj = h.new_zeros(B * E * N * N)
+        adj[((graph.dst // N * E + rel) * N + graph.dst % N) * N + graph.src % N] = 1
+        m = step.q_msg(F.linear(h, self.message_weights(step).reshape(E * H, H)))
+        return torch.einsum("beij,bjeh->bih", adj.view(B, E, N, N), m.view(B, N, E, H))
 
 
 class SiteGNN(nn.Module):
@@ -182,7 +260,7 @@ class SiteGNN(nn.Module):
         cfg, B = self.model.cfg, x.shape[0]
         n = cfg.n_nodes * cfg.f_dyn
         dyn, g = x[:, :n].reshape(B, cfg.n_nodes, cfg.f_dyn), x[:, n:]
-        branch, delta = self.model(self.static.expand(B, -1, -1), dyn, self.adj, g)
+        branch, delta = self.model(one_site(self.static, self.adj, B), dyn, g)
         return torch.cat([branch[:, None], delta], 1)
 
 

@@ -52,7 +52,7 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-5
     seed: int = 0
-    threads: int = 2
+    threads: int = 1                 # torch threads; on a shared machine a 2nd thread waits for busy cores
     device: str = "auto"             # auto = cuda if present, else cpu
 
     def __post_init__(self):
@@ -79,31 +79,34 @@ def device_of(cfg: TrainConfig) -> torch.device:
 
 # --------------------------------------------------------------------------------------- GNN inputs
 class GraphBatches:
-    """Turns dataset rows into the GNN's tensors; the ablations blank out what they must not see."""
+    """Turns dataset rows into the GNN's inputs (graph, dyn, g); the ablations blank out what they
+    must not see. The value encodings of every row are computed once, here, not per batch."""
 
-    def __init__(self, ds: Dataset, model: str, device: torch.device):
-        self.ds, self.model, self.device = ds, model, device
-        self.static = torch.tensor(ds.static, dtype=torch.float32, device=device)
-        self.adj = torch.tensor(ds.adj, dtype=torch.float32, device=device)
-        self.slot = ds.dyn_slot.astype(np.int64)
+    def __init__(self, ds: Dataset, model: str, device: torch.device, chunk: int = 1 << 16):
+        from .gnn import SiteGraphs
 
-    def __call__(self, rows: np.ndarray, shared_site: bool = False) -> tuple[torch.Tensor, ...]:
-        """Tensors for ``rows``; ``shared_site``: all rows are of one site, so the adjacency is
-        passed once ([E,N,N]) instead of per sample (much faster for prediction)."""
-        a = self.ds.arrays
-        site = np.asarray(a["site"][rows], np.int64)
-        enc = encode_values(np.asarray(a["dynval"][rows]))                 # [B, slots, bits]
-        enc = np.concatenate([enc, np.zeros((len(rows), 1, N_VALUE_BITS), np.uint8)], axis=1)
-        slot = self.slot[site]                                               # [B, N]; -1 -> the zero row
-        dyn = enc[np.arange(len(rows))[:, None], np.where(slot >= 0, slot, enc.shape[1] - 1)]
-        t = lambda x: torch.tensor(x, dtype=torch.float32, device=self.device)
-        adj = self.adj[site[0]] if shared_site else self.adj[site]
-        static, dyn, g = self.static[site], t(dyn), t(np.asarray(a["g"][rows]))
-        if self.model in ("static", "history"):
-            dyn = torch.zeros_like(dyn)
-        if self.model == "history":
+        self.model, self.device = model, device
+        a = ds.arrays
+        static, adj = torch.tensor(ds.static, dtype=torch.float32), torch.tensor(ds.adj)
+        if model == "history":
             static, adj = torch.zeros_like(static), torch.zeros_like(adj)
-        return static, dyn, adj, g
+        self.graphs = SiteGraphs(static, adj)
+        self.site = torch.from_numpy(np.asarray(a["site"], np.int64))
+        self.g = torch.tensor(np.asarray(a["g"]))
+        n, slots = a["dynval"].shape
+        self.enc = torch.zeros(n, slots + 1, N_VALUE_BITS, dtype=torch.uint8)      # slot ``slots``: no value
+        for k in range(0, n, chunk):
+            self.enc[k:k + chunk, :slots] = torch.from_numpy(encode_values(np.asarray(a["dynval"][k:k + chunk])))
+        self.slot = torch.from_numpy(np.where(ds.dyn_slot >= 0, ds.dyn_slot, slots).astype(np.int64))   # [S, N]
+
+    def __call__(self, rows: np.ndarray) -> tuple:
+        r = torch.from_numpy(np.asarray(rows, np.int64))
+        site = self.site[r]
+        if self.model in ("static", "history"):
+            dyn = torch.zeros(len(r), self.slot.shape[1], N_VALUE_BITS)
+        else:
+            dyn = self.enc[r[:, None], self.slot[site]].float()                      # [B, N, Fd]
+        return self.graphs(site).to(self.device), dyn.to(self.device), self.g[r].float().to(self.device)
 
 
 def labels(ds: Dataset, rows: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,14 +216,10 @@ def predict_gnn(model, ds: Dataset, batches: GraphBatches, rows: np.ndarray, dev
     """(branch probability, delta class) for ``rows``."""
     model.eval()
     p_taken, cls = np.zeros(len(rows)), np.zeros(len(rows), np.int64)
-    site = np.asarray(ds.arrays["site"][rows])
-    for s in np.unique(site):   # one site at a time: its adjacency is shared by the batch
-        at = np.flatnonzero(site == s)
-        for k in range(0, len(at), batch):
-            part = at[k:k + batch]
-            bl, dl = model(*batches(rows[part], shared_site=True))
-            p_taken[part] = torch.sigmoid(bl).cpu().numpy()
-            cls[part] = dl.argmax(-1).cpu().numpy()
+    for k in range(0, len(rows), batch):
+        bl, dl = model(*batches(rows[k:k + batch]))
+        p_taken[k:k + batch] = torch.sigmoid(bl).cpu().numpy()
+        cls[k:k + batch] = dl.argmax(-1).cpu().numpy()
     return p_taken, cls
 
 

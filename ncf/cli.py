@@ -39,6 +39,13 @@ def env_var(text: str) -> tuple[str, str]:
     return key, value
 
 
+def positive(text: str) -> int:
+    """A whole number >= 1."""
+    if not re.fullmatch(r"\s*[0-9]+\s*", text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number >= 1")
+    return int(text)
+
+
 def instructions(text: str) -> int:
     """A count of instructions to record: at least 1."""
     n = count(text)
@@ -337,6 +344,16 @@ def cmd_bench(a) -> int:
         return 0
     if a.trace and len(a.trace) > 1:
         raise UsageError(f"bench {a.what} takes one --trace, not {len(a.trace)}")
+    if a.what == "train":
+        machine = bench.machine_load()
+        rows = bench.bench_train(a.dataset, a.trace[0] if a.trace else None, a.instructions, a.skip, a.epochs,
+                                 a.batch, a.threads)
+        print(save_table(a.out / "train", rows, f"ncf bench train: training samples/s, {a.threads} thread(s) on "
+                         f"{machine['cpus']} cpus, load average {machine['load_average']:.1f} before the run "
+                         f"(target: fused GNN over edge lists >= {bench.TARGET_TRAIN_RATIO:.0f}x the dense path; "
+                         "x_target > 1 meets it)",
+                         extra={"targets": {"fused_edge_lists_over_dense": bench.TARGET_TRAIN_RATIO}, **machine}))
+        return 0
     if a.what == "baselines":
         rows = bench.bench_baselines(a.trace[0] if a.trace else None, a.instructions, a.skip)
         print(save_table(a.out / "baselines", rows, "ncf bench baselines (targets: TAGE-SC-L >= 1 M branches/s, "
@@ -698,16 +715,23 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks that print figures and ratios against targets",
                        description="Measure, print and save (markdown + JSON under --out) figures with their "
                        "ratio to the project's targets. Benchmarks never fail on a missed target: they report it.")
-    b.add_argument("what", choices=["trace", "baselines", "verify", "dataset"],
+    b.add_argument("what", choices=["trace", "baselines", "verify", "dataset", "train"],
                    help="trace: capture throughput and bytes per instruction; baselines: predictor and cache "
                    "model speed; verify: Verilator predictions/s of generated RTL (--rtl); dataset: `ncf "
-                   "dataset` instructions/s, samples/s and peak RSS per trace length")
+                   "dataset` instructions/s, samples/s and peak RSS per trace length; train: training "
+                   "samples/s of every learned model, the fused GNN over dense adjacency and over edge lists")
     b.add_argument("--rtl", type=Path, help="verify: directory written by `ncf rtl`")
     b.add_argument("--samples", type=int, help="verify: at most this many snapshots (default: all of the bundle's)")
     b.add_argument("--trace", type=Path, nargs="+", help="baselines: a trace whose streams to time; dataset: "
-                   "traces to build (default: record bzip2 input 0)")
+                   "traces to build (default: record bzip2 input 0); train: a trace to build the dataset from")
     b.add_argument("--lengths", type=instructions, nargs="+",
                    help="dataset: instructions of the traces to record (default 25M 50M 100M)")
+    b.add_argument("--dataset", type=Path, help="train: a dataset (`ncf dataset`) to train on (default: built "
+                   "from --trace: 5 hard branches, 5 delinquent loads, <= 1500 samples per site)")
+    b.add_argument("--epochs", type=positive, default=2, help="train: epochs per model")
+    b.add_argument("--batch", type=positive, default=256, help="train: batch size")
+    b.add_argument("--threads", type=positive, default=_default("TrainConfig", "threads"),
+                   help=f"train: torch threads (default {_default('TrainConfig', 'threads')}, as training)")
     b.add_argument("--workloads", nargs="+", default=["bzip2", "xz", "hmmer", "gnugo"])
     b.add_argument("--instructions", type=instructions, default=20 * 10**6)
     b.add_argument("--skip", type=count, default=10**7)

@@ -30,6 +30,9 @@ with the same quantization metadata (0/1 multiplication keeps every value on its
 Brevitas refuses to add QuantTensors of different scales, so only the hooks that feed a biased
 QuantLinear return QuantTensors (q_in, q_static, act_in, act_read, q_agg, q_state, and act when
 gate=False); the others return plain tensors (the next quantizer requantizes the value).
+Messages are computed per edge (``FusedGNN.aggregate``) with the message QuantLinear's
+fake-quantized weight; sums of on-grid values are exact in float32, so the edge-list aggregation of
+this form and the dense constant ``K`` of the compact form give the same bits.
 """
 from __future__ import annotations
 
@@ -135,26 +138,30 @@ class QFusedGNN(FusedGNN):
 
     fold_bias_bits: int = 24
 
-    def embed(self, static, dyn):
+    def embed(self, graph, dyn):
         """h0 = act_in(fold(W_s q_static(static) + b) + W_d q_in(dyn)); fold() rounds the static
         embedding (half to even, straight-through gradient) to the grid of the compact input
         layer's bias, scale(q_in) * scale(W_d), and clips it to fold_bias_bits: exactly what
         CompactGNN.from_general + the IntBias of its input layer do, so both forms agree."""
         xd = self.q_in(dyn)
-        b0 = self.embed_static(self.q_static(static))
+        b0 = self.embed_static(self.q_static(graph.static))                 # per site
         if isinstance(xd, QuantTensor):
             scale = xd.scale * self.embed_dyn.quant_weight().scale
             lim = 2.0 ** (self.fold_bias_bits - 1)
             q = torch.clamp(torch.round(b0 / scale), -lim, lim - 1) * scale
             b0 = b0 + (q - b0).detach()
-        return self.act_in(b0 + self.embed_dyn(xd))
+        return self.act_in(b0[graph.site] + self.embed_dyn(xd))
 
-    def nodes(self, static, dyn, adj):
-        mask = self.mask(static).unsqueeze(-1)
-        h = self.embed(static, dyn)
+    def message_weights(self, step):
+        """The fake-quantized message weights (what the QuantLinear multiplies by), [E, H, H]."""
+        return step.msg.quant_weight().value.view(self.cfg.edge_types, self.cfg.hidden, self.cfg.hidden)
+
+    def nodes(self, graph, dyn):
+        mask = self.sample_mask(graph)
+        h = self.embed(graph, dyn)
         h = _rewrap(h, mask * _value(h))
         for step in self.steps:
-            a = step.q_agg(self.aggregate(adj, _value(step.message(h))))
+            a = step.q_agg(self.aggregate(step, _value(h), graph))
             u = step.update(h, a)
             h = _rewrap(u, mask * _value(u))
         return h

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ncf.io import DataError, UsageError, check_output, read_json, write_json
+from ncf.io import DataError, read_json, write_json
 
 from .export import export_compact, input_precision, run_qonnx
 from .intref import extract_int_params, intref, save_int_params
@@ -40,8 +40,8 @@ def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int |
     rows = np.flatnonzero(np.asarray(ds.arrays["site"]) == site)
     if max_rows and len(rows) > max_rows:
         rows = rows[np.unique(np.linspace(0, len(rows) - 1, max_rows).astype(np.int64))]
-    static, dyn, adj, g = GraphBatches(ds, "fused", torch.device("cpu"))(rows, shared_site=True)
-    qc = quantize_compact(qmodel, static[0], adj, qcfg)
+    _, dyn, g = GraphBatches(ds, "fused", torch.device("cpu"))(rows)
+    qc = quantize_compact(qmodel, ds.static[site], ds.adj[site], qcfg)
     with torch.no_grad():
         xq = qc.q_in(flat_input(dyn, g)).value
         y_fq = qc(xq).double().numpy()

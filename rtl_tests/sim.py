@@ -119,7 +119,7 @@ def trace_features(m: dict, trace, work) -> tuple[np.ndarray, object, np.ndarray
     rows = np.arange(len(ds))
     if not len(rows):
         raise DataError(f"{trace} has no samples of site {m['site']['site_pc']:#x}")
-    _, dyn, _, g = GraphBatches(ds, "fused", torch.device("cpu"))(rows, shared_site=True)
+    _, dyn, g = GraphBatches(ds, "fused", torch.device("cpu"))(rows)
     return flat_input(dyn, g).numpy().astype(np.uint8), ds, rows
 
 

@@ -187,6 +187,9 @@ CASES = [
     ("verify rtl missing", ["verify", "{t}/adir", "-q"], a_dir, 2, ["manifest.json", "not an RTL directory"]),
     ("synth rtl missing", ["synth", "{t}/nope"], nothing, 2, ["manifest.json", "not an RTL directory"]),
     ("bench verify without --rtl", ["bench", "verify", "-o", "{t}/b"], nothing, 2, ["--rtl"]),
+    ("bench train epochs 0", ["bench", "train", "--epochs", "0", "-o", "{t}/b"], nothing, 2, ["--epochs", "'0'"]),
+    ("bench train dataset missing", ["bench", "train", "--dataset", "{t}/nods", "-o", "{t}/b"], nothing, 2,
+     ["nods", "not a dataset"]),
     # bad data: the sidecar, empty traces
     ("inspect sidecar is a directory", ["inspect", "{t}/x.ncft"], sidecar_is_dir, 1,
      ["x.ncft.json", "directory"]),

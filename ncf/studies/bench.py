@@ -16,10 +16,17 @@ verify: Verilator predictions/s of generated RTL (target >= 50,000/s), bit-exact
 dataset: `ncf dataset` (sites + fused samples, default settings) on bzip2 traces of growing length,
 each run in a fresh process: trace instructions/s, samples/s and the run's peak RSS. Target: peak
 RSS flat in trace length (the builder streams the trace chunk by chunk).
+
+train: training samples/s of every learned model through the one training loop (model/loop.py
+``fit``, Adam, no validation) on one dataset: the fused GNN with message passing over edge lists
+(model/gnn.py ``FusedGNN``) and over dense adjacency (``DenseGNN``, how training ran before; same
+batching), the history-only GNN, BranchNet-mini (one model over every branch sample; training runs one
+per hard branch at the same cost per sample) and the delta-LSTM. Target: edge lists >= 10x dense.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -211,3 +218,80 @@ def _child(trace: Path | None, tmp: Path) -> dict:
                            + "\n".join(proc.stderr.strip().splitlines()[-5:]))
     shutil.rmtree(out, ignore_errors=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+TARGET_TRAIN_RATIO = 10.0
+BENCH_SITES = {"max_branches": 5, "max_loads": 5}     # with max_per_site 1500: <= 15,000 samples
+
+
+def bench_train(dataset: Path | None, trace: Path | None, instructions: int, skip: int, epochs: int = 2,
+                batch: int = 256, threads: int = 1) -> list[dict]:
+    """Training samples/s of each model on ``dataset`` (default: built from ``trace``, or from a fresh
+    recording of bzip2 input 0: 5 hard branches, 5 delinquent loads, at most 1500 samples per site)."""
+    import torch
+
+    from ncf.model.dataset import Dataset, DatasetConfig, build_dataset, find_sites
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="ncf-bench-") as tmp:
+        if dataset is None:
+            if trace is None:
+                trace = Path(tmp) / "bzip2-0.ncft"
+                record(prepare("bzip2", 0), trace, skip=skip, count=instructions, selfcheck=False)
+            dataset = Path(tmp) / "ds"
+            build_dataset(trace, find_sites(trace, share=1.0, **BENCH_SITES), dataset,
+                          DatasetConfig(lead=100, max_per_site=1500), progress=False)
+        ds = Dataset(dataset)
+        rows = [dict(r, epochs=epochs, batch=batch, threads=threads) for r in _train_rates(ds, epochs, batch)]
+    dense = next(r["samples_per_s"] for r in rows if r["path"] == "dense (before)")
+    for r in rows:
+        edges = r["model"] == "fused GNN" and r["path"] == "edge lists"
+        r["x_dense"] = r["samples_per_s"] / dense if edges else None
+        r["x_target"] = r["x_dense"] / TARGET_TRAIN_RATIO if edges else None
+    return rows
+
+
+def _train_rates(ds, epochs: int, batch: int):
+    """{model, path, samples, seconds, samples_per_s, train_loss} of each model (wall clock of the loop)."""
+    import numpy as np
+    import torch
+
+    from ncf.model.baselines import BranchNetCNN, DeltaLSTM, train_classifier
+    from ncf.model.gnn import DenseGNN, FusedGNN
+    from ncf.model.loop import fit
+    from ncf.model.train import GraphBatches, TrainConfig, build_gnn, labels, multitask_loss, split_by_time
+
+    a, dev = ds.arrays, torch.device("cpu")
+    cfg = build_gnn(TrainConfig(), ds).cfg
+    for name, path, cls, kind in [("fused GNN", "dense (before)", DenseGNN, "fused"),
+                                  ("fused GNN", "edge lists", FusedGNN, "fused"),
+                                  ("history-only GNN", "edge lists (no edges)", FusedGNN, "history")]:
+        t0 = time.perf_counter()
+        model, gb = cls(cfg), GraphBatches(ds, kind, dev)
+        hist = fit(model, lambda r: multitask_loss(*model(*gb(r)), *labels(ds, r, dev)), split_by_time(len(ds))[0],
+                   epochs=epochs, batch=batch, opt=torch.optim.Adam(model.parameters(), lr=3e-3), progress=False)
+        yield _rate(name, path, sum(h["steps"] for h in hist) * batch, t0, hist[-1]["train_loss"])
+
+    taken, delta = np.asarray(a["taken"]), np.asarray(a["delta"])
+    br, ld = np.flatnonzero(taken >= 0), np.flatnonzero(delta >= 0)
+    for name, model, inputs, y in [
+            ("BranchNet-mini", BranchNetCNN(history=a["bhist_pc"].shape[1]), (a["bhist_pc"][br], a["bhist_dir"][br]),
+             taken[br]),
+            ("delta-LSTM", DeltaLSTM(n_sites=len(ds.site_pc), n_classes=ds.meta["config"]["delta_classes"]),
+             (a["dhist"][ld], a["site"][ld]), delta[ld])]:
+        t0 = time.perf_counter()
+        h = train_classifier(model, [np.asarray(x, np.int64) for x in inputs], y, epochs=epochs, batch=batch, lr=3e-3,
+                             progress=False, val_fraction=0)
+        n = h["n_train"] - h["n_train"] % batch if h["n_train"] >= batch else h["n_train"]   # full batches only
+        yield _rate(name, "-", h["epochs_run"] * n, t0, h["train_loss"][-1])
+
+
+def _rate(model: str, path: str, samples: int, t0: float, loss: float) -> dict:
+    seconds = time.perf_counter() - t0
+    return {"model": model, "path": path, "samples": samples, "seconds": seconds,
+            "samples_per_s": round(samples / seconds), "train_loss": loss}
+
+
+def machine_load() -> dict:
+    """The 1-minute load average and the cpus: other work on the machine slows every figure."""
+    return {"load_average": os.getloadavg()[0], "cpus": os.cpu_count()}

@@ -1,5 +1,5 @@
-"""The fused GNN: general (batched, dense adjacency) == compact (one site, flat kron constants),
-dense == edge list, padding nodes are inert, node permutation, linear factory, seeds, gradients."""
+"""The fused GNN: general (batched, edge lists) == compact (one site, flat kron constants),
+edge list == dense reference, padding nodes are inert, node permutation, linear factory, seeds, gradients."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,12 +10,14 @@ import torch
 from ncf.model.gnn import (
     STEP_HOOKS,
     CompactGNN,
+    DenseGNN,
     FusedGNN,
     GNNConfig,
     SiteGNN,
+    SiteGraphs,
     count_parameters,
     flat_input,
-    node_mask,
+    one_site,
     storage_bits,
 )
 from torch import nn
@@ -44,8 +46,7 @@ def make_samples(cfg, n_real, B, gen):
 
 def general(model, static, adj, dyn, g):
     """The general model on B samples of one site, as [B, 1+C]."""
-    B = dyn.shape[0]
-    branch, delta = model(static.expand(B, -1, -1), dyn, adj.expand(B, -1, -1, -1), g)
+    branch, delta = model(one_site(static, adj, dyn.shape[0]), dyn, g)
     return torch.cat([branch[:, None], delta], 1)
 
 
@@ -86,49 +87,40 @@ def test_compact_equals_general_without_pad_mask_and_at_default_size():
                                        atol=1e-5, rtol=1e-5)
 
 
-def test_shared_and_batched_adjacency_agree():
+def mixed_batch(cfg, gen, n_reals=(3, 7, 8), B=3, p_edge=0.3):
+    """B samples of each of len(n_reals) random sites: (SiteGraphs, site [B*S], dyn, g)."""
+    sites = [make_site(cfg, n, gen, p_edge) for n in n_reals]
+    samples = [make_samples(cfg, n, B, gen) for n in n_reals]
+    graphs = SiteGraphs(torch.stack([s for s, _ in sites]), torch.stack([a for _, a in sites]))
+    site = torch.arange(len(n_reals)).repeat_interleave(B)
+    return graphs, site, torch.cat([d for d, _ in samples]), torch.cat([g for _, g in samples])
+
+
+def test_one_site_and_per_sample_graphs_agree():
+    """The same site as one graph for the batch and as a copy per sample: the same node states."""
     model = FusedGNN(SMALL).eval()
     gen = torch.Generator().manual_seed(1)
     static, adj = make_site(SMALL, 6, gen)
     dyn, _ = make_samples(SMALL, 6, 4, gen)
     with torch.no_grad():
-        hb = model.nodes(static.expand(4, -1, -1), dyn, adj.expand(4, -1, -1, -1))
-        hs = model.nodes(static.expand(4, -1, -1), dyn, adj)
+        hb = model.nodes(SiteGraphs(static.expand(4, -1, -1), adj.expand(4, -1, -1, -1))(torch.arange(4)), dyn)
+        hs = model.nodes(one_site(static, adj, 4), dyn)
     torch.testing.assert_close(hb, hs, atol=0, rtol=0)
 
 
-def edge_list_nodes(model, static, dyn, edges):
-    """PyG-style reference: messages computed per edge from the source state x_j and summed into
-    the destination with index_add_ (scatter-add). edges: long [M, 3] rows (relation, src j, dst i)."""
-    E, B = model.cfg.edge_types, dyn.shape[0]
-    et, src, dst = edges.T
-    mask = node_mask(static).unsqueeze(-1) if model.cfg.mask_pads else 1.0
-    h = mask * model.embed(static, dyn)
-    for step in model.steps:
-        x_j = h[:, src]                                                     # [B, M, H]
-        msg = step.message(x_j).view(B, len(et), E, -1)[:, torch.arange(len(et)), et]
-        a = torch.zeros_like(h).index_add_(1, dst, msg)
-        h = mask * step.update(h, step.q_agg(a))
-    return h
-
-
 @pytest.mark.parametrize("gate", [True, False])
-def test_edge_list_and_dense_adjacency_give_the_same_node_states(gate):
+def test_edge_list_and_dense_reference_give_the_same_outputs_and_gradients(gate):
     cfg = dataclasses.replace(SMALL, gate=gate, steps=3)
-    model = FusedGNN(cfg).eval()
-    gen = torch.Generator().manual_seed(2)
-    B = 3
-    statics, adjs, dyns, hs = [], [], [], []
-    for n_real in (3, 7, 8):                                   # a batch of different sites
-        static, adj = make_site(cfg, n_real, gen, p_edge=0.3)
-        dyn, _ = make_samples(cfg, n_real, B, gen)
-        with torch.no_grad():
-            edges = adj.nonzero()[:, [0, 2, 1]]                # adj[e, i, j] = 1 is the edge j -> i
-            hs.append(edge_list_nodes(model, static.expand(B, -1, -1), dyn, edges))
-        statics.append(static.expand(B, -1, -1)), adjs.append(adj.expand(B, -1, -1, -1)), dyns.append(dyn)
+    model, dense = FusedGNN(cfg), DenseGNN(cfg)
+    graphs, site, dyn, g = mixed_batch(cfg, torch.Generator().manual_seed(2))
+    graph = graphs(site)
     with torch.no_grad():
-        h = model.nodes(torch.cat(statics), torch.cat(dyns), torch.cat(adjs))
-    torch.testing.assert_close(h, torch.cat(hs), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(model.nodes(graph, dyn), dense.nodes(graph, dyn), atol=1e-6, rtol=1e-5)
+    for m in (model, dense):
+        branch, delta = m(graph, dyn, g)
+        (branch.square().mean() + delta.square().mean()).backward()
+    for (name, p), q in zip(model.named_parameters(), dense.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_padding_nodes_are_inert():
@@ -146,7 +138,7 @@ def test_padding_nodes_are_inert():
     model = FusedGNN(cfg).eval()
     with torch.no_grad():
         y = general(model, static, adj, dyn, g)
-        h = model.nodes(static.expand(8, -1, -1), dyn, adj)
+        h = model.nodes(one_site(static, adj, 8), dyn)
         assert torch.all(h[:, n_real:] == 0)
         torch.testing.assert_close(general(model, static, adj, dyn_junk, g), y, atol=0, rtol=0)
         torch.testing.assert_close(general(model, static, adj_junk, dyn, g), y, atol=0, rtol=0)
@@ -169,8 +161,8 @@ def test_permuting_nodes_with_adjacency_and_readout_weights_keeps_the_output():
         permuted.read_h.weight.copy_(w[:, perm].reshape(cfg.readout_hidden, -1))
         y = general(model, static, adj, dyn, g)
         yp = general(permuted, static[perm], adj[:, perm][:, :, perm], dyn[:, perm], g)
-        h = model.nodes(static.expand(8, -1, -1), dyn, adj)
-        hp = permuted.nodes(static[perm].expand(8, -1, -1), dyn[:, perm], adj[:, perm][:, :, perm])
+        h = model.nodes(one_site(static, adj, 8), dyn)
+        hp = permuted.nodes(one_site(static[perm], adj[:, perm][:, :, perm], 8), dyn[:, perm])
     torch.testing.assert_close(hp, h[:, perm], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(yp, y, atol=1e-5, rtol=1e-5)
 
@@ -243,13 +235,8 @@ def test_seed_fixes_the_initialisation_and_leaves_the_global_rng_alone():
 
 def test_gradient_reaches_every_parameter():
     model = FusedGNN(SMALL)
-    gen = torch.Generator().manual_seed(7)
-    batch = []
-    for n_real in (4, 8):                                       # two sites, 8 samples each
-        static, adj = make_site(SMALL, n_real, gen, p_edge=0.4)
-        dyn, g = make_samples(SMALL, n_real, 8, gen)
-        batch.append((static.expand(8, -1, -1), dyn, adj.expand(8, -1, -1, -1), g))
-    branch, delta = model(*(torch.cat(t) for t in zip(*batch)))
+    graphs, site, dyn, g = mixed_batch(SMALL, torch.Generator().manual_seed(7), (4, 8), B=8, p_edge=0.4)
+    branch, delta = model(graphs(site), dyn, g)                 # two sites, 8 samples each
     (branch.square().mean() + delta.square().mean()).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name

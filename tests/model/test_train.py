@@ -86,36 +86,67 @@ def test_prefetch_evaluation_of_an_oracle_and_of_silence(train_ds):
     assert "bop" in rows
 
 
-def test_prediction_by_site_equals_mixed_batches(train_ds):
+def test_prediction_in_chunks_equals_one_mixed_batch(train_ds):
     from ncf.model.train import GraphBatches, build_gnn, predict_gnn
 
     cfg = TrainConfig(train=str(train_ds.path), test=str(train_ds.path))
     model = build_gnn(cfg, train_ds).eval()
     batches = GraphBatches(train_ds, "fused", torch.device("cpu"))
     rows = np.arange(0, len(train_ds), 7)
-    p, cls = predict_gnn(model, train_ds, batches, rows, torch.device("cpu"))
+    p, cls = predict_gnn(model, train_ds, batches, rows, torch.device("cpu"), batch=100)
     with torch.no_grad():
         bl, dl = model(*batches(rows))
     assert np.allclose(p, torch.sigmoid(bl).numpy(), atol=1e-6)
     assert np.array_equal(cls, dl.argmax(-1).numpy())
 
 
-def test_compact_hardware_form_equals_the_trained_model_on_real_samples(train_ds, tmp_path):
+@pytest.fixture(scope="module")
+def trained(train_ds, tmp_path_factory):
+    """A fused GNN trained one epoch on the real dataset."""
+    out = tmp_path_factory.mktemp("run") / "r"
+    train(TrainConfig(train=str(train_ds.path), test=str(train_ds.path), out=str(out), epochs=1, threads=1),
+          progress=False)
+    return load_model(out)[0]
+
+
+def test_edge_list_training_form_equals_the_dense_reference_on_real_samples(train_ds, trained):
+    """Every sample of a real dataset in the training batches (mixed sites): the edge-list form and the
+    dense-adjacency reference give the same outputs, and the same gradients on a batch."""
+    from ncf.model.gnn import DenseGNN
+    from ncf.model.loop import epoch_batches
+    from ncf.model.train import GraphBatches, labels, multitask_loss
+
+    dense = DenseGNN(trained.cfg)
+    dense.load_state_dict(trained.state_dict())
+    batches, dev = GraphBatches(train_ds, "fused", torch.device("cpu")), torch.device("cpu")
+    todo = epoch_batches(np.arange(len(train_ds)), 256, 0, 0, drop_last=False)
+    with torch.no_grad():
+        for rows in todo:
+            for a, b in zip(trained(*batches(rows)), dense(*batches(rows))):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    rows = todo[0]
+    for m in (trained, dense):
+        m.zero_grad()
+        multitask_loss(*m(*batches(rows)), *labels(train_ds, rows, dev)).backward()
+    for (name, p), q in zip(trained.named_parameters(), dense.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+    trained.zero_grad()
+
+
+def test_compact_hardware_form_equals_the_trained_model_on_real_samples(train_ds, trained):
     """For each site of a real dataset, the flat one-site form (constants folded in) gives the
     same outputs as the general model on that site's samples."""
     from ncf.model.gnn import CompactGNN, flat_input
     from ncf.model.train import GraphBatches
 
-    train(TrainConfig(train=str(train_ds.path), test=str(train_ds.path), out=str(tmp_path / "r"), epochs=1,
-                      threads=1), progress=False)
-    model, _ = load_model(tmp_path / "r")
     batches = GraphBatches(train_ds, "fused", torch.device("cpu"))
     site = np.asarray(train_ds.arrays["site"])
     for s in np.unique(site):
         rows = np.flatnonzero(site == s)[:200]
-        static, dyn, adj, g = batches(rows, shared_site=True)
-        compact = CompactGNN.from_general(model, static[0], adj).eval()
+        graph, dyn, g = batches(rows)
+        compact = CompactGNN.from_general(trained, torch.tensor(train_ds.static[s], dtype=torch.float32),
+                                          torch.tensor(train_ds.adj[s], dtype=torch.float32)).eval()
         with torch.no_grad():
-            bl, dl = model(static, dyn, adj, g)
+            bl, dl = trained(graph, dyn, g)
             out = compact(flat_input(dyn, g))
         assert torch.allclose(out, torch.cat([bl[:, None], dl], 1), atol=1e-4), int(s)

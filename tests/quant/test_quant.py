@@ -92,9 +92,10 @@ def float_model(big_ds):
 
 
 def site_inputs(ds, site_rows):
-    gb = GraphBatches(ds, "fused", torch.device("cpu"))
-    static, dyn, adj, g = gb(site_rows, shared_site=True)
-    return static[0], adj, flat_input(dyn, g)
+    _, dyn, g = GraphBatches(ds, "fused", torch.device("cpu"))(site_rows)
+    s = int(ds.arrays["site"][site_rows[0]])
+    return (torch.tensor(ds.static[s], dtype=torch.float32), torch.tensor(ds.adj[s], dtype=torch.float32),
+            flat_input(dyn, g))
 
 
 @pytest.fixture(scope="module")
