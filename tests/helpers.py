@@ -26,3 +26,23 @@ def rewrite_trace(src, dst, edit=None, chunk_insns: int = MAX_CHUNK_INSNS, sidec
     if sidecar:
         write_json(sidecar_path(dst), {"format_version": 1, "file": file_info(dst)})
     return dst
+
+
+def train_until_epoch_two(cfg, monkeypatch) -> None:
+    """Train ``cfg`` (a GNN) and let the run die in its second epoch, after epoch 1's checkpoint."""
+    import pytest
+
+    import ncf.model.train as train_mod
+
+    real, calls = train_mod.evaluate_rows, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(train_mod, "evaluate_rows", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train(cfg, progress=False)
+    monkeypatch.setattr(train_mod, "evaluate_rows", real)

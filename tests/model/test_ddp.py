@@ -8,11 +8,12 @@ import sys
 import pytest
 import torch
 
-import ncf.model.train as train_mod
 
 from ncf.model.baselines import BranchNetCNN
 from ncf.model.loop import load_checkpoint
 from ncf.model.train import TrainConfig, build_gnn, load_model, train
+
+from ..helpers import train_until_epoch_two
 
 
 def ncf_train(config, *extra):
@@ -43,19 +44,8 @@ def test_two_processes_train_the_model_of_one(train_ds, tmp_path):
 def test_a_run_resumed_under_ddp_ends_where_a_straight_run_ends(train_ds, tmp_path, monkeypatch):
     base = dict(train=str(train_ds.path), hidden=8, batch=128, epochs=2, threads=1, lr=1e-2)
     train(TrainConfig(out=str(tmp_path / "straight"), **base), progress=False)
-    real, calls = train_mod.evaluate_rows, []
-
-    def interrupted(*args):             # the run dies in epoch 2, after epoch 1's checkpoint
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_mod, "evaluate_rows", interrupted)
     cfg = TrainConfig(out=str(tmp_path / "resumed"), **base)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, progress=False)
-    monkeypatch.setattr(train_mod, "evaluate_rows", real)
+    train_until_epoch_two(cfg, monkeypatch)
     after_one = load_model(tmp_path / "resumed")[0].state_dict()
     ncf_train(cfg.save(tmp_path / "resumed.yaml"), "--nproc=2", "--resume")
     straight, resumed = (load_model(tmp_path / d)[0].state_dict() for d in ("straight", "resumed"))

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import ncf.model.train as train_mod
 from ncf.model.evaluate import evaluate_branches, evaluate_prefetch
 from ncf.model.train import TrainConfig, load_model, predict, train
+
+from ..helpers import train_until_epoch_two
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
@@ -33,20 +34,7 @@ def test_bad_configs_are_clear_errors(tmp_path):
 def test_resuming_gives_the_same_model_as_a_straight_run(train_ds, tmp_path, monkeypatch):
     base = dict(train=str(train_ds.path), test=str(train_ds.path), hidden=8, batch=128, threads=1, epochs=2)
     train(TrainConfig(out=str(tmp_path / "a"), **base), progress=False)
-
-    calls = []
-    real = train_mod.evaluate_rows
-
-    def interrupted(*args):  # the run dies in epoch 2, after epoch 1's checkpoint
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_mod, "evaluate_rows", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(TrainConfig(out=str(tmp_path / "b"), **base), progress=False)
-    monkeypatch.setattr(train_mod, "evaluate_rows", real)
+    train_until_epoch_two(TrainConfig(out=str(tmp_path / "b"), **base), monkeypatch)
     assert not list((tmp_path / "b").glob("*.tmp"))
     train(TrainConfig(out=str(tmp_path / "b"), **base), resume=True, progress=False)
     a, _ = load_model(tmp_path / "a")
