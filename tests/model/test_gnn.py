@@ -108,9 +108,9 @@ def test_one_site_and_per_sample_graphs_agree():
     torch.testing.assert_close(hb, hs, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("gate", [True, False])
-def test_edge_list_and_dense_reference_give_the_same_outputs_and_gradients(gate):
-    cfg = dataclasses.replace(SMALL, gate=gate, steps=3)
+@pytest.mark.parametrize("gate,hidden", [(True, 8), (False, 8), (True, 1), (False, 2)])
+def test_edge_list_and_dense_reference_give_the_same_outputs_and_gradients(gate, hidden):
+    cfg = dataclasses.replace(SMALL, gate=gate, steps=3, hidden=hidden)   # H = 1, 2: rows narrower than 16 bytes
     model, dense = FusedGNN(cfg), DenseGNN(cfg)
     graphs, site, dyn, g = mixed_batch(cfg, torch.Generator().manual_seed(2))
     graph = graphs(site)
