@@ -181,6 +181,10 @@ def _load_deltas(ch, access_pc: np.ndarray, pc: int, last_line: dict) -> tuple[n
     return ch.mem["insn"][q].astype(np.int64), np.diff(line, prepend=prev)
 
 
+class NoSamples(DataError):
+    """None of the sites has an instance in this window: a training window may be skipped for it."""
+
+
 # --------------------------------------------------------------------------------------- building
 def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: DatasetConfig,
                   vocab: list[int] | None = None, progress: bool = True) -> dict:
@@ -217,7 +221,7 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
                 for g in graphs if not eligible[g.task, g.pc]]
     graphs = [g for g in graphs if eligible[g.task, g.pc]]
     if not graphs:
-        raise DataError(f"{trace}: no samples: none of the {len(skipped)} sites ({cfg.task}) has an instance "
+        raise NoSamples(f"{trace}: no samples: none of the {len(skipped)} sites ({cfg.task}) has an instance "
                         f"{cfg.lead} or more instructions into this window")
     picks = [_spaced(eligible[g.task, g.pc], cfg.max_per_site) for g in graphs]
     kept = [eligible[g.task, g.pc] if p is None else len(p) for g, p in zip(graphs, picks)]

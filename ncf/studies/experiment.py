@@ -150,15 +150,17 @@ def reference_data(cfg: ExperimentConfig, cache: StageCache, workload: str, lead
 
 
 def part_data(cfg: ExperimentConfig, cache: StageCache, workload: str, k: int, lead: int, site_list: dict,
-              vocab: list | None) -> Path:
-    """The dataset of ``workload``'s k-th trace (training traces, then the held-out one: all samples)."""
+              vocab: list | None) -> Path | None:
+    """The dataset of ``workload``'s k-th trace (training traces, then the held-out one: all samples);
+    None for a training window in which none of the sites runs (another phase of the program)."""
     plan = trace_plan(cfg, workload)
     inp, skip = plan[k]
     trace = trace_task(cache, workload, inp, skip, cfg.instructions)
     held_out = k == len(plan) - 1
     cap = None if held_out else math.ceil(cfg.train_cap / (len(plan) - 1))
     return steps.dataset(cache, trace, site_list, DatasetConfig(lead=lead, max_per_site=cap), vocab=vocab,
-                         label=f"{workload}-{inp}" + (f"-{skip // 1_000_000}M" if skip else ""))
+                         label=f"{workload}-{inp}" + (f"-{skip // 1_000_000}M" if skip else ""),
+                         may_be_empty=0 < k < len(plan) - 1)
 
 
 def workload_data(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: int | None = None) -> tuple[Path, Path]:
@@ -170,7 +172,8 @@ def workload_data(cfg: ExperimentConfig, cache: StageCache, workload: str, lead:
     vocab = Dataset(first).meta["delta_vocabulary"]
     n = len(trace_plan(cfg, workload))
     parts = [first] + [part_data(cfg, cache, workload, k, lead, site_list, vocab) for k in range(1, n)]
-    train_ds = steps.merged(cache, parts[:-1], label=f"{workload}-train") if n > 2 else first
+    train_parts = [p for p in parts[:-1] if p is not None]
+    train_ds = steps.merged(cache, train_parts, label=f"{workload}-train") if len(train_parts) > 1 else first
     return train_ds, parts[-1]
 
 

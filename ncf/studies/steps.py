@@ -62,15 +62,22 @@ def sites(cache: StageCache, trace_path: Path, max_branches: int, max_loads: int
 
 
 def dataset(cache: StageCache, trace_path: Path, site_list: dict, cfg, vocab: list | None = None,
-            label: str = "") -> Path:
-    """The fused samples of ``trace_path`` for ``site_list`` (model.dataset.build_dataset)."""
-    from ncf.model.dataset import build_dataset
+            label: str = "", may_be_empty: bool = False) -> Path | None:
+    """The fused samples of ``trace_path`` for ``site_list`` (model.dataset.build_dataset);
+    ``may_be_empty``: None (remembered in the cache) when no site has a sample in this window."""
+    from ncf.model.dataset import NoSamples, build_dataset
+
+    def fn(d):
+        try:
+            return {"samples": build_dataset(trace_path, site_list, d / "data", cfg, vocab=vocab)["samples"]}
+        except NoSamples as e:
+            if not may_be_empty:
+                raise
+            return {"samples": 0, "why": str(e).split(": ", 1)[1]}
 
     key = {"trace": trace_sha(trace_path), "sites": site_list, "config": asdict(cfg), "vocab": vocab}
-    entry = cache.run("dataset", key, lambda d: {"samples": build_dataset(trace_path, site_list, d / "data", cfg,
-                                                                          vocab=vocab)["samples"]},
-                      code=("model",), label=label or Path(trace_path).stem)
-    return entry.path / "data"
+    entry = cache.run("dataset", key, fn, code=("model",), label=label or Path(trace_path).stem)
+    return entry.path / "data" if entry.result["samples"] else None
 
 
 def merged(cache: StageCache, parts: list, label: str = "") -> Path:

@@ -60,3 +60,20 @@ def test_ray_gives_the_tables_of_a_serial_run(native, tmp_path):
     for s in Dataset(train).arrays["site"]:
         per_site[int(s)] = per_site.get(int(s), 0) + 1
     assert max(per_site.values()) <= 4 * 100          # train_cap shared between the four training traces
+
+
+def test_a_training_window_without_samples_is_left_out_and_remembered(native, tmp_path, monkeypatch):
+    """A window in another phase of the program runs none of the sites: the held-out set must have
+    samples (an error), a training window is left out, and the cache remembers that it is empty."""
+    from ncf.model.dataset import DatasetConfig, NoSamples
+    from ncf.studies import steps
+
+    monkeypatch.chdir(tmp_path)
+    cache = StageCache(tmp_path / "cache", log=None)
+    trace = trace_task(cache, "list_walk", 0, 0, 20_000)
+    elsewhere = {"branch": [0x1234], "load": [], "from_trace": "another program"}
+    with pytest.raises(NoSamples, match="no samples"):
+        steps.dataset(cache, trace, elsewhere, DatasetConfig())
+    assert steps.dataset(cache, trace, elsewhere, DatasetConfig(), may_be_empty=True) is None
+    (entry,) = (tmp_path / "cache" / "dataset").glob("*/stage.json")
+    assert json.loads(entry.read_text())["result"]["samples"] == 0
