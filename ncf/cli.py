@@ -245,9 +245,12 @@ def cmd_train(a) -> int:
 
 
 def cmd_experiment(a) -> int:
-    from ncf.studies.experiment import ExperimentConfig, run_experiment, run_lead_sweep
+    from ncf.studies.experiment import ExperimentConfig, run_data, run_experiment, run_lead_sweep
 
     cfg = _settle(ExperimentConfig, a, _experiment_presets()[a.preset])
+    if a.data_only:
+        print(run_data(cfg)["table"])
+        return 0
     if a.lead_sweep:
         r = run_lead_sweep(cfg, leads=a.lead_sweep)
         print(r["table"])
@@ -610,7 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "what changed.",
                         epilog="examples:\n  ncf experiment --workloads bzip2 xz --epochs 4\n"
                         "  ncf experiment --config reports/demo/configs/experiment.yaml   # what the demo ran\n"
-                        "  ncf experiment --workloads bzip2 --lead-sweep 0 10 100 1000",
+                        "  ncf experiment --workloads bzip2 --lead-sweep 0 10 100 1000\n"
+                        "  ncf experiment --preset large --data-only --workers 1   # the data at scale, serially",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_options(ex, "ExperimentConfig", {"workloads": "workloads (default: the four programs)",
                                              "models": "models to train and score (default: all)",
@@ -626,6 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="settings to start from (large: 3 training inputs x 4 windows x 25M instructions, "
                     "up to 50,000 samples per site); the other options apply on top")
     ex.add_argument("--lead-sweep", type=int, nargs="+", metavar="D", help="e.g. 0 1 10 32 100 320 1000")
+    ex.add_argument("--data-only", action="store_true", help="build the traces and datasets only and write "
+                    "data.md/.json: training samples per site, held-out samples, bytes on disk")
     ex.set_defaults(func=cmd_experiment)
 
     q = sub.add_parser("quantize", help="Brevitas QAT at several bit widths, integer reference, QONNX export",

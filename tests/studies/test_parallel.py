@@ -9,7 +9,7 @@ import pytest
 from ncf.io import UsageError
 from ncf.model.dataset import Dataset
 from ncf.studies.cache import StageCache
-from ncf.studies.experiment import ExperimentConfig, run_experiment, trace_plan, trace_task, workload_data
+from ncf.studies.experiment import ExperimentConfig, run_data, run_experiment, trace_plan, trace_task, workload_data
 from ncf.studies.parallel import Engine
 from ncf.trace_eval.workloads import WorkloadError
 
@@ -60,6 +60,12 @@ def test_ray_gives_the_tables_of_a_serial_run(native, tmp_path):
     for s in Dataset(train).arrays["site"]:
         per_site[int(s)] = per_site.get(int(s), 0) + 1
     assert max(per_site.values()) <= 4 * 100          # train_cap shared between the four training traces
+    (row,) = run_data(cfg)["rows"]                     # --data-only: what the cache holds, nothing rebuilt
+    assert (row["train_traces"], row["train_instructions"], row["test_samples"]) == (4, 1_200_000, len(Dataset(test)))
+    assert (row["samples_per_site_min"], row["samples_per_site_max"]) == (min(per_site.values()),
+                                                                        max(per_site.values()))
+    assert row["trace_mb"] > 0 and row["dataset_mb"] > row["merged_mb"] > 0
+    assert json.loads((tmp_path / "out2" / "data.json").read_text())["rows"] == [row]
 
 
 def test_a_training_window_without_samples_is_left_out_and_remembered(native, tmp_path, monkeypatch):
