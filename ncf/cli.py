@@ -598,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument("--config", type=Path, required=True)
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in `out`")
-    tr.add_argument("--nproc", type=int, default=1, help="train with this many data-parallel processes (torch DDP: "
+    tr.add_argument("--nproc", type=positive, default=1, help="train with this many data-parallel processes (torch DDP: "
                     "runs `torchrun --nproc-per-node N -m ncf.cli train ...`; gloo on CPU, NCCL on GPUs)")
     _set_option(tr)
     tr.set_defaults(func=cmd_train)

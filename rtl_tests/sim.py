@@ -271,7 +271,9 @@ def verify(rtl_dir, trace=None, simulator: str = "verilator", work=None, tests=T
         from ncf.model.dataset import Dataset
 
         features, rows = bundle_features(m)
-        ds, source = Dataset(m["site"]["dataset"]), f"bundle samples of {m['site']['dataset']}"
+        ds = Dataset(m["site"]["dataset"])      # named by content: the same in every checkout
+        source = (f"bundle samples: {ds.meta['workload']} input {ds.meta['input']}, "
+                  f"trace {str(ds.meta.get('trace_sha256'))[:16]}")
     else:
         features, ds, rows = trace_features(m, trace, work)
         source = str(trace)

@@ -7,8 +7,9 @@ widths, scored on the held-out input; at ``export_bits`` every site exported as 
 
 For each bit width b (weights and activations; biases keep QuantConfig.bias_bits): quantize the
 float model, calibrate and QAT fine-tune it briefly on the training input (weight-shared form,
-``quant.qat.finetune``; each width a Ray task under an ``Engine``), then score the branch head (accuracy on branch samples) and the prefetch
-head (delta-class accuracy on load samples) on the held-out input. Storage: weights x b bits +
+``quant.qat.finetune``; each width a Ray task under an ``Engine``), then score the branch head
+(accuracy on branch samples) and the prefetch head (delta-class accuracy on load samples) on the
+held-out input. Storage: weights x b bits +
 biases x bias bits. At ``export_bits``, each site's flat one-site form goes to QONNX with the
 exactness ladder checked on its held-out samples (``quant.quantize.ladder``): a site bundle that
 ``ncf hls`` / ``ncf rtl`` start from.
@@ -45,13 +46,14 @@ class BitsConfig:
 
 
 def bits_rows(model, kind: str, train_ds, test_ds, cfg: BitsConfig, progress: bool = True,
-              engine: Engine | None = None) -> list[dict]:
+              engine: Engine | None = None, known: list[dict] = ()) -> list[dict]:
     """Rows {bits, branch_acc, prefetch_acc, storage_bits, storage_kib, qat_steps}, one per bit width
-    (each a Ray task under ``engine``), the float model last."""
+    (each a Ray task under ``engine``; ``known``: rows already scored), the float model last."""
     model = model.eval()
+    todo = sorted(set(cfg.bits) - {int(r["bits"]) for r in known})
     rows = (engine or Engine(workers=1)).map(bit_row, [(model, kind, train_ds.path, test_ds.path, b, cfg)
-                                                       for b in sorted(set(cfg.bits))], desc="bit widths",
-                                             progress=progress)
+                                                       for b in todo], desc="bit widths", progress=progress)
+    rows = sorted([*rows, *known], key=lambda r: int(r["bits"]))
     rows.append({"bits": "float", **head_accuracy(model, test_ds, kind, cfg.max_rows),
                  "storage_bits": storage(model, None, None), "qat_steps": 0})
     for r in rows:
@@ -70,9 +72,13 @@ def quantized(model, kind: str, train_ds, b: int, cfg: BitsConfig):
 def bit_row(model, kind: str, train_dir, test_dir, b: int, cfg: BitsConfig) -> dict:
     from ncf.model.dataset import Dataset
 
-    q, qcfg, steps = quantized(model, kind, Dataset(train_dir), b, cfg)
-    return {"bits": str(b), **head_accuracy(q, Dataset(test_dir), kind, cfg.max_rows),
-            "storage_bits": storage(q, b, qcfg.bias_bits), "qat_steps": steps}
+    return scored(*quantized(model, kind, Dataset(train_dir), b, cfg), kind, Dataset(test_dir), cfg)
+
+
+def scored(q, qcfg: QuantConfig, steps: int, kind: str, test_ds, cfg: BitsConfig) -> dict:
+    """The bit-width row of a quantized model."""
+    return {"bits": str(qcfg.weight_bits), **head_accuracy(q, test_ds, kind, cfg.max_rows),
+            "storage_bits": storage(q, qcfg.weight_bits, qcfg.bias_bits), "qat_steps": steps}
 
 
 def write_bits(rows: list[dict], out: str | Path, extra: dict | None = None) -> str:
@@ -111,10 +117,10 @@ def quantize_run(run_dir, train_dir, test_dir, out, cfg: BitsConfig, progress: b
     out = check_output(out, directory=True)
     model, tcfg = load_model(run_dir)
     train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
-    rows = bits_rows(model, tcfg.model, train_ds, test_ds, BitsConfig(**{**asdict(cfg), "bits": sorted(
-        set(cfg.bits) | {cfg.export_bits})}), progress, engine)
+    qmodel, qcfg, qsteps = quantized(model, tcfg.model, train_ds, cfg.export_bits, cfg)   # the exported width
+    rows = bits_rows(model, tcfg.model, train_ds, test_ds, cfg, progress, engine,
+                     known=[scored(qmodel, qcfg, qsteps, tcfg.model, test_ds, cfg)])
     write_bits(rows, out / "bits", {"config": asdict(cfg), "model": tcfg.model})
-    qmodel, qcfg, _ = quantized(model, tcfg.model, train_ds, cfg.export_bits, cfg)   # the exported width, again
     links = [ladder(qmodel, qcfg, test_ds, s, out / f"site{s}_{cfg.export_bits}bit.onnx", cfg.max_rows)
              for s in range(len(test_ds.site_pc))]
     write_json(out / "ladder.json", {"bits": cfg.export_bits, "sites": links})

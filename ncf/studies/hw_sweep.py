@@ -94,14 +94,15 @@ def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: 
     """QAT at ``bits`` of the run's model, its accuracy on ``rows_eval``, and the site's bundle
     (``quant.quantize.ladder``); returns the bundle's QONNX path and the figures."""
     from ncf.model.train import load_model
-    from ncf.quant.qat import finetune, quantize_model, storage
+    from ncf.quant.qat import storage
     from ncf.quant.quantize import ladder
+
+    from .bits import BitsConfig, quantized
 
     def make(d):
         train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
-        qcfg = QuantConfig.at(bits)
-        q = quantize_model(load_model(run)[0], qcfg)
-        finetune(q, train_ds, qcfg, max_steps=cfg.qat_steps, seed=cfg.seed)
+        model, tcfg = load_model(run)
+        q, qcfg, _ = quantized(model, tcfg.model, train_ds, bits, BitsConfig(steps=cfg.qat_steps, seed=cfg.seed))
         lad = ladder(q, qcfg, test_ds, site, d / f"site{site}_{bits}bit.onnx", cfg.max_rows)
         return {"branch_acc": site_accuracy(q, test_ds, rows_eval), "weight_storage_bits": storage(q, bits, qcfg.bias_bits),
                 "ladder_exact": lad["fake_quant==intref"] == lad["samples"] == lad["intref==qonnx"]}
