@@ -3,7 +3,9 @@
 Branches: every model's predictions replace TAGE-SC-L's on the hard branches of the test trace
 (an override, as BranchNet does); where a model has no prediction (a site it was not trained on,
 or the first ``lead`` instructions), TAGE-SC-L's stands. MPKI is computed by
-``harness.score_branches`` over the whole trace, exactly as for the baselines.
+``harness.score_branches`` over the whole trace, exactly as for the baselines. The hybrid overrides
+only where a policy chosen on the training inputs (``hybrid_policy``: a threshold on the model's
+confidence per site and TAGE-SC-L confidence level) says the model gains.
 
 Prefetching: the delta class a model predicts for access k of a delinquent load becomes a prefetch
 of ``line(k-1) + delta``, issued at the first memory access at or after both access k-1 and the
@@ -26,10 +28,48 @@ from .dataset import Dataset
 MAX_PREFETCH_COLUMNS = 4
 
 
-def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], selected: dict | None = None) -> list[dict]:
-    """Rows: TAGE-SC-L alone, then each model overriding it on the hard branches: on all of them,
-    and (``*_selective``) only on ``selected[name]``, the sites where the model beat TAGE-SC-L on
-    the training input's validation split.
+def hybrid_policy(p: np.ndarray, taken: np.ndarray, tage_pred: np.ndarray, tage_conf: np.ndarray,
+                  site_pc: np.ndarray) -> dict:
+    """When the model overrides TAGE-SC-L, chosen on labelled rows (the training inputs' validation
+    split): per (site, TAGE-SC-L confidence level), the lowest model confidence |2p - 1| from which
+    overriding gains the most there (model right where TAGE-SC-L is wrong, minus the reverse), or
+    no override when no threshold gains. On those rows the hybrid is never worse than TAGE-SC-L.
+
+    Returns {"thresholds": {"<pc hex>/<conf>": t}, "validation": counts of mispredictions}."""
+    p, taken = np.asarray(p, np.float64), np.asarray(taken).astype(bool)
+    tage_pred, tage_conf = np.asarray(tage_pred).astype(bool), np.asarray(tage_conf, np.int64)
+    site_pc = np.asarray(site_pc, np.uint64)
+    known = ~np.isnan(p)
+    conf = np.abs(2 * p - 1)
+    gain_row = ((p > 0.5) == taken).astype(np.int64) - (tage_pred == taken)
+    thresholds, gained = {}, 0
+    for pc, c in sorted({(int(a), int(b)) for a, b in zip(site_pc[known], tage_conf[known])}):
+        m = np.nonzero(known & (site_pc == np.uint64(pc)) & (tage_conf == c))[0]
+        order = np.argsort(-conf[m], kind="stable")
+        cs, gs = conf[m][order], np.cumsum(gain_row[m][order])
+        last = np.r_[cs[1:] != cs[:-1], True]           # override every row with conf >= cs[k]
+        k = np.nonzero(last)[0][np.argmax(gs[last])]
+        if gs[k] > 0:
+            thresholds[f"{pc:#x}/{c}"] = float(cs[k])
+            gained += int(gs[k])
+    tage_misp = int((tage_pred != taken).sum())
+    return {"thresholds": thresholds, "validation": {"samples": len(p), "tage_mispredictions": tage_misp,
+                                                     "hybrid_mispredictions": tage_misp - gained}}
+
+
+def hybrid_overrides(policy: dict, p: np.ndarray, tage_conf: np.ndarray, site_pc: np.ndarray) -> np.ndarray:
+    """Rows where the hybrid takes the model's prediction instead of TAGE-SC-L's (``hybrid_policy``)."""
+    p = np.asarray(p, np.float64)
+    keys = np.array([f"{int(a):#x}/{int(b)}" for a, b in zip(site_pc, tage_conf)])
+    t = np.array([policy["thresholds"].get(k, np.inf) for k in keys], np.float64)
+    return ~np.isnan(p) & (np.abs(2 * p - 1) >= t)
+
+
+def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], policies: dict | None = None) -> list[dict]:
+    """Rows: TAGE-SC-L alone, then each model overriding it on the hard branches: on all of them
+    (as BranchNet is deployed), and (``*_hybrid``) where ``policies[name]`` (``hybrid_policy``, chosen
+    on the training inputs) says so, with how often the hybrid's prediction differs from TAGE-SC-L's
+    (``hybrid_changed``, a share of the hard-branch instances) and how often it is right then.
 
     ``predictions[name]`` = p_taken per dataset row (NaN = no prediction)."""
     br = branch_stream(TraceReader(ds.meta["trace"]))
@@ -43,10 +83,9 @@ def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], selected:
     if len(pos) and (pos.max() >= len(cond_idx) or not (cond_idx[pos] == np.asarray(a["idx"][rows])).all()):
         raise ValueError(f"{ds.path}: dataset rows do not match the branches of {ds.meta['trace']}")
     taken = np.asarray(a["taken"][rows]).astype(bool)
-    hard = np.zeros(len(base), bool)
-    hard[pos] = True
+    tage_conf = np.asarray(a["tage_conf"][rows])
     row_pc = np.asarray(ds.site_pc, np.uint64)[np.asarray(a["site"][rows], np.int64)]
-    selected = selected or {}
+    policies = policies or {}
 
     def score(name, p):
         final = base.copy()
@@ -61,14 +100,17 @@ def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], selected:
         row = {"model": name, "hard_branch_instances": len(rows), "hard_mispredictions": hard_misp,
                "hard_mpki": 1000 * hard_misp / br.n_insn, "hard_accuracy": 1 - hard_misp / max(len(rows), 1),
                "mpki": mpki}
-        if p is not None:
-            sel = np.isin(row_pc, np.asarray(selected.get(name, []), np.uint64))
-            row["sites_selected"] = len(selected.get(name, []))
-            row["mpki_selective"], row["hard_mispredictions_selective"] = score(name, np.where(sel, p, np.nan))
+        if p is not None and name in policies:
+            use = hybrid_overrides(policies[name], p, tage_conf, row_pc)
+            changed = use & ((p > 0.5) != base[pos])
+            row["mpki_hybrid"], row["hard_mispredictions_hybrid"] = score(name, np.where(use, p, np.nan))
+            row["hard_accuracy_hybrid"] = 1 - row["hard_mispredictions_hybrid"] / max(len(rows), 1)
+            row["hybrid_changed"] = changed.sum() / max(len(rows), 1)
+            row["hybrid_changed_right"] = float(((p > 0.5) == taken)[changed].mean()) if changed.any() else None
         out.append(row)
     tage_hard = out[0]["hard_mispredictions"]
     for r in out:
-        for key in ("", "_selective"):
+        for key in ("", "_hybrid"):
             if f"hard_mispredictions{key}" in r:
                 r[f"vs_tage_hard{key}"] = r[f"hard_mispredictions{key}"] / tage_hard - 1 if tage_hard else float("nan")
     return out

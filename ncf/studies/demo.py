@@ -283,9 +283,9 @@ def _headline(study: dict, lead: int, ver: dict, big: dict, small: dict, cls: di
     pct = lambda v: "–" if v is None else f"{100 * v:+.1f}%"  # noqa: E731
     rows = [{"workload": r["workload"],
              "hard-branch mispredictions, fused GNN vs BranchNet-CNN": pct(r.get("fused_vs_branchnet_hard")),
-             "vs TAGE-SC-L (override all / selective)": f"{pct(r.get('fused_vs_tage_hard'))} / "
-                                                        f"{pct(r.get('fused_vs_tage_hard_selective'))}",
-             "MPKI TAGE-SC-L / fused selective": f"{r['mpki_tage']:.3f} / {r['mpki_fused_selective']:.3f}",
+             "vs TAGE-SC-L (override all / hybrid)": f"{pct(r.get('fused_vs_tage_hard'))} / "
+                                                     f"{pct(r.get('fused_vs_tage_hard_hybrid'))}",
+             "MPKI TAGE-SC-L / fused hybrid": f"{r['mpki_tage']:.3f} / {r['mpki_fused_hybrid']:.3f}",
              "next-delta acc. fused / delta-LSTM": f"{r['delta_acc_fused']:.3f} / {r['delta_acc_lstm']:.3f}",
              "L1D coverage fused / BOP": f"{r['coverage_fused']:.3f} / {r['coverage_bop']:.3f}"}
             for r in study.get("summary", []) if "mpki_tage" in r and "delta_acc_fused" in r]

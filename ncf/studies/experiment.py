@@ -26,7 +26,7 @@ import numpy as np
 
 from ncf.io import UsageError, at_least, check_output, figure, read_json, save_figure, save_table, write_json
 from ncf.model.dataset import Dataset, DatasetConfig, check_lead
-from ncf.model.evaluate import evaluate_branches, evaluate_prefetch
+from ncf.model.evaluate import evaluate_branches, evaluate_prefetch, hybrid_policy
 from ncf.model.train import MODELS, TrainConfig, predict, split_by_time
 from ncf.trace_eval.workloads import KERNELS, N_INPUTS, TEST_INPUT, names, prepare
 
@@ -116,19 +116,15 @@ def workload_traces(cache: StageCache, cfg: ExperimentConfig, workload: str) -> 
     return paths[:-1], paths[-1]
 
 
-def better_than_tage(train_ds: Dataset, p_taken: np.ndarray) -> list[int]:
-    """Hard branches (pcs) where the model beat TAGE-SC-L on the training input's validation
-    split (its last 10% in time): the only ones it overrides in the selective mode."""
+def policy_of(train_ds: Dataset, p_taken: np.ndarray) -> dict:
+    """The hybrid's override policy (model.evaluate.hybrid_policy), chosen on the training set's
+    validation split (its last 10% in time) only."""
     a = train_ds.arrays
     _, val = split_by_time(len(train_ds))
-    taken, tage, site = (np.asarray(a[k])[val] for k in ("taken", "tage_pred", "site"))
-    p = np.asarray(p_taken)[val]
-    keep = []
-    for k in np.unique(site[(taken >= 0) & ~np.isnan(p)]):
-        m = (site == k) & (taken >= 0) & ~np.isnan(p)
-        if ((p[m] > 0.5) == taken[m]).sum() > (tage[m] == taken[m]).sum():
-            keep.append(int(train_ds.site_pc[k]))
-    return keep
+    taken, tage, conf, site = (np.asarray(a[k])[val] for k in ("taken", "tage_pred", "tage_conf", "site"))
+    br = taken >= 0
+    return hybrid_policy(np.asarray(p_taken)[val][br], taken[br], tage[br], conf[br],
+                         np.asarray(train_ds.site_pc, np.uint64)[site[br].astype(np.int64)])
 
 
 def run_baselines(cfg: ExperimentConfig, out, cache: StageCache | None = None) -> dict:
@@ -239,21 +235,21 @@ def run_workload(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: 
     lead = cfg.lead if lead is None else lead
     train_dir, test_dir = workload_data(cfg, cache, workload, lead)
     train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
-    branch_models, load_models, selected = {}, {}, {}
+    branch_models, load_models, policies = {}, {}, {}
     for m in models or cfg.models:
         run = steps.train(cache, cfg.train_config(m), train_ds.path, test_ds.path, label=f"{workload}-{m}")
         pred = predict(run, test_ds.path)
         if m != "delta-lstm":
             branch_models[m] = pred["p_taken"]
-            selected[m] = better_than_tage(train_ds, predict(run, train_ds.path)["p_taken"])
+            policies[m] = policy_of(train_ds, predict(run, train_ds.path)["p_taken"])
         if m != "branchnet":
             load_models[m] = pred["delta_class"]
     has_branch = (np.asarray(test_ds.arrays["taken"]) >= 0).any()
     has_load = (np.asarray(test_ds.arrays["delta"]) >= 0).any()
     return {"workload": workload, "lead": lead,
-            "branch": evaluate_branches(test_ds, branch_models, selected) if has_branch else [],
+            "branch": evaluate_branches(test_ds, branch_models, policies) if has_branch else [],
             "prefetch": evaluate_prefetch(test_ds, load_models) if has_load else [],
-            "train_samples": len(train_ds), "test_samples": len(test_ds)}
+            "hybrid_policies": policies, "train_samples": len(train_ds), "test_samples": len(test_ds)}
 
 
 def run_workloads(cfg: ExperimentConfig, cache: StageCache, pairs: list[tuple[str, int]], models=None) -> list[dict]:
@@ -271,10 +267,11 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
     summary = summarise(per)
     tables = [
         save_table(out / "branch", branch_rows, f"Hard branches and overall MPKI on the held-out input (lead D = "
-                   f"{cfg.lead}); learned models override TAGE-SC-L on the hard branches",
+                   f"{cfg.lead}); learned models override TAGE-SC-L on all hard branches, and as a hybrid where a "
+                   "policy chosen on the training inputs' validation split says so",
                    columns=["workload", "model", "hard_branch_instances", "hard_mispredictions", "vs_tage_hard",
-                            "hard_mpki", "mpki", "sites_selected", "hard_mispredictions_selective",
-                            "vs_tage_hard_selective", "mpki_selective"]),
+                            "hard_mpki", "mpki", "hard_mispredictions_hybrid", "vs_tage_hard_hybrid",
+                            "mpki_hybrid", "hybrid_changed", "hybrid_changed_right"]),
         save_table(out / "prefetch", pf_rows, "Delinquent loads on the held-out input: next-delta accuracy and "
                    "cache-model coverage (BOP for scale)",
                    columns=["workload", "model", "delta_accuracy", "delta_precision", "delta_recall", "coverage",
@@ -297,9 +294,11 @@ def summarise(per: list[dict]) -> list[dict]:
             row["fused_vs_branchnet_hard"] = (b["fused"]["hard_mispredictions"] / b["branchnet"]["hard_mispredictions"]
                                               - 1) if b.get("branchnet", {}).get("hard_mispredictions") else None
             row["fused_vs_tage_hard"] = b["fused"]["vs_tage_hard"]
-            row["fused_vs_tage_hard_selective"] = b["fused"]["vs_tage_hard_selective"]
+            row["fused_vs_tage_hard_hybrid"] = b["fused"]["vs_tage_hard_hybrid"]
             row["mpki_tage"], row["mpki_fused_override"] = b["tage-sc-l"]["mpki"], b["fused"]["mpki"]
-            row["mpki_fused_selective"] = b["fused"]["mpki_selective"]
+            row["mpki_fused_hybrid"] = b["fused"]["mpki_hybrid"]
+            val = r["hybrid_policies"]["fused"]["validation"]      # the training inputs: never worse there
+            row["val_tage_misp"], row["val_hybrid_misp"] = val["tage_mispredictions"], val["hybrid_mispredictions"]
         if "fused" in p:
             lstm = p.get("delta-lstm", {}).get("delta_accuracy")
             row["delta_acc_fused"], row["delta_acc_lstm"] = p["fused"]["delta_accuracy"], lstm
@@ -324,6 +323,7 @@ def run_lead_sweep(cfg: ExperimentConfig, leads=LEADS, cache: StageCache | None 
         rows.append({"workload": w, "lead": d,
                      "hard_acc_fused": b.get("fused", {}).get("hard_accuracy"),
                      "hard_acc_tage": b.get("tage-sc-l", {}).get("hard_accuracy"),
+                     "hard_acc_hybrid": b.get("fused", {}).get("hard_accuracy_hybrid"),
                      "delta_acc_fused": p.get("fused", {}).get("delta_accuracy")})
     table = save_table(out / "lead_sweep", rows, "Accuracy against the snapshot lead D (held-out input)")
     return {"rows": rows, "table": table, "plot": plot_lead_sweep(rows, out / "lead_sweep.png")}
@@ -340,6 +340,8 @@ def plot_lead_sweep(rows: list[dict], path: Path) -> Path:
                 continue
             line, = ax.plot(x, ys, "o-", label=f"{w} fused GNN")
             if key == "hard_acc":
+                ax.plot(x, [r["hard_acc_hybrid"] for r in rs], "s--", color=line.get_color(), alpha=0.8,
+                        label=f"{w} hybrid")
                 ax.plot(x, [r["hard_acc_tage"] for r in rs], ":", color=line.get_color(), alpha=0.6,
                         label=f"{w} TAGE-SC-L")
     axes[0].set_ylabel("accuracy on hard branches")

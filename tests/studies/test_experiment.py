@@ -21,8 +21,10 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     tage = next(row for row in w["branch"] if row["model"] == "tage-sc-l")
     for row in w["branch"]:
         assert row["hard_branch_instances"] == tage["hard_branch_instances"] > 0
-        if row["model"] != "tage-sc-l":   # selective override never uses a site the model lost on
-            assert 0 <= row["sites_selected"] <= 3
+        if row["model"] != "tage-sc-l":
+            assert 0 <= row["hybrid_changed"] <= 1
+    for policy in w["hybrid_policies"].values():             # on the training inputs: never worse by construction
+        assert policy["validation"]["hybrid_mispredictions"] <= policy["validation"]["tage_mispredictions"]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"][0]
     assert {"fused_vs_branchnet_hard", "fused_vs_tage_hard", "fused_over_lstm", "coverage_bop"} <= set(summary)
     (ckpt,) = (tmp_path / "cache" / "train").glob("bzip2-fused-*/run/checkpoint.pt")
