@@ -56,6 +56,7 @@ class ExperimentConfig:
     batch: int = 64
     lr: float = TrainConfig.lr
     seed: int = TrainConfig.seed
+    seeds: int = 1                 # models trained per workload with seeds seed, seed + 1, ...: tables give means (+ sd)
     threads: int = TrainConfig.threads
     out: str = "reports/experiment"
     cache: str = "work/cache"
@@ -68,7 +69,7 @@ class ExperimentConfig:
             if unknown or not given:
                 raise UsageError(f"{what} {given}: give one or more of {', '.join(known)}")
         at_least(self, instructions=1, skip=0, windows=1, window_stride=1, max_branches=0, max_loads=0,
-                 train_cap=1, workers=0)
+                 train_cap=1, workers=0, seeds=1)
         bad = [i for i in self.train_inputs if not 0 <= int(i) < N_INPUTS or int(i) == TEST_INPUT]
         if bad or not self.train_inputs or len(set(self.train_inputs)) != len(self.train_inputs):
             raise UsageError(f"train_inputs {self.train_inputs}: give distinct inputs of 0..{N_INPUTS - 1} other "
@@ -77,9 +78,9 @@ class ExperimentConfig:
         DatasetConfig(lead=self.lead, max_per_site=self.train_cap)
         self.train_config("fused")
 
-    def train_config(self, model: str) -> TrainConfig:
+    def train_config(self, model: str, seed: int | None = None) -> TrainConfig:
         return TrainConfig(model=model, hidden=self.hidden, epochs=self.epochs, batch=self.batch, lr=self.lr,
-                           seed=self.seed, threads=self.threads)
+                           seed=self.seed if seed is None else seed, threads=self.threads)
 
     def engine(self) -> Engine:
         return Engine(self.workers, self.ray_address)
@@ -235,21 +236,53 @@ def run_workload(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: 
     lead = cfg.lead if lead is None else lead
     train_dir, test_dir = workload_data(cfg, cache, workload, lead)
     train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
-    branch_models, load_models, policies = {}, {}, {}
-    for m in models or cfg.models:
-        run = steps.train(cache, cfg.train_config(m), train_ds.path, test_ds.path, label=f"{workload}-{m}")
-        pred = predict(run, test_ds.path)
-        if m != "delta-lstm":
-            branch_models[m] = pred["p_taken"]
-            policies[m] = policy_of(train_ds, predict(run, train_ds.path)["p_taken"])
-        if m != "branchnet":
-            load_models[m] = pred["delta_class"]
     has_branch = (np.asarray(test_ds.arrays["taken"]) >= 0).any()
     has_load = (np.asarray(test_ds.arrays["delta"]) >= 0).any()
-    return {"workload": workload, "lead": lead,
-            "branch": evaluate_branches(test_ds, branch_models, policies) if has_branch else [],
-            "prefetch": evaluate_prefetch(test_ds, load_models) if has_load else [],
-            "hybrid_policies": policies, "train_samples": len(train_ds), "test_samples": len(test_ds)}
+    per_seed = []
+    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+        branch_models, load_models, policies = {}, {}, {}
+        for m in models or cfg.models:
+            run = steps.train(cache, cfg.train_config(m, seed), train_ds.path, test_ds.path,
+                              label=f"{workload}-{m}" + (f"-s{seed}" if cfg.seeds > 1 else ""))
+            pred = predict(run, test_ds.path)
+            if m != "delta-lstm":
+                branch_models[m] = pred["p_taken"]
+                policies[m] = policy_of(train_ds, predict(run, train_ds.path)["p_taken"])
+            if m != "branchnet":
+                load_models[m] = pred["delta_class"]
+        per_seed.append({"seed": seed, "hybrid_policies": policies,
+                         "branch": evaluate_branches(test_ds, branch_models, policies) if has_branch else [],
+                         "prefetch": evaluate_prefetch(test_ds, load_models) if has_load else []})
+    return {"workload": workload, "lead": lead, "branch": mean_rows([s["branch"] for s in per_seed]),
+            "prefetch": mean_rows([s["prefetch"] for s in per_seed]), "seeds": per_seed,
+            "train_samples": len(train_ds), "test_samples": len(test_ds)}
+
+
+SPREAD = ("hard_mispredictions", "vs_tage_hard", "hard_mispredictions_hybrid", "vs_tage_hard_hybrid", "mpki",
+          "mpki_hybrid", "delta_accuracy", "coverage")
+
+
+def with_sd(rows: list[dict], columns: list[str]) -> list[str]:
+    """``columns``, each followed by its ``_sd`` column where the rows have one (several seeds)."""
+    return [c for col in columns for c in (col, f"{col}_sd") if c == col or any(c in r for r in rows)]
+
+
+def mean_rows(tables: list[list[dict]]) -> list[dict]:
+    """One table of the seeds' tables (same models in the same order): each number their mean and,
+    with more than one seed, the standard deviation of the ``SPREAD`` columns as ``<column>_sd``."""
+    out = []
+    for rows in zip(*tables):
+        row = {}
+        for key, v in rows[0].items():
+            vs = [r[key] for r in rows]
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and None not in vs:
+                row[key] = float(np.mean(vs)) if len(vs) > 1 else v
+                if len(vs) > 1 and key in SPREAD:
+                    row[f"{key}_sd"] = float(np.std(vs))
+            else:
+                row[key] = v
+        out.append(row)
+    return out
 
 
 def run_workloads(cfg: ExperimentConfig, cache: StageCache, pairs: list[tuple[str, int]], models=None) -> list[dict]:
@@ -269,13 +302,15 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
         save_table(out / "branch", branch_rows, f"Hard branches and overall MPKI on the held-out input (lead D = "
                    f"{cfg.lead}); learned models override TAGE-SC-L on all hard branches, and as a hybrid where a "
                    "policy chosen on the training inputs' validation split says so",
-                   columns=["workload", "model", "hard_branch_instances", "hard_mispredictions", "vs_tage_hard",
-                            "hard_mpki", "mpki", "hard_mispredictions_hybrid", "vs_tage_hard_hybrid",
-                            "mpki_hybrid", "hybrid_changed", "hybrid_changed_right"]),
+                   columns=with_sd(branch_rows, ["workload", "model", "hard_branch_instances", "hard_mispredictions",
+                                                 "vs_tage_hard", "hard_mpki", "mpki", "hard_mispredictions_hybrid",
+                                                 "vs_tage_hard_hybrid", "mpki_hybrid", "hybrid_changed",
+                                                 "hybrid_changed_right"])),
         save_table(out / "prefetch", pf_rows, "Delinquent loads on the held-out input: next-delta accuracy and "
                    "cache-model coverage (BOP for scale)",
-                   columns=["workload", "model", "delta_accuracy", "delta_precision", "delta_recall", "coverage",
-                            "delinquent_coverage", "accuracy", "l1_mpki_with", "l1_mpki_without"]),
+                   columns=with_sd(pf_rows, ["workload", "model", "delta_accuracy", "delta_precision", "delta_recall",
+                                             "coverage", "delinquent_coverage", "accuracy", "l1_mpki_with",
+                                             "l1_mpki_without"])),
         save_table(out / "summary", summary, "Goals: fused GNN against the best history-only learned baseline, "
                    "TAGE-SC-L and BOP"),
     ]
@@ -297,8 +332,9 @@ def summarise(per: list[dict]) -> list[dict]:
             row["fused_vs_tage_hard_hybrid"] = b["fused"]["vs_tage_hard_hybrid"]
             row["mpki_tage"], row["mpki_fused_override"] = b["tage-sc-l"]["mpki"], b["fused"]["mpki"]
             row["mpki_fused_hybrid"] = b["fused"]["mpki_hybrid"]
-            val = r["hybrid_policies"]["fused"]["validation"]      # the training inputs: never worse there
-            row["val_tage_misp"], row["val_hybrid_misp"] = val["tage_mispredictions"], val["hybrid_mispredictions"]
+            val = [s["hybrid_policies"]["fused"]["validation"] for s in r["seeds"]]   # never worse there
+            row["val_tage_misp"] = val[0]["tage_mispredictions"]
+            row["val_hybrid_misp_worst_seed"] = max(v["hybrid_mispredictions"] for v in val)
         if "fused" in p:
             lstm = p.get("delta-lstm", {}).get("delta_accuracy")
             row["delta_acc_fused"], row["delta_acc_lstm"] = p["fused"]["delta_accuracy"], lstm

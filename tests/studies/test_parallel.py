@@ -41,7 +41,7 @@ def test_ray_gives_the_tables_of_a_serial_run(native, tmp_path):
     """Two training inputs x two windows, merged; Ray on 2 CPUs and serial give equal tables."""
     base = dict(workloads=["bzip2"], models=["fused", "delta-lstm"], instructions=300_000, skip=1_000_000,
                 windows=2, window_stride=1_000_000, train_inputs=[0, 2], epochs=1, train_cap=400, max_branches=3,
-                max_loads=2, threads=1)
+                max_loads=2, threads=1, seeds=2)
     tables = {}
     for workers in (1, 2):
         cfg = ExperimentConfig(**base, workers=workers, cache=str(tmp_path / f"cache{workers}"),
@@ -50,6 +50,11 @@ def test_ray_gives_the_tables_of_a_serial_run(native, tmp_path):
         tables[workers] = {t: json.loads((tmp_path / f"out{workers}" / f"{t}.json").read_text())
                            for t in ("branch", "prefetch", "summary")}
     assert tables[1] == tables[2]
+    fused = next(r for r in tables[2]["branch"]["rows"] if r["model"] == "fused")   # two seeds: mean and spread
+    per_seed = [next(r for r in s["branch"] if r["model"] == "fused") for s in
+                json.loads((tmp_path / "out2" / "experiment.json").read_text())["workloads"][0]["seeds"]]
+    assert fused["mpki"] == pytest.approx(sum(r["mpki"] for r in per_seed) / 2)
+    assert fused["mpki_sd"] == pytest.approx(abs(per_seed[0]["mpki"] - per_seed[1]["mpki"]) / 2)
     assert [(i, s) for i, s in trace_plan(cfg, "bzip2")] == [(0, 1_000_000), (0, 2_000_000), (2, 1_000_000),
                                                              (2, 2_000_000), (1, 1_000_000)]
     train, test = workload_data(cfg, StageCache(tmp_path / "cache2", log=None), "bzip2")
