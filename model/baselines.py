@@ -3,8 +3,9 @@
 Both models see only a *history* (no code, no register values), which is what separates them from
 the GNN:
 
-* :class:`BranchNetCNN` — BranchNet (Zangeneh et al., MICRO 2020): a convolutional net over the
-  global branch history, trained offline for one hard-to-predict branch.
+* :class:`BranchNet` — BranchNet (Zangeneh et al., MICRO 2020) at its Big-BranchNet shape: per-slice
+  convolutional nets over geometric lengths of the global branch history, trained offline for one
+  hard-to-predict branch.
 * :class:`DeltaLSTM` — the embedding LSTM of Hashemi et al., "Learning Memory Access Patterns"
   (ICML 2018): next-delta classification from the (pc, delta) history of a static load.
 
@@ -22,90 +23,91 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def geometric_pool_slices(history: int, slices: int = 4, windows: int = 12) -> tuple[tuple[int, int], ...]:
-    """BranchNet-style slices for a history of ``history`` branches.
-
-    Slice i covers the most recent ``history / 2**i`` branches and is sum-pooled in windows of
-    ``max(1, length // windows)`` convolution outputs, so every slice yields about ``windows``
-    pooled values: recent history gets fine positional resolution, old history coarse. Slices
-    shorter than 8 branches are dropped. Returned oldest-reaching (longest) first; e.g. for 200:
-    ``((200, 16), (100, 8), (50, 4), (25, 2))``.
-    """
-    out = []
-    for i in range(slices):
-        length = history >> i
-        if length < 8:
-            break
-        out.append((length, max(1, length // windows)))
-    return tuple(out)
+# Big-BranchNet (Zangeneh et al., MICRO 2020, and its public code's configs/big.yaml): five slices of
+# (history length, sum-pooling width), each pooled into 12 windows of its convolution's outputs.
+BIG_SLICES = ((42, 3), (78, 6), (150, 12), (294, 24), (582, 48))
+# The published shapes (configs/big.yaml and configs/mini_1k.yaml, the latter without its quantization
+# and with ReLU activations): `ncf train --set branchnet=mini`.
+BRANCHNET_SHAPES = {
+    "big": {"slices": BIG_SLICES, "pc_bits": 12, "embed": 32, "channels": 32, "conv_width": 7, "hidden": (128, 128)},
+    "mini": {"slices": ((37, 7), (77, 15), (152, 30), (302, 60), (602, 120)), "pc_bits": 6, "embed": 32,
+             "channels": (3, 3, 4, 4, 3), "conv_width": 3, "hidden": (16,)},
+}
+TOKEN_PC_BITS = 12     # the pc hash in a branch token (dataset.branch_tokens)
 
 
-class BranchNetCNN(nn.Module):
-    """BranchNet for one hard branch: embedding → 1-D convolution → ReLU → sliced sum-pooling → linear.
+class BranchNet(nn.Module):
+    """BranchNet for one hard branch, at the published Big-BranchNet shape.
 
-    Input: the last ``history`` = L branches before the predicted one, most recent last —
-    ``bhist_pc`` [B, L] (pc hash, only its low ``pc_bits`` bits are used) and ``bhist_dir`` [B, L]
-    (taken = 1). Output: one logit [B] (P(taken) = sigmoid(logit)).
+    Input: ``tokens`` [B, L] — the last L = max slice length branches before the predicted one,
+    oldest first, each ``pc_hash << 1 | taken`` (``dataset.branch_tokens``; 0 before the window's
+    first branch; the 12-bit hash is folded by XOR to ``pc_bits``). Output: one logit [B].
 
-    1. token_t = (pc_t mod 2^pc_bits) << 1 | dir_t, t = 0..L-1, a vocabulary of 2^(pc_bits+1).
-    2. e_t = Embedding(token_t) ∈ R^embed.
-    3. c_j = ReLU(b + Σ_{k<K} W_k e_{j+k}) ∈ R^channels, j = 0..L-K (valid convolution of width
-       K = ``conv_width``: each c_j detects a pattern of K consecutive branches).
-    4. Sliced sum-pooling (BranchNet's geometric slices). Slice s = (ℓ_s, w_s) keeps the
-       convolution outputs that lie inside the most recent ℓ_s branches (j ≥ L-ℓ_s, that is
-       ℓ_s-K+1 of them), and sums them in n_s = ⌊(ℓ_s-K+1)/w_s⌋ non-overlapping windows of w_s
-       counted back from the most recent (the oldest remainder is dropped):
-       p_{s,i} = Σ_{j in window i} c_j ∈ R^channels.
-       Sums, not maxima: a pattern is counted wherever it falls inside a window, so the model
-       tolerates the branch of interest moving around by up to w_s positions (the usual case
-       when loop trip counts vary), while long slices with wide windows still reach deep history.
-    5. logit = v · concat_{s,i} p_{s,i} + b₀.
+    Per slice s = (ℓ_s, w_s), on the most recent ℓ_s tokens, with its own weights:
+      1. e_t = Embedding_s(token_t mod 2^(pc_bits+1)) ∈ R^embed;
+      2. c_j = ReLU(norm(Conv1d_s(e)_j)) ∈ R^channels, a valid convolution of width K: each c_j
+         detects a pattern of K consecutive branches;
+      3. sum-pooling of c in non-overlapping windows of w_s (from the oldest, the newest remainder
+         dropped, as the reference code's AvgPool1d(w) · w), then norm: p_s ∈ R^(channels · n_s),
+         n_s = ⌊(ℓ_s − K + 1)/w_s⌋ (12 for every slice of the default shape).
+    Then concat_s p_s → Linear → norm → ReLU, twice (``hidden``) → Linear → logit. Sums count a
+    pattern wherever it falls inside a window, so the model tolerates the branch of interest moving
+    by up to w_s positions (varying loop trip counts), while long slices with wide windows reach
+    deep history.
 
-    Simplifications versus the paper's Big-BranchNet (histories 42..582, one embedding and
-    convolution *per slice*, batch-norm after pooling, two hidden layers of 128): a single shared
-    embedding and convolution (slices are suffixes of the same convolution output), no
-    batch-norm, and a single linear layer on the pooled features, so the baseline stays small
-    and its decision is a weighted count of detected patterns.
+    One departure from the reference: its batch-norms are per-sample layer norms (``norm``), so a
+    prediction never depends on the rest of the batch and data-parallel training equals
+    single-process training (tests/model/test_ddp.py).
 
-    Size at the defaults (L=200, pc_bits=12, embed=32, channels=32, K=7, slices
-    ((200,16),(100,8),(50,4),(25,2)) → 12+11+11+9 = 43 windows): embedding 8192·32 = 262,144;
-    convolution 32·32·7+32 = 7,200; linear 43·32+1 = 1,377; total 270,721 parameters.
+    ``BRANCHNET_SHAPES``: "big" (the defaults) and "mini" (Mini-BranchNet's 1 KB shape: 3-4 channels
+    of width 3 per slice, 5 windows each, a 6-bit pc hash, one hidden layer of 16; about 60x cheaper
+    to train). Size of "big" (pc_bits 12, embed 32, channels 32, K 7, hidden (128, 128)): per slice an
+    8,192 x 32 embedding (262,144) and a convolution (7,200), plus norms; the MLP 1,920 x 128 +
+    128 x 128 + 128 x 1 with biases and norms; 1,610,401 parameters per branch.
     """
 
-    def __init__(self, history: int = 200, pc_bits: int = 12, embed: int = 32, channels: int = 32,
-                 conv_width: int = 7, pool_slices: Sequence[tuple[int, int]] | None = None):
+    def __init__(self, slices=BIG_SLICES, pc_bits: int = 12, embed: int = 32, channels=32,
+                 conv_width: int = 7, hidden=(128, 128)):
         super().__init__()
-        pool_slices = tuple(pool_slices) if pool_slices is not None else geometric_pool_slices(history)
-        if not pool_slices:
-            raise ValueError("need at least one pooling slice")
-        for length, width in pool_slices:
-            if not (conv_width <= length <= history) or width < 1 or (length - conv_width + 1) < width:
-                raise ValueError(f"bad slice (length={length}, width={width}) for history={history}, "
-                                 f"conv_width={conv_width}")
-        self.history, self.pc_bits, self.conv_width = history, pc_bits, conv_width
-        self.pool_slices = pool_slices
-        # n_s windows per slice
-        self.windows = tuple((length - conv_width + 1) // width for length, width in pool_slices)
-        self.embedding = nn.Embedding(2 ** (pc_bits + 1), embed)
-        self.conv = nn.Conv1d(embed, channels, conv_width)
-        self.out = nn.Linear(channels * sum(self.windows), 1)
+        slices = tuple(tuple(x) for x in slices)
+        channels = (channels,) * len(slices) if isinstance(channels, int) else tuple(channels)
+        if len(channels) != len(slices) or not 1 <= pc_bits <= TOKEN_PC_BITS:
+            raise ValueError(f"channels {channels} for {len(slices)} slices, pc_bits {pc_bits} (1..{TOKEN_PC_BITS})")
+        for length, width in slices:
+            if length < conv_width or width < 1 or (length - conv_width + 1) < width:
+                raise ValueError(f"bad slice (length={length}, width={width}) for conv_width={conv_width}")
+        self.slices, self.pc_bits, self.conv_width = slices, pc_bits, conv_width
+        self.history = max(length for length, _ in slices)
+        self.windows = tuple((length - conv_width + 1) // width for length, width in slices)
+        self.embeddings = nn.ModuleList(nn.Embedding(2 ** (pc_bits + 1), embed) for _ in slices)
+        self.convs = nn.ModuleList(nn.Conv1d(embed, c, conv_width) for c in channels)
+        self.conv_norms = nn.ModuleList(nn.GroupNorm(1, c) for c in channels)
+        self.pool_norms = nn.ModuleList(nn.GroupNorm(1, c) for c in channels)
+        layers, width = [], sum(c * n for c, n in zip(channels, self.windows))
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.LayerNorm(h), nn.ReLU()]
+            width = h
+        self.mlp = nn.Sequential(*layers, nn.Linear(width, 1))
 
-    def pooled_features(self, bhist_pc: torch.Tensor, bhist_dir: torch.Tensor) -> torch.Tensor:
-        """Steps 1–4: the concatenated sum-pooled convolution outputs, [B, channels · Σ n_s]."""
-        pc = bhist_pc[:, -self.history:].long() & ((1 << self.pc_bits) - 1)
-        d = bhist_dir[:, -self.history:].long() & 1
-        if pc.shape[1] != self.history:
-            raise ValueError(f"history of {pc.shape[1]} branches, model wants {self.history}")
-        x = self.embedding((pc << 1) | d).transpose(1, 2)          # [B, embed, L]
-        c = F.relu(self.conv(x))                                    # [B, channels, L-K+1]
-        pooled = []
-        for (_, width), n in zip(self.pool_slices, self.windows):
-            recent = c[:, :, c.shape[2] - n * width:]               # the n·w most recent outputs
-            pooled.append(recent.reshape(c.shape[0], c.shape[1], n, width).sum(-1).flatten(1))
-        return torch.cat(pooled, dim=1)
+    def pooled_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Steps 1–3 of every slice, concatenated: [B, Σ channels_s · n_s]."""
+        if tokens.shape[1] < self.history:
+            raise ValueError(f"history of {tokens.shape[1]} branches, model wants {self.history}")
+        tokens, pc = tokens.long(), torch.zeros_like(tokens, dtype=torch.long)
+        for shift in range(0, TOKEN_PC_BITS, self.pc_bits):                      # fold the hash to pc_bits
+            pc ^= (tokens >> (1 + shift)) & ((1 << self.pc_bits) - 1)
+        tokens = pc << 1 | (tokens & 1)
+        out = []
+        for (length, width), n, emb, conv, cn, pn in zip(self.slices, self.windows, self.embeddings, self.convs,
+                                                         self.conv_norms, self.pool_norms):
+            x = emb(tokens[:, tokens.shape[1] - length:]).transpose(1, 2)      # [B, embed, ℓ]
+            c = F.relu(cn(conv(x)))                                             # [B, channels, ℓ-K+1]
+            p = c[:, :, :n * width].reshape(c.shape[0], c.shape[1], n, width).sum(-1)
+            out.append(pn(p).flatten(1))
+        return torch.cat(out, dim=1)
 
-    def forward(self, bhist_pc: torch.Tensor, bhist_dir: torch.Tensor) -> torch.Tensor:
-        return self.out(self.pooled_features(bhist_pc, bhist_dir)).squeeze(1)
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.pooled_features(tokens)).squeeze(1)
 
 
 class DeltaLSTM(nn.Module):
@@ -188,7 +190,7 @@ def train_classifier(model: nn.Module, inputs: Sequence[np.ndarray], labels: np.
     """Train ``model`` in place with Adam (model/train.py's ``fit``); return the per-epoch history.
 
     ``inputs`` are the model's forward arguments as arrays with the sample axis first (e.g.
-    ``(bhist_pc, bhist_dir)`` or ``(dhist, site)``), in time order; ``labels`` [M] are 0/1 for a
+    ``(tokens,)`` or ``(dhist, site)``), in time order; ``labels`` [M] are 0/1 for a
     one-logit model (BCE-with-logits) or class ids for a C-logit model (cross-entropy).
 
     The last ``val_fraction`` of the samples (by time, i.e. by index) are held out for validation;

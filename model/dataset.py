@@ -13,8 +13,10 @@ What a sample of dynamic instruction i holds, and when it was knowable (the hone
 * ``g``: the last 32 conditional-branch outcomes *before* i, TAGE-SC-L's prediction and
   confidence for i (an online predictor's output, available when i is fetched), and for loads the
   last 3 address deltas of the same load *before* i;
-* history-only baselines: the last 200 branches (pc hash, direction) before i; the last 16 delta
-  classes of the same load before i.
+* history-only baselines: ``bpos``, the position of i in the window's branch stream
+  (``branches.npy``: every branch's pc hash and direction, in order), so that a model reads the
+  branches before i, as many as it wants (``Dataset.branch_history``); the last 16 delta classes
+  of the same load before i.
 
 Never the outcome, never anything from i itself or later. ``snapshot_index`` is the one place
 where the lead is applied; the test suite rebuilds a dataset from a trace whose state after ``s``
@@ -43,7 +45,7 @@ from ncf.trace_eval.streams import branch_chunks
 
 from .graph import MAX_MEM_SLOTS, N_NODES, SiteGraph, build_site_graph
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 N_SLOTS = 16 + MAX_MEM_SLOTS     # dynval columns: 16 GPRs, then memory slots
 HIST_BITS = 32
 N_DELTA_FEATURES = 3             # previous deltas in g
@@ -57,7 +59,6 @@ class DatasetConfig:
     lead: int = 100               # D: the snapshot is taken before instruction i - D
     task: str = "both"            # "branch", "prefetch" or "both"
     n_nodes: int = N_NODES
-    cnn_history: int = 200        # branches seen by the BranchNet-style CNN
     delta_history: int = 16       # deltas seen by the delta-LSTM
     delta_classes: int = 16       # most frequent training deltas + "other"
     max_per_site: int | None = None  # keep at most this many samples per site, evenly spaced in time
@@ -159,8 +160,10 @@ def _spaced(n: int, cap: int | None) -> np.ndarray | None:
     return np.unique(np.linspace(0, n - 1, cap).astype(np.int64))
 
 
-def _pc_hash(pc: np.ndarray) -> np.ndarray:
-    return ((pc ^ (pc >> np.uint64(12))) & np.uint64(0xFFF)).astype(np.int64)
+def branch_tokens(pc: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """A branch as BranchNet reads it: a 12-bit hash of its pc and its direction, ``hash << 1 | taken``."""
+    h = (np.asarray(pc, np.uint64) ^ (np.asarray(pc, np.uint64) >> np.uint64(12))) & np.uint64(0xFFF)
+    return ((h << np.uint64(1)) | np.asarray(taken, np.uint64)).astype(np.uint16)
 
 
 def _access_pcs(ch) -> np.ndarray:
@@ -209,7 +212,7 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
     want = {"branch": cfg.task in ("branch", "both"), "load": cfg.task in ("prefetch", "both")}
     wanted = {t: sites.get(t, []) if want[t] else [] for t in TASKS}
     scan = TraceReader(trace, verify=False)   # the file was verified when ``reader`` opened it
-    eligible, deltas = _count(scan, wanted, cfg.lead, progress)
+    eligible, deltas, n_branches = _count(scan, wanted, cfg.lead, progress)
     graphs = site_graphs(scan.static, wanted, cfg.n_nodes)
     if vocab is None and want["load"]:
         vocab = delta_vocabulary(deltas, cfg.delta_classes)
@@ -226,7 +229,7 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
     picks = [_spaced(eligible[g.task, g.pc], cfg.max_per_site) for g in graphs]
     kept = [eligible[g.task, g.pc] if p is None else len(p) for g, p in zip(graphs, picks)]
     samples = _samples(scan, graphs, picks, cfg, vocab, progress)
-    _write_columns(out_dir, samples, _columns(cfg), sum(kept))
+    _write_columns(out_dir, samples, _columns(cfg), sum(kept), n_branches)
     counts = {t: sum(n for g, n in zip(graphs, kept) if g.task == t) for t in TASKS}
     return _write_meta(out_dir, trace, reader, sites, graphs, counts, cfg, vocab, skipped)
 
@@ -242,12 +245,13 @@ def _chunks(reader: TraceReader, desc: str, progress: bool):
             bar.update(len(ch.insn))
 
 
-def _count(reader: TraceReader, sites: dict, lead: int, progress: bool) -> tuple[dict, Tally]:
-    """Pass 1: each site's instances whose snapshot lies inside the trace, keyed (task, pc), and the
-    line deltas of the load sites. Fills ``reader.static``."""
+def _count(reader: TraceReader, sites: dict, lead: int, progress: bool) -> tuple[dict, Tally, int]:
+    """Pass 1: each site's instances whose snapshot lies inside the trace, keyed (task, pc), the
+    line deltas of the load sites and the number of branches. Fills ``reader.static``."""
     eligible = {(t, pc): 0 for t in TASKS for pc in sites[t]}
-    deltas, last_line = Tally(np.int64), {}
+    deltas, last_line, n_branches = Tally(np.int64), {}, 0
     for ch, br in _chunks(reader, "counting", progress):
+        n_branches += len(br.idx)
         for pc in sites["branch"]:
             i = br.idx[br.cond & (br.pc == pc)].astype(np.int64)
             eligible["branch", pc] += int((snapshot_index(i, lead) >= 0).sum())
@@ -256,14 +260,13 @@ def _count(reader: TraceReader, sites: dict, lead: int, progress: bool) -> tuple
             i, d = _load_deltas(ch, access_pc, pc, last_line)
             eligible["load", pc] += int((snapshot_index(i, lead) >= 0).sum())
             deltas.add(d)
-    return eligible, deltas
+    return eligible, deltas, n_branches
 
 
 def _columns(cfg: DatasetConfig) -> dict:
     """name -> (dtype, shape of one sample)."""
     return {"idx": (np.int64, ()), "g": (np.uint8, (G_DIM,)), "taken": (np.int8, ()), "delta": (np.int16, ()),
-            "tage_pred": (np.uint8, ()), "tage_conf": (np.uint8, ()),
-            "bhist_pc": (np.int16, (cfg.cnn_history,)), "bhist_dir": (np.uint8, (cfg.cnn_history,)),
+            "tage_pred": (np.uint8, ()), "tage_conf": (np.uint8, ()), "bpos": (np.int64, ()), "bfirst": (np.int64, ()),
             "dhist": (np.int16, (cfg.delta_history,)), "site": (np.int16, ()), "dynval": (np.uint64, (N_SLOTS,))}
 
 
@@ -271,11 +274,11 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
              progress: bool) -> Iterator[dict]:
     """Pass 2: the samples of each chunk, in time order. ``picks[k]``: which of site k's eligible
     instances to keep (positions in time order; None: all)."""
-    lead, n_hist, n_cnn, n_dh = cfg.lead, HIST_BITS, cfg.cnn_history, cfg.delta_history
+    lead, n_hist, n_dh = cfg.lead, HIST_BITS, cfg.delta_history
     seen = [0] * len(graphs)   # eligible instances of each site so far
     tage = TageScL()           # its prediction and confidence are inputs at prediction time
     cond_idx, cond_taken = np.full(n_hist, -1, np.int64), np.zeros(n_hist, np.uint8)  # the last conditional branches
-    br_hash, br_taken = np.zeros(n_cnn, np.int64), np.zeros(n_cnn, np.uint8)          # the last branches
+    n_before = 0               # branches in the chunks before this one
     last_line = {}
     d_prev = {g.pc: np.zeros(N_DELTA_FEATURES, np.int64) for g in graphs if g.task == "load"}  # each load's last deltas
     c_prev = {g.pc: np.full(n_dh, cfg.delta_classes, np.int64) for g in graphs if g.task == "load"}  # and classes
@@ -291,8 +294,6 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
         cond = br.cond
         cond_idx = np.concatenate([cond_idx, br.idx[cond].astype(np.int64)])
         cond_taken = np.concatenate([cond_taken, br.taken[cond].astype(np.uint8)])
-        br_hash = np.concatenate([br_hash, _pc_hash(br.pc)])
-        br_taken = np.concatenate([br_taken, br.taken.astype(np.uint8)])
         access_pc = _access_pcs(ch)
         parts = []
         for k, g in enumerate(graphs):
@@ -306,8 +307,6 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
                 gvec[np.arange(n), 3 + n_hist + conf[pos].astype(np.int64)] = 1
                 part = {"taken": br.taken[pos].astype(np.int8), "delta": np.full(n, -1, np.int16),
                         "tage_pred": pred[pos].astype(np.uint8), "tage_conf": conf[pos].astype(np.uint8),
-                        "bhist_pc": _window(br_hash, n_cnn + pos, n_cnn).astype(np.int16),
-                        "bhist_dir": _window(br_taken, n_cnn + pos, n_cnn),
                         "dhist": np.full((n, n_dh), cfg.delta_classes, np.int16)}
             else:
                 i, d = _load_deltas(ch, access_pc, g.pc, last_line)
@@ -322,16 +321,17 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
                 gvec[:, 2 + n_hist + 4:] = encode_deltas(before).reshape(n, N_DELTA_FEATURES * DELTA_BITS)
                 part = {"taken": np.full(n, -1, np.int8), "delta": cls[j].astype(np.int16),
                         "tage_pred": np.zeros(n, np.uint8), "tage_conf": np.zeros(n, np.uint8),
-                        "bhist_pc": np.zeros((n, n_cnn), np.int16), "bhist_dir": np.zeros((n, n_cnn), np.uint8),
                         "dhist": _window(cs, n_dh + j, n_dh).astype(np.int16)}
             gvec[:, 2:2 + n_hist] = _window(cond_taken, np.searchsorted(cond_idx, i), n_hist)  # before i
-            parts.append({"idx": i, "g": gvec, **part, "site": np.full(n, k, np.int16)})
+            parts.append({"idx": i, "g": gvec, **part, "site": np.full(n, k, np.int16),
+                          "bpos": n_before + np.searchsorted(br.idx, i), "bfirst": np.zeros(n, np.int64)})
         cond_idx, cond_taken = _tail(cond_idx, n_hist), _tail(cond_taken, n_hist)
-        br_hash, br_taken = _tail(br_hash, n_cnn), _tail(br_taken, n_cnn)
         cols = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         order = np.argsort(cols["idx"], kind="stable")   # samples in time order (validation = the last ones)
         cols = {key: v[order] for key, v in cols.items()}
         cols["dynval"] = snapshots.take(ch, cols["site"], snapshot_index(cols["idx"], lead))
+        cols["branches"] = branch_tokens(br.pc, br.taken)
+        n_before += len(br.idx)
         yield cols
 
 
@@ -377,22 +377,25 @@ class _Snapshots:
         return out
 
 
-def _write_columns(out_dir: Path, samples: Iterator[dict], columns: dict, total: int) -> None:
-    """Append the samples to one ``.npy`` per column (each written whole or not at all)."""
+def _write_columns(out_dir: Path, samples: Iterator[dict], columns: dict, total: int, n_branches: int) -> None:
+    """Append the samples to one ``.npy`` per column and their ``branches`` to ``branches.npy``
+    (each file written whole or not at all)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    columns = {**columns, "branches": (np.uint16, ())}
+    lengths = {key: total for key in columns} | {"branches": n_branches}
     with ExitStack() as stack:
         files = {}
         for key, (dtype, shape) in columns.items():
             files[key] = stack.enter_context(open(stack.enter_context(atomic_path(out_dir / f"{key}.npy")), "wb"))
             npformat.write_array_header_1_0(files[key], {"descr": npformat.dtype_to_descr(np.dtype(dtype)),
-                                                         "fortran_order": False, "shape": (total,) + shape})
-        written = 0
+                                                         "fortran_order": False, "shape": (lengths[key],) + shape})
+        written = dict.fromkeys(columns, 0)
         for cols in samples:
             for key, f in files.items():
                 f.write(np.ascontiguousarray(cols[key], columns[key][0]).tobytes())
-            written += len(cols["idx"])
-        if written != total:
-            raise AssertionError(f"{written} samples written, {total} counted")
+                written[key] += len(cols[key])
+        if written != lengths:
+            raise AssertionError(f"written {written}, counted {lengths}")
 
 
 def _write_meta(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, graphs: list[SiteGraph],
@@ -449,17 +452,21 @@ def concat_datasets(parts: list, out_dir: str | Path) -> dict:
         remaps.append(remap)
 
     def samples():
+        offset = 0
         for d, remap in zip(ds, remaps):
             site = np.asarray(d.arrays["site"], np.int64)
             keep = remap[site] >= 0
             cols = {key: np.asarray(v)[keep] for key, v in d.arrays.items()}
             cols["site"] = remap[site[keep]]
+            cols["bpos"], cols["bfirst"] = cols["bpos"] + offset, cols["bfirst"] + offset   # into the merged stream
+            cols["branches"] = np.asarray(d.branches)
+            offset += len(d.branches)
             yield cols
 
     cfg = DatasetConfig(**first["config"])
     kept = [np.bincount(np.asarray(d.arrays["site"], np.int64), minlength=len(r))[r >= 0].sum() if len(d) else 0
             for d, r in zip(ds, remaps)]
-    _write_columns(out_dir, samples(), _columns(cfg), int(sum(kept)))
+    _write_columns(out_dir, samples(), _columns(cfg), int(sum(kept)), sum(len(d.branches) for d in ds))
     site = np.load(out_dir / "site.npy", mmap_mode="r")
     counts = {t: int(np.isin(site, [k for k, g in enumerate(graphs) if g.task == t]).sum()) for t in TASKS}
     meta = _write_meta(out_dir, Path(first["trace"]), TraceReader(first["trace"], verify=False),
@@ -488,7 +495,18 @@ class Dataset:
         sites = np.load(self.path / "sites.npz")
         self.static, self.adj, self.dyn_slot = sites["static"], sites["adj"], sites["dyn_slot"]
         self.site_pc, self.site_task = sites["pc"], sites["task"]
-        self.arrays = {p.stem: np.load(p, mmap_mode="r") for p in self.path.glob("*.npy")}
+        self.arrays = {p.stem: np.load(p, mmap_mode="r") for p in self.path.glob("*.npy") if p.stem != "branches"}
+        stream = self.path / "branches.npy"
+        self.branches = np.load(stream, mmap_mode="r") if stream.exists() else None
+
+    def branch_history(self, rows: np.ndarray, length: int) -> np.ndarray:
+        """int16 [len(rows), length]: the tokens (``branch_tokens``) of the last ``length`` branches
+        before each sample, oldest first, 0 where its window has fewer."""
+        if self.branches is None:
+            raise DataError(f"{self.path}: no branch stream (branches.npy); rebuild it with `ncf dataset`")
+        pos = np.asarray(self.arrays["bpos"][rows], np.int64)[:, None] + np.arange(-length, 0)
+        ok = pos >= np.asarray(self.arrays["bfirst"][rows], np.int64)[:, None]
+        return np.where(ok, np.asarray(self.branches)[np.where(ok, pos, 0)], 0).astype(np.int16)
 
     def __len__(self) -> int:
         return len(self.arrays["idx"])

@@ -1,7 +1,9 @@
 """Training and prediction of the history-only learned baselines on ncf datasets.
 
-branchnet:  one BranchNet-style CNN per hard branch (as BranchNet trains per branch), on the last
-            ``cnn_history`` branches before each instance.
+branchnet:  one BranchNet per hard branch (as BranchNet trains and deploys it: it predicts only the
+            branches it was trained for), at a published shape (``TrainConfig.branchnet``: Big- or
+            Mini-BranchNet), on the last 582 / 602 branches before each instance
+            (``Dataset.branch_history``).
 delta-lstm: one delta-LSTM for all delinquent loads of a workload, on the last ``delta_history``
             delta classes of the same load and the load's identity.
 
@@ -20,7 +22,7 @@ import torch
 
 from ncf.io import atomic_path, check_output, write_json
 
-from .baselines import BranchNetCNN, DeltaLSTM, predict, train_classifier
+from .baselines import BRANCHNET_SHAPES, BranchNet, DeltaLSTM, predict, train_classifier
 from .dataset import Dataset
 from .loop import CHECKPOINT_VERSION, World, checkpoint_path, load_checkpoint
 
@@ -60,8 +62,8 @@ def train_history_model(cfg, resume: bool = False, progress: bool = True) -> dic
             continue
         t0 = time.monotonic()
         if cfg.model == "branchnet":
-            model = BranchNetCNN(history=a["bhist_pc"].shape[1])
-            inputs = (np.asarray(a["bhist_pc"][rows], np.int64), np.asarray(a["bhist_dir"][rows], np.int64))
+            model = BranchNet(**BRANCHNET_SHAPES[cfg.branchnet])
+            inputs = (ds.branch_history(rows, model.history),)
             y = np.asarray(a["taken"][rows], np.float32)
         else:
             model = DeltaLSTM(n_sites=len(pcs), n_classes=ds.meta["config"]["delta_classes"])
@@ -101,10 +103,9 @@ def predict_history(run_dir: str | Path, ds_dir: str | Path) -> dict:
             rows = _rows(ds, 0, k)
             if state is None or not len(rows):
                 continue
-            model = BranchNetCNN(history=a["bhist_pc"].shape[1])
+            model = BranchNet(**BRANCHNET_SHAPES[saved["config"].get("branchnet", "big")])
             model.load_state_dict(state)
-            logit = predict(model, (np.asarray(a["bhist_pc"][rows], np.int64),
-                                    np.asarray(a["bhist_dir"][rows], np.int64)), logits=True)
+            logit = predict(model, (ds.branch_history(rows, model.history),), logits=True)
             p_taken[rows] = 1 / (1 + np.exp(-logit))
     else:
         train_pcs = saved["site_pc"]

@@ -54,11 +54,16 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1                 # torch threads; on a shared machine a 2nd thread waits for busy cores
     device: str = "auto"             # auto = cuda if present, else cpu
+    branchnet: str = "big"           # the BranchNet shape (model.baselines.BRANCHNET_SHAPES): big or mini
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise UsageError(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
         at_least(self, hidden=1, steps=0, epochs=1, batch=1, threads=1, weight_decay=0)
+        from .baselines import BRANCHNET_SHAPES
+
+        if self.branchnet not in BRANCHNET_SHAPES:
+            raise UsageError(f"branchnet must be one of {', '.join(BRANCHNET_SHAPES)}, not {self.branchnet!r}")
         if not self.lr > 0:
             raise UsageError(f"lr {self.lr}: must be > 0")
 

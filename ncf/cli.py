@@ -625,6 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "window_stride": "instructions from one window's start to the next's",
                                              "train_inputs": "training inputs (input 1 is held out)",
                                              "train_cap": "training samples per site", "out": "report directory",
+                                             "branchnet": "BranchNet's published shape: big (Big-BranchNet) "
+                                                          "or mini (Mini-BranchNet 1KB, unquantized)",
                                              "seeds": "models trained per workload, seeds seed, seed+1, ...: the "
                                                       "tables give means and standard deviations",
                                              "cache": "the stage cache", **PARALLEL_OPTIONS})

@@ -256,7 +256,7 @@ def _train_rates(ds, epochs: int, batch: int):
     import numpy as np
     import torch
 
-    from ncf.model.baselines import BranchNetCNN, DeltaLSTM, train_classifier
+    from ncf.model.baselines import BranchNet, DeltaLSTM, train_classifier
     from ncf.model.gnn import DenseGNN, FusedGNN
     from ncf.model.loop import fit
     from ncf.model.train import GraphBatches, TrainConfig, build_gnn, labels, multitask_loss, split_by_time
@@ -275,8 +275,7 @@ def _train_rates(ds, epochs: int, batch: int):
     taken, delta = np.asarray(a["taken"]), np.asarray(a["delta"])
     br, ld = np.flatnonzero(taken >= 0), np.flatnonzero(delta >= 0)
     for name, model, inputs, y in [
-            ("BranchNet-mini", BranchNetCNN(history=a["bhist_pc"].shape[1]), (a["bhist_pc"][br], a["bhist_dir"][br]),
-             taken[br]),
+            ("BranchNet (big)", BranchNet(), (ds.branch_history(br, BranchNet().history),), taken[br]),
             ("delta-LSTM", DeltaLSTM(n_sites=len(ds.site_pc), n_classes=ds.meta["config"]["delta_classes"]),
              (a["dhist"][ld], a["site"][ld]), delta[ld])]:
         t0 = time.perf_counter()

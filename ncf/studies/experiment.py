@@ -56,6 +56,7 @@ class ExperimentConfig:
     batch: int = 64
     lr: float = TrainConfig.lr
     seed: int = TrainConfig.seed
+    branchnet: str = TrainConfig.branchnet   # BranchNet's published shape: big or mini (model.baselines)
     seeds: int = 1                 # models trained per workload with seeds seed, seed + 1, ...: tables give means (+ sd)
     threads: int = TrainConfig.threads
     out: str = "reports/experiment"
@@ -80,7 +81,7 @@ class ExperimentConfig:
 
     def train_config(self, model: str, seed: int | None = None) -> TrainConfig:
         return TrainConfig(model=model, hidden=self.hidden, epochs=self.epochs, batch=self.batch, lr=self.lr,
-                           seed=self.seed if seed is None else seed, threads=self.threads)
+                           seed=self.seed if seed is None else seed, threads=self.threads, branchnet=self.branchnet)
 
     def engine(self) -> Engine:
         return Engine(self.workers, self.ray_address)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ncf.model.baselines import BranchNetCNN, DeltaLSTM, predict, train_classifier
+from ncf.model.baselines import BIG_SLICES, BranchNet, DeltaLSTM, predict, train_classifier
 
 PC_BITS = 8          # small pc-hash space keeps the embedding (and the test) small
 HISTORY = 128
@@ -57,12 +57,38 @@ def fit_and_score(model, inputs, labels, held_out: int, **kw) -> float:
     return float((predict(model, tuple(a[-held_out:] for a in inputs)) == labels[-held_out:]).mean())
 
 
+def tokens(pc, d):
+    return (pc << 1 | d).astype(np.int16)
+
+
+def small_branchnet() -> BranchNet:
+    """The published shape's structure (geometric slices, 12 pooled windows each) at test size."""
+    return BranchNet(slices=((32, 2), (64, 4), (128, 8)), pc_bits=PC_BITS, embed=16, channels=16, hidden=(32,))
+
+
+def test_branchnet_has_the_published_shape():
+    m = BranchNet()
+    assert m.slices == BIG_SLICES and m.history == 582 and m.windows == (12,) * 5
+    assert len(m.embeddings) == len(m.convs) == 5                 # per-slice embedding and convolution
+    n = sum(p.numel() for p in m.parameters())
+    assert 1.6e6 < n < 1.62e6
+    x = torch.randint(0, 2 ** 13, (3, 582))
+    assert m(x).shape == (3,)
+    y = x.clone()
+    y[1, 0] = (x[1, 0] + 1) % 2 ** 13                              # the oldest branch of sample 1 changes ...
+    m.eval()
+    out_x, out_y = m(x), m(y)
+    assert out_x[0] == out_y[0] and out_x[2] == out_y[2]          # ... and no other sample's prediction
+    with pytest.raises(ValueError, match="wants 582"):
+        m(x[:, :100])
+
+
 def test_branchnet_learns_a_correlation_deep_in_history():
     pc, d, taken = deep_correlation(3000, seed=1)
     assert 0.45 < gshare_accuracy(pc, d, taken) < 0.55       # out of reach of a 16-branch history
     torch.manual_seed(0)
-    model = BranchNetCNN(history=HISTORY, pc_bits=PC_BITS, embed=16, channels=16)
-    acc = fit_and_score(model, (pc, d), taken, held_out=500, epochs=12, batch=64, lr=3e-3, patience=4)
+    model = small_branchnet()
+    acc = fit_and_score(model, (tokens(pc, d),), taken, held_out=500, epochs=12, batch=64, lr=3e-3, patience=4)
     assert acc > 0.95
 
 
@@ -70,8 +96,8 @@ def test_branchnet_is_at_chance_on_random_outcomes():
     pc, d, _ = deep_correlation(2000, seed=2)
     taken = np.random.default_rng(3).integers(0, 2, size=len(pc))
     torch.manual_seed(0)
-    model = BranchNetCNN(history=HISTORY, pc_bits=PC_BITS, embed=16, channels=16)
-    acc = fit_and_score(model, (pc, d), taken, held_out=600, epochs=6, batch=64, lr=3e-3)
+    model = small_branchnet()
+    acc = fit_and_score(model, (tokens(pc, d),), taken, held_out=600, epochs=6, batch=64, lr=3e-3)
     assert 0.42 < acc < 0.58
 
 
@@ -141,7 +167,7 @@ def test_validation_split_is_by_time():
     d = rng.integers(0, 2, size=(n, 16)).astype(np.uint8)
     y = (np.arange(n) >= 900).astype(np.int64)
     torch.manual_seed(0)
-    model = BranchNetCNN(history=16, pc_bits=4, embed=4, channels=4, conv_width=3, pool_slices=((16, 2),))
-    hist = train_classifier(model, (pc, d), y, epochs=3, batch=100, lr=1e-2, progress=False)
+    model = BranchNet(slices=((16, 2),), pc_bits=4, embed=4, channels=4, conv_width=3, hidden=(8,))
+    hist = train_classifier(model, (tokens(pc, d),), y, epochs=3, batch=100, lr=1e-2, progress=False)
     assert (hist["val_start"], hist["n_train"], hist["n_val"]) == (900, 900, 100)
     assert max(hist["val_acc"]) < 0.05

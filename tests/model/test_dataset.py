@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ncf.model.dataset as dsmod
-from ncf.model.dataset import HIST_BITS, Dataset, DatasetConfig, build_dataset, find_sites
+from ncf.model.dataset import HIST_BITS, Dataset, DatasetConfig, branch_tokens, build_dataset, find_sites
 from ncf.trace_eval.branch_predictors import TageScL
 from ncf.trace_eval.format import TraceReader
 from ncf.trace_eval.harness import LINE
@@ -42,8 +42,8 @@ def _leaked_samples(trace, sites, ds: Dataset, tmp_path, vocab) -> int:
         b = Dataset(other).arrays
         k = np.nonzero((b["idx"] == a["idx"][j]) & (b["site"] == a["site"][j]))[0]
         assert len(k) == 1
-        same = all(np.array_equal(a[n][j], b[n][k[0]]) for n in ("dynval", "g", "bhist_pc", "bhist_dir", "dhist",
-                                                                 "taken", "delta"))
+        same = all(np.array_equal(a[n][j], b[n][k[0]]) for n in ("dynval", "g", "dhist", "taken", "delta"))
+        same &= np.array_equal(ds.branch_history([j], 600), Dataset(other).branch_history(k, 600))
         changed += not same
     return changed
 
@@ -150,13 +150,30 @@ def test_samples_match_their_definition_on_the_whole_trace(bzip2_trace, train_ds
         assert (a["dynval"][j, :16] == regs[i - LEAD]).all()
         hist = cond_taken[:np.searchsorted(cond_idx, i)][-HIST_BITS:]
         assert (a["g"][j, 2 + HIST_BITS - len(hist):2 + HIST_BITS] == hist).all()
+        hist = train_ds.branch_history([j], 600)[0]          # the last 600 branches before i, oldest first
+        k = int(np.searchsorted(br.idx, i))
+        last = branch_tokens(br.pc[max(k - 600, 0):k], br.taken[max(k - 600, 0):k])
+        assert (hist[600 - len(last):] == last).all() and (hist[:600 - len(last)] == 0).all()
         if site["task"] == "branch":
             k = int(np.searchsorted(br.idx, i))
             assert a["taken"][j] == br.taken[k] and a["tage_pred"][j] == tage_pred[k]
-            last = br.taken[max(k - len(a["bhist_dir"][j]), 0):k]
-            assert (a["bhist_dir"][j, len(a["bhist_dir"][j]) - len(last):] == last).all()
         else:
             q = np.nonzero(~mem.is_store & (mem.pc == site["pc"]))[0]
             k = int(np.searchsorted(mem.idx[q], i))
             d = int(mem.addr[q[k]] // LINE) - int(mem.addr[q[k - 1]] // LINE)
             assert a["delta"][j] == (vocab.index(d) if d in vocab else len(vocab))
+
+
+def test_merged_datasets_keep_each_windows_branch_history(train_ds, tmp_path):
+    """Merging appends the branch streams: a sample reads only its own window's branches, so the first
+    samples of the second part see padding, not the first part's last branches."""
+    from ncf.model.dataset import concat_datasets
+
+    concat_datasets([train_ds.path, train_ds.path], tmp_path / "merged")
+    merged, n = Dataset(tmp_path / "merged"), len(train_ds)
+    assert len(merged) == 2 * n and len(merged.branches) == 2 * len(train_ds.branches)
+    rows = np.r_[0:5, n - 5:n]
+    want = train_ds.branch_history(rows, 600)
+    assert (want[:5, 0] == 0).all()                       # the window's first samples: padding
+    assert np.array_equal(merged.branch_history(rows, 600), want)
+    assert np.array_equal(merged.branch_history(rows + n, 600), want)

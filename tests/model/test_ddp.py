@@ -9,7 +9,7 @@ import pytest
 import torch
 
 
-from ncf.model.baselines import BranchNetCNN
+from ncf.model.baselines import BRANCHNET_SHAPES, BranchNet
 from ncf.model.loop import load_checkpoint
 from ncf.model.train import TrainConfig, build_gnn, load_model, train
 
@@ -55,7 +55,7 @@ def test_a_run_resumed_under_ddp_ends_where_a_straight_run_ends(train_ds, tmp_pa
 
 @pytest.mark.slow
 def test_two_processes_train_the_branchnet_of_one(train_ds, tmp_path):
-    base = dict(train=str(train_ds.path), model="branchnet", batch=64, epochs=2, threads=1)
+    base = dict(train=str(train_ds.path), model="branchnet", branchnet="mini", batch=64, epochs=2, threads=1)
     train(TrainConfig(out=str(tmp_path / "one"), **base), progress=False)
     ncf_train(TrainConfig(out=str(tmp_path / "two"), **base).save(tmp_path / "two.yaml"), "--nproc", "2")
     a = load_checkpoint(tmp_path / "one" / "checkpoint.pt")["sites"]
@@ -64,5 +64,5 @@ def test_two_processes_train_the_branchnet_of_one(train_ds, tmp_path):
     for site in a:
         assert max_diff(a[site], b[site]) < 1e-4
     torch.manual_seed(0)                                 # the first site's model starts from this
-    init = BranchNetCNN(history=train_ds.arrays["bhist_pc"].shape[1]).state_dict()
+    init = BranchNet(**BRANCHNET_SHAPES["mini"]).state_dict()
     assert max_diff(next(iter(a.values())), init) > 0.01
