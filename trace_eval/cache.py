@@ -64,18 +64,17 @@ they follow and how they differ):
 * ``"bop"``: Michaud's Best-Offset prefetcher as submitted to DPC-2 (offset list, scores, rounds,
   RR table, delay queue; no MSHR throttling), triggered on L1D misses and first hits to
   prefetched lines; ``dq_delay`` is in instructions;
-* ``"berti"``: Navarro-Torres et al.'s Berti (MICRO 2022): per-IP *local*
-  deltas chosen by how many of the IP's misses they would have covered *in time*. On an L1D miss
-  and on the first demand hit to a prefetched line at instruction ``now``, the IP's recent such
-  accesses (history table: ``hist_sets`` x ``hist_ways`` FIFO, set = hash of the IP) are searched,
-  newest first, for those with ``time + prefetch_latency <= now`` (a prefetch issued then would
-  have been timely), stopping at one to the same line; each ``line - earlier line`` shorter than a
-  page gets +1 in the IP's delta table (``ips`` entries, FIFO; ``deltas`` per IP, a new delta
-  replaces the one with the lowest count without status, else with medium status). Every
-  ``period`` searches of the IP a delta's status becomes *high* (count >= ``high`` % of
-  ``period``), *medium* (>= ``medium`` %) or none, and the counts restart. On every access the
-  IP's high, then medium deltas (each by increasing ``|delta|``) give up to ``degree``
-  prefetches within the page;
+* ``"berti"``: Navarro-Torres et al.'s Berti (MICRO 2022): per-IP *local* deltas chosen by how
+  many of the IP's misses they would have covered *in time*. On an L1D miss and on the first
+  demand hit to a prefetched line at instruction ``now``, the IP's recent such accesses (history
+  table: ``hist_sets`` x ``hist_ways`` FIFO, set = hash of the IP) are searched, newest first, for
+  those with ``time + prefetch_latency <= now`` (a prefetch issued then would have been timely),
+  stopping at one to the same line; each ``line - earlier line`` shorter than a page gets +1 in
+  the IP's delta table (``ips`` entries, FIFO; ``deltas`` per IP, a new delta replaces the one
+  with the lowest count without status, else with medium status). Every ``period`` searches of the
+  IP a delta's status becomes *high* (count >= ``high`` % of ``period``), *medium* (>= ``medium``
+  %) or none, and the counts restart. On every access the IP's high, then medium deltas (each by
+  increasing ``|delta|``) give up to ``degree`` prefetches within the page;
 * ``"external"``: requests computed outside, e.g. offline by a learned model (a GNN, an LSTM):
   ``prefetch_addr``, uint64 ``[n, K]`` (or ``[n]`` for K = 1), one row per access. After access
   ``i`` (where the built-in prefetchers' requests are issued) the nonzero entries of row ``i``
@@ -433,7 +432,9 @@ class Berti(Prefetcher):
                 out.append(line - hline)
         return out
 
-    def _add(self, slots, delta):
+    def _count(self, slots, delta):
+        """+1 for ``delta``; a new one takes a free slot, else replaces the lowest count without
+        status, else the lowest count with medium status, else is dropped."""
         for s in slots:
             if s[0] == delta:
                 s[1] = min(s[1] + 1, self.period)
@@ -458,7 +459,7 @@ class Berti(Prefetcher):
             e = self.table[ip] = [0, [[0, 0, self.NONE] for _ in range(self.deltas)]]
         e[0] += 1
         for d in deltas:
-            self._add(e[1], d)
+            self._count(e[1], d)
         if e[0] >= self.period:
             for s in e[1]:
                 s[2] = (self.HIGH if 100 * s[1] >= self.high * self.period else
