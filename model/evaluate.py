@@ -10,8 +10,8 @@ confidence per site and TAGE-SC-L confidence level) says the model gains.
 Prefetching: the delta class a model predicts for access k of a delinquent load becomes a prefetch
 of ``line(k-1) + delta``, issued at the first memory access at or after both access k-1 and the
 snapshot ``i_k - lead`` (never earlier than the model could know it), and only if that is before
-access k. The cache model then gives coverage and accuracy as for BOP. Predicting the "other" class
-means no prefetch.
+access k. The cache model then gives coverage and accuracy as for BOP and Berti. Predicting the
+"other" class means no prefetch.
 """
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], policies:
 
 
 def evaluate_prefetch(ds: Dataset, predictions: dict[str, np.ndarray], config: CacheConfig = CacheConfig(),
-                      baselines=("bop",)) -> list[dict]:
+                      baselines=("bop", "berti")) -> list[dict]:
     """Rows: next-delta accuracy/precision/recall on the delinquent loads, and coverage/accuracy of
     each model driving the cache model, with the built-in ``baselines`` for scale.
 

@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bl = sub.add_parser("baseline", help="score the classical branch predictors and prefetchers on traces",
                         description="Run branch predictors (bimodal, gshare, hashed perceptron, TAGE-SC-L 64KB) "
-                        "and prefetchers (next-line, IP-stride, Best-Offset) over traces through the evaluation "
+                        "and prefetchers (next-line, IP-stride, Best-Offset, Berti) over traces through the evaluation "
                         "harness: MPKI, accuracy, per-branch mispredictions, the hard branches (TAGE-SC-L's worst, "
                         "covering 50%% of its mispredictions), L1D/L2 demand-miss MPKI with and without each "
                         "prefetcher, coverage, accuracy, timeliness, delinquent loads and next-delta "
@@ -551,8 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--trace", type=Path, nargs="+", help="trace files to evaluate")
     bl.add_argument("--predictor", nargs="+", default=["bimodal", "gshare", "perceptron", "tage-sc-l"],
                     choices=["bimodal", "gshare", "perceptron", "tage-sc-l"])
-    bl.add_argument("--prefetcher", nargs="*", default=["next-line", "ip-stride", "bop"],
-                    choices=["next-line", "ip-stride", "bop"])
+    bl.add_argument("--prefetcher", nargs="*", default=["next-line", "ip-stride", "bop", "berti"],
+                    choices=["next-line", "ip-stride", "bop", "berti"])
     bl.add_argument("--all", action="store_true", help="trace (or reuse, from the stage cache) the built-in "
                     "workloads, inputs 0 and 1, and write the full report")
     bl.add_argument("--workloads", nargs="+", help="with --all: these workloads (default: every built-in one)")
@@ -608,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ablations (static graph only, history only), the BranchNet-style CNN and the delta-LSTM "
                         "trained with one budget; scored on input 1 through the harness (hard-branch and overall "
                         "MPKI with the models overriding TAGE-SC-L, next-delta accuracy, cache coverage against "
-                        "BOP). --lead-sweep trains the fused GNN at several D and plots accuracy against D. Traces, "
+                        "BOP and Berti). --lead-sweep trains the fused GNN at several D and plots accuracy against D. Traces, "
                         "datasets and trained models go through the stage cache (--cache): a re-run redoes only "
                         "what changed.",
                         epilog="examples:\n  ncf experiment --workloads bzip2 xz --epochs 4\n"

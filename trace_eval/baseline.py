@@ -23,7 +23,7 @@ from .harness import (delinquent_loads, delta_scores, hard_branches, next_deltas
 from .streams import branch_stream, memory_stream
 
 PREDICTORS = ("bimodal", "gshare", "perceptron", "tage-sc-l")
-PREFETCHERS = ("next-line", "ip-stride", "bop")
+PREFETCHERS = ("next-line", "ip-stride", "bop", "berti")
 HARD_SHARE = 0.5       # hard branches cover this share of TAGE-SC-L's mispredictions (at most 32)
 DELINQUENT_SHARE = 0.5
 

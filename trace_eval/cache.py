@@ -33,7 +33,7 @@ Every memory access of a trace (pc, address, load/store, instruction index), in 
 Defaults (:class:`CacheConfig`): 64-byte lines; L1D 48 KiB, 12-way (64 sets) and L2 2 MiB,
 16-way (2048 sets), as in Intel Raptor Cove P-cores (AMD Zen 4: 32 KiB 8-way, 1 MiB 8-way);
 prefetch latency 200 instructions (about one DRAM access at IPC ~1-2); fill level L1D; 4 KiB
-pages (the page-boundary checks of IP-stride and BOP).
+pages (the page-boundary checks of IP-stride, BOP and Berti).
 
 Per-access outcomes (``l1`` and ``l2`` arrays of :class:`CacheResult`, uint8): ``MISS`` = 0,
 ``HIT`` = 1, ``LATE`` = 2 (hit on a prefetched line still in flight), ``NOT_ACCESSED`` = 3 (L2
@@ -64,6 +64,17 @@ they follow and how they differ):
 * ``"bop"``: Michaud's Best-Offset prefetcher as submitted to DPC-2 (offset list, scores, rounds,
   RR table, delay queue; no MSHR throttling), triggered on L1D misses and first hits to
   prefetched lines; ``dq_delay`` is in instructions;
+* ``"berti"``: Navarro-Torres et al.'s Berti (MICRO 2022): per-IP *local* deltas chosen by how
+  many of the IP's misses they would have covered *in time*. On an L1D miss and on the first
+  demand hit to a prefetched line at instruction ``now``, the IP's recent such accesses (history
+  table: ``hist_sets`` x ``hist_ways`` FIFO, set = hash of the IP) are searched, newest first, for
+  those with ``time + prefetch_latency <= now`` (a prefetch issued then would have been timely),
+  stopping at one to the same line; each ``line - earlier line`` shorter than a page gets +1 in
+  the IP's delta table (``ips`` entries, FIFO; ``deltas`` per IP, a new delta replaces the one
+  with the lowest count without status, else with medium status). Every ``period`` searches of the
+  IP a delta's status becomes *high* (count >= ``high`` % of ``period``), *medium* (>= ``medium``
+  %) or none, and the counts restart. On every access the IP's high, then medium deltas (each by
+  increasing ``|delta|``) give up to ``degree`` prefetches within the page;
 * ``"external"``: requests computed outside, e.g. offline by a learned model (a GNN, an LSTM):
   ``prefetch_addr``, uint64 ``[n, K]`` (or ``[n]`` for K = 1), one row per access. After access
   ``i`` (where the built-in prefetchers' requests are issued) the nonzero entries of row ``i``
@@ -94,7 +105,7 @@ STAT_FIELDS = ("loads", "l1_load_misses", "l2_load_misses", "stores", "l1_store_
                "pf_useful", "pf_late", "pf_useless", "pf_unused_at_end", "pf_late_wait",
                "pf_state")
 
-PREFETCHER_KINDS = {"none": 0, "next-line": 1, "ip-stride": 2, "bop": 3, "external": 4}
+PREFETCHER_KINDS = {"none": 0, "next-line": 1, "ip-stride": 2, "bop": 3, "external": 4, "berti": 5}
 # Parameters of the built-in prefetchers, in the order of the C pf_params array, with defaults.
 PREFETCHER_PARAMS = {
     "none": {},
@@ -102,6 +113,8 @@ PREFETCHER_PARAMS = {
     "ip-stride": {"degree": 3, "sets": 256, "ways": 4, "threshold": 1},
     "bop": {"score_max": 31, "round_max": 100, "bad_score": 1, "dq_delay": 60,
             "default_offset": 1},
+    "berti": {"degree": 16, "ips": 16, "deltas": 16, "hist_sets": 8, "hist_ways": 16, "period": 16,
+              "high": 65, "medium": 35},
     "external": {},   # its requests come from the prefetch_addr array instead
 }
 N_PARAMS = 8  # length of the pf_params array
@@ -219,13 +232,14 @@ class Prefetcher:
     fill of a demand L1D miss completes (``prefetch=False``), both ``prefetch_latency``
     instructions after the access. Before each call the simulator sets
     ``self.now`` (the current instruction index), ``self.index`` (the position of the current
-    access in the stream), ``self.line_size`` and ``self.page_size``.
+    access in the stream), ``self.line_size``, ``self.page_size`` and ``self.prefetch_latency``.
     """
 
     now: int = 0
     index: int = 0
     line_size: int = 64
     page_size: int = 4096
+    prefetch_latency: int = 200
 
     def operate(self, addr: int, ip: int, hit: bool) -> list[int]:
         return []
@@ -379,6 +393,98 @@ class BestOffset(Prefetcher):
                 self.rr[1][self._right(base)] = self._tag(base)
 
 
+class Berti(Prefetcher):
+    """Berti, A. Navarro-Torres, B. Panda, J. Alastruey-Benedé, P. Ibáñez, V. Viñals-Yúfera and
+    A. Ros, "Berti: an Accurate Local-Delta Data Prefetcher", MICRO 2022 (and its ChampSim port).
+
+    Per IP, the deltas (current line - an earlier line of the same IP) that would have prefetched
+    the IP's misses *in time*, ranked by coverage over ``period`` searches; see the module
+    docstring for the tables. Simplifications: the fill latency is the model's constant
+    ``prefetch_latency`` (Berti measures each fill's latency and searches when the fill arrives;
+    here the latency is known at the access, so the search runs then); full IPs as tags; an IP
+    enters the delta table at its first search that finds a timely delta and from then on every
+    search counts; *medium* deltas are prefetched into the L1D after the *high* ones, as the
+    ChampSim port does (it fills every selected delta into the L1D; the paper sends them to the
+    L2), and there is no low-confidence fallback, MSHR-occupancy check or cross-page prefetch."""
+
+    NONE, MEDIUM, HIGH = 0, 1, 2
+
+    def __init__(self, degree: int = 16, ips: int = 16, deltas: int = 16, hist_sets: int = 8,
+                 hist_ways: int = 16, period: int = 16, high: int = 65, medium: int = 35):
+        self.degree, self.ips, self.deltas, self.period = degree, ips, deltas, period
+        self.high, self.medium = high, medium
+        self.hist = [deque(maxlen=hist_ways) for _ in range(hist_sets)]  # (ip, line, time), oldest first
+        self.table = OrderedDict()  # ip -> [searches, [[delta, count, status] x deltas]], FIFO order
+
+    def _history(self, ip):
+        return self.hist[((ip >> 1) ^ (ip >> 4)) % len(self.hist)]
+
+    def _timely_deltas(self, ip, line):
+        """Deltas from the IP's history entries early enough for a timely prefetch, newest first."""
+        span = self.page_size // self.line_size
+        out = []
+        for hip, hline, t in reversed(self._history(ip)):
+            if hip != ip or t + self.prefetch_latency > self.now:
+                continue
+            if hline == line:
+                break
+            if abs(line - hline) < span:
+                out.append(line - hline)
+        return out
+
+    def _count(self, slots, delta):
+        """+1 for ``delta``; a new one takes a free slot, else replaces the lowest count without
+        status, else the lowest count with medium status, else is dropped."""
+        for s in slots:
+            if s[0] == delta:
+                s[1] = min(s[1] + 1, self.period)
+                return
+        free = [s for s in slots if s[0] == 0]
+        if not free:
+            for status in (self.NONE, self.MEDIUM):
+                free = sorted((s for s in slots if s[2] == status), key=lambda s: s[1])
+                if free:
+                    break
+        if free:
+            free[0][:] = [delta, 1, self.NONE]
+
+    def _search(self, ip, line):
+        deltas = self._timely_deltas(ip, line)
+        e = self.table.get(ip)
+        if e is None:
+            if not deltas:
+                return
+            if len(self.table) >= self.ips:
+                self.table.popitem(last=False)
+            e = self.table[ip] = [0, [[0, 0, self.NONE] for _ in range(self.deltas)]]
+        e[0] += 1
+        for d in deltas:
+            self._count(e[1], d)
+        if e[0] >= self.period:
+            for s in e[1]:
+                s[2] = (self.HIGH if 100 * s[1] >= self.high * self.period else
+                        self.MEDIUM if 100 * s[1] >= self.medium * self.period else self.NONE)
+                s[1] = 0
+            e[0] = 0
+
+    def operate(self, addr, ip, hit, useful_prefetch=False):
+        line = self.line(addr)
+        if not hit or useful_prefetch:
+            self._search(ip, line)
+            self._history(ip).append((ip, line, self.now))
+        e = self.table.get(ip)
+        if e is None:
+            return []
+        out = []
+        for _, _, d in sorted((-s[2], abs(s[0]), s[0]) for s in e[1] if s[0] and s[2] != self.NONE):
+            if len(out) == self.degree:
+                break
+            pf = (line + d) & MASK64
+            if self.same_page(line, pf):
+                out.append(pf * self.line_size)
+        return out
+
+
 class External(Prefetcher):
     """Requests computed outside: row ``self.index`` of ``prefetch_addr`` (uint64 ``[n, K]`` or
     ``[n]``), its nonzero entries, in order. The reference version of ``"external"``."""
@@ -392,7 +498,7 @@ class External(Prefetcher):
 
 
 PY_PREFETCHERS = {"none": NoPrefetcher, "next-line": NextLine, "ip-stride": IPStride,
-                  "bop": BestOffset, "external": External}
+                  "bop": BestOffset, "berti": Berti, "external": External}
 
 
 def _params(prefetcher: str, params: dict) -> dict:
@@ -408,6 +514,11 @@ def _params(prefetcher: str, params: dict) -> dict:
     if prefetcher == "ip-stride" and (out["sets"] < 1 or out["ways"] < 1
                                       or not 0 <= out["degree"] <= 64):
         raise ValueError("ip-stride: sets, ways >= 1 and degree in 0..64")
+    if prefetcher == "berti" and (min(out["ips"], out["hist_sets"], out["period"]) < 1
+                                  or not 1 <= out["hist_ways"] <= 256 or not 0 <= out["degree"] <= 64
+                                  or not 1 <= out["deltas"] <= 64 or not 0 < out["medium"] <= out["high"] <= 100):
+        raise ValueError("berti: ips, hist_sets, period >= 1, hist_ways in 1..256, degree in 0..64, deltas in "
+                         "1..64 and 0 < medium <= high <= 100 (percent)")
     return out
 
 
@@ -520,8 +631,8 @@ def simulate(pc, addr, is_store, insn_idx, prefetcher="none", config: CacheConfi
     """Run the model over a stream of accesses with the compiled core.
 
     ``prefetcher`` is a built-in name (``"none"``, ``"next-line"``, ``"ip-stride"``, ``"bop"``,
-    parameters as keywords, see ``PREFETCHER_PARAMS``) or a :class:`Prefetcher` object (then the
-    Python reference model runs it). ``"external"`` takes its requests from ``prefetch_addr``
+    ``"berti"``, parameters as keywords, see ``PREFETCHER_PARAMS``) or a :class:`Prefetcher`
+    object (then the Python reference model runs it). ``"external"`` takes its requests from ``prefetch_addr``
     (uint64 ``[n, K]`` or ``[n]``, row i = byte addresses to prefetch after access i, 0 = none).
     The first ``warmup`` accesses train the caches and the
     prefetcher but are left out of the statistics (their outcomes are still in ``l1``/``l2``).
@@ -605,7 +716,8 @@ def simulate_ref(pc, addr, is_store, insn_idx, prefetcher="none",
         pf = External(ext)
     else:
         pf = PY_PREFETCHERS[prefetcher](**_params(prefetcher, params))
-    pf.line_size, pf.page_size = config.line_size, config.page_size
+    pf.line_size, pf.page_size, pf.prefetch_latency = (config.line_size, config.page_size,
+                                                       config.prefetch_latency)
     pass_useful = _wants(pf.operate, "useful_prefetch")
     pass_store = _wants(pf.operate, "is_store")
     has_fill = type(pf).fill is not Prefetcher.fill
@@ -711,5 +823,5 @@ def simulate_ref(pc, addr, is_store, insn_idx, prefetcher="none",
 
 
 __all__ = ["CacheConfig", "CacheResult", "Prefetcher", "NextLine", "IPStride", "BestOffset",
-           "External", "NativeCache", "simulate", "simulate_ref", "coverage", "STAT_FIELDS",
+           "Berti", "External", "NativeCache", "simulate", "simulate_ref", "coverage", "STAT_FIELDS",
            "PREFETCHER_PARAMS", "MISS", "HIT", "LATE", "NOT_ACCESSED"]

@@ -104,7 +104,7 @@ def bench_baselines(trace: Path | None, instructions: int, skip: int) -> list[di
             rows.append({"stream": name, "model": p, "items": len(br), "M_per_s": rate / 1e6, "unit": "branches",
                          "x_target": rate / TARGET_BRANCHES if p == "tage-sc-l" else None})
         mem = memory_stream(TraceReader(trace))
-        for pf in ("none", "next-line", "ip-stride", "bop"):
+        for pf in ("none", "next-line", "ip-stride", "bop", "berti"):
             t0 = time.perf_counter()
             simulate(mem.pc, mem.addr, mem.is_store, mem.idx, prefetcher=pf, n_insn=mem.n_insn)
             rate = len(mem) / (time.perf_counter() - t0)
@@ -147,7 +147,7 @@ def bench_branch_predictors(n: int = 2_000_000, seed: int = 0) -> list[dict]:
 
 
 def bench_cache(n: int = 5_000_000, config: CacheConfig = CacheConfig(), seed: int = 0,
-                prefetchers=("none", "next-line", "ip-stride", "bop")) -> list[dict]:
+                prefetchers=("none", "next-line", "ip-stride", "bop", "berti")) -> list[dict]:
     pc, addr, is_store, insn_idx = synthetic.memory_stream(n, seed)
     n_insn = int(insn_idx[-1]) + 1
     simulate(pc[:1000], addr[:1000], is_store[:1000], insn_idx[:1000])  # build + load the library

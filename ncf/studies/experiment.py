@@ -308,12 +308,12 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
                                                  "vs_tage_hard_hybrid", "mpki_hybrid", "hybrid_changed",
                                                  "hybrid_changed_right"])),
         save_table(out / "prefetch", pf_rows, "Delinquent loads on the held-out input: next-delta accuracy and "
-                   "cache-model coverage (BOP for scale)",
+                   "cache-model coverage (BOP and Berti for scale)",
                    columns=with_sd(pf_rows, ["workload", "model", "delta_accuracy", "delta_precision", "delta_recall",
                                              "coverage", "delinquent_coverage", "accuracy", "l1_mpki_with",
                                              "l1_mpki_without"])),
         save_table(out / "summary", summary, "Goals: fused GNN against the best history-only learned baseline, "
-                   "TAGE-SC-L and BOP"),
+                   "TAGE-SC-L, BOP and Berti"),
     ]
     write_json(out / "experiment.json", {"config": settings(cfg), "workloads": per, "summary": summary})
     return {"per_workload": per, "tables": tables, "summary": summary}
@@ -340,7 +340,8 @@ def summarise(per: list[dict]) -> list[dict]:
             lstm = p.get("delta-lstm", {}).get("delta_accuracy")
             row["delta_acc_fused"], row["delta_acc_lstm"] = p["fused"]["delta_accuracy"], lstm
             row["fused_over_lstm"] = p["fused"]["delta_accuracy"] / lstm if lstm else None
-            row["coverage_fused"], row["coverage_bop"] = p["fused"]["coverage"], p.get("bop", {}).get("coverage")
+            row["coverage_fused"] = p["fused"]["coverage"]
+            row["coverage_bop"], row["coverage_berti"] = (p.get(b, {}).get("coverage") for b in ("bop", "berti"))
         rows.append(row)
     return rows
 

@@ -71,7 +71,7 @@ def test_prefetch_evaluation_of_an_oracle_and_of_silence(train_ds):
     assert rows["silent"]["issued"] == 0 and rows["silent"]["coverage"] == 0
     assert rows["oracle"]["delta_accuracy"] == 1.0
     assert rows["oracle"]["delinquent_coverage"] >= 0
-    assert "bop" in rows
+    assert "bop" in rows and "berti" in rows
 
 
 def test_prediction_in_chunks_equals_one_mixed_batch(train_ds):

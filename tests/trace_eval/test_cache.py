@@ -10,6 +10,7 @@ from ncf.trace_eval.cache import (
     MISS,
     NOT_ACCESSED,
     STAT_FIELDS,
+    Berti,
     CacheConfig,
     Prefetcher,
     coverage,
@@ -62,7 +63,9 @@ def assert_same(a, b):
 
 CASES = [("none", {}), ("next-line", {}), ("next-line", {"degree": 3}), ("ip-stride", {}),
          ("ip-stride", {"degree": 2, "sets": 4, "ways": 2, "threshold": 2}), ("bop", {}),
-         ("bop", {"dq_delay": 10, "round_max": 20, "bad_score": 3})]
+         ("bop", {"dq_delay": 10, "round_max": 20, "bad_score": 3}), ("berti", {}),
+         ("berti", {"degree": 2, "ips": 4, "deltas": 4, "hist_sets": 2, "hist_ways": 32, "period": 8,
+                    "high": 75, "medium": 50})]
 
 
 @pytest.mark.parametrize("fill_level", [1, 2])
@@ -80,12 +83,12 @@ def test_compiled_model_matches_reference_with_default_caches_and_odd_set_count(
     s = synthetic_stream(30_000, seed=3)
     for cfg in (CacheConfig(), CacheConfig(l1_size=3 * 64 * 4, l1_ways=4, l2_size=24 * 64 * 8,
                                            l2_ways=8, prefetch_latency=0)):
-        for pf in ("next-line", "ip-stride", "bop"):
+        for pf in ("next-line", "ip-stride", "bop", "berti"):
             assert_same(simulate(*s, pf, cfg), simulate_ref(*s, pf, cfg))
 
 
 def test_prefetch_accounting_balances(stream):
-    for pf in ("next-line", "ip-stride", "bop"):
+    for pf in ("next-line", "ip-stride", "bop", "berti"):
         r = simulate(*stream, pf, SMALL)
         assert r.pf_issued == r.pf_useful + r.pf_useless + r.pf_unused_at_end
         assert r.pf_requested >= r.pf_issued and r.pf_useful >= r.pf_late
@@ -175,13 +178,96 @@ def test_bop_turns_itself_off_when_no_offset_is_timely():
     assert_same(bop, simulate_ref(*s, "bop", warmup=5000))
 
 
+def strided(n, stride, gap, ip=0x400, base=0x10000000, start=0):
+    """One IP's accesses ``stride`` bytes apart, one every ``gap`` instructions."""
+    return (np.full(n, ip), base + stride * np.arange(n), np.zeros(n, bool), start + gap * np.arange(n))
+
+
+def interleave(*streams):
+    """Merge streams by instruction index (stable: ties keep the argument order)."""
+    cols = [np.concatenate([np.asarray(s[k]) for s in streams]) for k in range(4)]
+    order = np.argsort(cols[3], kind="stable")
+    return tuple(c[order] for c in cols)
+
+
+def berti_deltas(pf: Berti) -> dict:
+    """ip -> {delta: status} of the deltas Berti prefetches with (status 2 = high, 1 = medium)."""
+    return {ip: {d: st for d, _, st in e[1] if d and st} for ip, e in pf.table.items()}
+
+
+BERTI_STREAMS = {
+    # one line per access, 50 instructions apart: with a latency of 200, deltas >= 4 are timely
+    "stride": strided(8000, 64, 50),
+    # two IPs in one history set: +2 lines every 30 and -3 lines every 70
+    # instructions, and a third IP of random lines that must not take over their deltas
+    "two-ips": interleave(strided(6000, 128, 30, ip=0x800), strided(3000, -192, 70, ip=0x824, base=0x30000000),
+                          (np.full(2000, 0x1000), 0x50000000 + 64 * np.random.default_rng(3).integers(0, 1 << 20, 2000),
+                           np.zeros(2000, bool), 1 + 97 * np.arange(2000))),
+    # 8-byte steps, 2 instructions apart: 16 instructions per line, so only deltas >= 13 lines are
+    # timely, and the 16-entry history reaches back 16 lines (misses and prefetched hits only)
+    "long-delta": strided(40_000, 8, 2),
+}
+
+
+@pytest.mark.parametrize("name", list(BERTI_STREAMS))
+def test_berti_compiled_model_matches_reference_on_streams_made_for_it(name):
+    s = BERTI_STREAMS[name]
+    for cfg, params in ((CacheConfig(), {}), (SMALL, {"degree": 3, "deltas": 6, "period": 8, "high": 80}),
+                        (CacheConfig(prefetch_latency=0, fill_level=2), {"hist_ways": 4, "ips": 1})):
+        a = simulate(*s, "berti", cfg, **params)
+        assert_same(a, simulate_ref(*s, "berti", cfg, **params))
+        assert a.pf_issued > 0
+
+
+def test_berti_compiled_model_matches_reference_on_a_real_trace(bzip2_trace):
+    from ncf.trace_eval.streams import memory_stream
+    from ncf.trace_eval.format import TraceReader
+
+    m = memory_stream(TraceReader(bzip2_trace))
+    args = (m.pc, m.addr, m.is_store, m.idx)
+    a = simulate(*args, "berti", n_insn=m.n_insn)
+    assert_same(a, simulate_ref(*args, "berti", n_insn=m.n_insn))
+    assert a.pf_useful > 0 and coverage(simulate(*args, "none"), a) > 0
+
+
+def test_berti_prefetches_far_enough_ahead_when_the_latency_spans_several_strides():
+    # one line every 50 instructions, latency 200: next-line and IP-stride (degree 3) prefetch
+    # lines needed 50-150 instructions later, always late; Berti learns deltas >= 4, in time
+    s = BERTI_STREAMS["stride"]
+    base = simulate(*s, "none")
+    ref = Berti()
+    berti = simulate_ref(*s, ref)
+    assert_same(berti, simulate(*s, "berti"))
+    assert set(berti_deltas(ref)[0x400]) == set(range(4, 17))       # 16 history entries back
+    assert coverage(base, berti) > 0.9 and berti.accuracy > 0.99       # not lines 0-3 of a page
+    assert berti.late_fraction < 0.01
+    for pf in ("next-line", "ip-stride"):
+        r = simulate(*s, pf)
+        assert r.pf_useful > 7500 and r.late_fraction > 0.99, pf
+
+
+def test_berti_keeps_deltas_per_ip_and_only_timely_ones():
+    ref = Berti()
+    r = simulate_ref(*BERTI_STREAMS["two-ips"], ref)
+    got = berti_deltas(ref)
+    assert got[0x800] and all(d % 2 == 0 and d // 2 * 30 >= 200 for d in got[0x800])      # d >= 14
+    assert got[0x824] and all(d % 3 == 0 and -d // 3 * 70 >= 200 for d in got[0x824])     # d <= -9
+    assert 0x1000 not in got
+    assert r.accuracy > 0.9
+    ref = Berti()
+    r = simulate_ref(*BERTI_STREAMS["long-delta"], ref)
+    assert set(berti_deltas(ref)[0x400]) == {13, 14, 15, 16}
+    assert coverage(simulate(*BERTI_STREAMS["long-delta"], "none"), r) > 0.75   # not lines 0-12 of a page
+    assert r.late_fraction < 0.01
+
+
 def test_random_addresses_get_no_coverage():
     rng = np.random.default_rng(7)
     n = 50_000
     s = (rng.integers(0x400, 0x440, n), 0x40000000 + rng.integers(0, 1 << 28, n),
          np.zeros(n, bool), 2 * np.arange(n))
     base = simulate(*s, "none")
-    for pf in ("next-line", "ip-stride", "bop"):
+    for pf in ("next-line", "ip-stride", "bop", "berti"):
         r = simulate(*s, pf)
         assert abs(coverage(base, r)) < 0.01, pf
         assert r.accuracy < 0.02, pf
@@ -236,6 +322,9 @@ def test_bad_arguments_are_rejected(stream):
         simulate(*stream, "ip-stride", SMALL, bogus=1)
     with pytest.raises(ValueError):
         simulate(*stream, "stream-buffer", SMALL)
+    for bad in ({"high": 30, "medium": 50}, {"medium": 0}, {"hist_ways": 0}, {"deltas": 65}, {"period": 0}):
+        with pytest.raises(ValueError, match="berti"):
+            simulate(*stream, "berti", SMALL, **bad)
     pc, addr, st, t = stream
     with pytest.raises(ValueError):
         simulate(pc, addr, st, t[::-1], "none", SMALL)

@@ -57,7 +57,7 @@ def test_baselines_on_a_real_trace(bzip2_trace):
     mpki = {b["predictor"]: b["mpki"] for b in r["branch"]}
     assert mpki["tage-sc-l"] < mpki["bimodal"]
     assert r["hard_branch_share"] >= 0.5 and 1 <= len(r["hard_branches"]) <= 32
-    assert {p["prefetcher"] for p in r["prefetch"]} == {"next-line", "ip-stride", "bop"}
+    assert {p["prefetcher"] for p in r["prefetch"]} == {"next-line", "ip-stride", "bop", "berti"}
     for p in r["prefetch"]:
         assert p["l1_mpki_without"] > 0 and -1 <= p["coverage"] <= 1
     assert r["delinquent_share"] >= 0.5

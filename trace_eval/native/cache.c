@@ -29,6 +29,16 @@
  *               and through a delay queue ("left" bank). Triggered on L1D misses and on first
  *               demand hits to prefetched lines. Time is in instructions, not cycles; the
  *               MSHR/LLC-rate throttling of the DPC-2 code is not modelled (no MSHRs here).
+ *   berti       Berti, A. Navarro-Torres, B. Panda, J. Alastruey-Benede, P. Ibanez, V. Vinals-Yufera
+ *               and A. Ros, "Berti: an Accurate Local-Delta Data Prefetcher", MICRO 2022, and its
+ *               ChampSim port: a per-IP history of misses and first hits to prefetched lines
+ *               (line, time), searched at each such access for the entries early enough that a
+ *               prefetch issued then would have been timely (time + latency <= now); their deltas
+ *               count in the IP's delta table, and every `period` searches each delta's coverage
+ *               gives its status (high / medium / none). Every access prefetches line + delta for
+ *               the IP's high, then medium deltas. Latency = the model's constant prefetch latency
+ *               (known at the access, so the search runs then, not at the fill); medium deltas fill
+ *               the L1D like the high ones (as the ChampSim port does); no MSHR check.
  *   external    Requests computed outside (e.g. by a learned model, offline): cache_run's
  *               pf_addr[n][pf_k] holds, per access, up to pf_k byte addresses to prefetch
  *               (0 = no request); the nonzero ones of row i are issued after access i, where
@@ -41,7 +51,7 @@
 #define EMPTY UINT64_MAX
 
 enum { MISS = 0, HIT = 1, LATE = 2, NOT_ACCESSED = 3 };
-enum { PF_NONE = 0, PF_NEXT_LINE = 1, PF_IP_STRIDE = 2, PF_BOP = 3, PF_EXTERNAL = 4 };
+enum { PF_NONE = 0, PF_NEXT_LINE = 1, PF_IP_STRIDE = 2, PF_BOP = 3, PF_EXTERNAL = 4, PF_BERTI = 5 };
 
 /* cfg[] given to cache_new */
 enum { CFG_L1_SIZE, CFG_L1_WAYS, CFG_L2_SIZE, CFG_L2_WAYS, CFG_LINE, CFG_PF_LATENCY,
@@ -168,6 +178,31 @@ typedef struct {
     size_t fq_cap, fq_head, fq_len;
 } bop_t;
 
+/* Berti: params[] = degree, ips, deltas, hist_sets, hist_ways, period, high, medium (percent) */
+enum { BERTI_NONE = 0, BERTI_MEDIUM = 1, BERTI_HIGH = 2 };
+#define BERTI_MAX_WAYS 256                  /* history entries per set (cache.py checks it) */
+
+typedef struct {
+    uint64_t ip, line;
+    int64_t time;
+    int valid;
+} berti_hist;                               /* one history entry */
+
+typedef struct {
+    int64_t delta, count;                   /* delta 0 = free slot */
+    int status;
+} berti_delta;
+
+typedef struct {
+    int64_t degree, ips, deltas, hist_sets, hist_ways, period, high, medium;
+    berti_hist *hist;                       /* hist_sets rings of hist_ways entries */
+    int64_t *hist_head;                     /* per set: the slot written next (the oldest) */
+    uint64_t *ip;                           /* delta table: ips entries, FIFO replacement */
+    int64_t *searches;                      /* per entry; -1 = invalid entry */
+    berti_delta *d;                         /* per entry: `deltas` slots */
+    int64_t next;                           /* the entry allocated next */
+} berti_t;
+
 /* ------------------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -178,6 +213,7 @@ typedef struct {
     int64_t params[8];
     ips_t ips;
     bop_t bop;
+    berti_t berti;
 } sim_t;
 
 static int log2i(int64_t v) { int s = 0; while ((INT64_C(1) << s) < v) s++; return s; }
@@ -210,6 +246,8 @@ void cache_free(void *p)
     free(s->bop.fq_line);
     free(s->bop.fq_ready);
     free(s->bop.fq_pf);
+    free(s->berti.hist); free(s->berti.hist_head);
+    free(s->berti.ip); free(s->berti.searches); free(s->berti.d);
     free(s);
 }
 
@@ -386,6 +424,125 @@ static void fq_push(bop_t *b, uint64_t line, int64_t ready, int prefetch)
     b->fq_len++;
 }
 
+/* --- Berti --- */
+
+static void berti_init(berti_t *b, const int64_t *prm)
+{
+    free(b->hist); free(b->hist_head); free(b->ip); free(b->searches); free(b->d);
+    b->degree = prm[0]; b->ips = prm[1]; b->deltas = prm[2]; b->hist_sets = prm[3];
+    b->hist_ways = prm[4]; b->period = prm[5]; b->high = prm[6]; b->medium = prm[7];
+    b->hist = calloc((size_t)(b->hist_sets * b->hist_ways), sizeof *b->hist);
+    b->hist_head = calloc((size_t)b->hist_sets, sizeof *b->hist_head);
+    b->ip = calloc((size_t)b->ips, sizeof *b->ip);
+    b->searches = malloc((size_t)b->ips * sizeof *b->searches);
+    b->d = calloc((size_t)(b->ips * b->deltas), sizeof *b->d);
+    if (!b->hist || !b->hist_head || !b->ip || !b->searches || !b->d) abort();
+    for (int64_t e = 0; e < b->ips; e++) b->searches[e] = -1;
+    b->next = 0;
+}
+
+static inline int64_t berti_set(const berti_t *b, uint64_t ip)
+{
+    return (int64_t)(((ip >> 1) ^ (ip >> 4)) % (uint64_t)b->hist_sets);
+}
+
+static int64_t berti_find(const berti_t *b, uint64_t ip)
+{
+    for (int64_t e = 0; e < b->ips; e++)
+        if (b->searches[e] >= 0 && b->ip[e] == ip) return e;
+    return -1;
+}
+
+/* count one timely `delta` in an entry's slots: a new delta takes a free slot, else replaces the
+ * lowest count without status, else the lowest count with medium status, else is dropped */
+static void berti_count(const berti_t *b, berti_delta *d, int64_t delta)
+{
+    int64_t v = -1;
+    for (int64_t k = 0; k < b->deltas; k++)
+        if (d[k].delta == delta) { if (d[k].count < b->period) d[k].count++; return; }
+    for (int64_t k = 0; k < b->deltas && v < 0; k++)
+        if (d[k].delta == 0) v = k;
+    for (int status = BERTI_NONE; status <= BERTI_MEDIUM && v < 0; status++)
+        for (int64_t k = 0; k < b->deltas; k++)
+            if (d[k].status == status && (v < 0 || d[k].count < d[v].count)) v = k;
+    if (v >= 0) { d[v].delta = delta; d[v].count = 1; d[v].status = BERTI_NONE; }
+}
+
+/* a miss or a first hit to a prefetched line: search the IP's history, newest first, for entries
+ * a prefetch from which would have been timely, and count their deltas */
+static void berti_search(sim_t *s, uint64_t ip, uint64_t line, int64_t now)
+{
+    berti_t *b = &s->berti;
+    int64_t set = berti_set(b, ip), head = b->hist_head[set];
+    berti_hist *h = b->hist + set * b->hist_ways;
+    int64_t found[BERTI_MAX_WAYS], nf = 0, span = INT64_C(1) << s->page_shift;
+    for (int64_t k = 1; k <= b->hist_ways; k++) {
+        berti_hist *x = &h[(head - k + b->hist_ways) % b->hist_ways];
+        if (!x->valid || x->ip != ip || x->time + s->cfg[CFG_PF_LATENCY] > now) continue;
+        if (x->line == line) break;
+        int64_t delta = (int64_t)(line - x->line);
+        if (delta > -span && delta < span) found[nf++] = delta;
+    }
+    int64_t e = berti_find(b, ip);
+    if (e < 0) {
+        if (nf == 0) return;
+        e = b->next;
+        b->next = (b->next + 1) % b->ips;
+        b->ip[e] = ip;
+        b->searches[e] = 0;
+        memset(b->d + e * b->deltas, 0, (size_t)b->deltas * sizeof *b->d);
+    }
+    berti_delta *d = b->d + e * b->deltas;
+    b->searches[e]++;
+    for (int64_t k = 0; k < nf; k++) berti_count(b, d, found[k]);
+    if (b->searches[e] >= b->period) {
+        for (int64_t k = 0; k < b->deltas; k++) {
+            d[k].status = 100 * d[k].count >= b->high * b->period ? BERTI_HIGH
+                          : 100 * d[k].count >= b->medium * b->period ? BERTI_MEDIUM : BERTI_NONE;
+            d[k].count = 0;
+        }
+        b->searches[e] = 0;
+    }
+}
+
+/* sort order of the selected deltas: high before medium, then by |delta|, then by delta */
+static inline int berti_before(const berti_delta *a, const berti_delta *c)
+{
+    int64_t aa = a->delta < 0 ? -a->delta : a->delta, ac = c->delta < 0 ? -c->delta : c->delta;
+    if (a->status != c->status) return a->status > c->status;
+    if (aa != ac) return aa < ac;
+    return a->delta < c->delta;
+}
+
+static int berti_operate(sim_t *s, uint64_t line, uint64_t ip, int hit, int useful, int64_t now,
+                         uint64_t *out)
+{
+    berti_t *b = &s->berti;
+    if (!hit || useful) {
+        berti_search(s, ip, line, now);
+        int64_t set = berti_set(b, ip);
+        berti_hist *x = &b->hist[set * b->hist_ways + b->hist_head[set]];
+        x->ip = ip; x->line = line; x->time = now; x->valid = 1;
+        b->hist_head[set] = (b->hist_head[set] + 1) % b->hist_ways;
+    }
+    int64_t e = berti_find(b, ip);
+    if (e < 0) return 0;
+    berti_delta sel[MAX_CANDIDATES];        /* deltas <= MAX_CANDIDATES (cache.py checks it) */
+    int ns = 0, n = 0;
+    for (int64_t k = 0; k < b->deltas; k++) {     /* insertion sort of the selected deltas */
+        berti_delta x = b->d[e * b->deltas + k];
+        if (x.delta == 0 || x.status == BERTI_NONE) continue;
+        int j = ns++;
+        for (; j > 0 && berti_before(&x, &sel[j - 1]); j--) sel[j] = sel[j - 1];
+        sel[j] = x;
+    }
+    for (int k = 0; k < ns && n < b->degree; k++) {
+        uint64_t pf = line + (uint64_t)sel[k].delta;
+        if (same_page(s, line, pf)) out[n++] = pf;
+    }
+    return n;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 /* Issue one prefetch of `line` at instruction `now`. Dropped (returns 0) when the line is already
@@ -448,6 +605,7 @@ void cache_run(void *handle, int kind, const int64_t *pf_params, const uint64_t 
         s->kind = kind;
         if (kind == PF_IP_STRIDE) ips_init(&s->ips, pf_params);
         if (kind == PF_BOP) bop_init(&s->bop, pf_params);
+        if (kind == PF_BERTI) berti_init(&s->berti, pf_params);
     }
     uint64_t cand[MAX_CANDIDATES];
     int64_t degree = pf_params[0] < MAX_CANDIDATES ? pf_params[0] : MAX_CANDIDATES;
@@ -511,6 +669,9 @@ void cache_run(void *handle, int kind, const int64_t *pf_params, const uint64_t 
         case PF_BOP:
             nc = bop_operate(s, line, c1 != MISS, useful, now, cand);
             if (c1 == MISS) fq_push(&s->bop, line, now + s->cfg[CFG_PF_LATENCY], 0);
+            break;
+        case PF_BERTI:
+            nc = berti_operate(s, line, pc[i], c1 != MISS, useful, now, cand);
             break;
         case PF_EXTERNAL:                       /* issued straight from row i (any length) */
             if (!pf_addr) break;
