@@ -31,7 +31,7 @@ BIG_SLICES = ((42, 3), (78, 6), (150, 12), (294, 24), (582, 48))
 BRANCHNET_SHAPES = {
     "big": {"slices": BIG_SLICES, "pc_bits": 12, "embed": 32, "channels": 32, "conv_width": 7, "hidden": (128, 128)},
     "mini": {"slices": ((37, 7), (77, 15), (152, 30), (302, 60), (602, 120)), "pc_bits": 6, "embed": 32,
-             "channels": (3, 3, 4, 4, 3), "conv_width": 3, "hidden": (16,)},
+             "channels": (3, 3, 4, 4, 3), "conv_width": 3, "hidden": (16,), "lut": True},
 }
 TOKEN_PC_BITS = 12     # the pc hash in a branch token (dataset.branch_tokens)
 
@@ -55,6 +55,11 @@ class BranchNet(nn.Module):
     by up to w_s positions (varying loop trip counts), while long slices with wide windows reach
     deep history.
 
+    ``lut``: the convolution as per-position lookup tables (token -> channels for each of the K
+    kernel positions, summed), as Mini-BranchNet's inference engine computes it; the same functions
+    as embedding + convolution when K · channels <= embed (Mini-BranchNet's case), and cheaper to
+    train.
+
     One departure from the reference: its batch-norms are per-sample layer norms (``norm``), so a
     prediction never depends on the rest of the batch and data-parallel training equals
     single-process training (tests/model/test_ddp.py).
@@ -67,7 +72,7 @@ class BranchNet(nn.Module):
     """
 
     def __init__(self, slices=BIG_SLICES, pc_bits: int = 12, embed: int = 32, channels=32,
-                 conv_width: int = 7, hidden=(128, 128)):
+                 conv_width: int = 7, hidden=(128, 128), lut: bool = False):
         super().__init__()
         slices = tuple(tuple(x) for x in slices)
         channels = (channels,) * len(slices) if isinstance(channels, int) else tuple(channels)
@@ -79,8 +84,13 @@ class BranchNet(nn.Module):
         self.slices, self.pc_bits, self.conv_width = slices, pc_bits, conv_width
         self.history = max(length for length, _ in slices)
         self.windows = tuple((length - conv_width + 1) // width for length, width in slices)
-        self.embeddings = nn.ModuleList(nn.Embedding(2 ** (pc_bits + 1), embed) for _ in slices)
-        self.convs = nn.ModuleList(nn.Conv1d(embed, c, conv_width) for c in channels)
+        self.lut, self.channels = lut, channels
+        if lut:   # convolution tables: position k of the kernel looks up token -> channels (no embedding)
+            self.embeddings = nn.ModuleList(nn.Embedding(2 ** (pc_bits + 1), conv_width * c) for c in channels)
+            self.convs = nn.ModuleList(nn.Identity() for _ in channels)
+        else:
+            self.embeddings = nn.ModuleList(nn.Embedding(2 ** (pc_bits + 1), embed) for _ in slices)
+            self.convs = nn.ModuleList(nn.Conv1d(embed, c, conv_width) for c in channels)
         self.conv_norms = nn.ModuleList(nn.GroupNorm(1, c) for c in channels)
         self.pool_norms = nn.ModuleList(nn.GroupNorm(1, c) for c in channels)
         layers, width = [], sum(c * n for c, n in zip(channels, self.windows))
@@ -100,8 +110,14 @@ class BranchNet(nn.Module):
         out = []
         for (length, width), n, emb, conv, cn, pn in zip(self.slices, self.windows, self.embeddings, self.convs,
                                                          self.conv_norms, self.pool_norms):
-            x = emb(tokens[:, tokens.shape[1] - length:]).transpose(1, 2)      # [B, embed, ℓ]
-            c = F.relu(cn(conv(x)))                                             # [B, channels, ℓ-K+1]
+            x = emb(tokens[:, tokens.shape[1] - length:])                      # [B, ℓ, embed or K·channels]
+            if self.lut:
+                k, m = self.conv_width, length - self.conv_width + 1
+                x = x.view(x.shape[0], length, k, -1)
+                x = sum(x[:, j:j + m, j] for j in range(k)).transpose(1, 2)      # [B, channels, ℓ-K+1]
+            else:
+                x = conv(x.transpose(1, 2))
+            c = F.relu(cn(x))
             p = c[:, :, :n * width].reshape(c.shape[0], c.shape[1], n, width).sum(-1)
             out.append(pn(p).flatten(1))
         return torch.cat(out, dim=1)

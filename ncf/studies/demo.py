@@ -46,6 +46,7 @@ class Preset:
     skip: int = 100_000_000
     models: list = field(default_factory=lambda: ["fused", "branchnet", "delta-lstm"])
     epochs: int = 8                       # training budget of the study (every model)
+    branchnet: str = "mini"               # BranchNet's published shape (big: ~60x the training cost)
     train_cap: int = 1500                 # training samples per site
     sweep_workload: str = "bzip2"         # the program of the lead sweep, bit widths and hardware
     leads: list = field(default_factory=lambda: [0, 10, 100, 1000])
@@ -63,7 +64,7 @@ class Preset:
 
 PRESETS = {
     "default": Preset(),
-    "full": Preset(instructions=20_000_000, models=["fused", "static", "history", "branchnet", "delta-lstm"],
+    "full": Preset(instructions=20_000_000, models=["fused", "static", "history", "branchnet", "delta-lstm"], branchnet="big",
                    leads=[0, 1, 10, 32, 100, 320, 1000], quant_bits=[2, 3, 4, 6, 8], quant_steps=200,
                    hw_points=[[1, 1, 3], [2, 2, 3], [2, 2, 4], [2, 2, 6], [4, 2, 4], [4, 2, 6], [8, 2, 4]],
                    hw_rows=100_000, ecp5_timeout_s=None, classify="full"),
@@ -82,7 +83,7 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     times, sections, commands = {}, [], []
     workloads = p.workloads or list(names())
     exp = ExperimentConfig(workloads=[w for w in PROGRAMS if w in workloads], instructions=p.instructions,
-                           skip=p.skip, models=p.models, epochs=p.epochs, train_cap=p.train_cap,
+                           skip=p.skip, models=p.models, epochs=p.epochs, train_cap=p.train_cap, branchnet=p.branchnet,
                            out=str(out / "experiment"), cache=str(cache_root), workers=workers,
                            ray_address=ray_address)
     every = ExperimentConfig(**{**asdict(exp), "workloads": workloads})

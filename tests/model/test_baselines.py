@@ -171,3 +171,20 @@ def test_validation_split_is_by_time():
     hist = train_classifier(model, (tokens(pc, d),), y, epochs=3, batch=100, lr=1e-2, progress=False)
     assert (hist["val_start"], hist["n_train"], hist["n_val"]) == (900, 900, 100)
     assert max(hist["val_acc"]) < 0.05
+
+
+def test_lookup_table_convolution_equals_embedding_and_convolution():
+    """Mini-BranchNet's tables: the kernel position k's table is the embedding times W_k (+ the bias
+    once), so the lut form computes exactly the embedding + convolution model."""
+    torch.manual_seed(0)
+    kw = dict(slices=((16, 2), (32, 4)), pc_bits=5, embed=12, channels=(3, 4), conv_width=3, hidden=(8,))
+    ref, lut = BranchNet(**kw), BranchNet(**kw, lut=True)
+    state = {k: v for k, v in ref.state_dict().items() if not k.startswith(("embeddings", "convs"))}
+    for s, (emb, conv) in enumerate(zip(ref.embeddings, ref.convs)):
+        tables = torch.einsum("ve,cek->vkc", emb.weight, conv.weight)     # [V, K, C]
+        tables[:, 0] += conv.bias
+        state[f"embeddings.{s}.weight"] = tables.reshape(len(tables), -1)
+    lut.load_state_dict(state)
+    x = torch.randint(0, 2 ** 13, (5, 32))
+    ref.eval(), lut.eval()
+    assert torch.allclose(ref(x), lut(x), atol=1e-5)
