@@ -64,7 +64,8 @@ class Preset:
 
 PRESETS = {
     "default": Preset(),
-    "full": Preset(instructions=20_000_000, models=["fused", "static", "history", "branchnet", "delta-lstm"], branchnet="big",
+    "full": Preset(instructions=20_000_000, models=["fused", "static", "history", "branchnet", "delta-lstm"],
+                   branchnet="big",
                    leads=[0, 1, 10, 32, 100, 320, 1000], quant_bits=[2, 3, 4, 6, 8], quant_steps=200,
                    hw_points=[[1, 1, 3], [2, 2, 3], [2, 2, 4], [2, 2, 6], [4, 2, 4], [4, 2, 6], [8, 2, 4]],
                    hw_rows=100_000, ecp5_timeout_s=None, classify="full"),

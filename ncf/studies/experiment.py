@@ -57,7 +57,7 @@ class ExperimentConfig:
     lr: float = TrainConfig.lr
     seed: int = TrainConfig.seed
     branchnet: str = TrainConfig.branchnet   # BranchNet's published shape: big or mini (model.baselines)
-    seeds: int = 1                 # models trained per workload with seeds seed, seed + 1, ...: tables give means (+ sd)
+    seeds: int = 1                 # models per workload with seeds seed, seed + 1, ...: tables give means (+ sd)
     threads: int = TrainConfig.threads
     out: str = "reports/experiment"
     cache: str = "work/cache"

@@ -23,7 +23,7 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
         assert row["hard_branch_instances"] == tage["hard_branch_instances"] > 0
         if row["model"] != "tage-sc-l":
             assert 0 <= row["hybrid_changed"] <= 1
-    for policy in w["seeds"][0]["hybrid_policies"].values():             # on the training inputs: never worse by construction
+    for policy in w["seeds"][0]["hybrid_policies"].values():   # on the training inputs: never worse by construction
         assert policy["validation"]["hybrid_mispredictions"] <= policy["validation"]["tage_mispredictions"]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"][0]
     assert {"fused_vs_branchnet_hard", "fused_vs_tage_hard", "fused_over_lstm", "coverage_bop",
