@@ -206,9 +206,9 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
 
     Two passes over the trace, chunk by chunk: the first counts each site's instances (and the
     training deltas), the second computes the samples and appends them to the files. Memory: a
-    chunk, the registers and pcs of the last ``lead`` + 1 instructions, the
-    recent values of the sites' memory operands and the histories; not the trace (the delta counts of a training set grow with
-    its distinct deltas).
+    chunk, the registers and pcs of the last ``lead`` + 1 instructions, the recent values of the
+    sites' memory operands and the histories; not the trace (the delta counts of a training set grow
+    with its distinct deltas).
     """
     trace, out_dir = Path(trace), check_output(out_dir, directory=True)
     cfg = DatasetConfig(**asdict(cfg))  # validated again: a config can be changed after it was made

@@ -91,8 +91,9 @@ def _changed_counts(trace, sites, ds: Dataset, tmp_path, side: str) -> int:
         i = int(a["idx"][j])
         lo, hi, keep = (i, 2**62, i) if side == "after" else (0, i - LEAD, None)
         other = tmp_path / f"{side}{j}"
-        build_dataset(_shuffled(trace, tmp_path / f"{side}{j}.ncft", lo, hi, keep), sites, other, DatasetConfig(lead=LEAD),
-                      vocab=ds.meta["delta_vocabulary"], progress=False)
+        shuffled = _shuffled(trace, tmp_path / f"{side}{j}.ncft", lo, hi, keep)
+        build_dataset(shuffled, sites, other, DatasetConfig(lead=LEAD), vocab=ds.meta["delta_vocabulary"],
+                      progress=False)
         b = Dataset(other)
         assert np.array_equal(b.node_pc, ds.node_pc)   # the same code: the same graphs
         k = np.nonzero((b.arrays["idx"] == i) & (b.arrays["site"] == a["site"][j]))[0]
@@ -168,7 +169,8 @@ def _same_dataset(a: Dataset, b: Dataset) -> bool:
     return (same_meta and a.arrays.keys() == b.arrays.keys()
             and all(np.array_equal(a.arrays[k], b.arrays[k]) and a.arrays[k].dtype == b.arrays[k].dtype
                     for k in a.arrays)
-            and all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("static", "adj", "dyn_slot", "node_pc", "site_pc")))
+            and all(np.array_equal(getattr(a, k), getattr(b, k))
+                    for k in ("static", "adj", "dyn_slot", "node_pc", "site_pc")))
 
 
 @pytest.fixture(scope="module")
