@@ -74,9 +74,9 @@ def merge_datasets(parts: list, labels: list[int], out: Path, seed: int) -> Path
     ``seed`` so that the validation tail is a random 10%); ``label.npy`` holds each row's class."""
     from .dataset import FORMAT_VERSION
 
-    keys = ("site", "idx", "g", "taken", "delta", "dynval")
+    keys = ("site", "idx", "g", "taken", "delta", "dynval", "fe_count")
     cols = {k: [] for k in keys + ("label", "program")}
-    statics, adjs, slots, pcs, tasks = [], [], [], [], []
+    statics, adjs, slots, node_pcs, pcs, tasks = [], [], [], [], [], []
     offset = 0
     for k, (ds, lab) in enumerate(zip(parts, labels)):
         for key in keys:
@@ -85,7 +85,7 @@ def merge_datasets(parts: list, labels: list[int], out: Path, seed: int) -> Path
         n = len(ds)
         cols["label"].append(np.full(n, lab, np.int64))
         cols["program"].append(np.full(n, k, np.int64))
-        statics.append(ds.static), adjs.append(ds.adj), slots.append(ds.dyn_slot)
+        statics.append(ds.static), adjs.append(ds.adj), slots.append(ds.dyn_slot), node_pcs.append(ds.node_pc)
         pcs.append(ds.site_pc), tasks.append(ds.site_task)
         offset += len(ds.static)
     order = np.random.default_rng(seed).permutation(sum(len(ds) for ds in parts))
@@ -98,6 +98,7 @@ def merge_datasets(parts: list, labels: list[int], out: Path, seed: int) -> Path
             np.save(f, arr)
     with atomic_path(out / "sites.npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, static=np.concatenate(statics), adj=np.concatenate(adjs), dyn_slot=np.concatenate(slots),
+                 node_pc=np.concatenate(node_pcs),
                  pc=np.concatenate(pcs), task=np.concatenate(tasks))
     first = parts[0].meta
     write_json(out / "dataset.json", {
@@ -109,7 +110,7 @@ def merge_datasets(parts: list, labels: list[int], out: Path, seed: int) -> Path
 
 def gnn_features(model, ds, dynamic: bool = True, batch: int = 512) -> np.ndarray:
     """Per-sample [r; mean node state] of a frozen FusedGNN, [M, R + H]; ``dynamic=False`` zeroes
-    the register/memory values and the history/TAGE vector g (the static code only)."""
+    the dynamic node features (values, front-end counts) and the history/TAGE vector g (the static code only)."""
     import torch
 
     from .train import GraphBatches

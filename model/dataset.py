@@ -10,6 +10,9 @@ What a sample of dynamic instruction i holds, and when it was knowable (the hone
 * ``dynval``: the 16 registers *before* instruction ``s = i - lead`` and, for each memory operand
   of the region, the last value its instruction accessed at an index ``< s``: state captured at
   least ``lead`` instructions before i;
+* ``fe_count``: per node of the site graph, how often its instruction executed in [s, i), the
+  instructions the front end fetched between the snapshot and i (``frontend_window``; 0 for nodes
+  that are not instructions), saturating at 65535;
 * ``g``: the last 32 conditional-branch outcomes *before* i, TAGE-SC-L's prediction and
   confidence for i (an online predictor's output, available when i is fetched), and for loads the
   last 3 address deltas of the same load *before* i;
@@ -19,8 +22,10 @@ What a sample of dynamic instruction i holds, and when it was knowable (the hone
   of the same load before i.
 
 Never the outcome, never anything from i itself or later. ``snapshot_index`` is the one place
-where the lead is applied; the test suite rebuilds a dataset from a trace whose state after ``s``
-has been scrambled and checks that no feature changes.
+where the lead is applied, ``frontend_window`` the one place that says which instructions are
+counted; the test suite rebuilds a dataset from a trace whose state after ``s`` has been scrambled
+and checks that no feature changes, and from traces whose pcs after i or before s have been
+scrambled and checks that the counts do not change.
 
 Train/test split: by program input (sites, delta vocabulary and normalisation come from input 0;
 input 1 is only evaluated), validation = the last 10% of the training samples in time.
@@ -82,6 +87,11 @@ def check_lead(lead: int) -> int:
 def snapshot_index(i: np.ndarray, lead: int) -> np.ndarray:
     """The instruction before which the dynamic state of the prediction for ``i`` is taken."""
     return np.asarray(i, np.int64) - check_lead(lead)
+
+
+def frontend_window(i: np.ndarray, lead: int) -> tuple[np.ndarray, np.ndarray]:
+    """[start, end): the instructions the front end has fetched since the snapshot when it predicts ``i``."""
+    return snapshot_index(i, lead), np.asarray(i, np.int64)
 
 
 # --------------------------------------------------------------------------------------- sites
@@ -199,9 +209,9 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
 
     Two passes over the trace, chunk by chunk: the first counts each site's instances (and the
     training deltas), the second computes the samples and appends them to the files. Memory: a
-    chunk, the registers of the last ``lead`` + 1 instructions, the recent values of the sites'
-    memory operands and the histories; not the trace (the delta counts of a training set grow with
-    its distinct deltas).
+    chunk, the registers and pcs of the last ``lead`` + 1 instructions, the recent values of the
+    sites' memory operands and the histories; not the trace (the delta counts of a training set grow
+    with its distinct deltas).
     """
     trace, out_dir = Path(trace), check_output(out_dir, directory=True)
     cfg = DatasetConfig(**asdict(cfg))  # validated again: a config can be changed after it was made
@@ -267,7 +277,8 @@ def _columns(cfg: DatasetConfig) -> dict:
     """name -> (dtype, shape of one sample)."""
     return {"idx": (np.int64, ()), "g": (np.uint8, (G_DIM,)), "taken": (np.int8, ()), "delta": (np.int16, ()),
             "tage_pred": (np.uint8, ()), "tage_conf": (np.uint8, ()), "bpos": (np.int64, ()), "bfirst": (np.int64, ()),
-            "dhist": (np.int16, (cfg.delta_history,)), "site": (np.int16, ()), "dynval": (np.uint64, (N_SLOTS,))}
+            "dhist": (np.int16, (cfg.delta_history,)), "site": (np.int16, ()), "dynval": (np.uint64, (N_SLOTS,)),
+            "fe_count": (np.uint16, (cfg.n_nodes,))}
 
 
 def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: DatasetConfig, vocab: list[int],
@@ -282,7 +293,7 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
     last_line = {}
     d_prev = {g.pc: np.zeros(N_DELTA_FEATURES, np.int64) for g in graphs if g.task == "load"}  # each load's last deltas
     c_prev = {g.pc: np.full(n_dh, cfg.delta_classes, np.int64) for g in graphs if g.task == "load"}  # and classes
-    snapshots = _Snapshots(graphs, lead)
+    snapshots, frontend = _Snapshots(graphs, lead), _FrontEndCounts(graphs, lead)
 
     def keep(k: int, i: np.ndarray) -> np.ndarray:
         ok = np.nonzero(snapshot_index(i, lead) >= 0)[0]
@@ -330,6 +341,7 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
         order = np.argsort(cols["idx"], kind="stable")   # samples in time order (validation = the last ones)
         cols = {key: v[order] for key, v in cols.items()}
         cols["dynval"] = snapshots.take(ch, cols["site"], snapshot_index(cols["idx"], lead))
+        cols["fe_count"] = frontend.take(ch, cols["site"], cols["idx"])
         cols["branches"] = branch_tokens(br.pc, br.taken)
         n_before += len(br.idx)
         yield cols
@@ -377,6 +389,37 @@ class _Snapshots:
         return out
 
 
+class _FrontEndCounts:
+    """The front-end counts of the samples: per node, the executions of its instruction in the
+    sample's ``frontend_window``. Per chunk, the executions of the sites' instructions (the chunk and
+    the carried pcs of the last ``lead`` + 1 instructions before it: a branch sample can be the
+    previous chunk's last instruction) are sorted by (instruction, index), and a count is the
+    difference of two searchsorted positions."""
+
+    STRIDE = np.int64(1 << 40)   # key = instruction number * STRIDE + dynamic index
+
+    def __init__(self, graphs: list[SiteGraph], lead: int):
+        self.lead, self.keep = lead, lead + 1
+        self.pcs = np.array(sorted({int(p) for g in graphs for p in g.node_pc if p}), np.uint64)
+        node_pc = np.stack([g.node_pc for g in graphs])
+        self.insn = np.where(node_pc != 0, np.searchsorted(self.pcs, node_pc), -1)   # [S, N] into pcs, -1: none
+        self.tail = np.zeros(0, np.uint64)   # the pcs of the instructions just before the next chunk
+
+    def take(self, ch, site: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """[M, N] u16 for samples of ``site`` at instructions ``i`` (inside ``ch``)."""
+        pc = np.concatenate([self.tail, ch.insn["pc"]])
+        first = int(ch.first) - len(self.tail)
+        k = np.minimum(np.searchsorted(self.pcs, pc), len(self.pcs) - 1)   # every graph has an instruction
+        hit = np.nonzero(self.pcs[k] == pc)[0]
+        keys = np.sort(k[hit] * self.STRIDE + (first + hit))
+        start, end = frontend_window(i, self.lead)
+        insn = self.insn[np.asarray(site, np.int64)]                                   # [M, N]
+        count = (np.searchsorted(keys, insn * self.STRIDE + end[:, None])
+                 - np.searchsorted(keys, insn * self.STRIDE + start[:, None]))
+        self.tail = _tail(pc, self.keep)
+        return np.minimum(np.where(insn >= 0, count, 0), np.iinfo(np.uint16).max).astype(np.uint16)
+
+
 def _write_columns(out_dir: Path, samples: Iterator[dict], columns: dict, total: int, n_branches: int) -> None:
     """Append the samples to one ``.npy`` per column and their ``branches`` to ``branches.npy``
     (each file written whole or not at all)."""
@@ -403,7 +446,7 @@ def _write_meta(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, gr
     with atomic_path(out_dir / "sites.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, static=np.stack([g.static for g in graphs]), adj=np.stack([g.adj for g in graphs]),
-                     dyn_slot=np.stack([g.dyn_slot for g in graphs]),
+                     dyn_slot=np.stack([g.dyn_slot for g in graphs]), node_pc=np.stack([g.node_pc for g in graphs]),
                      pc=np.array([g.pc for g in graphs], np.uint64),
                      task=np.array([TASKS.index(g.task) for g in graphs], np.int8))
     meta = {"format_version": FORMAT_VERSION, "config": asdict(cfg), "trace": str(trace),
@@ -437,14 +480,14 @@ def concat_datasets(parts: list, out_dir: str | Path) -> dict:
         remap = np.full(len(d.site_pc), -1, np.int64)
         for k, pc in enumerate(d.site_pc):
             g = SiteGraph(pc=int(pc), task=TASKS[int(d.site_task[k])], static=d.static[k], adj=d.adj[k],
-                          dyn_slot=d.dyn_slot[k], mem_pcs=d.meta["sites"][k]["mem_pcs"],
+                          dyn_slot=d.dyn_slot[k], node_pc=d.node_pc[k], mem_pcs=d.meta["sites"][k]["mem_pcs"],
                           nodes=d.meta["sites"][k]["nodes"])
             j = where.setdefault((g.task, g.pc), len(graphs))
             if j == len(graphs):
                 graphs.append(g)
             h = graphs[j]
             if g.mem_pcs == h.mem_pcs and all(np.array_equal(getattr(g, f), getattr(h, f))
-                                              for f in ("static", "adj", "dyn_slot")):
+                                              for f in ("static", "adj", "dyn_slot", "node_pc")):
                 remap[k] = j
             else:
                 n = int((np.asarray(d.arrays["site"]) == k).sum())
@@ -481,7 +524,7 @@ def concat_datasets(parts: list, out_dir: str | Path) -> dict:
 # --------------------------------------------------------------------------------------- reading
 class Dataset:
     """A built dataset, memory-mapped: ``ds.arrays[name]``, ``ds.static`` [S,N,F], ``ds.adj``
-    [S,E,N,N], ``ds.dyn_slot`` [S,N], ``ds.meta``."""
+    [S,E,N,N], ``ds.dyn_slot`` [S,N], ``ds.node_pc`` [S,N], ``ds.meta``."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -494,6 +537,7 @@ class Dataset:
                              f"{FORMAT_VERSION}; rebuild it with `ncf dataset`")
         sites = np.load(self.path / "sites.npz")
         self.static, self.adj, self.dyn_slot = sites["static"], sites["adj"], sites["dyn_slot"]
+        self.node_pc = sites["node_pc"]
         self.site_pc, self.site_task = sites["pc"], sites["task"]
         self.arrays = {p.stem: np.load(p, mmap_mode="r") for p in self.path.glob("*.npy") if p.stem != "branches"}
         stream = self.path / "branches.npy"

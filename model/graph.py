@@ -24,7 +24,9 @@ Dynamic part (per sample, filled by the dataset from a snapshot D instructions b
 prediction): each REG node carries that register's value, each MEM node the last value its
 instruction loaded or stored. ``dyn_slot[node]`` says where a node's value comes from: ``r`` in
 0..15 = register r, ``16 + k`` = memory slot k (the k-th memory-operand instruction, ``mem_pcs[k]``),
--1 = none.
+-1 = none. Each INSN node also carries its front-end count: how often its instruction (``node_pc``)
+executed between the snapshot and the prediction. Per node, F_DYN features:
+[encode_values(value) | encode_counts(count)] (``dyn_inputs``: which of them a node can have).
 """
 from __future__ import annotations
 
@@ -45,6 +47,8 @@ OPCODE_CLASSES = ("mov", "load", "store", "lea", "add_sub", "logic", "shift", "m
                   "jmp", "call_ret", "push_pop", "setcc_cmov", "simd", "other")
 FLAGS = 16  # pseudo register id of rflags in data flow
 N_VALUE_BITS = 24
+COUNT_BITS = 10                      # front-end counts up to 1023: exact for every lead <= 1023
+F_DYN = N_VALUE_BITS + COUNT_BITS    # per node: [value bits | count bits]
 F_STATIC = len(NODE_TYPES) + len(OPCODE_CLASSES) + 17 + N_VALUE_BITS + 1  # + register one-hot, value, is-target
 REGION_BEFORE, REGION_AFTER = 512, 64  # bytes around the target that may be in the region
 MAX_MEM_SLOTS = 8
@@ -72,6 +76,19 @@ def encode_values(v: np.ndarray) -> np.ndarray:
     out[..., 3:8] = (bucket[..., None] >> np.arange(5)) & 1
     out[..., 8:24] = (low[..., None] >> np.arange(16)) & 1
     return out
+
+
+def encode_counts(c: np.ndarray) -> np.ndarray:
+    """Front-end counts -> COUNT_BITS binary features: the bits of min(count, 2^COUNT_BITS - 1)."""
+    c = np.minimum(np.asarray(c, np.int64), (1 << COUNT_BITS) - 1)
+    return ((c[..., None] >> np.arange(COUNT_BITS)) & 1).astype(np.uint8)
+
+
+def dyn_inputs(dyn_slot: np.ndarray, node_pc: np.ndarray) -> np.ndarray:
+    """bool [..., N, F_DYN]: the dynamic features a node can have, value bits where it carries a value
+    (``dyn_slot >= 0``), count bits where it is an instruction (``node_pc != 0``)."""
+    has = [np.asarray(dyn_slot) >= 0, np.asarray(node_pc) != 0]
+    return np.concatenate([np.repeat(h[..., None], n, -1) for h, n in zip(has, (N_VALUE_BITS, COUNT_BITS))], -1)
 
 
 # ------------------------------------------------------------------------------- decoding
@@ -172,6 +189,7 @@ class SiteGraph:
     static: np.ndarray              # uint8 [N, F_STATIC]
     adj: np.ndarray                 # uint8 [E, N, N]
     dyn_slot: np.ndarray            # int16 [N]
+    node_pc: np.ndarray             # uint64 [N]: the pc of an INSN node, 0 for the other nodes
     mem_pcs: list = field(default_factory=list)   # pc of memory slot k
     nodes: list = field(default_factory=list)     # human-readable node labels
 
@@ -313,7 +331,10 @@ def build_site_graph(target: int, code_of: dict[int, bytes], task: str, n_nodes:
     dyn_slot = np.full(n_nodes, -1, np.int16)
     for node, slot in dyn.items():
         dyn_slot[node] = slot
-    return SiteGraph(target, task, static, adj, dyn_slot, mem_pcs, labels)
+    node_pc = np.zeros(n_nodes, np.uint64)
+    for pc, node in idx_insn.items():
+        node_pc[node] = pc
+    return SiteGraph(target, task, static, adj, dyn_slot, node_pc, mem_pcs, labels)
 
 
 _REG_NAMES = "rax rcx rdx rbx rsp rbp rsi rdi r8 r9 r10 r11 r12 r13 r14 r15".split()

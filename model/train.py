@@ -4,21 +4,23 @@
     train(cfg)            # or: ncf train --config cfg.yaml [--resume]
 
 Models (``TrainConfig.model``):
-  fused      the GNN on the fused graph: static code + dynamic snapshot + history/TAGE-SC-L (g)
-  static     the same GNN without dynamic values (ablation: static graph + history)
+  fused      the GNN on the fused graph: static code + dynamic snapshot + front-end counts + history/TAGE-SC-L (g)
+  static     the same GNN without dynamic node features (ablation: static graph + history)
   history    the same network without the graph (ablation: history + TAGE-SC-L only)
   branchnet  a BranchNet-style CNN per hard branch over the last 200 branches (learned baseline)
   delta-lstm the delta-LSTM of Hashemi et al. 2018 over the last 16 deltas of each load (baseline)
 
 The three GNN variants share one network and one budget (epochs, batch, learning rate); only
-their inputs differ. Validation is the last 10% of the training input's samples in time; the test
-set is another program input. Evaluation (``predict``) returns per-sample predictions that
-``model/evaluate.py`` scores through the trace_eval harness.
+their inputs differ, and ``TrainConfig.drop`` blanks more inputs of a GNN (``DROPS``: "frontend" the
+front-end counts, "snapshot" the register/memory values). Validation is the last 10% of the
+training input's samples in time; the test set is another program input. Evaluation
+(``predict``) returns per-sample predictions that ``model/evaluate.py`` scores through the
+trace_eval harness.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from ncf.io import UsageError, at_least, atomic_path, check_output, load_config, save_config, write_json
 
 from .dataset import Dataset
-from .graph import N_VALUE_BITS, encode_values
+from .graph import F_DYN, N_VALUE_BITS, encode_counts, encode_values
 from .history_models import predict_history, train_history_model
 from .loop import CHECKPOINT_VERSION, World, checkpoint_path, epoch_batches, fit, load_checkpoint
 
@@ -36,6 +38,18 @@ GNN_MODELS = ("fused", "static", "history")
 HISTORY_MODELS = ("branchnet", "delta-lstm")
 MODELS = GNN_MODELS + HISTORY_MODELS
 VAL_FRACTION = 0.1
+
+
+def _drop_frontend(dyn: torch.Tensor, g: torch.Tensor) -> None:
+    dyn[..., N_VALUE_BITS:] = 0
+
+
+def _drop_snapshot(dyn: torch.Tensor, g: torch.Tensor) -> None:
+    dyn[..., :N_VALUE_BITS] = 0
+
+
+DROPS = {"frontend": _drop_frontend,    # ablations: name -> blanks that input of a batch (dyn, g) in place
+         "snapshot": _drop_snapshot}
 
 
 @dataclass
@@ -55,10 +69,16 @@ class TrainConfig:
     threads: int = 1                 # torch threads; on a shared machine a 2nd thread waits for busy cores
     device: str = "auto"             # auto = cuda if present, else cpu
     branchnet: str = "big"           # the BranchNet shape (model.baselines.BRANCHNET_SHAPES): big or mini
+    drop: list = field(default_factory=list)   # inputs a GNN does not see (names of DROPS)
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise UsageError(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        unknown = [d for d in self.drop if d not in DROPS]
+        if unknown:
+            raise UsageError(f"drop {unknown}: unknown input(s); give any of {', '.join(DROPS)}")
+        if self.drop and self.model not in GNN_MODELS:
+            raise UsageError(f"drop {self.drop}: only the GNN models ({', '.join(GNN_MODELS)}) take it")
         at_least(self, hidden=1, steps=0, epochs=1, batch=1, threads=1, weight_decay=0)
         from .baselines import BRANCHNET_SHAPES
 
@@ -84,13 +104,14 @@ def device_of(cfg: TrainConfig) -> torch.device:
 
 # --------------------------------------------------------------------------------------- GNN inputs
 class GraphBatches:
-    """Turns dataset rows into the GNN's inputs (graph, dyn, g); the ablations blank out what they
-    must not see. The value encodings of every row are computed once, here, not per batch."""
+    """Turns dataset rows into the GNN's inputs (graph, dyn, g); the ablations (``model``, ``drop``)
+    blank out what they must not see. dyn per node: [value bits | front-end count bits] (graph.F_DYN).
+    The value encodings of every row are computed once, here, not per batch."""
 
-    def __init__(self, ds: Dataset, model: str, device: torch.device, chunk: int = 1 << 16):
+    def __init__(self, ds: Dataset, model: str, device: torch.device, chunk: int = 1 << 16, drop=()):
         from .gnn import SiteGraphs
 
-        self.model, self.device = model, device
+        self.model, self.device, self.drop = model, device, [DROPS[d] for d in drop]
         a = ds.arrays
         static, adj = torch.tensor(ds.static, dtype=torch.float32), torch.tensor(ds.adj)
         if model == "history":
@@ -103,15 +124,20 @@ class GraphBatches:
         for k in range(0, n, chunk):
             self.enc[k:k + chunk, :slots] = torch.from_numpy(encode_values(np.asarray(a["dynval"][k:k + chunk])))
         self.slot = torch.from_numpy(np.where(ds.dyn_slot >= 0, ds.dyn_slot, slots).astype(np.int64))   # [S, N]
+        self.count = np.asarray(a["fe_count"])                                       # [n, N] u16
 
     def __call__(self, rows: np.ndarray) -> tuple:
         r = torch.from_numpy(np.asarray(rows, np.int64))
         site = self.site[r]
+        g = self.g[r].float()
         if self.model in ("static", "history"):
-            dyn = torch.zeros(len(r), self.slot.shape[1], N_VALUE_BITS)
+            dyn = torch.zeros(len(r), self.slot.shape[1], F_DYN)
         else:
-            dyn = self.enc[r[:, None], self.slot[site]].float()                      # [B, N, Fd]
-        return self.graphs(site).to(self.device), dyn.to(self.device), self.g[r].float().to(self.device)
+            counts = torch.from_numpy(encode_counts(self.count[r.numpy()]))
+            dyn = torch.cat([self.enc[r[:, None], self.slot[site]], counts], -1).float()      # [B, N, Fd]
+        for blank in self.drop:
+            blank(dyn, g)
+        return self.graphs(site).to(self.device), dyn.to(self.device), g.to(self.device)
 
 
 def labels(ds: Dataset, rows: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +174,7 @@ def split_by_time(n: int) -> tuple[np.ndarray, np.ndarray]:
 def build_gnn(cfg: TrainConfig, ds: Dataset):
     from .gnn import FusedGNN, GNNConfig
 
-    gcfg = GNNConfig(n_nodes=ds.static.shape[1], f_static=ds.static.shape[2], f_dyn=N_VALUE_BITS,
+    gcfg = GNNConfig(n_nodes=ds.static.shape[1], f_static=ds.static.shape[2], f_dyn=F_DYN,
                      g_dim=ds.meta["g_dim"], hidden=cfg.hidden, steps=cfg.steps, edge_types=ds.adj.shape[1],
                      delta_classes=ds.meta["config"]["delta_classes"], gate=cfg.gate, seed=cfg.seed)
     return FusedGNN(gcfg)
@@ -172,7 +198,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     model = build_gnn(cfg, ds).to(dev)
     net = world.wrap(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    batches = GraphBatches(ds, cfg.model, dev)
+    batches = GraphBatches(ds, cfg.model, dev, drop=cfg.drop)
     tr, va = split_by_time(len(ds))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * len(epoch_batches(tr, cfg.batch, cfg.seed, 0)))
     state = {"epoch": 0, "history": [], "seconds": 0.0}
@@ -268,5 +294,6 @@ def predict(run_dir: str | Path, ds_dir: str | Path) -> dict:
     model, cfg = load_model(run_dir)
     ds = Dataset(ds_dir)
     rows = np.arange(len(ds))
-    p, cls = predict_gnn(model, ds, GraphBatches(ds, cfg.model, torch.device("cpu")), rows, torch.device("cpu"))
+    batches = GraphBatches(ds, cfg.model, torch.device("cpu"), drop=cfg.drop)
+    p, cls = predict_gnn(model, ds, batches, rows, torch.device("cpu"))
     return {"p_taken": p, "delta_class": cls}

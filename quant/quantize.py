@@ -11,9 +11,10 @@ Each exported site is a bundle the hardware stage (``ncf hls`` / ``ncf rtl``) st
     site<k>_<b>bit.json           sidecar: site, bit widths, hls4ml input precision, live inputs, files
     site<k>_<b>bit.intref.npz     the integer reference's parameters (quant/intref.py)
     site<k>_<b>bit.samples.npz    the held-out samples' input features (0/1, bit-packed) and rows
-The model's inputs are 0/1 features (value encodings, history bits), so the hardware takes them as
-bits; ``live`` lists the inputs that can be nonzero (operand nodes that carry a value, and the
-graph-level vector) and have a nonzero weight: the others are constant 0 for this site.
+The model's inputs are 0/1 features (value encodings, front-end count bits, history bits), so the
+hardware takes them as bits; ``live`` lists the inputs that can be nonzero (value bits of operand
+nodes that carry a value, count bits of instruction nodes, and the graph-level vector) and have a
+nonzero weight: the others are constant 0 for this site.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int |
     evenly spaced in time)."""
     from ncf.model.dataset import TASKS
     from ncf.model.gnn import flat_input
+    from ncf.model.graph import dyn_inputs
     from ncf.model.train import GraphBatches
 
     rows = np.flatnonzero(np.asarray(ds.arrays["site"]) == site)
@@ -52,7 +54,7 @@ def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int |
     y_qonnx = np.asarray(run_qonnx(export_compact(qc, path), xq.numpy()), np.float64)
     same = lambda a, b: int(np.all(a == b, axis=1).sum())
     features = flat_input(dyn, g).numpy()
-    live = live_inputs(p, ds.dyn_slot[site], qmodel.cfg)
+    live = live_inputs(p, dyn_inputs(ds.dyn_slot[site], ds.node_pc[site]), qmodel.cfg)
     write_bundle(path, p, features, rows, live, {
         "site": site, "site_pc": int(ds.site_pc[site]), "task": TASKS[int(ds.site_task[site])],
         "dataset": str(ds.path), "quant": qcfg.as_dict(), "gnn": asdict(qmodel.cfg),
@@ -63,12 +65,13 @@ def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int |
             "hls4ml_input_precision": input_precision(p), "qonnx": str(path)}
 
 
-def live_inputs(p: dict, dyn_slot: np.ndarray, gcfg) -> np.ndarray:
-    """Indices of the flat inputs [dyn (N*Fd), g (G)] that can change this site's outputs: a node's
-    value bits only if the node carries a value (dyn_slot >= 0), every graph-level bit, and only
-    where some input weight (the input layer or the readout's direct path) is nonzero."""
+def live_inputs(p: dict, dyn_can: np.ndarray, gcfg) -> np.ndarray:
+    """Indices of the flat inputs [dyn (N*Fd), g (G)] that can change this site's outputs: the
+    dynamic features a node can have (``dyn_can`` [N, Fd], model.graph.dyn_inputs), every
+    graph-level bit, and only where some input weight (the input layer or the readout's direct
+    path) is nonzero."""
     n_dyn = gcfg.n_nodes * gcfg.f_dyn
-    can = np.concatenate([np.repeat(np.asarray(dyn_slot) >= 0, gcfg.f_dyn), np.ones(gcfg.g_dim, bool)])
+    can = np.concatenate([np.asarray(dyn_can, bool).reshape(n_dyn), np.ones(gcfg.g_dim, bool)])
     used = np.zeros(n_dyn + gcfg.g_dim, bool)
     for name in ("inp", "read_x"):
         for _, cols, wb in p[name]["w"]["blocks"]:

@@ -113,7 +113,7 @@ def trace_features(m: dict, trace, work) -> tuple[np.ndarray, object, np.ndarray
                   vocab=ref.meta.get("delta_vocabulary"), progress=False)
     ds = Dataset(out)
     if not (np.array_equal(ds.static[0], ref.static[s]) and np.array_equal(ds.adj[0], ref.adj[s])
-            and np.array_equal(ds.dyn_slot[0], ref.dyn_slot[s])):
+            and np.array_equal(ds.dyn_slot[0], ref.dyn_slot[s]) and np.array_equal(ds.node_pc[0], ref.node_pc[s])):
         raise DataError(f"the site graph of {m['site']['site_pc']:#x} in {trace} differs from the one the RTL "
                          "was generated for (other code around the site): generate RTL from this trace's dataset")
     rows = np.arange(len(ds))

@@ -11,16 +11,19 @@ LEAD = 100  # the snapshot lead of the test datasets
 
 def rewrite_trace(src, dst, edit=None, chunk_insns: int = MAX_CHUNK_INSNS, sidecar: bool = False):
     """Copy a recorded trace through TraceWriter. ``edit(chunk, regs, vals)`` may change the
-    registers, memory values and access addresses (``chunk.mem["addr"]``) in place; pcs and
-    control flow stay as recorded."""
+    registers, memory values, access addresses (``chunk.mem["addr"]``) and which static instruction
+    runs (``chunk.insn["sid"]``, any of the trace's) in place; the rest stays as recorded."""
+    static = TraceReader(src)
+    for _ in static.chunks(registers=False):   # the whole static table: an edit may use any instruction
+        pass
     r = TraceReader(src)
     with TraceWriter(dst, r.flags, chunk_insns=chunk_insns) as w:
         for ch in r.chunks():
-            for sid in np.unique(ch.insn["sid"]):
-                w.define(int(sid), *r.static.code(int(sid)))
             regs, vals = ch.insn["regs"].copy(), ch.mem["val"].copy()
             if edit:
                 edit(ch, regs, vals)
+            for sid in np.unique(ch.insn["sid"]):
+                w.define(int(sid), *static.static.code(int(sid)))
             minfo = np.log2(ch.mem["size"]).astype(np.uint8) | (ch.mem["store"].astype(np.uint8) << 7)
             w.add(ch.insn["sid"], ch.insn["nmem"], ch.mem["addr"], minfo, regs=regs, mval=vals)
     if sidecar:

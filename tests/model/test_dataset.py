@@ -42,7 +42,8 @@ def _leaked_samples(trace, sites, ds: Dataset, tmp_path, vocab) -> int:
         b = Dataset(other).arrays
         k = np.nonzero((b["idx"] == a["idx"][j]) & (b["site"] == a["site"][j]))[0]
         assert len(k) == 1
-        same = all(np.array_equal(a[n][j], b[n][k[0]]) for n in ("dynval", "g", "dhist", "taken", "delta"))
+        same = all(np.array_equal(a[n][j], b[n][k[0]]) for n in ("dynval", "fe_count", "g", "dhist", "taken",
+                                                                 "delta"))
         same &= np.array_equal(ds.branch_history([j], 600), Dataset(other).branch_history(k, 600))
         changed += not same
     return changed
@@ -58,6 +59,64 @@ def test_a_deliberate_leak_is_caught(bzip2_trace, sites, tmp_path, monkeypatch):
     build_dataset(bzip2_trace, sites, out, DatasetConfig(lead=LEAD), progress=False)
     leaky = Dataset(out)
     assert _leaked_samples(bzip2_trace, sites, leaky, tmp_path, leaky.meta["delta_vocabulary"]) > 0
+
+
+def _shuffled(src, dst, lo: int, hi: int, keep: int | None = None, seed: int = 0):
+    """A copy of the trace whose instructions ``lo..hi-1`` run the same static instructions in a random
+    order (the trace executes the same code, so the site graphs stay the same; instruction ``keep``
+    keeps its pc), with random registers and memory values."""
+    rng = np.random.default_rng(seed)
+    sid = np.concatenate([ch.insn["sid"] for ch in TraceReader(src).chunks(registers=False)])
+    own = sid[keep] if keep is not None else None
+    sid[lo:hi] = rng.permutation(sid[lo:hi])
+    if keep is not None:
+        p = lo + int(np.argmax(sid[lo:hi] == own))
+        sid[p], sid[keep] = sid[keep], own
+
+    def shuffle(ch, regs, vals):
+        at = (ch.insn["idx"] >= lo) & (ch.insn["idx"] < hi)
+        ch.insn["sid"] = sid[ch.first:ch.first + len(ch.insn)]
+        regs[at] = rng.integers(0, 2**63, size=(int(at.sum()), regs.shape[1]), dtype=np.uint64)
+        mat = (ch.mem["insn"] >= lo) & (ch.mem["insn"] < hi)
+        vals[mat] = rng.integers(0, 2**63, size=int(mat.sum()), dtype=np.uint64)
+
+    return rewrite_trace(src, dst, shuffle, sidecar=True)
+
+
+def _changed_counts(trace, sites, ds: Dataset, tmp_path, side: str) -> int:
+    """Rebuild from traces shuffled on one side of each probe's window [s, i): "after" = i and later
+    (but i's own pc, which makes it a sample), "before" = before s; count probes whose counts changed."""
+    a = ds.arrays
+    changed = 0
+    for j in np.linspace(len(a["idx"]) // 4, len(a["idx"]) - 1, 3).astype(int):
+        i = int(a["idx"][j])
+        lo, hi, keep = (i, 2**62, i) if side == "after" else (0, i - LEAD, None)
+        other = tmp_path / f"{side}{j}"
+        shuffled = _shuffled(trace, tmp_path / f"{side}{j}.ncft", lo, hi, keep)
+        build_dataset(shuffled, sites, other, DatasetConfig(lead=LEAD), vocab=ds.meta["delta_vocabulary"],
+                      progress=False)
+        b = Dataset(other)
+        assert np.array_equal(b.node_pc, ds.node_pc)   # the same code: the same graphs
+        k = np.nonzero((b.arrays["idx"] == i) & (b.arrays["site"] == a["site"][j]))[0]
+        assert len(k) == 1
+        changed += not np.array_equal(a["fe_count"][j], b.arrays["fe_count"][k[0]])
+    return changed
+
+
+@pytest.mark.parametrize("side", ["after", "before"])
+def test_frontend_counts_see_only_the_instructions_between_snapshot_and_prediction(bzip2_trace, sites, train_ds,
+                                                                                  tmp_path, side):
+    assert _changed_counts(bzip2_trace, sites, train_ds, tmp_path, side) == 0
+
+
+@pytest.mark.parametrize("side", ["after", "before"])
+def test_a_deliberate_frontend_leak_is_caught(bzip2_trace, sites, tmp_path, monkeypatch, side):
+    wider = {"after": lambda i, lead: (np.asarray(i, np.int64) - lead, np.asarray(i, np.int64) + 50),
+             "before": lambda i, lead: (np.asarray(i, np.int64) - lead - 50, np.asarray(i, np.int64))}
+    monkeypatch.setattr(dsmod, "frontend_window", wider[side])
+    out = tmp_path / "leaky"
+    build_dataset(bzip2_trace, sites, out, DatasetConfig(lead=LEAD), progress=False)
+    assert _changed_counts(bzip2_trace, sites, Dataset(out), tmp_path, side) > 0
 
 
 def test_samples_are_in_time_order_with_labels_per_task(train_ds):
@@ -111,7 +170,8 @@ def _same_dataset(a: Dataset, b: Dataset) -> bool:
     return (same_meta and a.arrays.keys() == b.arrays.keys()
             and all(np.array_equal(a.arrays[k], b.arrays[k]) and a.arrays[k].dtype == b.arrays[k].dtype
                     for k in a.arrays)
-            and all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("static", "adj", "dyn_slot", "site_pc")))
+            and all(np.array_equal(getattr(a, k), getattr(b, k))
+                    for k in ("static", "adj", "dyn_slot", "node_pc", "site_pc")))
 
 
 @pytest.fixture(scope="module")
@@ -137,17 +197,25 @@ def test_datasets_do_not_depend_on_the_chunk_size(bzip2_trace, rechunked, sites,
 
 
 def test_samples_match_their_definition_on_the_whole_trace(bzip2_trace, train_ds):
-    """A reference from the whole trace in memory: registers before i - lead, the branch outcome,
-    TAGE-SC-L's prediction, the global history and the last branches before i, the load's delta."""
+    """A reference from the whole trace in memory: registers before i - lead, the front-end counts
+    of [i - lead, i), the branch outcome, TAGE-SC-L's prediction, the global history and the last
+    branches before i, the load's delta."""
     r = TraceReader(bzip2_trace)
-    regs = np.concatenate([ch.insn["regs"][:, :16] for ch in r.chunks()])
+    chunks = list(r.chunks())
+    regs = np.concatenate([ch.insn["regs"][:, :16] for ch in chunks])
+    pcs = np.concatenate([ch.insn["pc"] for ch in chunks])
     br, mem = branch_stream(TraceReader(bzip2_trace)), memory_stream(TraceReader(bzip2_trace))
     tage_pred, _ = TageScL().run(br.pc, br.target, br.taken, br.kind)
     cond_taken, cond_idx = br.taken[br.cond], br.idx[br.cond].astype(np.int64)
     a, vocab = train_ds.arrays, train_ds.meta["delta_vocabulary"]
+    loops = 0
     for j in np.linspace(0, len(a["idx"]) - 1, 200).astype(int):
         i, site = int(a["idx"][j]), train_ds.meta["sites"][a["site"][j]]
         assert (a["dynval"][j, :16] == regs[i - LEAD]).all()
+        node_pc = train_ds.node_pc[a["site"][j]]
+        count = [(pcs[i - LEAD:i] == p).sum() if p else 0 for p in node_pc]
+        assert (a["fe_count"][j] == count).all()
+        loops += a["fe_count"][j, 0] > 1     # the site ran more than once since the snapshot
         hist = cond_taken[:np.searchsorted(cond_idx, i)][-HIST_BITS:]
         assert (a["g"][j, 2 + HIST_BITS - len(hist):2 + HIST_BITS] == hist).all()
         hist = train_ds.branch_history([j], 600)[0]          # the last 600 branches before i, oldest first
@@ -162,6 +230,7 @@ def test_samples_match_their_definition_on_the_whole_trace(bzip2_trace, train_ds
             k = int(np.searchsorted(mem.idx[q], i))
             d = int(mem.addr[q[k]] // LINE) - int(mem.addr[q[k - 1]] // LINE)
             assert a["delta"][j] == (vocab.index(d) if d in vocab else len(vocab))
+    assert loops > 0
 
 
 def test_merged_datasets_keep_each_windows_branch_history(train_ds, tmp_path):

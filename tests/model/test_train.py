@@ -31,6 +31,21 @@ def test_bad_configs_are_clear_errors(tmp_path):
         TrainConfig.load(p)
 
 
+def test_drop_blanks_the_named_inputs_and_rejects_unknown_names(train_ds):
+    from ncf.model.graph import N_VALUE_BITS
+    from ncf.model.train import GraphBatches
+
+    with pytest.raises(ValueError, match="drop \\['tage_typo'\\]: unknown input.*frontend, snapshot"):
+        TrainConfig(model="fused", drop=["tage_typo"])
+    rows = np.arange(0, len(train_ds), 7)
+    _, full, g = GraphBatches(train_ds, "fused", torch.device("cpu"))(rows)
+    assert full[..., :N_VALUE_BITS].any() and full[..., N_VALUE_BITS:].any()
+    for drop, kept, gone in (("frontend", slice(0, N_VALUE_BITS), slice(N_VALUE_BITS, None)),
+                             ("snapshot", slice(N_VALUE_BITS, None), slice(0, N_VALUE_BITS))):
+        _, dyn, g2 = GraphBatches(train_ds, "fused", torch.device("cpu"), drop=[drop])(rows)
+        assert torch.equal(dyn[..., kept], full[..., kept]) and not dyn[..., gone].any() and torch.equal(g2, g)
+
+
 def test_resuming_gives_the_same_model_as_a_straight_run(train_ds, tmp_path, monkeypatch):
     base = dict(train=str(train_ds.path), test=str(train_ds.path), hidden=8, batch=128, threads=1, epochs=2)
     train(TrainConfig(out=str(tmp_path / "a"), **base), progress=False)
