@@ -630,6 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "seeds": "models trained per workload, seeds seed, seed+1, ...: the "
                                                       "tables give means and standard deviations",
                                              "drop": "inputs the GNN models do not see (ablation: frontend, snapshot)",
+                                             "ablations": "one more fused GNN per name, without that input "
+                                                          "(fused-no-<name>; names as for --drop)",
                                              "cache": "the stage cache", **PARALLEL_OPTIONS})
     ex.add_argument("--preset", choices=list(_experiment_presets()), default="default",
                     help="settings to start from (large: 3 training inputs x 4 windows x 25M instructions, "

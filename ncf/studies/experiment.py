@@ -60,6 +60,7 @@ class ExperimentConfig:
     seeds: int = 1                 # models per workload with seeds seed, seed + 1, ...: tables give means (+ sd)
     threads: int = TrainConfig.threads
     drop: list = field(default_factory=list)   # inputs the GNN models do not see (TrainConfig.drop)
+    ablations: list = field(default_factory=list)   # more fused GNNs, each without one input: "fused-no-<name>"
     out: str = "reports/experiment"
     cache: str = "work/cache"
     workers: int = 0               # Ray tasks at once on this machine: 0 = every CPU, 1 = serial without Ray
@@ -78,12 +79,18 @@ class ExperimentConfig:
                              f"than {TEST_INPUT}, which is held out")
         # the checks of the stages these settings go to, before any work
         DatasetConfig(lead=self.lead, max_per_site=self.train_cap)
-        self.train_config("fused")
+        for name in self.ablations:
+            self.train_config("fused", drop=[name])
 
-    def train_config(self, model: str, seed: int | None = None) -> TrainConfig:
+    def variants(self, models: list) -> list[tuple[str, str, list]]:
+        """(name in the tables, model, inputs it does not see besides ``drop``) of every model trained."""
+        return [(m, m, []) for m in models] + [(f"fused-no-{a}", "fused", [a]) for a in self.ablations
+                                               if "fused" in models]
+
+    def train_config(self, model: str, seed: int | None = None, drop: list = ()) -> TrainConfig:
         return TrainConfig(model=model, hidden=self.hidden, epochs=self.epochs, batch=self.batch, lr=self.lr,
                            seed=self.seed if seed is None else seed, threads=self.threads, branchnet=self.branchnet,
-                           drop=self.drop if model in GNN_MODELS else [])
+                           drop=[*self.drop, *drop] if model in GNN_MODELS else [])
 
     def engine(self) -> Engine:
         return Engine(self.workers, self.ray_address)
@@ -244,15 +251,15 @@ def run_workload(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: 
     per_seed = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
         branch_models, load_models, policies = {}, {}, {}
-        for m in models or cfg.models:
-            run = steps.train(cache, cfg.train_config(m, seed), train_ds.path, test_ds.path,
-                              label=f"{workload}-{m}" + (f"-s{seed}" if cfg.seeds > 1 else ""))
+        for name, m, drop in (cfg.variants(cfg.models) if models is None else [(m, m, []) for m in models]):
+            run = steps.train(cache, cfg.train_config(m, seed, drop), train_ds.path, test_ds.path,
+                              label=f"{workload}-{name}" + (f"-s{seed}" if cfg.seeds > 1 else ""))
             pred = predict(run, test_ds.path)
             if m != "delta-lstm":
-                branch_models[m] = pred["p_taken"]
-                policies[m] = policy_of(train_ds, predict(run, train_ds.path)["p_taken"])
+                branch_models[name] = pred["p_taken"]
+                policies[name] = policy_of(train_ds, predict(run, train_ds.path)["p_taken"])
             if m != "branchnet":
-                load_models[m] = pred["delta_class"]
+                load_models[name] = pred["delta_class"]
         per_seed.append({"seed": seed, "hybrid_policies": policies,
                          "branch": evaluate_branches(test_ds, branch_models, policies) if has_branch else [],
                          "prefetch": evaluate_prefetch(test_ds, load_models) if has_load else []})

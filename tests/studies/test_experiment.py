@@ -12,12 +12,14 @@ from ncf.studies.experiment import ExperimentConfig, run_experiment
 @pytest.mark.slow
 def test_experiment_end_to_end_and_reuse(native, tmp_path):
     cfg = ExperimentConfig(workloads=["bzip2"], instructions=300_000, skip=1_000_000, cache=str(tmp_path / "cache"),
-                           out=str(tmp_path / "out"), epochs=1, train_cap=300, max_branches=3, max_loads=2, threads=1)
+                           out=str(tmp_path / "out"), epochs=1, train_cap=300, max_branches=3, max_loads=2, threads=1,
+                           ablations=["frontend"], branchnet="mini")
     r = run_experiment(cfg)
     (w,) = r["per_workload"]
     models = {row["model"] for row in w["branch"]}
-    assert models == {"tage-sc-l", "fused", "static", "history", "branchnet"}
-    assert {row["model"] for row in w["prefetch"]} == {"bop", "berti", "fused", "static", "history", "delta-lstm"}
+    assert models == {"tage-sc-l", "fused", "static", "history", "branchnet", "fused-no-frontend"}
+    assert {row["model"] for row in w["prefetch"]} == {"bop", "berti", "fused", "static", "history", "delta-lstm",
+                                                       "fused-no-frontend"}
     tage = next(row for row in w["branch"] if row["model"] == "tage-sc-l")
     for row in w["branch"]:
         assert row["hard_branch_instances"] == tage["hard_branch_instances"] > 0
@@ -28,7 +30,7 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"][0]
     assert {"fused_vs_branchnet_hard", "fused_vs_tage_hard", "fused_over_lstm", "coverage_bop",
             "coverage_berti"} <= set(summary)
-    (ckpt,) = (tmp_path / "cache" / "train").glob("bzip2-fused-*/run/checkpoint.pt")
+    (ckpt,) = (tmp_path / "cache" / "train").glob("bzip2-fused-no-frontend-*/run/checkpoint.pt")
     stamp = ckpt.stat().st_mtime_ns
     run_experiment(cfg)
     assert ckpt.stat().st_mtime_ns == stamp                   # the second run reuses the cached steps
