@@ -11,14 +11,15 @@ Models (``TrainConfig.model``):
   delta-lstm the delta-LSTM of Hashemi et al. 2018 over the last 16 deltas of each load (baseline)
 
 The three GNN variants share one network and one budget (epochs, batch, learning rate); only
-their inputs differ. Validation is the last 10% of the training input's samples in time; the test
+their inputs differ. ``TrainConfig.drop`` names further inputs to blank out (ablations), at training
+and prediction time: ``tage`` = TAGE-SC-L's prediction, confidence and internals in g (``DROPS``). Validation is the last 10% of the training input's samples in time; the test
 set is another program input. Evaluation (``predict``) returns per-sample predictions that
 ``model/evaluate.py`` scores through the trace_eval harness.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from ncf.io import UsageError, at_least, atomic_path, check_output, load_config, save_config, write_json
 
-from .dataset import Dataset
+from .dataset import G_TAGE, G_TAGE_DETAIL, Dataset
 from .graph import N_VALUE_BITS, encode_values
 from .history_models import predict_history, train_history_model
 from .loop import CHECKPOINT_VERSION, World, checkpoint_path, epoch_batches, fit, load_checkpoint
@@ -36,6 +37,19 @@ GNN_MODELS = ("fused", "static", "history")
 HISTORY_MODELS = ("branchnet", "delta-lstm")
 MODELS = GNN_MODELS + HISTORY_MODELS
 VAL_FRACTION = 0.1
+
+
+def _zero_g(*parts: slice):
+    """A drop that zeroes these slices of g."""
+    def drop(graphs, dyn, g):
+        for p in parts:
+            g[:, p] = 0
+        return graphs, dyn, g
+    return drop
+
+
+# Ablations (TrainConfig.drop): name -> what it does to a batch of inputs (graphs, dyn, g).
+DROPS = {"tage": _zero_g(G_TAGE, G_TAGE_DETAIL)}
 
 
 @dataclass
@@ -54,10 +68,16 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1                 # torch threads; on a shared machine a 2nd thread waits for busy cores
     device: str = "auto"             # auto = cuda if present, else cpu
+    drop: list = field(default_factory=list)   # inputs the GNN does not see (DROPS), e.g. ["tage"]
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise UsageError(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        if not isinstance(self.drop, list) or any(d not in DROPS for d in self.drop):
+            raise UsageError(f"drop {self.drop!r}: give a list of input names among {', '.join(DROPS)}")
+        if self.drop and self.model in HISTORY_MODELS:
+            raise UsageError(f"drop {self.drop}: the ablations apply to the GNN models ({', '.join(GNN_MODELS)}), "
+                             f"not to {self.model}")
         at_least(self, hidden=1, steps=0, epochs=1, batch=1, threads=1, weight_decay=0)
         if not self.lr > 0:
             raise UsageError(f"lr {self.lr}: must be > 0")
@@ -79,13 +99,14 @@ def device_of(cfg: TrainConfig) -> torch.device:
 
 # --------------------------------------------------------------------------------------- GNN inputs
 class GraphBatches:
-    """Turns dataset rows into the GNN's inputs (graph, dyn, g); the ablations blank out what they
-    must not see. The value encodings of every row are computed once, here, not per batch."""
+    """Turns dataset rows into the GNN's inputs (graph, dyn, g); the ablations (``model``, the
+    ``drop`` names of DROPS) blank out what they must not see. The value encodings of every row are
+    computed once, here, not per batch."""
 
-    def __init__(self, ds: Dataset, model: str, device: torch.device, chunk: int = 1 << 16):
+    def __init__(self, ds: Dataset, model: str, device: torch.device, chunk: int = 1 << 16, drop=()):
         from .gnn import SiteGraphs
 
-        self.model, self.device = model, device
+        self.model, self.device, self.drops = model, device, [DROPS[d] for d in drop]
         a = ds.arrays
         static, adj = torch.tensor(ds.static, dtype=torch.float32), torch.tensor(ds.adj)
         if model == "history":
@@ -106,7 +127,10 @@ class GraphBatches:
             dyn = torch.zeros(len(r), self.slot.shape[1], N_VALUE_BITS)
         else:
             dyn = self.enc[r[:, None], self.slot[site]].float()                      # [B, N, Fd]
-        return self.graphs(site).to(self.device), dyn.to(self.device), self.g[r].float().to(self.device)
+        inputs = self.graphs(site), dyn, self.g[r].float()
+        for drop in self.drops:
+            inputs = drop(*inputs)
+        return tuple(x.to(self.device) for x in inputs)
 
 
 def labels(ds: Dataset, rows: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,7 +191,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     model = build_gnn(cfg, ds).to(dev)
     net = world.wrap(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    batches = GraphBatches(ds, cfg.model, dev)
+    batches = GraphBatches(ds, cfg.model, dev, drop=cfg.drop)
     tr, va = split_by_time(len(ds))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * len(epoch_batches(tr, cfg.batch, cfg.seed, 0)))
     state = {"epoch": 0, "history": [], "seconds": 0.0}
@@ -263,5 +287,6 @@ def predict(run_dir: str | Path, ds_dir: str | Path) -> dict:
     model, cfg = load_model(run_dir)
     ds = Dataset(ds_dir)
     rows = np.arange(len(ds))
-    p, cls = predict_gnn(model, ds, GraphBatches(ds, cfg.model, torch.device("cpu")), rows, torch.device("cpu"))
+    batches = GraphBatches(ds, cfg.model, torch.device("cpu"), drop=cfg.drop)
+    p, cls = predict_gnn(model, ds, batches, rows, torch.device("cpu"))
     return {"p_taken": p, "delta_class": cls}

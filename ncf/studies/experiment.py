@@ -27,7 +27,7 @@ import numpy as np
 from ncf.io import UsageError, at_least, check_output, figure, read_json, save_figure, save_table, write_json
 from ncf.model.dataset import Dataset, DatasetConfig, check_lead
 from ncf.model.evaluate import evaluate_branches, evaluate_prefetch
-from ncf.model.train import MODELS, TrainConfig, predict, split_by_time
+from ncf.model.train import GNN_MODELS, MODELS, TrainConfig, predict, split_by_time
 from ncf.trace_eval.workloads import KERNELS, N_INPUTS, TEST_INPUT, names, prepare
 
 from . import steps
@@ -57,6 +57,7 @@ class ExperimentConfig:
     lr: float = TrainConfig.lr
     seed: int = TrainConfig.seed
     threads: int = TrainConfig.threads
+    drop: list = field(default_factory=list)   # inputs the GNN models do not see (TrainConfig.drop)
     out: str = "reports/experiment"
     cache: str = "work/cache"
     workers: int = 0               # Ray tasks at once on this machine: 0 = every CPU, 1 = serial without Ray
@@ -79,7 +80,7 @@ class ExperimentConfig:
 
     def train_config(self, model: str) -> TrainConfig:
         return TrainConfig(model=model, hidden=self.hidden, epochs=self.epochs, batch=self.batch, lr=self.lr,
-                           seed=self.seed, threads=self.threads)
+                           seed=self.seed, threads=self.threads, drop=self.drop if model in GNN_MODELS else [])
 
     def engine(self) -> Engine:
         return Engine(self.workers, self.ray_address)
