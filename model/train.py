@@ -12,8 +12,9 @@ Models (``TrainConfig.model``):
 
 The three GNN variants share one network and one budget (epochs, batch, learning rate); only
 their inputs differ. ``TrainConfig.drop`` names further inputs to blank out (ablations), at training
-and prediction time: ``tage`` = TAGE-SC-L's prediction, confidence and internals in g (``DROPS``). Validation is the last 10% of the training input's samples in time; the test
-set is another program input. Evaluation (``predict``) returns per-sample predictions that
+and prediction time: ``tage`` = TAGE-SC-L's prediction, confidence and internals in g (``DROPS``).
+Validation is the last 10% of the training input's samples in time; the test set is another
+program input. Evaluation (``predict``) returns per-sample predictions that
 ``model/evaluate.py`` scores through the trace_eval harness.
 """
 from __future__ import annotations
