@@ -12,7 +12,8 @@ Models (``TrainConfig.model``):
 
 The three GNN variants share one network and one budget (epochs, batch, learning rate); only
 their inputs differ. ``TrainConfig.drop`` names further inputs to blank out (ablations), at training
-and prediction time: ``tage`` = TAGE-SC-L's prediction, confidence and internals in g (``DROPS``).
+and prediction time: ``tage`` = TAGE-SC-L's prediction, confidence and internals in g,
+``tage-internals`` = its internals only (``DROPS``).
 Validation is the last 10% of the training input's samples in time; the test set is another
 program input. Evaluation (``predict``) returns per-sample predictions that
 ``model/evaluate.py`` scores through the trace_eval harness.
@@ -50,7 +51,8 @@ def _zero_g(*parts: slice):
 
 
 # Ablations (TrainConfig.drop): name -> what it does to a batch of inputs (graphs, dyn, g).
-DROPS = {"tage": _zero_g(G_TAGE, G_TAGE_DETAIL)}
+# tage: all of TAGE-SC-L (prediction, confidence, internals); tage-internals: the internals only.
+DROPS = {"tage": _zero_g(G_TAGE, G_TAGE_DETAIL), "tage-internals": _zero_g(G_TAGE_DETAIL)}
 
 
 @dataclass

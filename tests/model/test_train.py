@@ -104,6 +104,8 @@ def test_dropping_tage_blanks_its_part_of_g_in_training_and_prediction(train_ds,
     tage[G_TAGE], tage[G_TAGE_DETAIL] = True, True
     assert g[:, G_TAGE].any() and g[:, G_TAGE_DETAIL].any() and not g_d[:, tage].any()
     assert torch.equal(g[:, ~tage], g_d[:, ~tage]) and torch.equal(dyn, dyn_d)
+    _, _, g_i = GraphBatches(train_ds, "fused", cpu, drop=["tage-internals"])(rows)
+    assert torch.equal(g_i[:, G_TAGE], g[:, G_TAGE]) and not g_i[:, G_TAGE_DETAIL].any()
     out = tmp_path / "r"
     train(TrainConfig(train=str(train_ds.path), test=str(train_ds.path), out=str(out), epochs=1, threads=1,
                       drop=["tage"]), progress=False)
