@@ -625,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "window_stride": "instructions from one window's start to the next's",
                                              "train_inputs": "training inputs (input 1 is held out)",
                                              "train_cap": "training samples per site", "out": "report directory",
-                                             "drop": "inputs the GNN models do not see (ablation): tage, tage-internals",
+                                             "drop": "inputs the GNN models do not see: tage, tage-internals",
                                              "cache": "the stage cache", **PARALLEL_OPTIONS})
     ex.add_argument("--preset", choices=list(_experiment_presets()), default="default",
                     help="settings to start from (large: 3 training inputs x 4 windows x 25M instructions, "
