@@ -14,8 +14,10 @@ What a sample of dynamic instruction i holds, and when it was knowable (the hone
   instructions the front end fetched between the snapshot and i (``frontend_window``; 0 for nodes
   that are not instructions), saturating at 65535;
 * ``g``: the last 32 conditional-branch outcomes *before* i, TAGE-SC-L's prediction and
-  confidence for i (an online predictor's output, available when i is fetched), and for loads the
-  last 3 address deltas of the same load *before* i;
+  confidence for i (an online predictor's output, available when i is fetched) and its internals
+  (``tage_detail``, encoded by ``encode_tage``: provider, alternate, counters, loop predictor, SC
+  sum, read before TAGE-SC-L is updated with i's outcome), and for loads the last 3 address deltas
+  of the same load *before* i;
 * history-only baselines: ``bpos``, the position of i in the window's branch stream
   (``branches.npy``: every branch's pc hash and direction, in order), so that a model reads the
   branches before i, as many as it wants (``Dataset.branch_history``); the last 16 delta classes
@@ -43,7 +45,7 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from ncf.io import DataError, UsageError, atomic_path, check_output, read_json, write_json
-from ncf.trace_eval.branch_predictors import TageScL
+from ncf.trace_eval.branch_predictors import TAGE_DETAIL, TAGE_DETAIL_COLUMNS, TageScL
 from ncf.trace_eval.format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, StaticTable, TraceReader
 from ncf.trace_eval.harness import LINE, Tally, top_sites
 from ncf.trace_eval.streams import branch_chunks
@@ -55,7 +57,12 @@ N_SLOTS = 16 + MAX_MEM_SLOTS     # dynval columns: 16 GPRs, then memory slots
 HIST_BITS = 32
 N_DELTA_FEATURES = 3             # previous deltas in g
 DELTA_BITS = 9                   # per previous delta: small, negative, 7 magnitude bits
-G_DIM = 2 + HIST_BITS + 1 + 3 + N_DELTA_FEATURES * DELTA_BITS
+TAGE_BITS = 26                   # TAGE-SC-L's internals in g (encode_tage)
+# g: task (branch, load), history, TAGE-SC-L's prediction and confidence (one-hot), deltas, TAGE-SC-L's internals
+G_DIM = 2 + HIST_BITS + 1 + 3 + N_DELTA_FEATURES * DELTA_BITS + TAGE_BITS
+G_TAGE = slice(2 + HIST_BITS, 2 + HIST_BITS + 4)          # TAGE-SC-L's prediction and confidence
+G_DELTAS = slice(G_TAGE.stop, G_TAGE.stop + N_DELTA_FEATURES * DELTA_BITS)
+G_TAGE_DETAIL = slice(G_DELTAS.stop, G_DIM)               # TAGE-SC-L's internals
 TASKS = ("branch", "load")
 
 
@@ -139,6 +146,24 @@ def encode_deltas(d: np.ndarray) -> np.ndarray:
     out[..., 1] = d < 0
     out[..., 2:] = (mag[..., None] >> np.arange(7)) & 1
     return out
+
+
+def encode_tage(detail: np.ndarray) -> np.ndarray:
+    """TAGE-SC-L's internals (int [..., TAGE_DETAIL], TAGE_DETAIL_COLUMNS) -> TAGE_BITS features:
+    provider prediction, alternate prediction, use-alt chose the alternate, TAGE's prediction;
+    provider history length, a thermometer of the table pair k = (bank + 1) // 2 >= 1, 4, 7, 10, 13, 16
+    (history >= 6, 18, 54, 161, 482, 1444 bits; all 0: the bimodal table); provider confidence
+    |2 ctr + 1| >= 3, 5, 7; loop hit, valid, prediction, used; SC: sum >= 0, |sum| >= threshold / 4,
+    / 2, / 1, 4 bits of min(|sum| >> 4, 15); SC changed the prediction."""
+    d = {name: np.asarray(detail)[..., k].astype(np.int64) for k, name in enumerate(TAGE_DETAIL_COLUMNS)}
+    pair, strength, mag = (d["provider_bank"] + 1) // 2, np.abs(2 * d["provider_ctr"] + 1), np.abs(d["sc_sum"])
+    bits = [d["provider_pred"], d["alt_pred"], d["used_alt"], d["tage_pred"]]
+    bits += [pair >= k for k in (1, 4, 7, 10, 13, 16)] + [strength >= k for k in (3, 5, 7)]
+    bits += [d["loop_hit"], d["loop_valid"], d["loop_pred"], d["loop_used"]]
+    bits += [d["sc_sum"] >= 0] + [mag * k >= d["sc_thres"] for k in (4, 2, 1)]
+    bits += [(np.minimum(mag >> 4, 15) >> b) & 1 for b in range(4)] + [d["sc_flip"]]
+    assert len(bits) == TAGE_BITS
+    return np.stack(bits, -1).astype(np.uint8)
 
 
 def delta_vocabulary(deltas: Tally, n_classes: int) -> list[int]:
@@ -276,7 +301,8 @@ def _count(reader: TraceReader, sites: dict, lead: int, progress: bool) -> tuple
 def _columns(cfg: DatasetConfig) -> dict:
     """name -> (dtype, shape of one sample)."""
     return {"idx": (np.int64, ()), "g": (np.uint8, (G_DIM,)), "taken": (np.int8, ()), "delta": (np.int16, ()),
-            "tage_pred": (np.uint8, ()), "tage_conf": (np.uint8, ()), "bpos": (np.int64, ()), "bfirst": (np.int64, ()),
+            "tage_pred": (np.uint8, ()), "tage_conf": (np.uint8, ()), "tage_detail": (np.int32, (TAGE_DETAIL,)),
+            "bpos": (np.int64, ()), "bfirst": (np.int64, ()),
             "dhist": (np.int16, (cfg.delta_history,)), "site": (np.int16, ()), "dynval": (np.uint64, (N_SLOTS,)),
             "fe_count": (np.uint16, (cfg.n_nodes,))}
 
@@ -287,7 +313,7 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
     instances to keep (positions in time order; None: all)."""
     lead, n_hist, n_dh = cfg.lead, HIST_BITS, cfg.delta_history
     seen = [0] * len(graphs)   # eligible instances of each site so far
-    tage = TageScL()           # its prediction and confidence are inputs at prediction time
+    tage = TageScL()           # its prediction, confidence and internals are inputs at prediction time
     cond_idx, cond_taken = np.full(n_hist, -1, np.int64), np.zeros(n_hist, np.uint8)  # the last conditional branches
     n_before = 0               # branches in the chunks before this one
     last_line = {}
@@ -301,7 +327,7 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
         return ok if picks[k] is None else ok[np.isin(np.arange(first, seen[k]), picks[k])]
 
     for ch, br in _chunks(reader, "samples", progress):
-        pred, conf = tage.run(br.pc, br.target, br.taken, br.kind)
+        pred, conf, detail = tage.run_detail(br.pc, br.target, br.taken, br.kind)   # before each update
         cond = br.cond
         cond_idx = np.concatenate([cond_idx, br.idx[cond].astype(np.int64)])
         cond_taken = np.concatenate([cond_taken, br.taken[cond].astype(np.uint8)])
@@ -314,10 +340,12 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
                 i, n = br.idx[pos].astype(np.int64), len(pos)
                 gvec = np.zeros((n, G_DIM), np.uint8)
                 gvec[:, 0] = 1
-                gvec[:, 2 + n_hist] = pred[pos]
-                gvec[np.arange(n), 3 + n_hist + conf[pos].astype(np.int64)] = 1
+                gvec[:, G_TAGE.start] = pred[pos]
+                gvec[np.arange(n), G_TAGE.start + 1 + conf[pos].astype(np.int64)] = 1
+                gvec[:, G_TAGE_DETAIL] = encode_tage(detail[pos])
                 part = {"taken": br.taken[pos].astype(np.int8), "delta": np.full(n, -1, np.int16),
                         "tage_pred": pred[pos].astype(np.uint8), "tage_conf": conf[pos].astype(np.uint8),
+                        "tage_detail": detail[pos],
                         "dhist": np.full((n, n_dh), cfg.delta_classes, np.int16)}
             else:
                 i, d = _load_deltas(ch, access_pc, g.pc, last_line)
@@ -329,9 +357,10 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
                 gvec = np.zeros((n, G_DIM), np.uint8)
                 gvec[:, 1] = 1
                 before = _window(ds, N_DELTA_FEATURES + j, N_DELTA_FEATURES)[:, ::-1]   # latest first
-                gvec[:, 2 + n_hist + 4:] = encode_deltas(before).reshape(n, N_DELTA_FEATURES * DELTA_BITS)
+                gvec[:, G_DELTAS] = encode_deltas(before).reshape(n, N_DELTA_FEATURES * DELTA_BITS)
                 part = {"taken": np.full(n, -1, np.int8), "delta": cls[j].astype(np.int16),
                         "tage_pred": np.zeros(n, np.uint8), "tage_conf": np.zeros(n, np.uint8),
+                        "tage_detail": np.zeros((n, TAGE_DETAIL), np.int32),
                         "dhist": _window(cs, n_dh + j, n_dh).astype(np.int16)}
             gvec[:, 2:2 + n_hist] = _window(cond_taken, np.searchsorted(cond_idx, i), n_hist)  # before i
             parts.append({"idx": i, "g": gvec, **part, "site": np.full(n, k, np.int16),

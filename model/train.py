@@ -11,11 +11,12 @@ Models (``TrainConfig.model``):
   delta-lstm the delta-LSTM of Hashemi et al. 2018 over the last 16 deltas of each load (baseline)
 
 The three GNN variants share one network and one budget (epochs, batch, learning rate); only
-their inputs differ, and ``TrainConfig.drop`` blanks more inputs of a GNN (``DROPS``: "frontend" the
-front-end counts, "snapshot" the register/memory values). Validation is the last 10% of the
-training input's samples in time; the test set is another program input. Evaluation
-(``predict``) returns per-sample predictions that ``model/evaluate.py`` scores through the
-trace_eval harness.
+their inputs differ, and ``TrainConfig.drop`` blanks more inputs of a GNN at training and prediction
+time (``DROPS``: "frontend" the front-end counts, "snapshot" the register/memory values, "tage"
+TAGE-SC-L's prediction, confidence and internals in g, "tage-internals" its internals only).
+Validation is the last 10% of the training input's samples in time; the test set is another
+program input. Evaluation (``predict``) returns per-sample predictions that ``model/evaluate.py``
+scores through the trace_eval harness.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 
 from ncf.io import UsageError, at_least, atomic_path, check_output, load_config, save_config, write_json
 
-from .dataset import Dataset
+from .dataset import G_TAGE, G_TAGE_DETAIL, Dataset
 from .graph import F_DYN, N_VALUE_BITS, encode_counts, encode_values
 from .history_models import predict_history, train_history_model
 from .loop import CHECKPOINT_VERSION, World, checkpoint_path, epoch_batches, fit, load_checkpoint
@@ -48,8 +49,18 @@ def _drop_snapshot(dyn: torch.Tensor, g: torch.Tensor) -> None:
     dyn[..., :N_VALUE_BITS] = 0
 
 
-DROPS = {"frontend": _drop_frontend,    # ablations: name -> blanks that input of a batch (dyn, g) in place
-         "snapshot": _drop_snapshot}
+def _zero_g(*parts: slice):
+    """A drop that zeroes these slices of g."""
+    def drop(dyn: torch.Tensor, g: torch.Tensor) -> None:
+        for p in parts:
+            g[:, p] = 0
+    return drop
+
+
+# ablations: name -> blanks that input of a batch (dyn, g) in place
+DROPS = {"frontend": _drop_frontend, "snapshot": _drop_snapshot,
+         "tage": _zero_g(G_TAGE, G_TAGE_DETAIL),          # all of TAGE-SC-L: prediction, confidence, internals
+         "tage-internals": _zero_g(G_TAGE_DETAIL)}        # its internals only
 
 
 @dataclass
@@ -69,16 +80,16 @@ class TrainConfig:
     threads: int = 1                 # torch threads; on a shared machine a 2nd thread waits for busy cores
     device: str = "auto"             # auto = cuda if present, else cpu
     branchnet: str = "big"           # the BranchNet shape (model.baselines.BRANCHNET_SHAPES): big or mini
-    drop: list = field(default_factory=list)   # inputs a GNN does not see (names of DROPS)
+    drop: list = field(default_factory=list)   # inputs a GNN does not see (names of DROPS), e.g. ["tage"]
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise UsageError(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
-        unknown = [d for d in self.drop if d not in DROPS]
-        if unknown:
-            raise UsageError(f"drop {unknown}: unknown input(s); give any of {', '.join(DROPS)}")
-        if self.drop and self.model not in GNN_MODELS:
-            raise UsageError(f"drop {self.drop}: only the GNN models ({', '.join(GNN_MODELS)}) take it")
+        if not isinstance(self.drop, list) or any(d not in DROPS for d in self.drop):
+            raise UsageError(f"drop {self.drop!r}: give a list of input names among {', '.join(DROPS)}")
+        if self.drop and self.model in HISTORY_MODELS:
+            raise UsageError(f"drop {self.drop}: the ablations apply to the GNN models ({', '.join(GNN_MODELS)}), "
+                             f"not to {self.model}")
         at_least(self, hidden=1, steps=0, epochs=1, batch=1, threads=1, weight_decay=0)
         from .baselines import BRANCHNET_SHAPES
 

@@ -629,7 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "or mini (Mini-BranchNet 1KB, unquantized)",
                                              "seeds": "models trained per workload, seeds seed, seed+1, ...: the "
                                                       "tables give means and standard deviations",
-                                             "drop": "inputs the GNN models do not see (ablation: frontend, snapshot)",
+                                             "drop": "inputs the GNN models do not see: frontend, snapshot, tage, "
+                                                     "tage-internals",
                                              "ablations": "one more fused GNN per name, without that input "
                                                           "(fused-no-<name>; names as for --drop)",
                                              "cache": "the stage cache", **PARALLEL_OPTIONS})

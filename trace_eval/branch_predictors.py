@@ -8,7 +8,9 @@ branch (after ``predict`` for conditionals; if it was not called, ``update`` cal
 ``run(pc, target, taken, kind) -> (pred bool[n], conf u8[n])`` on a whole stream; ``conf`` is
 0 = low, 1 = medium, 2 = high confidence (meaningful where ``kind == COND``; 0 elsewhere);
 ``storage_bits()``. Non-conditional branches (JUMP, CALL, RET, IND_JUMP, IND_CALL) are treated
-as taken: they update the global histories but are not predicted.
+as taken: they update the global histories but are not predicted. TAGE-SC-L (C and reference) also
+has ``run_detail(...) -> (pred, conf, detail int32[n, TAGE_DETAIL])``: its internals at each
+prediction, before the update with the outcome (``TAGE_DETAIL_COLUMNS``); ``run`` is the same loop.
 
 Algorithms and parameters
 -------------------------
@@ -107,6 +109,17 @@ KIND_NAMES = {COND: "cond", JUMP: "jump", CALL: "call", RET: "ret", IND_JUMP: "i
               IND_CALL: "ind_call"}
 TAGE_SC_L_BUDGET_BITS = 64 * 1024 * 8
 
+# TAGE-SC-L's internals at the prediction of a conditional branch (``run_detail``), before its update:
+# the provider's and the alternate's predictions; the provider's signed counter (a tagged table's
+# ctr in [-4, 3], the bimodal's BIM - 2 in [-2, 1]: >= 0 predicts taken); the provider's and the
+# alternate's bank (0 = bimodal, 1..36: longer histories); whether use-alt-on-new-alloc chose the
+# alternate; TAGE's prediction (before loop and SC); loop predictor hit, valid (confident), its
+# prediction and whether it provided the prediction; the SC sum and its threshold; whether SC
+# changed the prediction it was given (TAGE's or the loop's).
+TAGE_DETAIL_COLUMNS = ("provider_pred", "alt_pred", "provider_ctr", "provider_bank", "alt_bank", "used_alt",
+                       "tage_pred", "loop_hit", "loop_valid", "loop_pred", "loop_used", "sc_sum", "sc_thres",
+                       "sc_flip")
+TAGE_DETAIL = len(TAGE_DETAIL_COLUMNS)
 M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
 
@@ -130,6 +143,8 @@ def _load() -> ctypes.CDLL:
                                   ctypes.c_int]
         u64p, u8p = ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint8)
         lib.bp_run.argtypes = [ctypes.c_void_p, u64p, u64p, u8p, u8p, ctypes.c_int64, u8p, u8p]
+        lib.bp_run_detail.restype = ctypes.c_int
+        lib.bp_run_detail.argtypes = lib.bp_run.argtypes + [ctypes.POINTER(ctypes.c_int32)]
         lib.bp_storage_bits.restype = ctypes.c_int64
         lib.bp_storage_bits.argtypes = [ctypes.c_void_p]
         _lib = lib
@@ -151,8 +166,24 @@ class BranchPredictor:
 
     last_conf: int = 0   # confidence code of the latest predict()
 
+    def detail(self) -> tuple[int, ...]:
+        """The internals of the latest predict(), TAGE_DETAIL_COLUMNS (the Python TAGE-SC-L reference)."""
+        raise ValueError(f"{type(self).__name__}: only TageScLRef keeps the internals of its latest prediction "
+                         "(TageScL: run_detail)")
+
+    def run_detail(self, pc, target, taken, kind) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """TAGE-SC-L: ``run`` and the internals of each prediction, int32 [n, TAGE_DETAIL] (zero rows
+        for non-conditional branches)."""
+        detail = np.zeros((len(pc), TAGE_DETAIL), np.int32)
+        return (*self._run(pc, target, taken, kind, detail), detail)
+
     def run(self, pc, target, taken, kind) -> tuple[np.ndarray, np.ndarray]:
         """Whole stream: (pred bool[n], conf u8[n]); a Python loop over predict/update."""
+        return self._run(pc, target, taken, kind, None)
+
+    def _run(self, pc, target, taken, kind, detail: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """``run``; if ``detail`` is given, its row i is also set to ``self.detail()`` after the
+        prediction of conditional branch i (rows of other branches are left as they are)."""
         n = len(pc)
         pred = np.zeros(n, dtype=bool)
         conf = np.zeros(n, dtype=np.uint8)
@@ -161,6 +192,8 @@ class BranchPredictor:
             if k == COND:
                 pred[i] = self.predict(p)
                 conf[i] = self.last_conf
+                if detail is not None:
+                    detail[i] = self.detail()
             self.update(p, t, bool(taken[i]), k)
         return pred, conf
 
@@ -196,7 +229,9 @@ class _CPredictor(BranchPredictor):
     def storage_bits(self) -> int:
         return int(self._lib.bp_storage_bits(self._h))
 
-    def run(self, pc, target, taken, kind) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, pc, target, taken, kind, detail: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """``bp_run_detail`` (``detail``: an int32 [n, TAGE_DETAIL] array to fill, TAGE-SC-L only) or,
+        without ``detail``, ``bp_run``: the same loop in the C core."""
         pc = np.ascontiguousarray(pc, dtype=np.uint64)
         target = np.ascontiguousarray(target, dtype=np.uint64)
         taken = np.ascontiguousarray(taken, dtype=np.uint8)
@@ -206,9 +241,14 @@ class _CPredictor(BranchPredictor):
         pred = np.zeros(n, dtype=np.uint8)
         conf = np.zeros(n, dtype=np.uint8)
         u64p, u8p = ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint8)
-        self._lib.bp_run(self._h, pc.ctypes.data_as(u64p), target.ctypes.data_as(u64p),
-                         taken.ctypes.data_as(u8p), kind.ctypes.data_as(u8p), n,
-                         pred.ctypes.data_as(u8p), conf.ctypes.data_as(u8p))
+        args = (self._h, pc.ctypes.data_as(u64p), target.ctypes.data_as(u64p), taken.ctypes.data_as(u8p),
+                kind.ctypes.data_as(u8p), n, pred.ctypes.data_as(u8p), conf.ctypes.data_as(u8p))
+        if detail is None:
+            self._lib.bp_run(*args)
+        else:
+            assert detail.shape == (n, TAGE_DETAIL) and detail.dtype == np.int32 and detail.flags.c_contiguous
+            if self._lib.bp_run_detail(*args, detail.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))) != 0:
+                raise ValueError(f"{self.name}: the C core records internals of TAGE-SC-L only")
         return pred.astype(bool), conf
 
 
@@ -559,7 +599,7 @@ class TageScLRef(_RefBase):
 
     def _tagepred(self, pc):
         pc32 = pc & M32
-        self.hitbank = self.altbank = 0
+        self.hitbank = self.altbank = self.used_alt = 0
         for i in range(1, NHIST + 1, 2):
             M = min(self.m[i], PHISTWIDTH)
             gi = (pc32 ^ (pc32 >> (abs(LOGG - i) + 1)) ^ self.ci[i].comp ^ self._F(self.phist, M, i)) \
@@ -596,8 +636,8 @@ class TageScLRef(_RefBase):
             else:
                 self.alttaken = self._getbim()
             hc = abs(2 * self._entry(self.hitbank)[0] + 1)
-            use_alt = self.use_alt_on_na[self._ind_usealt()] >= 0
-            self.tage_pred = self.longest_pred if (not use_alt or hc > 1) else self.alttaken
+            self.used_alt = int(self.use_alt_on_na[self._ind_usealt()] >= 0 and hc <= 1)
+            self.tage_pred = self.alttaken if self.used_alt else self.longest_pred
             self.highconf = int(hc >= (1 << CWIDTH) - 1)
             self.lowconf = int(hc == 1)
             self.medconf = int(hc == 5)
@@ -720,6 +760,12 @@ class TageScLRef(_RefBase):
         else:
             conf = tconf
         return self.pred_taken, conf
+
+    def detail(self):
+        ctr = self._entry(self.hitbank)[0] if self.hitbank > 0 else self.BIM - 2
+        return (self.longest_pred, self.alttaken, ctr, self.hitbank, self.altbank, self.used_alt, self.tage_pred,
+                int(self.lhit >= 0), self.lvalid, self.predloop, int(self.withloop >= 0 and self.lvalid), self.lsum,
+                self.thres, int(self.pred_taken != self.pred_inter))
 
     def _update(self, pc, target, taken, kind):
         if kind == COND:

@@ -2,12 +2,15 @@
 as defined on the whole trace whatever its chunk size."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 import ncf.model.dataset as dsmod
-from ncf.model.dataset import HIST_BITS, Dataset, DatasetConfig, branch_tokens, build_dataset, find_sites
-from ncf.trace_eval.branch_predictors import TageScL
+from ncf.model.dataset import (G_TAGE_DETAIL, HIST_BITS, Dataset, DatasetConfig, branch_tokens, build_dataset,
+                               encode_tage, find_sites)
+from ncf.trace_eval.branch_predictors import TAGE_DETAIL_COLUMNS, TageScL
 from ncf.trace_eval.format import TraceReader
 from ncf.trace_eval.harness import LINE
 from ncf.trace_eval.streams import branch_stream, memory_stream
@@ -43,7 +46,7 @@ def _leaked_samples(trace, sites, ds: Dataset, tmp_path, vocab) -> int:
         k = np.nonzero((b["idx"] == a["idx"][j]) & (b["site"] == a["site"][j]))[0]
         assert len(k) == 1
         same = all(np.array_equal(a[n][j], b[n][k[0]]) for n in ("dynval", "fe_count", "g", "dhist", "taken",
-                                                                 "delta"))
+                                                                 "delta", "tage_detail"))
         same &= np.array_equal(ds.branch_history([j], 600), Dataset(other).branch_history(k, 600))
         changed += not same
     return changed
@@ -117,6 +120,69 @@ def test_a_deliberate_frontend_leak_is_caught(bzip2_trace, sites, tmp_path, monk
     out = tmp_path / "leaky"
     build_dataset(bzip2_trace, sites, out, DatasetConfig(lead=LEAD), progress=False)
     assert _changed_counts(bzip2_trace, sites, Dataset(out), tmp_path, side) > 0
+
+
+def _outcomes_inverted_from(after: int):
+    """``branch_chunks`` whose branch outcomes at and after instruction ``after`` (the trace's future)
+    are all the opposite of the recorded ones (pcs, targets and kinds as recorded)."""
+    real = dsmod.branch_chunks
+
+    def chunks(reader):
+        for ch, br in real(reader):
+            yield ch, dataclasses.replace(br, taken=br.taken ^ (br.idx >= after))
+    return chunks
+
+
+def _tage_leaks(sites, ds: Dataset, trace, tmp_path, monkeypatch) -> int:
+    """Rebuild with the outcomes inverted from each probe (a branch sample) on; count probes whose
+    TAGE-SC-L features (prediction, confidence, internals, g) changed. The inversion must change
+    the samples after the probe."""
+    a = ds.arrays
+    branch = np.nonzero(np.asarray(a["taken"]) >= 0)[0]
+    changed = 0
+    for j in branch[np.linspace(len(branch) // 4, len(branch) - 10, 3).astype(int)]:
+        with monkeypatch.context() as m:
+            m.setattr(dsmod, "branch_chunks", _outcomes_inverted_from(int(a["idx"][j])))
+            build_dataset(trace, sites, tmp_path / f"out{j}", DatasetConfig(lead=LEAD),
+                          vocab=ds.meta["delta_vocabulary"], progress=False)
+        b = Dataset(tmp_path / f"out{j}").arrays
+        assert np.array_equal(a["idx"], b["idx"]) and np.array_equal(a["site"], b["site"])
+        assert a["taken"][j] != b["taken"][j]
+        later = np.arange(len(a["idx"])) > j
+        assert not np.array_equal(a["tage_detail"][later], b["tage_detail"][later])   # the future did change
+        changed += not all(np.array_equal(a[n][j], b[n][j]) for n in ("tage_pred", "tage_conf", "tage_detail", "g"))
+    return changed
+
+
+def test_tage_internals_do_not_depend_on_the_outcome_or_the_future(sites, train_ds, bzip2_trace, tmp_path,
+                                                                   monkeypatch):
+    assert _tage_leaks(sites, train_ds, bzip2_trace, tmp_path, monkeypatch) == 0
+
+
+def test_a_tage_feature_that_peeks_at_the_outcome_is_caught(sites, bzip2_trace, tmp_path, monkeypatch):
+    class Peeking(TageScL):
+        def run_detail(self, pc, target, taken, kind):
+            pred, conf, detail = super().run_detail(pc, target, taken, kind)
+            detail[:, TAGE_DETAIL_COLUMNS.index("alt_pred")] = taken    # the outcome itself
+            return pred, conf, detail
+
+    monkeypatch.setattr(dsmod, "TageScL", Peeking)
+    build_dataset(bzip2_trace, sites, tmp_path / "leaky", DatasetConfig(lead=LEAD), progress=False)
+    leaky = Dataset(tmp_path / "leaky")
+    assert _tage_leaks(sites, leaky, bzip2_trace, tmp_path, monkeypatch) > 0
+
+
+def test_tage_encoding_of_known_internals():
+    cols = {n: k for k, n in enumerate(TAGE_DETAIL_COLUMNS)}
+    d = np.zeros((2, len(cols)), np.int32)
+    d[0, [cols["provider_pred"], cols["used_alt"], cols["loop_hit"]]] = 1
+    d[0, cols["provider_bank"]], d[0, cols["provider_ctr"]] = 36, 3          # longest table, saturated
+    d[0, cols["sc_sum"]], d[0, cols["sc_thres"]] = -100, 150                 # |sum| >= thres/2, not >= thres
+    d[1, cols["provider_ctr"]], d[1, cols["sc_sum"]], d[1, cols["sc_thres"]] = -1, 400, 100  # bimodal, weak
+    e = encode_tage(d)
+    assert e.shape == (2, G_TAGE_DETAIL.stop - G_TAGE_DETAIL.start)
+    assert list(e[0]) == [1, 0, 1, 0] + [1] * 6 + [1, 1, 1] + [1, 0, 0, 0] + [0, 1, 1, 0] + [0, 1, 1, 0] + [0]
+    assert list(e[1]) == [0, 0, 0, 0] + [0] * 6 + [0, 0, 0] + [0, 0, 0, 0] + [1, 1, 1, 1] + [1, 1, 1, 1] + [0]
 
 
 def test_samples_are_in_time_order_with_labels_per_task(train_ds):
@@ -205,7 +271,7 @@ def test_samples_match_their_definition_on_the_whole_trace(bzip2_trace, train_ds
     regs = np.concatenate([ch.insn["regs"][:, :16] for ch in chunks])
     pcs = np.concatenate([ch.insn["pc"] for ch in chunks])
     br, mem = branch_stream(TraceReader(bzip2_trace)), memory_stream(TraceReader(bzip2_trace))
-    tage_pred, _ = TageScL().run(br.pc, br.target, br.taken, br.kind)
+    tage_pred, _, tage_detail = TageScL().run_detail(br.pc, br.target, br.taken, br.kind)
     cond_taken, cond_idx = br.taken[br.cond], br.idx[br.cond].astype(np.int64)
     a, vocab = train_ds.arrays, train_ds.meta["delta_vocabulary"]
     loops = 0
@@ -225,6 +291,8 @@ def test_samples_match_their_definition_on_the_whole_trace(bzip2_trace, train_ds
         if site["task"] == "branch":
             k = int(np.searchsorted(br.idx, i))
             assert a["taken"][j] == br.taken[k] and a["tage_pred"][j] == tage_pred[k]
+            assert (a["tage_detail"][j] == tage_detail[k]).all()
+            assert (a["g"][j, G_TAGE_DETAIL] == encode_tage(tage_detail[k])).all()
         else:
             q = np.nonzero(~mem.is_store & (mem.pc == site["pc"]))[0]
             k = int(np.searchsorted(mem.idx[q], i))

@@ -14,7 +14,7 @@ from ..helpers import train_until_epoch_two
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 def test_config_round_trips(tmp_path, suffix):
-    cfg = TrainConfig(train="a", test="b", model="static", hidden=8, epochs=3, gate=False, lr=1e-4)
+    cfg = TrainConfig(train="a", test="b", model="static", hidden=8, epochs=3, gate=False, lr=1e-4, drop=["tage"])
     assert TrainConfig.load(cfg.save(tmp_path / f"c{suffix}")) == cfg
 
 
@@ -29,6 +29,11 @@ def test_bad_configs_are_clear_errors(tmp_path):
     p.write_text(": : :\n")
     with pytest.raises(ValueError, match="not valid YAML"):
         TrainConfig.load(p)
+    for drop in (["tags"], "tage"):
+        with pytest.raises(ValueError, match="drop .*among tage"):
+            TrainConfig(drop=drop)
+    with pytest.raises(ValueError, match="apply to the GNN models"):
+        TrainConfig(model="branchnet", drop=["tage"])
 
 
 def test_drop_blanks_the_named_inputs_and_rejects_unknown_names(train_ds):
@@ -101,6 +106,30 @@ def test_prediction_in_chunks_equals_one_mixed_batch(train_ds):
         bl, dl = model(*batches(rows))
     assert np.allclose(p, torch.sigmoid(bl).numpy(), atol=1e-6)
     assert np.array_equal(cls, dl.argmax(-1).numpy())
+
+
+def test_dropping_tage_blanks_its_part_of_g_in_training_and_prediction(train_ds, tmp_path):
+    from ncf.model.dataset import G_TAGE, G_TAGE_DETAIL
+    from ncf.model.train import GraphBatches, predict_gnn
+
+    cpu, rows = torch.device("cpu"), np.arange(0, len(train_ds), 3)
+    _, dyn, g = GraphBatches(train_ds, "fused", cpu)(rows)
+    _, dyn_d, g_d = GraphBatches(train_ds, "fused", cpu, drop=["tage"])(rows)
+    tage = torch.zeros(g.shape[1], dtype=torch.bool)
+    tage[G_TAGE], tage[G_TAGE_DETAIL] = True, True
+    assert g[:, G_TAGE].any() and g[:, G_TAGE_DETAIL].any() and not g_d[:, tage].any()
+    assert torch.equal(g[:, ~tage], g_d[:, ~tage]) and torch.equal(dyn, dyn_d)
+    _, _, g_i = GraphBatches(train_ds, "fused", cpu, drop=["tage-internals"])(rows)
+    assert torch.equal(g_i[:, G_TAGE], g[:, G_TAGE]) and not g_i[:, G_TAGE_DETAIL].any()
+    out = tmp_path / "r"
+    train(TrainConfig(train=str(train_ds.path), test=str(train_ds.path), out=str(out), epochs=1, threads=1,
+                      drop=["tage"]), progress=False)
+    model, cfg = load_model(out)
+    assert cfg.drop == ["tage"]
+    everything = np.arange(len(train_ds))
+    blind, _ = predict_gnn(model, train_ds, GraphBatches(train_ds, "fused", cpu, drop=["tage"]), everything, cpu)
+    seeing, _ = predict_gnn(model, train_ds, GraphBatches(train_ds, "fused", cpu), everything, cpu)
+    assert np.array_equal(predict(out, train_ds.path)["p_taken"], blind) and not np.array_equal(blind, seeing)
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,78 @@ def test_c_core_matches_python_reference(name):
     assert c.storage_bits() == ref.storage_bits()
 
 
+def loop_stream(iterations=200, trip=30, seed=4):
+    """A backward loop branch with ``trip`` iterations and 1-3 random unrelated branches per iteration."""
+    rng = np.random.default_rng(seed)
+    pcs, tgs, out = [], [], []
+    for _ in range(iterations):
+        for it in range(trip):
+            for _ in range(int(rng.integers(1, 4))):
+                pcs.append(0x500000 + 0x10 * int(rng.integers(0, 8)))
+                tgs.append(0x500400)
+                out.append(bool(rng.random() < 0.5))
+            pcs.append(0x501000)
+            tgs.append(0x500000)            # backward
+            out.append(it < trip - 1)
+    return cond_stream(pcs, out, tgs)
+
+
+def check_tage_internals(stream) -> np.ndarray:
+    """C == Python reference for TAGE-SC-L's internals (and for pred/conf, equal to ``run``'s) on
+    ``stream``; each column means what its name says, checked against the predictions. The internals."""
+    p1, c1, d1 = bp.TageScL().run_detail(*stream)
+    p2, c2, d2 = bp.TageScLRef().run_detail(*stream)
+    np.testing.assert_array_equal(d1, d2)
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_array_equal(c1, c2)
+    p0, c0 = bp.TageScL().run(*stream)
+    np.testing.assert_array_equal(p0, p1)
+    np.testing.assert_array_equal(c0, c1)
+    cond = stream[3] == bp.COND
+    assert not d1[~cond].any()
+    d = {name: d1[cond, k] for k, name in enumerate(bp.TAGE_DETAIL_COLUMNS)}
+    pred = p1[cond]
+    bimodal = d["provider_bank"] == 0
+    assert (d["provider_pred"] == (d["provider_ctr"] >= 0)).all()
+    assert (d["provider_ctr"][bimodal] >= -2).all() and (d["provider_ctr"][bimodal] <= 1).all()
+    assert (d["alt_pred"][bimodal] == d["provider_pred"][bimodal]).all() and not d["used_alt"][bimodal].any()
+    assert ((d["alt_bank"] < d["provider_bank"]) | bimodal).all()
+    assert (d["tage_pred"] == np.where(d["used_alt"] == 1, d["alt_pred"], d["provider_pred"])).all()
+    assert (d["used_alt"] <= (np.abs(2 * d["provider_ctr"] + 1) == 1)).all()
+    given = np.where(d["loop_used"] == 1, d["loop_pred"], d["tage_pred"])     # what SC is given
+    assert (d["sc_flip"] == (pred != given)).all()
+    assert (d["sc_flip"] <= (given != (d["sc_sum"] >= 0))).all()               # SC flips only towards its sign
+    assert (d["loop_used"] <= d["loop_valid"]).all() and (d["loop_valid"] <= d["loop_hit"]).all()
+    return d1[cond]
+
+
+def test_tage_internals_of_the_c_core_equal_the_reference_on_synthetic_streams():
+    mixed = check_tage_internals(mixed_stream(20_000, seed=11))
+    loop = check_tage_internals(loop_stream())
+    col = {name: k for k, name in enumerate(bp.TAGE_DETAIL_COLUMNS)}
+    for name in ("used_alt", "sc_flip"):
+        assert mixed[:, col[name]].any(), name
+    assert len(np.unique(mixed[:, col["provider_bank"]])) > 5
+    assert loop[:, col["loop_used"]].any()
+
+
+def test_tage_internals_of_the_c_core_equal_the_reference_on_a_real_trace(bzip2_trace):
+    from ncf.trace_eval.format import TraceReader
+    from ncf.trace_eval.streams import branch_stream
+
+    br = branch_stream(TraceReader(bzip2_trace))
+    n = 25_000
+    d = check_tage_internals((br.pc[:n], br.target[:n], br.taken[:n], br.kind[:n]))
+    assert len(d) > 10_000 and len(np.unique(d[:, bp.TAGE_DETAIL_COLUMNS.index("provider_bank")])) > 5
+
+
+def test_only_tage_sc_l_records_internals():
+    stream = mixed_stream(100)
+    for pred in (bp.Gshare(), bp.GshareRef()):
+        with pytest.raises(ValueError, match="TAGE-SC-L|TageScL"):
+            pred.run_detail(*stream)
+
+
 @pytest.mark.parametrize("name", list(C_AND_REF))
 def test_predict_update_one_at_a_time_equals_run_batch(name):
     stream = mixed_stream(4000, seed=5)
@@ -119,21 +191,9 @@ def test_tage_learns_long_period_pattern():
 
 def test_tage_loop_predictor_catches_fixed_trip_count_loops():
     """A backward loop branch with 30 iterations, 1-3 random unrelated branches per iteration."""
-    rng = np.random.default_rng(4)
-    pcs, tgs, out, exit_ = [], [], [], []
-    for _ in range(600):
-        for it in range(30):
-            for k in range(int(rng.integers(1, 4))):
-                pcs.append(0x500000 + 0x10 * int(rng.integers(0, 8)))
-                tgs.append(0x500400)
-                out.append(bool(rng.random() < 0.5))
-                exit_.append(False)
-            pcs.append(0x501000)
-            tgs.append(0x500000)            # backward
-            out.append(it < 29)
-            exit_.append(it == 29)
-    stream = cond_stream(pcs, out, tgs)
-    exit_ = np.asarray(exit_)
+    stream = loop_stream(600)
+    pcs, out = stream[0], stream[2]
+    exit_ = (pcs == 0x501000) & ~out
     late = np.arange(len(pcs)) > len(pcs) // 2
     pred, conf = bp.TageScL().run(*stream)
     sel = exit_ & late

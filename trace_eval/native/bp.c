@@ -20,6 +20,9 @@
  *   int     bp_predict(void *, uint64_t pc, uint8_t *conf);
  *   void    bp_update(void *, uint64_t pc, uint64_t target, int taken, int kind);
  *   void    bp_run(void *, pc[], target[], taken[], kind[], n, pred[], conf[]);
+ *   int     bp_run_detail(void *, pc[], target[], taken[], kind[], n, pred[], conf[], detail[n][BP_DETAIL]);
+ *           (TAGE-SC-L only, else -1: bp_run that also fills the internals of each prediction, see
+ *           tage_detail; bp_run is bp_run_detail without them)
  *   int64_t bp_storage_bits(void *);
  * Branch kinds: 0 COND, 1 JUMP, 2 CALL, 3 RET, 4 IND_JUMP, 5 IND_CALL.
  */
@@ -213,7 +216,7 @@ typedef struct {
     uint32_t seed;
     /* per-branch TAGE state */
     int GI[NHIST + 1]; unsigned GTAG[NHIST + 1]; int BI, BIM;
-    int hitbank, altbank, longest_pred, alttaken, tage_pred, pred_inter, pred_taken;
+    int hitbank, altbank, longest_pred, alttaken, tage_pred, pred_inter, pred_taken, used_alt;
     int highconf, lowconf, medconf, altconf;
     /* loop predictor */
     LEntry ltable[1 << LOGL];
@@ -403,7 +406,7 @@ static inline int ind_usealt(const Tage *p) {
 
 static void tg_tagepred(Tage *p, uint64_t pc) {
     unsigned pc32 = (unsigned)pc;
-    p->hitbank = p->altbank = 0;
+    p->hitbank = p->altbank = p->used_alt = 0;
     for (int i = 1; i <= NHIST; i += 2) {
         int M = p->m[i] > PHISTWIDTH ? PHISTWIDTH : p->m[i];
         int k = i >> 1;
@@ -437,7 +440,8 @@ static void tg_tagepred(Tage *p, uint64_t pc) {
         }
         int hc = tg_entry(p, p->hitbank)->ctr;
         int use_alt = p->use_alt_on_na[ind_usealt(p)] >= 0;
-        p->tage_pred = (!use_alt || abs2c1(hc) > 1) ? p->longest_pred : p->alttaken;
+        p->used_alt = use_alt && abs2c1(hc) <= 1;
+        p->tage_pred = p->used_alt ? p->alttaken : p->longest_pred;
         p->highconf = abs2c1(hc) >= (1 << CWIDTH) - 1;
         p->lowconf = abs2c1(hc) == 1;
         p->medconf = abs2c1(hc) == 5;
@@ -558,6 +562,21 @@ static int tage_predict(Tage *p, uint64_t pc, uint8_t *conf) {
     else if (p->scpred != pi) *conf = tconf > 1 ? 1 : tconf;
     else *conf = (uint8_t)tconf;
     return p->pred_taken;
+}
+
+/* The internals of the latest prediction, before the update with its outcome (the columns of
+ * TAGE_DETAIL_COLUMNS in branch_predictors.py): provider's prediction, alternate prediction,
+ * provider's signed counter (tagged: ctr in [-4, 3]; bimodal: BIM - 2 in [-2, 1]), provider bank
+ * (0 = bimodal, 1..36), alternate bank, use-alt-on-new-alloc chose the alternate, TAGE's prediction,
+ * loop hit, loop valid, loop prediction, loop used, SC sum, SC threshold, SC flipped the TAGE/loop
+ * prediction. */
+#define BP_DETAIL 14
+static void tage_detail(Tage *p, int32_t *d) {
+    int ctr = p->hitbank > 0 ? tg_entry(p, p->hitbank)->ctr : p->BIM - 2;
+    int32_t v[BP_DETAIL] = {p->longest_pred, p->alttaken, ctr, p->hitbank, p->altbank, p->used_alt,
+                            p->tage_pred, p->lhit >= 0, p->lvalid, p->predloop,
+                            p->withloop >= 0 && p->lvalid, p->lsum, p->thres, p->pred_taken != p->pred_inter};
+    memcpy(d, v, sizeof v);
 }
 
 static void tage_history(Tage *p, uint64_t pc, uint64_t target, int taken, int kind) {
@@ -793,12 +812,24 @@ void bp_update(void *v, uint64_t pc, uint64_t target, int taken, int kind) {
     }
 }
 
-void bp_run(void *v, const uint64_t *pc, const uint64_t *target, const uint8_t *taken,
-            const uint8_t *kind, int64_t n, uint8_t *pred, uint8_t *conf) {
+int bp_run_detail(void *v, const uint64_t *pc, const uint64_t *target, const uint8_t *taken,
+                  const uint8_t *kind, int64_t n, uint8_t *pred, uint8_t *conf, int32_t *detail) {
+    if (detail && ((Head *)v)->kind != BP_TAGESCL) return -1;
     for (int64_t i = 0; i < n; i++) {
         uint8_t c = 0, p = 0;
-        if (kind[i] == K_COND) p = (uint8_t)bp_predict(v, pc[i], &c);
+        int32_t *d = detail ? detail + i * BP_DETAIL : NULL;
+        if (d) memset(d, 0, BP_DETAIL * sizeof *d);
+        if (kind[i] == K_COND) {
+            p = (uint8_t)bp_predict(v, pc[i], &c);
+            if (d) tage_detail(v, d);
+        }
         pred[i] = p; conf[i] = c;
         bp_update(v, pc[i], target[i], taken[i], kind[i]);
     }
+    return 0;
+}
+
+void bp_run(void *v, const uint64_t *pc, const uint64_t *target, const uint8_t *taken,
+            const uint8_t *kind, int64_t n, uint8_t *pred, uint8_t *conf) {
+    bp_run_detail(v, pc, target, taken, kind, n, pred, conf, NULL);
 }
