@@ -155,7 +155,7 @@ CASES = [
     ("experiment unknown model", ["experiment", "--models", "bogus", "--cache", "{t}/c",
                                   "--out", "{t}/o"], nothing, 2, ["models", "'bogus'", "fused"]),
     ("experiment unknown drop", ["experiment", "--drop", "tags", "--cache", "{t}/c",
-                                 "--out", "{t}/o"], nothing, 2, ["drop ['tags']", "among tage"]),
+                                 "--out", "{t}/o"], nothing, 2, ["drop ['tags']", "among frontend, snapshot, tage"]),
     # missing inputs, inputs of the wrong kind
     ("inspect missing trace", ["inspect", "{t}/nope.ncft"], nothing, 2, ["nope.ncft", "no such trace file"]),
     ("dataset trace is a directory", ["dataset", "--trace", "{t}/adir", "-o", "{t}/ds"], a_dir, 2,
