@@ -79,8 +79,8 @@ class ExperimentConfig:
                              f"than {TEST_INPUT}, which is held out")
         # the checks of the stages these settings go to, before any work
         DatasetConfig(lead=self.lead, max_per_site=self.train_cap)
-        for name in self.ablations:
-            self.train_config("fused", drop=[name])
+        for name in ["", *self.ablations]:
+            self.train_config("fused", drop=[name] if name else [])
 
     def variants(self, models: list) -> list[tuple[str, str, list]]:
         """(name in the tables, model, inputs it does not see besides ``drop``) of every model trained."""
