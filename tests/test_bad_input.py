@@ -156,6 +156,8 @@ CASES = [
                                   "--out", "{t}/o"], nothing, 2, ["models", "'bogus'", "fused"]),
     ("experiment unknown drop", ["experiment", "--drop", "tags", "--cache", "{t}/c",
                                  "--out", "{t}/o"], nothing, 2, ["drop ['tags']", "among frontend, snapshot, tage"]),
+    ("experiment unknown ablation", ["experiment", "--ablations", "frontend", "memry", "--cache", "{t}/c",
+                                     "--out", "{t}/o"], nothing, 2, ["drop ['memry']", "among frontend"]),
     # missing inputs, inputs of the wrong kind
     ("inspect missing trace", ["inspect", "{t}/nope.ncft"], nothing, 2, ["nope.ncft", "no such trace file"]),
     ("dataset trace is a directory", ["dataset", "--trace", "{t}/adir", "-o", "{t}/ds"], a_dir, 2,
