@@ -20,8 +20,8 @@ RSS flat in trace length (the builder streams the trace chunk by chunk).
 train: training samples/s of every learned model through the one training loop (model/loop.py
 ``fit``, Adam, no validation) on one dataset: the fused GNN with message passing over edge lists
 (model/gnn.py ``FusedGNN``) and over dense adjacency (``DenseGNN``, how training ran before; same
-batching), the history-only GNN, BranchNet-mini (one model over every branch sample; training runs one
-per hard branch at the same cost per sample) and the delta-LSTM. Target: edge lists >= 10x dense.
+batching), the history-only GNN, BranchNet at both published shapes, big and mini (one model over every
+branch sample; training runs one per hard branch at the same cost per sample) and the delta-LSTM. Target: edge lists >= 10x dense.
 """
 from __future__ import annotations
 
@@ -256,7 +256,7 @@ def _train_rates(ds, epochs: int, batch: int):
     import numpy as np
     import torch
 
-    from ncf.model.baselines import BranchNet, DeltaLSTM, train_classifier
+    from ncf.model.baselines import BRANCHNET_SHAPES, BranchNet, DeltaLSTM, train_classifier
     from ncf.model.gnn import DenseGNN, FusedGNN
     from ncf.model.loop import fit
     from ncf.model.train import GraphBatches, TrainConfig, build_gnn, labels, multitask_loss, split_by_time
@@ -275,7 +275,9 @@ def _train_rates(ds, epochs: int, batch: int):
     taken, delta = np.asarray(a["taken"]), np.asarray(a["delta"])
     br, ld = np.flatnonzero(taken >= 0), np.flatnonzero(delta >= 0)
     for name, model, inputs, y in [
-            ("BranchNet (big)", BranchNet(), (ds.branch_history(br, BranchNet().history),), taken[br]),
+            *[(f"BranchNet {shape}", BranchNet(**BRANCHNET_SHAPES[shape]),
+               (ds.branch_history(br, BranchNet(**BRANCHNET_SHAPES[shape]).history),), taken[br])
+              for shape in BRANCHNET_SHAPES],
             ("delta-LSTM", DeltaLSTM(n_sites=len(ds.site_pc), n_classes=ds.meta["config"]["delta_classes"]),
              (a["dhist"][ld], a["site"][ld]), delta[ld])]:
         t0 = time.perf_counter()

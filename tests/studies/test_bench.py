@@ -8,7 +8,7 @@ from ncf.studies.bench import bench_train
 def test_bench_train_times_every_model_and_both_paths_train_alike(train_ds):
     rows = bench_train(train_ds.path, None, 0, 0, epochs=1, batch=64, threads=1)
     by = {(r["model"], r["path"]): r for r in rows}
-    assert {m for m, _ in by} == {"fused GNN", "history-only GNN", "BranchNet-mini", "delta-LSTM"}
+    assert {m for m, _ in by} == {"fused GNN", "history-only GNN", "BranchNet big", "BranchNet mini", "delta-LSTM"}
     dense, edges = by["fused GNN", "dense (before)"], by["fused GNN", "edge lists"]
     assert dense["samples"] == edges["samples"] > 0 and all(r["samples_per_s"] > 0 for r in rows)
     assert abs(dense["train_loss"] - edges["train_loss"]) <= 1e-4 * abs(dense["train_loss"])
