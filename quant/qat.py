@@ -98,6 +98,10 @@ def storage(model, weight_bits: int | None, bias_bits: int | None) -> int:
 
 
 # ------------------------------------------------------------------------------------ building blocks
+# The smallest learned activation scale, a power of two: a layer that calibration saw only at 0 (a dead
+# ReLU of a small model) keeps a po2 scale instead of Brevitas's 1e-10 floor, which is not one.
+MIN_SCALE = 2.0 ** -16
+
 def quant_linear(qcfg: QuantConfig, bias_bits: int | None = None):
     """A ``linear(in, out, bias=...)`` factory of po2 QuantLinears."""
     def make(i, o, bias=True):
@@ -110,11 +114,12 @@ def quant_linear(qcfg: QuantConfig, bias_bits: int | None = None):
 def qidentity(bits: int, signed: bool = True, qt: bool = True):
     """po2 requantizer; ``qt``: return a QuantTensor (needed where a biased QuantLinear consumes it)."""
     quant = Int8ActPerTensorFixedPoint if signed else Uint8ActPerTensorFixedPoint
-    return QuantIdentity(act_quant=quant, bit_width=bits, return_quant_tensor=qt)
+    return QuantIdentity(act_quant=quant, bit_width=bits, return_quant_tensor=qt, scaling_min_val=MIN_SCALE)
 
 
 def qrelu(bits: int, qt: bool = True):
-    return QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=bits, return_quant_tensor=qt)
+    return QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=bits, return_quant_tensor=qt,
+                     scaling_min_val=MIN_SCALE)
 
 
 def qclip01(bits: int):
