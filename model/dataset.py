@@ -348,7 +348,7 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
     d_prev = {g.pc: np.zeros(N_DELTA_FEATURES, np.int64) for g in graphs if g.task == "load"}  # each load's last deltas
     c_prev = {g.pc: np.full(n_dh, cfg.delta_classes, np.int64) for g in graphs if g.task == "load"}  # and classes
     snapshots, frontend, image = _Snapshots(graphs, lead), _FrontEndCounts(graphs, lead), _MemoryImage(lead)
-    slot_node = np.full((len(graphs), MAX_MEM_SLOTS), 0, np.int64)   # the node of each slot's instruction
+    slot_node = np.zeros((len(graphs), MAX_MEM_SLOTS), np.int64)   # the node of each slot's instruction (0: none)
     for k, g in enumerate(graphs):
         slot_node[k, :len(g.mem_pcs)] = [int(np.nonzero(g.node_pc == pc)[0][0]) for pc in g.mem_pcs]
 
@@ -510,8 +510,6 @@ class _MemoryImage:
     ``lead`` + 1 instructions before the next chunk); a lookup in the recent accesses is a
     searchsorted on (address, index) keys."""
 
-    STRIDE = np.int64(1 << 40)   # key = address number * STRIDE + dynamic index
-
     def __init__(self, lead: int):
         self.keep = lead + 1
         self.addr, self.val = np.zeros(0, np.uint64), np.zeros(0, np.uint64)
@@ -523,13 +521,15 @@ class _MemoryImage:
         rec = {"idx": np.concatenate([self.recent["idx"], ch.mem["insn"].astype(np.int64)]),
                "addr": np.concatenate([self.recent["addr"], ch.mem["addr"]]),
                "val": np.concatenate([self.recent["val"], ch.mem["val"]])}
+        base = int(ch.first) - self.keep                   # every access and t here is at or after it
+        span = np.int64(int(ch.first) + len(ch.insn) + 1 - base)
         uniq, number = np.unique(rec["addr"], return_inverse=True)
-        keys = number.astype(np.int64) * self.STRIDE + rec["idx"]
+        keys = number.astype(np.int64) * span + (rec["idx"] - base)   # (address number, index)
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
         q, in_rec = _find(uniq, addr)
-        pos = np.searchsorted(keys, q * self.STRIDE + np.asarray(t, np.int64)[:, None]) - 1
-        hit = in_rec & (pos >= 0) & (keys[np.maximum(pos, 0)] // self.STRIDE == q) if len(keys) else in_rec
+        pos = np.searchsorted(keys, q * span + (np.asarray(t, np.int64)[:, None] - base)) - 1
+        hit = in_rec & (pos >= 0) & (keys[np.maximum(pos, 0)] // span == q) if len(keys) else in_rec
         j, in_img = _find(self.addr, addr)
         val = np.zeros(np.shape(addr), np.uint64)
         val[in_img] = self.val[j[in_img]]
