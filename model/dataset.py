@@ -13,6 +13,11 @@ What a sample of dynamic instruction i holds, and when it was knowable (the hone
 * ``fe_count``: per node of the site graph, how often its instruction executed in [s, i), the
   instructions the front end fetched between the snapshot and i (``frontend_window``; 0 for nodes
   that are not instructions), saturating at 65535;
+* ``mem_pred`` / ``mem_pred_ok``: per memory slot, memory as of the snapshot at the address its
+  instruction will access: the address extrapolated from the slot instruction's last two accesses
+  before s (a0, a1) and its front-end count n, ``a1 + n (a1 - a0)`` (``predicted_addresses``), and
+  the value of the last access to that address (any instruction, load or store, whatever its size)
+  before ``memory_image_index`` (= s); ok = an address was predicted and the image had a value;
 * ``g``: the last 32 conditional-branch outcomes *before* i, TAGE-SC-L's prediction and
   confidence for i (an online predictor's output, available when i is fetched) and its internals
   (``tage_detail``, encoded by ``encode_tage``: provider, alternate, counters, loop predictor, SC
@@ -25,14 +30,17 @@ What a sample of dynamic instruction i holds, and when it was knowable (the hone
 
 Never the outcome, never anything from i itself or later. ``snapshot_index`` is the one place
 where the lead is applied, ``frontend_window`` the one place that says which instructions are
-counted; the test suite rebuilds a dataset from a trace whose state after ``s`` has been scrambled
-and checks that no feature changes, and from traces whose pcs after i or before s have been
-scrambled and checks that the counts do not change.
+counted, ``memory_image_index`` the one place that says when the memory image is read; the test
+suite rebuilds a dataset from a trace whose state after ``s`` has been scrambled (registers, memory
+values and addresses) and checks that no feature changes, and from traces whose pcs after i or
+before s have been scrambled and checks that the counts do not change.
 
 Train/test split: by program input (sites, delta vocabulary and normalisation come from input 0;
 input 1 is only evaluated), validation = the last 10% of the training samples in time.
 On disk (``out_dir``): one ``.npy`` per array (memory-mapped when read), ``sites.npz`` with the
-site graphs, and ``dataset.json`` (config, sites, vocabulary, counts, the traces' hashes).
+site graphs, and ``dataset.json`` (config, sites, vocabulary, counts, the traces' hashes, and
+``memory_lookahead``: how many slot predictions had an address, how many of those equal the slot
+instruction's real address at its last execution before i (for the report only), how many a value).
 """
 from __future__ import annotations
 
@@ -52,7 +60,7 @@ from ncf.trace_eval.streams import branch_chunks
 
 from .graph import MAX_MEM_SLOTS, N_NODES, SiteGraph, build_site_graph
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 N_SLOTS = 16 + MAX_MEM_SLOTS     # dynval columns: 16 GPRs, then memory slots
 HIST_BITS = 32
 N_DELTA_FEATURES = 3             # previous deltas in g
@@ -64,6 +72,7 @@ G_TAGE = slice(2 + HIST_BITS, 2 + HIST_BITS + 4)          # TAGE-SC-L's predicti
 G_DELTAS = slice(G_TAGE.stop, G_TAGE.stop + N_DELTA_FEATURES * DELTA_BITS)
 G_TAGE_DETAIL = slice(G_DELTAS.stop, G_DIM)               # TAGE-SC-L's internals
 TASKS = ("branch", "load")
+LOOKAHEAD_KEYS = ("predicted", "address_right", "with_value")   # dataset.json: memory_lookahead (slot predictions)
 
 
 @dataclass
@@ -99,6 +108,21 @@ def snapshot_index(i: np.ndarray, lead: int) -> np.ndarray:
 def frontend_window(i: np.ndarray, lead: int) -> tuple[np.ndarray, np.ndarray]:
     """[start, end): the instructions the front end has fetched since the snapshot when it predicts ``i``."""
     return snapshot_index(i, lead), np.asarray(i, np.int64)
+
+
+def memory_image_index(i: np.ndarray, lead: int) -> np.ndarray:
+    """The instruction before which the memory image read at the predicted addresses is taken: the snapshot."""
+    return snapshot_index(i, lead)
+
+
+def predicted_addresses(a0: np.ndarray, a1: np.ndarray, known: np.ndarray, n: np.ndarray):
+    """(address, ok): a memory slot's address at i from its instruction's last two accesses before the
+    snapshot (``a0``, ``a1``; ``known`` of them, at most 2) and its executions since (``n``, the front-end
+    count): ``a1 + n (a1 - a0)`` (modulo 2^64), stride 0 after a single access; no address (ok = False) if
+    the instruction did not run before the snapshot."""
+    a0, a1 = np.asarray(a0, np.uint64), np.asarray(a1, np.uint64)
+    stride = np.where(np.asarray(known) >= 2, a1 - a0, np.uint64(0))
+    return a1 + np.asarray(n, np.uint64) * stride, np.asarray(known) >= 1
 
 
 # --------------------------------------------------------------------------------------- sites
@@ -234,9 +258,10 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
 
     Two passes over the trace, chunk by chunk: the first counts each site's instances (and the
     training deltas), the second computes the samples and appends them to the files. Memory: a
-    chunk, the registers and pcs of the last ``lead`` + 1 instructions, the recent values of the
-    sites' memory operands and the histories; not the trace (the delta counts of a training set grow
-    with its distinct deltas).
+    chunk, the registers, pcs and memory accesses of the last ``lead`` + 1 instructions, the recent
+    values and addresses of the sites' memory operands, the histories and the memory image (the last
+    value of each address the program touched: its footprint); not the trace (the delta counts of a
+    training set grow with its distinct deltas).
     """
     trace, out_dir = Path(trace), check_output(out_dir, directory=True)
     cfg = DatasetConfig(**asdict(cfg))  # validated again: a config can be changed after it was made
@@ -263,10 +288,11 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
                         f"{cfg.lead} or more instructions into this window")
     picks = [_spaced(eligible[g.task, g.pc], cfg.max_per_site) for g in graphs]
     kept = [eligible[g.task, g.pc] if p is None else len(p) for g, p in zip(graphs, picks)]
-    samples = _samples(scan, graphs, picks, cfg, vocab, progress)
+    lookahead = dict.fromkeys(LOOKAHEAD_KEYS, 0)
+    samples = _samples(scan, graphs, picks, cfg, vocab, progress, lookahead)
     _write_columns(out_dir, samples, _columns(cfg), sum(kept), n_branches)
     counts = {t: sum(n for g, n in zip(graphs, kept) if g.task == t) for t in TASKS}
-    return _write_meta(out_dir, trace, reader, sites, graphs, counts, cfg, vocab, skipped)
+    return _write_meta(out_dir, trace, reader, sites, graphs, counts, cfg, vocab, skipped, lookahead)
 
 
 def _chunks(reader: TraceReader, desc: str, progress: bool):
@@ -304,13 +330,15 @@ def _columns(cfg: DatasetConfig) -> dict:
             "tage_pred": (np.uint8, ()), "tage_conf": (np.uint8, ()), "tage_detail": (np.int32, (TAGE_DETAIL,)),
             "bpos": (np.int64, ()), "bfirst": (np.int64, ()),
             "dhist": (np.int16, (cfg.delta_history,)), "site": (np.int16, ()), "dynval": (np.uint64, (N_SLOTS,)),
-            "fe_count": (np.uint16, (cfg.n_nodes,))}
+            "fe_count": (np.uint16, (cfg.n_nodes,)), "mem_pred": (np.uint64, (MAX_MEM_SLOTS,)),
+            "mem_pred_ok": (np.uint8, (MAX_MEM_SLOTS,))}
 
 
 def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: DatasetConfig, vocab: list[int],
-             progress: bool) -> Iterator[dict]:
+             progress: bool, lookahead: dict) -> Iterator[dict]:
     """Pass 2: the samples of each chunk, in time order. ``picks[k]``: which of site k's eligible
-    instances to keep (positions in time order; None: all)."""
+    instances to keep (positions in time order; None: all). Adds the memory slots' address
+    predictions to ``lookahead`` (LOOKAHEAD_KEYS)."""
     lead, n_hist, n_dh = cfg.lead, HIST_BITS, cfg.delta_history
     seen = [0] * len(graphs)   # eligible instances of each site so far
     tage = TageScL()           # its prediction, confidence and internals are inputs at prediction time
@@ -319,7 +347,10 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
     last_line = {}
     d_prev = {g.pc: np.zeros(N_DELTA_FEATURES, np.int64) for g in graphs if g.task == "load"}  # each load's last deltas
     c_prev = {g.pc: np.full(n_dh, cfg.delta_classes, np.int64) for g in graphs if g.task == "load"}  # and classes
-    snapshots, frontend = _Snapshots(graphs, lead), _FrontEndCounts(graphs, lead)
+    snapshots, frontend, image = _Snapshots(graphs, lead), _FrontEndCounts(graphs, lead), _MemoryImage(lead)
+    slot_node = np.zeros((len(graphs), MAX_MEM_SLOTS), np.int64)   # the node of each slot's instruction (0: none)
+    for k, g in enumerate(graphs):
+        slot_node[k, :len(g.mem_pcs)] = [int(np.nonzero(g.node_pc == pc)[0][0]) for pc in g.mem_pcs]
 
     def keep(k: int, i: np.ndarray) -> np.ndarray:
         ok = np.nonzero(snapshot_index(i, lead) >= 0)[0]
@@ -369,8 +400,16 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
         cols = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         order = np.argsort(cols["idx"], kind="stable")   # samples in time order (validation = the last ones)
         cols = {key: v[order] for key, v in cols.items()}
-        cols["dynval"] = snapshots.take(ch, cols["site"], snapshot_index(cols["idx"], lead))
-        cols["fe_count"] = frontend.take(ch, cols["site"], cols["idx"])
+        cols["dynval"], slots = snapshots.take(ch, cols["site"], snapshot_index(cols["idx"], lead), cols["idx"])
+        count = frontend.take(ch, cols["site"], cols["idx"])
+        cols["fe_count"] = np.minimum(count, np.iinfo(np.uint16).max).astype(np.uint16)
+        n = np.take_along_axis(count, slot_node[cols["site"].astype(np.int64)], 1)
+        addr, predicted = predicted_addresses(slots["a0"], slots["a1"], slots["known"], n)
+        val, found = image.take(ch, addr, memory_image_index(cols["idx"], lead))
+        ok = predicted & found
+        cols["mem_pred"], cols["mem_pred_ok"] = np.where(ok, val, np.uint64(0)), ok.astype(np.uint8)
+        for key, v in zip(LOOKAHEAD_KEYS, (predicted, predicted & (addr == slots["truth"]), ok)):
+            lookahead[key] += int(v.sum())
         cols["branches"] = branch_tokens(br.pc, br.taken)
         n_before += len(br.idx)
         yield cols
@@ -378,20 +417,26 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
 
 class _Snapshots:
     """The dynamic state of the samples: registers before the snapshot instruction and, per memory
-    slot, the last value its instruction accessed before it. Carries across chunks what snapshots
-    up to ``lead`` + 1 instructions before the next chunk need: those instructions' registers, the
-    slot instructions' accesses among them and the last access of each before them."""
+    slot, the last value its instruction accessed before it and the addresses of its last two accesses
+    before it (and, for the report only, of its last access before i). Carries across chunks what
+    samples up to ``lead`` + 1 instructions before the next chunk need: those instructions' registers,
+    the slot instructions' accesses among them and the last two of each before them."""
 
     def __init__(self, graphs: list[SiteGraph], lead: int):
         self.graphs, self.keep = graphs, lead + 1
         self.mem_pcs = np.array(sorted({pc for g in graphs for pc in g.mem_pcs}), np.uint64)
         self.regs, self.regs_first = np.zeros((0, 16), np.uint64), 0   # registers before regs_first, regs_first + 1..
-        self.acc = {"idx": np.zeros(0, np.int64), "pc": np.zeros(0, np.uint64), "val": np.zeros(0, np.uint64)}
+        self.acc = {"idx": np.zeros(0, np.int64), "pc": np.zeros(0, np.uint64), "val": np.zeros(0, np.uint64),
+                    "addr": np.zeros(0, np.uint64)}
 
-    def take(self, ch, site: np.ndarray, snap: np.ndarray) -> np.ndarray:
-        """[M, N_SLOTS] u64 for samples of ``site`` with snapshots ``snap`` (before or inside ``ch``)."""
+    def take(self, ch, site: np.ndarray, snap: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, dict]:
+        """For samples of ``site`` at instructions ``i`` (inside ``ch``) with snapshots ``snap``: [M, N_SLOTS]
+        u64 values, and per memory slot [M, MAX_MEM_SLOTS]: ``a0``, ``a1`` (u64), ``known`` (how many
+        of them exist, at most 2), ``truth`` (u64, the address at the last access before i)."""
         lo, n = ch.first, len(ch.insn)
         out = np.zeros((len(snap), N_SLOTS), np.uint64)
+        slots = {key: np.zeros((len(snap), MAX_MEM_SLOTS), np.uint64) for key in ("a0", "a1", "truth")}
+        slots["known"] = np.zeros((len(snap), MAX_MEM_SLOTS), np.int64)
         inside = snap >= lo
         out[inside, :16] = ch.regs_at(snap[inside] - lo)[:, :16]
         out[~inside, :16] = self.regs[snap[~inside] - self.regs_first]
@@ -399,23 +444,32 @@ class _Snapshots:
         sel = np.isin(access_pc, self.mem_pcs)
         acc = {"idx": np.concatenate([self.acc["idx"], ch.mem["insn"][sel].astype(np.int64)]),
                "pc": np.concatenate([self.acc["pc"], access_pc[sel]]),
-               "val": np.concatenate([self.acc["val"], ch.mem["val"][sel]])}
+               "val": np.concatenate([self.acc["val"], ch.mem["val"][sel]]),
+               "addr": np.concatenate([self.acc["addr"], ch.mem["addr"][sel]])}
         for k, g in enumerate(self.graphs):
             rows = np.nonzero(site == k)[0]
             for slot, pc in enumerate(g.mem_pcs):
                 m = acc["pc"] == np.uint64(pc)
-                idx, val = acc["idx"][m], acc["val"][m]   # in trace order
+                idx, val, addr = acc["idx"][m], acc["val"][m], acc["addr"][m]   # in trace order
+                if not len(idx):
+                    continue
                 last = np.searchsorted(idx, snap[rows], side="left") - 1   # last access with index < snap
-                out[rows, 16 + slot] = np.where(last >= 0, val[np.maximum(last, 0)], 0) if len(idx) else 0
+                out[rows, 16 + slot] = np.where(last >= 0, val[np.maximum(last, 0)], 0)
+                slots["a1"][rows, slot] = addr[np.maximum(last, 0)]
+                slots["a0"][rows, slot] = addr[np.maximum(last - 1, 0)]
+                slots["known"][rows, slot] = np.minimum(last + 1, 2)
+                slots["truth"][rows, slot] = addr[np.maximum(np.searchsorted(idx, i[rows], side="left") - 1, 0)]
         tail = np.arange(max(n - self.keep, 0), n)
         self.regs = _tail(np.concatenate([self.regs, ch.regs_at(tail)[:, :16]]), self.keep)
         self.regs_first = lo + n - len(self.regs)
         horizon = lo + n - self.keep   # the earliest snapshot of the next chunk's samples
         before = np.nonzero(acc["idx"] < horizon)[0]
-        _, latest = np.unique(acc["pc"][before][::-1], return_index=True)   # each pc's last access before it
-        rows = np.sort(np.concatenate([before[len(before) - 1 - latest], np.nonzero(acc["idx"] >= horizon)[0]]))
+        by_pc = before[np.argsort(acc["pc"][before], kind="stable")]   # in trace order within each pc
+        p = acc["pc"][by_pc]
+        last_two = by_pc[np.concatenate([p[2:] != p[:-2], np.ones(min(len(p), 2), bool)])]   # each pc's last two
+        rows = np.sort(np.concatenate([last_two, np.nonzero(acc["idx"] >= horizon)[0]]))
         self.acc = {key: v[rows] for key, v in acc.items()}
-        return out
+        return out, slots
 
 
 class _FrontEndCounts:
@@ -435,7 +489,7 @@ class _FrontEndCounts:
         self.tail = np.zeros(0, np.uint64)   # the pcs of the instructions just before the next chunk
 
     def take(self, ch, site: np.ndarray, i: np.ndarray) -> np.ndarray:
-        """[M, N] u16 for samples of ``site`` at instructions ``i`` (inside ``ch``)."""
+        """[M, N] int64 for samples of ``site`` at instructions ``i`` (inside ``ch``)."""
         pc = np.concatenate([self.tail, ch.insn["pc"]])
         first = int(ch.first) - len(self.tail)
         k = np.minimum(np.searchsorted(self.pcs, pc), len(self.pcs) - 1)   # every graph has an instruction
@@ -446,7 +500,57 @@ class _FrontEndCounts:
         count = (np.searchsorted(keys, insn * self.STRIDE + end[:, None])
                  - np.searchsorted(keys, insn * self.STRIDE + start[:, None]))
         self.tail = _tail(pc, self.keep)
-        return np.minimum(np.where(insn >= 0, count, 0), np.iinfo(np.uint16).max).astype(np.uint16)
+        return np.where(insn >= 0, count, 0)
+
+
+class _MemoryImage:
+    """Memory as of an instruction: per address, the value of the last access to it (any instruction,
+    load or store) before it. Carries the last value of each address accessed before a horizon
+    (``addr`` sorted: the program's footprint) and the accesses from the horizon on (the last
+    ``lead`` + 1 instructions before the next chunk); a lookup in the recent accesses is a
+    searchsorted on (address, index) keys."""
+
+    def __init__(self, lead: int):
+        self.keep = lead + 1
+        self.addr, self.val = np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+        self.recent = {"idx": np.zeros(0, np.int64), "addr": np.zeros(0, np.uint64), "val": np.zeros(0, np.uint64)}
+
+    def take(self, ch, addr: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(value u64, found) at addresses ``addr`` [M, K] as of instructions ``t`` [M] (the last access
+        with index < t; each t at least the first instruction of ``ch`` minus ``lead``)."""
+        rec = {"idx": np.concatenate([self.recent["idx"], ch.mem["insn"].astype(np.int64)]),
+               "addr": np.concatenate([self.recent["addr"], ch.mem["addr"]]),
+               "val": np.concatenate([self.recent["val"], ch.mem["val"]])}
+        base = int(ch.first) - self.keep                   # every access and t here is at or after it
+        span = np.int64(int(ch.first) + len(ch.insn) + 1 - base)
+        uniq, number = np.unique(rec["addr"], return_inverse=True)
+        keys = number.astype(np.int64) * span + (rec["idx"] - base)   # (address number, index)
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        q, in_rec = _find(uniq, addr)
+        pos = np.searchsorted(keys, q * span + (np.asarray(t, np.int64)[:, None] - base)) - 1
+        hit = in_rec & (pos >= 0) & (keys[np.maximum(pos, 0)] // span == q) if len(keys) else in_rec
+        j, in_img = _find(self.addr, addr)
+        val = np.zeros(np.shape(addr), np.uint64)
+        val[in_img] = self.val[j[in_img]]
+        val[hit] = rec["val"][order[pos[hit]]]   # accessed since the horizon: the recent value
+        horizon = int(ch.first) + len(ch.insn) - self.keep   # the earliest t of the next chunk
+        old = rec["idx"] < horizon
+        new_addr, last = np.unique(rec["addr"][old][::-1], return_index=True)   # each address's last value
+        new_val = rec["val"][old][::-1][last]
+        k, known = _find(self.addr, new_addr)
+        self.val[k[known]] = new_val[known]
+        at = np.searchsorted(self.addr, new_addr[~known])
+        self.addr, self.val = np.insert(self.addr, at, new_addr[~known]), np.insert(self.val, at, new_val[~known])
+        self.recent = {key: v[~old] for key, v in rec.items()}
+        return val, hit | in_img
+
+
+def _find(sorted_keys: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position, present) of each ``x`` in ``sorted_keys`` (position 0 where absent)."""
+    pos = np.searchsorted(sorted_keys, x)
+    pos = np.where(pos < len(sorted_keys), pos, 0)
+    return pos, (sorted_keys[pos] == x) if len(sorted_keys) else np.zeros(np.shape(x), bool)
 
 
 def _write_columns(out_dir: Path, samples: Iterator[dict], columns: dict, total: int, n_branches: int) -> None:
@@ -471,7 +575,7 @@ def _write_columns(out_dir: Path, samples: Iterator[dict], columns: dict, total:
 
 
 def _write_meta(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, graphs: list[SiteGraph],
-                counts: dict, cfg: DatasetConfig, vocab: list[int], skipped: list[dict]) -> dict:
+                counts: dict, cfg: DatasetConfig, vocab: list[int], skipped: list[dict], lookahead: dict) -> dict:
     with atomic_path(out_dir / "sites.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, static=np.stack([g.static for g in graphs]), adj=np.stack([g.adj for g in graphs]),
@@ -484,7 +588,7 @@ def _write_meta(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, gr
             "sites": [{"pc": g.pc, "task": g.task, "nodes": g.nodes, "mem_pcs": g.mem_pcs} for g in graphs],
             "sites_skipped": skipped,
             "sites_from": sites.get("from_trace"), "delta_vocabulary": vocab, "samples": sum(counts.values()),
-            "samples_per_task": counts, "g_dim": G_DIM, "n_slots": N_SLOTS}
+            "samples_per_task": counts, "g_dim": G_DIM, "n_slots": N_SLOTS, "memory_lookahead": lookahead}
     write_json(out_dir / "dataset.json", meta)
     return meta
 
@@ -543,7 +647,8 @@ def concat_datasets(parts: list, out_dir: str | Path) -> dict:
     counts = {t: int(np.isin(site, [k for k, g in enumerate(graphs) if g.task == t]).sum()) for t in TASKS}
     meta = _write_meta(out_dir, Path(first["trace"]), TraceReader(first["trace"], verify=False),
                        {"from_trace": first["sites_from"]}, graphs, counts, cfg, first["delta_vocabulary"],
-                       [s for d in ds for s in d.meta["sites_skipped"]])
+                       [s for d in ds for s in d.meta["sites_skipped"]],
+                       {key: sum(d.meta["memory_lookahead"][key] for d in ds) for key in LOOKAHEAD_KEYS})
     meta.update({"parts": [{"path": str(d.path), "trace_sha256": d.meta["trace_sha256"], "input": d.meta["input"],
                             "samples": len(d)} for d in ds], "samples_dropped": dropped})
     write_json(out_dir / "dataset.json", meta)

@@ -25,8 +25,11 @@ prediction): each REG node carries that register's value, each MEM node the last
 instruction loaded or stored. ``dyn_slot[node]`` says where a node's value comes from: ``r`` in
 0..15 = register r, ``16 + k`` = memory slot k (the k-th memory-operand instruction, ``mem_pcs[k]``),
 -1 = none. Each INSN node also carries its front-end count: how often its instruction (``node_pc``)
-executed between the snapshot and the prediction. Per node, F_DYN features:
-[encode_values(value) | encode_counts(count)] (``dyn_inputs``: which of them a node can have).
+executed between the snapshot and the prediction, and each MEM node memory as of the snapshot at
+the address its instruction is predicted to access at the prediction (the dataset's ``mem_pred``, with
+an ok bit). Per node, F_DYN features: [encode_values(value) | encode_counts(count) |
+encode_values(predicted memory value), ok] (slices DYN_VALUE, DYN_COUNT, DYN_MEMORY; ``dyn_inputs``:
+which of them a node can have).
 """
 from __future__ import annotations
 
@@ -48,7 +51,10 @@ OPCODE_CLASSES = ("mov", "load", "store", "lea", "add_sub", "logic", "shift", "m
 FLAGS = 16  # pseudo register id of rflags in data flow
 N_VALUE_BITS = 24
 COUNT_BITS = 10                      # front-end counts up to 1023: exact for every lead <= 1023
-F_DYN = N_VALUE_BITS + COUNT_BITS    # per node: [value bits | count bits]
+DYN_VALUE = slice(0, N_VALUE_BITS)                                    # per node: the snapshot's value
+DYN_COUNT = slice(DYN_VALUE.stop, DYN_VALUE.stop + COUNT_BITS)         # the front-end count
+DYN_MEMORY = slice(DYN_COUNT.stop, DYN_COUNT.stop + N_VALUE_BITS + 1)  # memory at the predicted address, ok
+F_DYN = DYN_MEMORY.stop
 F_STATIC = len(NODE_TYPES) + len(OPCODE_CLASSES) + 17 + N_VALUE_BITS + 1  # + register one-hot, value, is-target
 REGION_BEFORE, REGION_AFTER = 512, 64  # bytes around the target that may be in the region
 MAX_MEM_SLOTS = 8
@@ -86,9 +92,11 @@ def encode_counts(c: np.ndarray) -> np.ndarray:
 
 def dyn_inputs(dyn_slot: np.ndarray, node_pc: np.ndarray) -> np.ndarray:
     """bool [..., N, F_DYN]: the dynamic features a node can have, value bits where it carries a value
-    (``dyn_slot >= 0``), count bits where it is an instruction (``node_pc != 0``)."""
-    has = [np.asarray(dyn_slot) >= 0, np.asarray(node_pc) != 0]
-    return np.concatenate([np.repeat(h[..., None], n, -1) for h, n in zip(has, (N_VALUE_BITS, COUNT_BITS))], -1)
+    (``dyn_slot >= 0``), count bits where it is an instruction (``node_pc != 0``), predicted-memory
+    bits where it is a memory slot (``dyn_slot >= 16``)."""
+    has = [np.asarray(dyn_slot) >= 0, np.asarray(node_pc) != 0, np.asarray(dyn_slot) >= 16]
+    width = [p.stop - p.start for p in (DYN_VALUE, DYN_COUNT, DYN_MEMORY)]
+    return np.concatenate([np.repeat(h[..., None], n, -1) for h, n in zip(has, width)], -1)
 
 
 # ------------------------------------------------------------------------------- decoding

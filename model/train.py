@@ -13,7 +13,8 @@ Models (``TrainConfig.model``):
 The three GNN variants share one network and one budget (epochs, batch, learning rate); only
 their inputs differ, and ``TrainConfig.drop`` blanks more inputs of a GNN at training and prediction
 time (``DROPS``: "frontend" the front-end counts, "snapshot" the register/memory values, "tage"
-TAGE-SC-L's prediction, confidence and internals in g, "tage-internals" its internals only).
+TAGE-SC-L's prediction, confidence and internals in g, "tage-internals" its internals only, "memory"
+memory at the memory slots' predicted addresses).
 Validation is the last 10% of the training input's samples in time; the test set is another
 program input. Evaluation (``predict``) returns per-sample predictions that ``model/evaluate.py``
 scores through the trace_eval harness.
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from ncf.io import UsageError, at_least, atomic_path, check_output, load_config, save_config, write_json
 
 from .dataset import G_TAGE, G_TAGE_DETAIL, Dataset
-from .graph import F_DYN, N_VALUE_BITS, encode_counts, encode_values
+from .graph import DYN_COUNT, DYN_MEMORY, DYN_VALUE, F_DYN, N_VALUE_BITS, encode_counts, encode_values
 from .history_models import predict_history, train_history_model
 from .loop import CHECKPOINT_VERSION, World, checkpoint_path, epoch_batches, fit, load_checkpoint
 
@@ -41,12 +42,11 @@ MODELS = GNN_MODELS + HISTORY_MODELS
 VAL_FRACTION = 0.1
 
 
-def _drop_frontend(dyn: torch.Tensor, g: torch.Tensor) -> None:
-    dyn[..., N_VALUE_BITS:] = 0
-
-
-def _drop_snapshot(dyn: torch.Tensor, g: torch.Tensor) -> None:
-    dyn[..., :N_VALUE_BITS] = 0
+def _zero_dyn(part: slice):
+    """A drop that zeroes this slice of every node's dynamic features."""
+    def drop(dyn: torch.Tensor, g: torch.Tensor) -> None:
+        dyn[..., part] = 0
+    return drop
 
 
 def _zero_g(*parts: slice):
@@ -58,9 +58,10 @@ def _zero_g(*parts: slice):
 
 
 # ablations: name -> blanks that input of a batch (dyn, g) in place
-DROPS = {"frontend": _drop_frontend, "snapshot": _drop_snapshot,
+DROPS = {"frontend": _zero_dyn(DYN_COUNT), "snapshot": _zero_dyn(DYN_VALUE),
          "tage": _zero_g(G_TAGE, G_TAGE_DETAIL),          # all of TAGE-SC-L: prediction, confidence, internals
-         "tage-internals": _zero_g(G_TAGE_DETAIL)}        # its internals only
+         "tage-internals": _zero_g(G_TAGE_DETAIL),        # its internals only
+         "memory": _zero_dyn(DYN_MEMORY)}                 # memory at the predicted addresses
 
 
 @dataclass
@@ -116,8 +117,8 @@ def device_of(cfg: TrainConfig) -> torch.device:
 # --------------------------------------------------------------------------------------- GNN inputs
 class GraphBatches:
     """Turns dataset rows into the GNN's inputs (graph, dyn, g); the ablations (``model``, ``drop``)
-    blank out what they must not see. dyn per node: [value bits | front-end count bits] (graph.F_DYN).
-    The value encodings of every row are computed once, here, not per batch."""
+    blank out what they must not see. dyn per node: [value bits | front-end count bits | predicted-memory
+    value bits, ok] (graph.F_DYN). The value encodings of every row are computed once, here, not per batch."""
 
     def __init__(self, ds: Dataset, model: str, device: torch.device, chunk: int = 1 << 16, drop=()):
         from .gnn import SiteGraphs
@@ -136,6 +137,14 @@ class GraphBatches:
             self.enc[k:k + chunk, :slots] = torch.from_numpy(encode_values(np.asarray(a["dynval"][k:k + chunk])))
         self.slot = torch.from_numpy(np.where(ds.dyn_slot >= 0, ds.dyn_slot, slots).astype(np.int64))   # [S, N]
         self.count = np.asarray(a["fe_count"])                                       # [n, N] u16
+        n_mem = a["mem_pred"].shape[1]
+        self.mem = torch.zeros(n, n_mem + 1, N_VALUE_BITS + 1, dtype=torch.uint8)   # slot ``n_mem``: none
+        for k in range(0, n, chunk):
+            ok = np.asarray(a["mem_pred_ok"][k:k + chunk])[..., None]
+            self.mem[k:k + chunk, :n_mem] = torch.from_numpy(
+                np.concatenate([encode_values(np.asarray(a["mem_pred"][k:k + chunk])) * ok, ok], -1))
+        mem_slot = ds.dyn_slot.astype(np.int64) - (slots - n_mem)                    # memory slot k: 16 + k
+        self.mem_slot = torch.from_numpy(np.where(mem_slot >= 0, mem_slot, n_mem))   # [S, N]
 
     def __call__(self, rows: np.ndarray) -> tuple:
         r = torch.from_numpy(np.asarray(rows, np.int64))
@@ -145,7 +154,8 @@ class GraphBatches:
             dyn = torch.zeros(len(r), self.slot.shape[1], F_DYN)
         else:
             counts = torch.from_numpy(encode_counts(self.count[r.numpy()]))
-            dyn = torch.cat([self.enc[r[:, None], self.slot[site]], counts], -1).float()      # [B, N, Fd]
+            dyn = torch.cat([self.enc[r[:, None], self.slot[site]], counts,
+                             self.mem[r[:, None], self.mem_slot[site]]], -1).float()            # [B, N, Fd]
         for blank in self.drop:
             blank(dyn, g)
         return self.graphs(site).to(self.device), dyn.to(self.device), g.to(self.device)

@@ -630,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "seeds": "models trained per workload, seeds seed, seed+1, ...: the "
                                                       "tables give means and standard deviations",
                                              "drop": "inputs the GNN models do not see: frontend, snapshot, tage, "
-                                                     "tage-internals",
+                                                     "tage-internals, memory",
                                              "ablations": "one more fused GNN per name, without that input "
                                                           "(fused-no-<name>; names as for --drop)",
                                              "cache": "the stage cache", **PARALLEL_OPTIONS})

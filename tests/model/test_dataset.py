@@ -9,7 +9,7 @@ import pytest
 
 import ncf.model.dataset as dsmod
 from ncf.model.dataset import (G_TAGE_DETAIL, HIST_BITS, Dataset, DatasetConfig, branch_tokens, build_dataset,
-                               encode_tage, find_sites)
+                               encode_tage, find_sites, predicted_addresses)
 from ncf.trace_eval.branch_predictors import TAGE_DETAIL_COLUMNS, TageScL
 from ncf.trace_eval.format import TraceReader
 from ncf.trace_eval.harness import LINE
@@ -19,9 +19,10 @@ from ncf.model.graph import F_STATIC, N_EDGE_TYPES, RELATIONS, encode_values
 from ..helpers import LEAD, rewrite_trace
 
 
-def _scrambled(src, dst, after: int, seed: int = 0):
-    """A copy of the trace whose registers after instruction ``after`` and memory values of
-    instructions >= ``after`` are random; pcs, addresses and control flow are unchanged."""
+def _scrambled(src, dst, after: int, seed: int = 0, addresses: bool = False):
+    """A copy of the trace whose registers after instruction ``after`` and memory values (and with
+    ``addresses``, access addresses) of instructions >= ``after`` are random; pcs and control flow
+    are unchanged."""
     rng = np.random.default_rng(seed)
 
     def scramble(ch, regs, vals):
@@ -29,6 +30,8 @@ def _scrambled(src, dst, after: int, seed: int = 0):
         regs[late] = rng.integers(0, 2**63, size=(int(late.sum()), regs.shape[1]), dtype=np.uint64)
         mlate = ch.mem["insn"] >= after
         vals[mlate] = rng.integers(0, 2**63, size=int(mlate.sum()), dtype=np.uint64)
+        if addresses:
+            ch.mem["addr"][mlate] = rng.integers(0, 2**47, size=int(mlate.sum()), dtype=np.uint64) & ~np.uint64(7)
 
     return rewrite_trace(src, dst, scramble, sidecar=True)
 
@@ -46,7 +49,7 @@ def _leaked_samples(trace, sites, ds: Dataset, tmp_path, vocab) -> int:
         k = np.nonzero((b["idx"] == a["idx"][j]) & (b["site"] == a["site"][j]))[0]
         assert len(k) == 1
         same = all(np.array_equal(a[n][j], b[n][k[0]]) for n in ("dynval", "fe_count", "g", "dhist", "taken",
-                                                                 "delta", "tage_detail"))
+                                                                 "delta", "tage_detail", "mem_pred", "mem_pred_ok"))
         same &= np.array_equal(ds.branch_history([j], 600), Dataset(other).branch_history(k, 600))
         changed += not same
     return changed
@@ -62,6 +65,44 @@ def test_a_deliberate_leak_is_caught(bzip2_trace, sites, tmp_path, monkeypatch):
     build_dataset(bzip2_trace, sites, out, DatasetConfig(lead=LEAD), progress=False)
     leaky = Dataset(out)
     assert _leaked_samples(bzip2_trace, sites, leaky, tmp_path, leaky.meta["delta_vocabulary"]) > 0
+
+
+def _memory_leaks(trace, sites, ds: Dataset, tmp_path, addresses: bool) -> int:
+    """Rebuild from traces whose memory values (and with ``addresses``, access addresses) are scrambled
+    from each probe's snapshot on; count probes (samples with memory at a predicted address) whose
+    snapshot, counts or predicted memory changed."""
+    a = ds.arrays
+    rows = np.nonzero(np.asarray(a["mem_pred_ok"]).any(1))[0]
+    changed = 0
+    for j in rows[np.linspace(len(rows) // 4, len(rows) - 1, 6).astype(int)]:
+        bad = _scrambled(trace, tmp_path / f"mem{j}.ncft", int(a["idx"][j]) - LEAD, addresses=addresses)
+        build_dataset(bad, sites, tmp_path / f"mem{j}", DatasetConfig(lead=LEAD), vocab=ds.meta["delta_vocabulary"],
+                      progress=False)
+        b = Dataset(tmp_path / f"mem{j}").arrays
+        k = np.nonzero((b["idx"] == a["idx"][j]) & (b["site"] == a["site"][j]))[0]
+        assert len(k) == 1
+        changed += not all(np.array_equal(a[n][j], b[n][k[0]]) for n in ("dynval", "fe_count", "mem_pred",
+                                                                         "mem_pred_ok"))
+    return changed
+
+
+def test_predicted_memory_does_not_depend_on_addresses_or_values_after_the_snapshot(bzip2_trace, sites, train_ds,
+                                                                                   tmp_path):
+    assert _memory_leaks(bzip2_trace, sites, train_ds, tmp_path, addresses=True) == 0
+
+
+def test_a_memory_image_read_at_the_prediction_is_caught(bzip2_trace, sites, tmp_path, monkeypatch):
+    monkeypatch.setattr(dsmod, "memory_image_index", lambda i, lead: np.asarray(i, np.int64))   # memory as of i
+    build_dataset(bzip2_trace, sites, tmp_path / "leaky", DatasetConfig(lead=LEAD), progress=False)
+    leaky = Dataset(tmp_path / "leaky")
+    assert _memory_leaks(bzip2_trace, sites, leaky, tmp_path, addresses=False) > 0
+
+
+def test_predicted_addresses_extrapolate_the_stride():
+    addr, ok = predicted_addresses(a0=[100, 100, 0, 200], a1=[108, 108, 50, 192], known=[2, 2, 1, 2], n=[0, 3, 4, 2])
+    assert list(ok) == [True, True, True, True] and list(addr) == [108, 132, 50, 176]
+    _, ok = predicted_addresses(a0=[0], a1=[0], known=[0], n=[5])
+    assert not ok[0]
 
 
 def _shuffled(src, dst, lo: int, hi: int, keep: int | None = None, seed: int = 0):
@@ -258,23 +299,25 @@ def test_datasets_do_not_depend_on_the_chunk_size(bzip2_trace, rechunked, sites,
     build_dataset(bzip2_trace, sites, tmp_path / "a", cfg, progress=False)
     build_dataset(rechunked, sites, tmp_path / "b", cfg, progress=False)
     a = Dataset(tmp_path / "a")
-    assert len(a) and (a.arrays["idx"] >= lead).all()
+    assert len(a) and (a.arrays["idx"] >= lead).all() and a.arrays["mem_pred_ok"].any()
     assert _same_dataset(a, Dataset(tmp_path / "b"))
 
 
 def test_samples_match_their_definition_on_the_whole_trace(bzip2_trace, train_ds):
     """A reference from the whole trace in memory: registers before i - lead, the front-end counts
-    of [i - lead, i), the branch outcome, TAGE-SC-L's prediction, the global history and the last
-    branches before i, the load's delta."""
+    of [i - lead, i), memory before i - lead at the extrapolated addresses, the branch outcome,
+    TAGE-SC-L's prediction, the global history and the last branches before i, the load's delta."""
     r = TraceReader(bzip2_trace)
     chunks = list(r.chunks())
     regs = np.concatenate([ch.insn["regs"][:, :16] for ch in chunks])
     pcs = np.concatenate([ch.insn["pc"] for ch in chunks])
+    acc = {k: np.concatenate([ch.mem[k] for ch in chunks]) for k in ("insn", "addr", "val")}
+    acc_pc = pcs[acc["insn"].astype(np.int64)]
     br, mem = branch_stream(TraceReader(bzip2_trace)), memory_stream(TraceReader(bzip2_trace))
     tage_pred, _, tage_detail = TageScL().run_detail(br.pc, br.target, br.taken, br.kind)
     cond_taken, cond_idx = br.taken[br.cond], br.idx[br.cond].astype(np.int64)
     a, vocab = train_ds.arrays, train_ds.meta["delta_vocabulary"]
-    loops = 0
+    loops = moved = found = 0
     for j in np.linspace(0, len(a["idx"]) - 1, 200).astype(int):
         i, site = int(a["idx"][j]), train_ds.meta["sites"][a["site"][j]]
         assert (a["dynval"][j, :16] == regs[i - LEAD]).all()
@@ -282,6 +325,18 @@ def test_samples_match_their_definition_on_the_whole_trace(bzip2_trace, train_ds
         count = [(pcs[i - LEAD:i] == p).sum() if p else 0 for p in node_pc]
         assert (a["fe_count"][j] == count).all()
         loops += a["fe_count"][j, 0] > 1     # the site ran more than once since the snapshot
+        for k, pc in enumerate(site["mem_pcs"]):
+            mine = np.nonzero((acc_pc == pc) & (acc["insn"] < i - LEAD))[0][-2:]   # its last accesses before s
+            want = (0, 0)
+            if len(mine):
+                a1, a0 = int(acc["addr"][mine[-1]]), int(acc["addr"][mine[0]])
+                guess = (a1 + int((pcs[i - LEAD:i] == pc).sum()) * (a1 - a0)) % 2**64
+                moved += guess != a1
+                at = np.nonzero((acc["addr"] == guess) & (acc["insn"] < i - LEAD))[0]
+                want = (int(acc["val"][at[-1]]), 1) if len(at) else (0, 0)
+            assert (int(a["mem_pred"][j, k]), int(a["mem_pred_ok"][j, k])) == want
+            found += want[1]
+        assert not a["mem_pred_ok"][j, len(site["mem_pcs"]):].any()
         hist = cond_taken[:np.searchsorted(cond_idx, i)][-HIST_BITS:]
         assert (a["g"][j, 2 + HIST_BITS - len(hist):2 + HIST_BITS] == hist).all()
         hist = train_ds.branch_history([j], 600)[0]          # the last 600 branches before i, oldest first
@@ -298,7 +353,10 @@ def test_samples_match_their_definition_on_the_whole_trace(bzip2_trace, train_ds
             k = int(np.searchsorted(mem.idx[q], i))
             d = int(mem.addr[q[k]] // LINE) - int(mem.addr[q[k - 1]] // LINE)
             assert a["delta"][j] == (vocab.index(d) if d in vocab else len(vocab))
-    assert loops > 0
+    assert loops > 0 and moved > 0 and found > 0
+    look = train_ds.meta["memory_lookahead"]
+    assert look["predicted"] >= look["address_right"] > 0 and look["predicted"] >= look["with_value"] > 0
+    assert look["with_value"] == int(a["mem_pred_ok"].sum())
 
 
 def test_merged_datasets_keep_each_windows_branch_history(train_ds, tmp_path):

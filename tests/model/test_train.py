@@ -37,17 +37,18 @@ def test_bad_configs_are_clear_errors(tmp_path):
 
 
 def test_drop_blanks_the_named_inputs_and_rejects_unknown_names(train_ds):
-    from ncf.model.graph import N_VALUE_BITS
+    from ncf.model.graph import DYN_COUNT, DYN_MEMORY, DYN_VALUE, F_DYN
     from ncf.model.train import GraphBatches
 
     with pytest.raises(ValueError, match="drop \\['tage_typo'\\]: give a list of input names among frontend, snapshot"):
         TrainConfig(model="fused", drop=["tage_typo"])
     rows = np.arange(0, len(train_ds), 7)
     _, full, g = GraphBatches(train_ds, "fused", torch.device("cpu"))(rows)
-    assert full[..., :N_VALUE_BITS].any() and full[..., N_VALUE_BITS:].any()
-    for drop, kept, gone in (("frontend", slice(0, N_VALUE_BITS), slice(N_VALUE_BITS, None)),
-                             ("snapshot", slice(N_VALUE_BITS, None), slice(0, N_VALUE_BITS))):
+    assert full.shape[-1] == F_DYN and all(full[..., p].any() for p in (DYN_VALUE, DYN_COUNT, DYN_MEMORY))
+    for drop, gone in (("frontend", DYN_COUNT), ("snapshot", DYN_VALUE), ("memory", DYN_MEMORY)):
         _, dyn, g2 = GraphBatches(train_ds, "fused", torch.device("cpu"), drop=[drop])(rows)
+        kept = torch.ones(F_DYN, dtype=torch.bool)
+        kept[gone] = False
         assert torch.equal(dyn[..., kept], full[..., kept]) and not dyn[..., gone].any() and torch.equal(g2, g)
 
 
