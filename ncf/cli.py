@@ -598,8 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument("--config", type=Path, required=True)
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in `out`")
-    tr.add_argument("--nproc", type=positive, default=1, help="train with this many data-parallel processes (torch DDP: "
-                    "runs `torchrun --nproc-per-node N -m ncf.cli train ...`; gloo on CPU, NCCL on GPUs)")
+    tr.add_argument("--nproc", type=positive, default=1, help="train with this many data-parallel processes "
+                    "(torch DDP: runs `torchrun --nproc-per-node N -m ncf.cli train ...`; gloo on CPU, NCCL on GPUs)")
     _set_option(tr)
     tr.set_defaults(func=cmd_train)
 
@@ -608,8 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "ablations (static graph only, history only), the BranchNet-style CNN and the delta-LSTM "
                         "trained with one budget; scored on input 1 through the harness (hard-branch and overall "
                         "MPKI with the models overriding TAGE-SC-L, next-delta accuracy, cache coverage against "
-                        "BOP and Berti). --lead-sweep trains the fused GNN at several D and plots accuracy against D. Traces, "
-                        "datasets and trained models go through the stage cache (--cache): a re-run redoes only "
+                        "BOP and Berti). --lead-sweep trains the fused GNN at several D and plots accuracy against "
+                        "D. Traces, datasets and trained models go through the stage cache (--cache): a re-run redoes only "
                         "what changed.",
                         epilog="examples:\n  ncf experiment --workloads bzip2 xz --epochs 4\n"
                         "  ncf experiment --config reports/demo/configs/experiment.yaml   # what the demo ran\n"

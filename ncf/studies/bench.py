@@ -21,7 +21,8 @@ train: training samples/s of every learned model through the one training loop (
 ``fit``, Adam, no validation) on one dataset: the fused GNN with message passing over edge lists
 (model/gnn.py ``FusedGNN``) and over dense adjacency (``DenseGNN``, how training ran before; same
 batching), the history-only GNN, BranchNet at both published shapes, big and mini (one model over every
-branch sample; training runs one per hard branch at the same cost per sample) and the delta-LSTM. Target: edge lists >= 10x dense.
+branch sample; training runs one per hard branch at the same cost per sample) and the delta-LSTM.
+Target: edge lists >= 10x dense.
 """
 from __future__ import annotations
 
