@@ -637,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--preset", choices=list(_experiment_presets()), default="default",
                     help="settings to start from (large: 3 training inputs x 4 windows x 25M instructions, "
                     "up to 50,000 samples per site); the other options apply on top")
-    ex.add_argument("--lead-sweep", type=int, nargs="+", metavar="D", help="e.g. 0 1 10 32 100 320 1000")
+    ex.add_argument("--lead-sweep", type=int, nargs="+", metavar="D", help="e.g. 0 10 30 100 300 1000")
     ex.add_argument("--data-only", action="store_true", help="build the traces and datasets only and write "
                     "data.md/.json: training samples per site, held-out samples, bytes on disk")
     ex.set_defaults(func=cmd_experiment)
@@ -760,7 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--cache", default="work/cache", help="the stage cache (default work/cache)")
     d.add_argument("--preset", choices=["default", "full", "tiny"], default="default",
                    help="default: fits about 20 minutes on 2 cores; full: 20M-instruction windows, every model, "
-                   "7 leads, 5 bit widths, 7 hardware points, ECP5 P&R without a time limit (hours); tiny: every "
+                   "6 leads, 5 bit widths, 7 hardware points, ECP5 P&R without a time limit (hours); tiny: every "
                    "stage on bzip2 alone with the smallest settings (minutes; what CI runs)")
     d.add_argument("--fresh", action="store_true", help="redo every step instead of reusing the stage cache")
     d.add_argument("--workers", type=int, default=0, help=PARALLEL_OPTIONS["workers"] + " (default 0)")

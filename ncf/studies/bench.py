@@ -275,12 +275,15 @@ def _train_rates(ds, epochs: int, batch: int):
 
     taken, delta = np.asarray(a["taken"]), np.asarray(a["delta"])
     br, ld = np.flatnonzero(taken >= 0), np.flatnonzero(delta >= 0)
-    for name, model, inputs, y in [
-            *[(f"BranchNet {shape}", BranchNet(**BRANCHNET_SHAPES[shape]),
-               (ds.branch_history(br, BranchNet(**BRANCHNET_SHAPES[shape]).history),), taken[br])
-              for shape in BRANCHNET_SHAPES],
-            ("delta-LSTM", DeltaLSTM(n_sites=len(ds.site_pc), n_classes=ds.meta["config"]["delta_classes"]),
-             (a["dhist"][ld], a["site"][ld]), delta[ld])]:
+
+    def classifiers():
+        for shape in BRANCHNET_SHAPES:
+            net = BranchNet(**BRANCHNET_SHAPES[shape])
+            yield f"BranchNet {shape}", net, (ds.branch_history(br, net.history),), taken[br]
+        yield ("delta-LSTM", DeltaLSTM(n_sites=len(ds.site_pc), n_classes=ds.meta["config"]["delta_classes"]),
+               (a["dhist"][ld], a["site"][ld]), delta[ld])
+
+    for name, model, inputs, y in classifiers():
         t0 = time.perf_counter()
         h = train_classifier(model, [np.asarray(x, np.int64) for x in inputs], y, epochs=epochs, batch=batch, lr=3e-3,
                              progress=False, val_fraction=0)

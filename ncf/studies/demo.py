@@ -8,7 +8,7 @@
 
 Presets: ``default`` fits the 20-minute budget of `make demo` on a 2-core machine (5M-instruction
 windows, the fused GNN against the history-only learned baselines, 4 snapshot leads, 3 bit widths,
-3 hardware points); ``full`` runs 20M-instruction windows, every model and ablation, 7 leads, 5 bit
+3 hardware points); ``full`` runs 20M-instruction windows, every model and ablation, 6 leads, 5 bit
 widths, 7 hardware points and ECP5 place-and-route of the default predictor without a time limit;
 ``tiny`` runs every stage on bzip2 alone with the smallest settings (what CI runs). Every step goes
 through the stage cache (``work/cache``): a re-run redoes only what changed, ``--fresh`` redoes
@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ncf.hw.synth import LOGIC_UNIT
 from ncf.io import atomic_path, check_output, markdown_table, save_config, save_table, write_json
 from ncf.trace_eval.workloads import names
 
@@ -66,7 +67,7 @@ PRESETS = {
     "default": Preset(),
     "full": Preset(instructions=20_000_000, models=["fused", "static", "history", "branchnet", "delta-lstm"],
                    branchnet="big",
-                   leads=[0, 1, 10, 32, 100, 320, 1000], quant_bits=[2, 3, 4, 6, 8], quant_steps=200,
+                   leads=[0, 10, 30, 100, 300, 1000], quant_bits=[2, 3, 4, 6, 8], quant_steps=200,
                    hw_points=[[1, 1, 3], [2, 2, 3], [2, 2, 4], [2, 2, 6], [4, 2, 4], [4, 2, 6], [8, 2, 4]],
                    hw_rows=100_000, ecp5_timeout_s=None, classify="full"),
     "tiny": Preset(workloads=["bzip2"], instructions=400_000, skip=1_000_000, epochs=1, train_cap=400,
@@ -196,7 +197,8 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
 
     times["total"] = round(time.monotonic() - t_start, 1)
     sections.append(_provenance(commands, times, preset, out))
-    text = "# ncf demo report\n\n" + _headline(study, exp.lead, ver, big, small, cls, out) + "\n".join(sections)
+    head = _headline(study, exp.lead, p.branchnet, ver, big, small, cls, out)
+    text = "# ncf demo report\n\n" + head + "\n".join(sections)
     with atomic_path(out / "index.md") as tmp:
         tmp.write_text(text)
     write_json(out / "times.json", times)
@@ -268,7 +270,7 @@ def _synth_section(big: dict, small: dict, p: Preset, sweep_rows: list, out: Pat
     for (h, t, b), s in ((p.hw_default, big), (p.hw_small, small)):
         acc = next((r["branch_acc"] for r in sweep_rows if [r["hidden"], r["steps"], r["bits"]] == [h, t, b]), None)
         for target, res in s["targets"].items():
-            c, unit = res.get("counts", {}), next(iter(res.get("utilisation", {}).values()), None)
+            c, unit = res.get("counts", {}), res.get("utilisation", {}).get(LOGIC_UNIT.get(target))
             rows.append({"config": f"H{h} T{t} {b}b", "target": f"{target} (P&R)", "status": res["status"],
                          "LUT": c.get("LUT"), "FF": c.get("FF"), "Fmax MHz": res.get("fmax_mhz"),
                          "latency": s["latency_cycles"], "branch_acc": acc,
@@ -280,11 +282,11 @@ def _synth_section(big: dict, small: dict, p: Preset, sweep_rows: list, out: Pat
                                "branch_acc"])
 
 
-def _headline(study: dict, lead: int, ver: dict, big: dict, small: dict, cls: dict, out: Path) -> str:
+def _headline(study: dict, lead: int, branchnet: str, ver: dict, big: dict, small: dict, cls: dict, out: Path) -> str:
     """The numbers a reader looks for first, each pointing at its section."""
     pct = lambda v: "–" if v is None else f"{100 * v:+.1f}%"  # noqa: E731
-    rows = [{"workload": r["workload"],
-             "hard-branch mispredictions, fused GNN vs BranchNet-CNN": pct(r.get("fused_vs_branchnet_hard")),
+    vs_branchnet = f"hard-branch mispredictions, fused GNN vs {branchnet.capitalize()}-BranchNet"
+    rows = [{"workload": r["workload"], vs_branchnet: pct(r.get("fused_vs_branchnet_hard")),
              "vs TAGE-SC-L (override all / hybrid)": f"{pct(r.get('fused_vs_tage_hard'))} / "
                                                      f"{pct(r.get('fused_vs_tage_hard_hybrid'))}",
              "MPKI TAGE-SC-L / fused hybrid": f"{r['mpki_tage']:.3f} / {r['mpki_fused_hybrid']:.3f}",
@@ -301,7 +303,7 @@ def _headline(study: dict, lead: int, ver: dict, big: dict, small: dict, cls: di
              f"{v.get('harness', {}).get('equal')}.\n")
     for name, s in (("default", big), ("small", small)):
         for t, res in s["targets"].items():
-            u = next(iter(res.get("utilisation", {}).values()), None)
+            u = res.get("utilisation", {}).get(LOGIC_UNIT.get(t))
             text += (f"- {t} {name}: {res['status']}" + (f", Fmax {res['fmax_mhz']:.1f} MHz" if res.get("fmax_mhz") else "")
                      + (f", {u['used']:,} / {u['available']:,} logic cells" if u else "") + "\n")
     acc = {(r["split"], r["method"]): r["accuracy"] for r in cls.get("rows", [])}

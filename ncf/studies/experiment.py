@@ -35,7 +35,7 @@ from .cache import StageCache
 from .parallel import Engine, settings
 
 PROGRAMS = ("bzip2", "xz", "hmmer", "gnugo")
-LEADS = (0, 1, 10, 32, 100, 320, 1000)
+LEADS = (0, 10, 30, 100, 300, 1000)
 
 
 @dataclass
@@ -172,10 +172,11 @@ def part_data(cfg: ExperimentConfig, cache: StageCache, workload: str, k: int, l
                          may_be_empty=0 < k < len(plan) - 1)
 
 
-def workload_data(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: int | None = None) -> tuple[Path, Path]:
-    """The training dataset (every training trace, ``train_cap`` samples per site in all) and the
-    held-out dataset (input 1, every sample) of ``workload`` at ``lead``, for the sites of the first
-    training trace."""
+def workload_parts(cfg: ExperimentConfig, cache: StageCache, workload: str,
+                   lead: int | None = None) -> tuple[list[Path | None], Path, Path]:
+    """Every dataset of ``workload`` at ``lead`` (one per trace of ``trace_plan``; None for a training
+    window without samples), the training dataset (every training part, ``train_cap`` samples per site
+    in all) and the held-out dataset (input 1, every sample), for the sites of the first training trace."""
     lead = cfg.lead if lead is None else lead
     site_list, first = reference_data(cfg, cache, workload, lead)
     vocab = Dataset(first).meta["delta_vocabulary"]
@@ -183,7 +184,12 @@ def workload_data(cfg: ExperimentConfig, cache: StageCache, workload: str, lead:
     parts = [first] + [part_data(cfg, cache, workload, k, lead, site_list, vocab) for k in range(1, n)]
     train_parts = [p for p in parts[:-1] if p is not None]
     train_ds = steps.merged(cache, train_parts, label=f"{workload}-train") if len(train_parts) > 1 else first
-    return train_ds, parts[-1]
+    return parts, train_ds, parts[-1]
+
+
+def workload_data(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: int | None = None) -> tuple[Path, Path]:
+    """The training and held-out datasets of ``workload`` at ``lead`` (``workload_parts``)."""
+    return workload_parts(cfg, cache, workload, lead)[1:]
 
 
 def prepare_data(cfg: ExperimentConfig, cache: StageCache, pairs: list[tuple[str, int]]) -> None:
@@ -220,10 +226,7 @@ def run_data(cfg: ExperimentConfig, cache: StageCache | None = None) -> dict:
     for w in cfg.workloads:
         plan = trace_plan(cfg, w)
         traces = [trace_task(cache, w, i, s, cfg.instructions) for i, s in plan]
-        site_list, first = reference_data(cfg, cache, w, cfg.lead)
-        vocab = Dataset(first).meta["delta_vocabulary"]
-        parts = [first] + [part_data(cfg, cache, w, k, cfg.lead, site_list, vocab) for k in range(1, len(plan))]
-        train_dir, test_dir = workload_data(cfg, cache, w)
+        parts, train_dir, test_dir = workload_parts(cfg, cache, w)
         train_ds = Dataset(train_dir)
         per_site = np.bincount(np.asarray(train_ds.arrays["site"]), minlength=len(train_ds.site_pc))
         recorded = [read_json(str(t) + ".json")["window"]["recorded"] for t in traces]
@@ -235,7 +238,7 @@ def run_data(cfg: ExperimentConfig, cache: StageCache | None = None) -> dict:
                      "test_samples": len(Dataset(test_dir)),
                      "trace_mb": round(sum(tree_bytes(t) for t in traces) / 2**20, 1),
                      "dataset_mb": round(sum(tree_bytes(p) for p in parts if p is not None) / 2**20, 1),
-                     "merged_mb": round(tree_bytes(train_dir) / 2**20, 1) if train_dir != first else 0.0})
+                     "merged_mb": round(tree_bytes(train_dir) / 2**20, 1) if train_dir != parts[0] else 0.0})
     table = save_table(out / "data", rows, f"The study's data (lead D = {cfg.lead}): training traces, samples per "
                        "site after merging, bytes on disk", extra={"config": settings(cfg)})
     return {"rows": rows, "table": table}
