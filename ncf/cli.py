@@ -245,16 +245,11 @@ def cmd_train(a) -> int:
 
 
 def cmd_experiment(a) -> int:
-    from ncf.studies.experiment import ExperimentConfig, run_data, run_experiment, run_lead_sweep
+    from ncf.studies.experiment import ExperimentConfig, run_data, run_experiment
 
     cfg = _settle(ExperimentConfig, a, _experiment_presets()[a.preset])
     if a.data_only:
         print(run_data(cfg)["table"])
-        return 0
-    if a.lead_sweep:
-        r = run_lead_sweep(cfg, leads=a.lead_sweep)
-        print(r["table"])
-        print(f"plot: {r['plot']}")
         return 0
     r = run_experiment(cfg)
     print("\n".join(r["tables"]))
@@ -608,12 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "ablations (static graph only, history only), the BranchNet-style CNN and the delta-LSTM "
                         "trained with one budget; scored on input 1 through the harness (hard-branch and overall "
                         "MPKI with the models overriding TAGE-SC-L, next-delta accuracy, cache coverage against "
-                        "BOP and Berti). --lead-sweep trains the fused GNN at several D and plots accuracy against "
-                        "D. Traces, datasets and trained models go through the stage cache (--cache): a re-run redoes only "
+                        "BOP and Berti). --leads also trains the fused GNN at each of several D and plots accuracy "
+                        "against D. Traces, datasets and trained models go through the stage cache (--cache): a re-run redoes only "
                         "what changed.",
                         epilog="examples:\n  ncf experiment --workloads bzip2 xz --epochs 4\n"
                         "  ncf experiment --config reports/demo/configs/experiment.yaml   # what the demo ran\n"
-                        "  ncf experiment --workloads bzip2 --lead-sweep 0 10 100 1000\n"
+                        "  ncf experiment --workloads bzip2 --leads 0 10 30 100 300 1000\n"
+                        "  ncf experiment --preset study   # issue 17's study: 3 seeds, ablations, lead sweep (~1 h)\n"
                         "  ncf experiment --preset large --data-only --workers 1   # the data at scale, serially",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_options(ex, "ExperimentConfig", {"workloads": "workloads (default: the four programs)",
@@ -633,11 +629,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "tage-internals, memory",
                                              "ablations": "one more fused GNN per name, without that input "
                                                           "(fused-no-<name>; names as for --drop)",
+                                             "leads": "the lead sweep: also one fused GNN (seed --seed) per "
+                                                      "workload and snapshot lead D, a table and lead_sweep.png",
                                              "cache": "the stage cache", **PARALLEL_OPTIONS})
     ex.add_argument("--preset", choices=list(_experiment_presets()), default="default",
-                    help="settings to start from (large: 3 training inputs x 4 windows x 25M instructions, "
-                    "up to 50,000 samples per site); the other options apply on top")
-    ex.add_argument("--lead-sweep", type=int, nargs="+", metavar="D", help="e.g. 0 10 30 100 300 1000")
+                    help="settings to start from (study: 3 training inputs x 2 windows x 10M instructions, up to 8,000 "
+                    "samples per site, 3 seeds, the feature ablations and the lead sweep, about an hour on 2 cores; "
+                    "large: the same study with 4 windows x 25M instructions, up to 64,000 samples per site and "
+                    "Big-BranchNet, for a Ray cluster or a GPU); the other options apply on top")
     ex.add_argument("--data-only", action="store_true", help="build the traces and datasets only and write "
                     "data.md/.json: training samples per site, held-out samples, bytes on disk")
     ex.set_defaults(func=cmd_experiment)

@@ -106,7 +106,7 @@ CASES = [
     ("experiment lead < 0", ["experiment", "--lead", "-3", "--workloads", "quicksort", "--instructions", "10k",
                              "--cache", "{t}/c", "--out", "{t}/o"], nothing, 2,
      ["lead -3", ">= 0"]),
-    ("experiment lead sweep < 0", ["experiment", "--lead-sweep", "0", "-3", "--workloads", "quicksort",
+    ("experiment lead sweep < 0", ["experiment", "--leads", "0", "-3", "--workloads", "quicksort",
                                    "--instructions", "10k", "--cache", "{t}/c",
                                    "--out", "{t}/o"], nothing, 2, ["lead -3"]),
     ("classify lead < 0", ["classify", "--lead", "-1", "--cache", "{t}/c", "--out", "{t}/o", "-q"], nothing, 2,

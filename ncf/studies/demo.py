@@ -118,11 +118,11 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     commands.append(f"ncf experiment --config {configs}/experiment.yaml")
     timed("study")
     t0 = time.monotonic()
-    one = ExperimentConfig(**{**asdict(exp), "workloads": [p.sweep_workload]})
-    sweep = run_lead_sweep(one, p.leads, cache)
+    one = ExperimentConfig(**{**asdict(exp), "workloads": [p.sweep_workload], "leads": p.leads})
+    sweep = run_lead_sweep(one, cache)
     sections += [sweep["table"], "![accuracy against snapshot lead](experiment/lead_sweep.png)\n"]
     commands.append(f"ncf experiment --config {configs}/experiment.yaml --workloads {p.sweep_workload} "
-                    f"--lead-sweep {' '.join(map(str, p.leads))}")
+                    f"--leads {' '.join(map(str, p.leads))}")
     timed("lead_sweep")
 
     # bit widths: the study's fused GNN of the sweep workload

@@ -2,7 +2,7 @@
 model, one table; and the lead sweep.
 
     r = run_experiment(ExperimentConfig(workloads=["bzip2", "xz"]))             # ncf experiment
-    s = run_lead_sweep(ExperimentConfig(workloads=["bzip2"]), leads=(0, 10, 100))
+    s = run_lead_sweep(ExperimentConfig(workloads=["bzip2"], leads=[0, 10, 100]))
     r = run_experiment(ExperimentConfig(**PRESETS["large"]))                     # ncf experiment --preset large
 
 For each workload: traces of every training input (``train_inputs``) in ``windows`` windows spread
@@ -19,7 +19,7 @@ what changed; traces, datasets and the per-workload training run as Ray tasks (`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from .cache import StageCache
 from .parallel import Engine, settings
 
 PROGRAMS = ("bzip2", "xz", "hmmer", "gnugo")
-LEADS = (0, 10, 30, 100, 300, 1000)
+LEADS = [0, 10, 30, 100, 300, 1000]   # the issue's lead sweep
 
 
 @dataclass
@@ -61,6 +61,7 @@ class ExperimentConfig:
     threads: int = TrainConfig.threads
     drop: list = field(default_factory=list)   # inputs the GNN models do not see (TrainConfig.drop)
     ablations: list = field(default_factory=list)   # more fused GNNs, each without one input: "fused-no-<name>"
+    leads: list = field(default_factory=list)   # the lead sweep: one fused GNN (seed ``seed``) per workload and lead
     out: str = "reports/experiment"
     cache: str = "work/cache"
     workers: int = 0               # Ray tasks at once on this machine: 0 = every CPU, 1 = serial without Ray
@@ -79,6 +80,8 @@ class ExperimentConfig:
                              f"than {TEST_INPUT}, which is held out")
         # the checks of the stages these settings go to, before any work
         DatasetConfig(lead=self.lead, max_per_site=self.train_cap)
+        for d in self.leads:
+            check_lead(d)
         for name in ["", *self.ablations]:
             self.train_config("fused", drop=[name] if name else [])
 
@@ -97,14 +100,18 @@ class ExperimentConfig:
 
 
 # Presets (`ncf experiment --preset NAME`): settings over the defaults; options given on top win.
+# ``study`` is issue 17's study sized for about an hour on a 2-core machine: 3 training inputs x 2 windows
+# x 10M instructions per program, up to 8,000 training samples per site, 3 seeds of every model, the four
+# feature ablations and the lead sweep. ``large`` runs the same study on issue 16's data at scale (3 training
+# inputs x 4 windows x 25M instructions, up to 64,000 samples per site: >= 50,000 where a site runs that
+# often, since some windows run a site less than its share) with Big-BranchNet: a Ray cluster or a GPU.
+STUDY = {"train_inputs": [0, 2, 3], "windows": 2, "window_stride": 100_000_000, "instructions": 10_000_000,
+         "train_cap": 8_000, "batch": 256, "seeds": 3, "models": ["fused", "branchnet", "delta-lstm"],
+         "branchnet": "mini", "ablations": ["frontend", "memory", "tage-internals", "snapshot"], "leads": LEADS}
 PRESETS = {
     "default": {},
-    # Issue 16's data at scale: 3 training inputs x 4 windows x 25M instructions (100M per input) per
-    # program, up to 50,000 training samples per site; the held-out input's first window.
-    # train_cap is shared evenly between the 12 training traces (5,334 each); a site that runs less than
-    # that in some windows gets fewer there, so it ends with >= 50,000 when it runs that often.
-    "large": {"train_inputs": [0, 2, 3], "windows": 4, "window_stride": 100_000_000, "instructions": 25_000_000,
-              "train_cap": 64_000, "batch": 256},
+    "study": STUDY,
+    "large": {**STUDY, "windows": 4, "instructions": 25_000_000, "train_cap": 64_000, "branchnet": "big"},
 }
 
 
@@ -328,6 +335,9 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
                    "TAGE-SC-L, BOP and Berti"),
     ]
     write_json(out / "experiment.json", {"config": settings(cfg), "workloads": per, "summary": summary})
+    if cfg.leads:
+        sweep = run_lead_sweep(cfg, cache)
+        tables += [sweep["table"], f"![accuracy against snapshot lead]({sweep['plot'].name})\n"]
     return {"per_workload": per, "tables": tables, "summary": summary}
 
 
@@ -358,15 +368,15 @@ def summarise(per: list[dict]) -> list[dict]:
     return rows
 
 
-def run_lead_sweep(cfg: ExperimentConfig, leads=LEADS, cache: StageCache | None = None) -> dict:
-    """Accuracy of the fused GNN against the snapshot lead D, with TAGE-SC-L (which does not
-    depend on D) for reference; writes a table and ``lead_sweep.png``."""
-    for d in leads:
-        check_lead(d)
+def run_lead_sweep(cfg: ExperimentConfig, cache: StageCache | None = None) -> dict:
+    """Accuracy of the fused GNN against the snapshot lead D (``cfg.leads``; one seed, ``cfg.seed``), with
+    TAGE-SC-L (which does not depend on D) and the hybrid for reference; writes a table and
+    ``lead_sweep.png``."""
+    cfg = replace(cfg, seeds=1)
     cache = cache or StageCache(Path(cfg.cache))
     out = check_output(cfg.out, directory=True)
     rows = []
-    pairs = [(w, d) for w in cfg.workloads for d in leads]
+    pairs = [(w, d) for w in cfg.workloads for d in cfg.leads]
     for (w, d), r in zip(pairs, run_workloads(cfg, cache, pairs, models=["fused"])):
         b = {x["model"]: x for x in r["branch"]}
         p = {x["model"]: x for x in r["prefetch"]}

@@ -65,7 +65,7 @@ def test_tiny_demo_runs_every_stage_from_a_clone_with_the_default_relative_out(t
     ran = json.loads((report / "classify" / "classify.json").read_text())["config"]
     assert settings(load_config(ClassifyConfig, configs / "classify.yaml")) == ran
     # and a command it lists, re-run as a reader would, gives the table the report holds
-    study = next(c for c in prov["commands"] if c.startswith("ncf experiment --config") and "--lead-sweep" not in c)
+    study = next(c for c in prov["commands"] if c.startswith("ncf experiment --config") and "--leads" not in c)
     before = {t: (report / "experiment" / f"{t}.json").read_text() for t in ("branch", "prefetch", "summary")}
     r = subprocess.run([str(ncf), *shlex.split(study)[1:]], cwd=clone, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
