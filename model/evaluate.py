@@ -69,7 +69,9 @@ def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], policies:
     """Rows: TAGE-SC-L alone, then each model overriding it on the hard branches: on all of them
     (as BranchNet is deployed), and (``*_hybrid``) where ``policies[name]`` (``hybrid_policy``, chosen
     on the training inputs) says so, with how often the hybrid's prediction differs from TAGE-SC-L's
-    (``hybrid_changed``, a share of the hard-branch instances) and how often it is right then.
+    (``hybrid_changed``, a share of the hard-branch instances) and how often it is right then. Per site
+    index (lists): ``site_instances``, ``site_mispredictions`` (``_hybrid``) and ``site_both_wrong`` (the
+    model's override and TAGE-SC-L both wrong: what no choice between the two can recover).
 
     ``predictions[name]`` = p_taken per dataset row (NaN = no prediction)."""
     br = branch_stream(TraceReader(ds.meta["trace"]))
@@ -84,26 +86,31 @@ def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], policies:
         raise ValueError(f"{ds.path}: dataset rows do not match the branches of {ds.meta['trace']}")
     taken = np.asarray(a["taken"][rows]).astype(bool)
     tage_conf = np.asarray(a["tage_conf"][rows])
-    row_pc = np.asarray(ds.site_pc, np.uint64)[np.asarray(a["site"][rows], np.int64)]
+    site = np.asarray(a["site"][rows], np.int64)
+    row_pc = np.asarray(ds.site_pc, np.uint64)[site]
+    per_site = lambda m: np.bincount(site[m], minlength=len(ds.site_pc)).tolist()  # noqa: E731
     policies = policies or {}
 
     def score(name, p):
         final = base.copy()
         if p is not None:
             final[pos] = np.where(np.isnan(p), base[pos], p > 0.5)
-        return score_branches(name, br, final).mpki, int((final[pos] != taken).sum())
+        wrong = final[pos] != taken
+        return score_branches(name, br, final).mpki, int(wrong.sum()), wrong
 
     out = []
     for name, p in {"tage-sc-l": None, **predictions}.items():
         p = None if p is None else np.asarray(p, np.float64)[rows]
-        mpki, hard_misp = score(name, p)
+        mpki, hard_misp, wrong = score(name, p)
         row = {"model": name, "hard_branch_instances": len(rows), "hard_mispredictions": hard_misp,
                "hard_mpki": 1000 * hard_misp / br.n_insn, "hard_accuracy": 1 - hard_misp / max(len(rows), 1),
-               "mpki": mpki}
+               "mpki": mpki, "site_instances": per_site(np.ones(len(rows), bool)),
+               "site_mispredictions": per_site(wrong), "site_both_wrong": per_site(wrong & (base[pos] != taken))}
         if p is not None and name in policies:
             use = hybrid_overrides(policies[name], p, tage_conf, row_pc)
             changed = use & ((p > 0.5) != base[pos])
-            row["mpki_hybrid"], row["hard_mispredictions_hybrid"] = score(name, np.where(use, p, np.nan))
+            row["mpki_hybrid"], row["hard_mispredictions_hybrid"], wrong = score(name, np.where(use, p, np.nan))
+            row["site_mispredictions_hybrid"] = per_site(wrong)
             row["hard_accuracy_hybrid"] = 1 - row["hard_mispredictions_hybrid"] / max(len(rows), 1)
             row["hybrid_changed"] = changed.sum() / max(len(rows), 1)
             row["hybrid_changed_right"] = float(((p > 0.5) == taken)[changed].mean()) if changed.any() else None

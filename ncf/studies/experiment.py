@@ -275,7 +275,8 @@ def run_workload(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: 
                          "prefetch": evaluate_prefetch(test_ds, load_models) if has_load else []})
     return {"workload": workload, "lead": lead, "branch": mean_rows([s["branch"] for s in per_seed]),
             "prefetch": mean_rows([s["prefetch"] for s in per_seed]), "seeds": per_seed,
-            "train_samples": len(train_ds), "test_samples": len(test_ds)}
+            "train_samples": len(train_ds), "test_samples": len(test_ds),
+            "site_pc": [f"{int(pc):#x}" for pc in test_ds.site_pc]}
 
 
 SPREAD = ("hard_mispredictions", "vs_tage_hard", "hard_mispredictions_hybrid", "vs_tage_hard_hybrid", "mpki",
@@ -333,12 +334,38 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
                                              "l1_mpki_without"])),
         save_table(out / "summary", summary, "Goals: fused GNN against the best history-only learned baseline, "
                    "TAGE-SC-L, BOP and Berti"),
+        save_table(out / "sites", site_rows(per), "Hard branches one by one (held-out input): TAGE-SC-L's "
+                   "mispredictions against the models' (override all, hybrid; means over seeds), and how often the "
+                   "model and TAGE-SC-L are both wrong (what no choice between them recovers)"),
     ]
     write_json(out / "experiment.json", {"config": settings(cfg), "workloads": per, "summary": summary})
     if cfg.leads:
         sweep = run_lead_sweep(cfg, cache)
         tables += [sweep["table"], f"![accuracy against snapshot lead]({sweep['plot'].name})\n"]
     return {"per_workload": per, "tables": tables, "summary": summary}
+
+
+def site_rows(per: list[dict], models=("fused", "branchnet")) -> list[dict]:
+    """Per workload and hard branch: mispredictions of TAGE-SC-L and of ``models`` (means over seeds),
+    most TAGE-SC-L mispredictions first: which sites hold the gain and which the remaining loss."""
+    rows = []
+    for r in per:
+        seeds = [{x["model"]: x for x in s["branch"]} for s in r["seeds"] if s["branch"]]
+        if not seeds:
+            continue
+        tage = seeds[0]["tage-sc-l"]
+        for k in np.argsort(-np.asarray(tage["site_mispredictions"]), kind="stable"):
+            if not tage["site_instances"][k]:
+                continue
+            row = {"workload": r["workload"], "site_pc": r["site_pc"][k], "instances": tage["site_instances"][k],
+                   "tage-sc-l": tage["site_mispredictions"][k]}
+            for m in (m for m in models if m in seeds[0]):
+                for key, col in (("site_mispredictions", m), ("site_mispredictions_hybrid", f"{m} hybrid"),
+                                 ("site_both_wrong", f"{m} and tage-sc-l wrong")):
+                    if key in seeds[0][m]:
+                        row[col] = float(np.mean([s[m][key][k] for s in seeds]))
+            rows.append(row)
+    return rows
 
 
 def summarise(per: list[dict]) -> list[dict]:

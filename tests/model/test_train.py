@@ -82,6 +82,12 @@ def test_evaluation_of_an_oracle_and_of_tage_itself(train_ds):
     assert rows["oracle"]["mpki"] < rows["tage-sc-l"]["mpki"]
     assert rows["copy"]["mpki"] == rows["tage-sc-l"]["mpki"]
     assert rows["copy"]["hard_mispredictions"] == rows["tage-sc-l"]["hard_mispredictions"] > 0
+    # per site: the counts add up, the oracle is never wrong, the copy is wrong exactly where TAGE-SC-L is
+    t = rows["tage-sc-l"]
+    assert sum(t["site_mispredictions"]) == t["hard_mispredictions"]
+    assert sum(t["site_instances"]) == t["hard_branch_instances"] == np.count_nonzero(taken >= 0)
+    assert rows["oracle"]["site_both_wrong"] == [0] * len(train_ds.site_pc)
+    assert rows["copy"]["site_both_wrong"] == rows["copy"]["site_mispredictions"] == t["site_mispredictions"]
 
 
 def test_prefetch_evaluation_of_an_oracle_and_of_silence(train_ds):

@@ -13,7 +13,7 @@ from ncf.studies.experiment import ExperimentConfig, run_experiment
 def test_experiment_end_to_end_and_reuse(native, tmp_path):
     cfg = ExperimentConfig(workloads=["bzip2"], instructions=300_000, skip=1_000_000, cache=str(tmp_path / "cache"),
                            out=str(tmp_path / "out"), epochs=1, train_cap=300, max_branches=3, max_loads=2, threads=1,
-                           ablations=["frontend"], branchnet="mini")
+                           ablations=["frontend"], branchnet="mini", leads=[0, 100])
     r = run_experiment(cfg)
     (w,) = r["per_workload"]
     models = {row["model"] for row in w["branch"]}
@@ -30,6 +30,11 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"][0]
     assert {"fused_vs_branchnet_hard", "fused_vs_tage_hard", "fused_over_lstm", "coverage_bop",
             "coverage_berti"} <= set(summary)
+    sites = json.loads((tmp_path / "out" / "sites.json").read_text())["rows"]
+    assert sum(r["tage-sc-l"] for r in sites) == tage["hard_mispredictions"]
+    assert all(r["fused and tage-sc-l wrong"] <= min(r["fused"], r["tage-sc-l"]) for r in sites)
+    sweep = json.loads((tmp_path / "out" / "lead_sweep.json").read_text())["rows"]
+    assert [r["lead"] for r in sweep] == [0, 100] and (tmp_path / "out" / "lead_sweep.png").exists()
     (ckpt,) = (tmp_path / "cache" / "train").glob("bzip2-fused-no-frontend-*/run/checkpoint.pt")
     stamp = ckpt.stat().st_mtime_ns
     run_experiment(cfg)
