@@ -701,8 +701,8 @@ def _write_meta(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, gr
 
 def concat_datasets(parts: list, out_dir: str | Path) -> dict:
     """One dataset of ``parts`` (dataset directories built with the same config, delta vocabulary and
-    prefetch distances for the same sites: the windows and inputs of one training set), their samples in the order given,
-    written part by part. A site (by pc) takes the graph of the first part that has it; a part whose
+    prefetch distances for the same sites: the windows and inputs of one training set), their samples
+    in the order given, written part by part. A site (by pc) takes the graph of the first part that has it; a part whose
     graph of that site differs (its window executed other code around it) contributes no samples of
     it, and the sidecar counts them in ``samples_dropped``."""
     out_dir = check_output(out_dir, directory=True)

@@ -616,9 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "MPKI with the models overriding TAGE-SC-L; the delta to the load's k-th next access, k "
                         "per load chosen for timeliness on input 0 (--set prefetch_distance=K fixes it): its "
                         "accuracy and the cache model's coverage, accuracy and late fraction, against IP-stride at "
-                        "the same k, BOP and Berti). --lead-sweep trains the fused GNN at several D and plots accuracy against "
-                        "D. Traces, datasets and trained models go through the stage cache (--cache): a re-run redoes only "
-                        "what changed.",
+                        "the same k, BOP and Berti). --lead-sweep trains the fused GNN at several D and plots "
+                        "accuracy against D. Traces, datasets and trained models go through the stage cache "
+                        "(--cache): a re-run redoes only what changed.",
                         epilog="examples:\n  ncf experiment --workloads bzip2 xz --epochs 4\n"
                         "  ncf experiment --config reports/demo/configs/experiment.yaml   # what the demo ran\n"
                         "  ncf experiment --workloads bzip2 --lead-sweep 0 10 100 1000\n"

@@ -8,11 +8,11 @@ model, one table; and the lead sweep.
 For each workload: traces of every training input (``train_inputs``) in ``windows`` windows spread
 over the run (``skip``, ``skip + window_stride``, ...; the C kernels once, from their start) and of
 the held-out input 1 (its first window); sites (hard branches, delinquent loads), the delta
-vocabulary and the loads' prefetch distances from the first training trace; one dataset per training trace at lead D (``train_cap``
-samples per site in all, shared evenly between the traces, evenly spaced in time), merged into the
-training set, and the full held-out dataset; the GNN variants and the history-only baselines
-trained with the same budget; all scored on the held-out input through the harness
-(model/evaluate.py). Every step goes through the stage cache (``cache``), so a re-run redoes only
+vocabulary and the loads' prefetch distances from the first training trace; one dataset per training
+trace at lead D (``train_cap`` samples per site in all, shared evenly between the traces, evenly
+spaced in time), merged into the training set, and the full held-out dataset; the GNN variants and
+the history-only baselines trained with the same budget; all scored on the held-out input through
+the harness (model/evaluate.py). Every step goes through the stage cache (``cache``), so a re-run redoes only
 what changed; traces, datasets and the per-workload training run as Ray tasks (``workers``,
 ``ray_address``; ncf/studies/parallel.py), which gives the same tables as a serial run.
 """

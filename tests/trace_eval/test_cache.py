@@ -63,7 +63,8 @@ def assert_same(a, b):
 
 CASES = [("none", {}), ("next-line", {}), ("next-line", {"degree": 3}), ("ip-stride", {}),
          ("ip-stride", {"degree": 2, "sets": 4, "ways": 2, "threshold": 2}),
-         ("ip-stride", {"distance": 4}), ("ip-stride", {"degree": 2, "distance": 3, "ip_distance": {0x408: 1, 0x410: 6}}),
+         ("ip-stride", {"distance": 4}),
+         ("ip-stride", {"degree": 2, "distance": 3, "ip_distance": {0x408: 1, 0x410: 6}}),
          ("bop", {}),
          ("bop", {"dq_delay": 10, "round_max": 20, "bad_score": 3}), ("berti", {}),
          ("berti", {"degree": 2, "ips": 4, "deltas": 4, "hist_sets": 2, "hist_ways": 32, "period": 8,
