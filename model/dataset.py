@@ -21,21 +21,30 @@ What a sample of dynamic instruction i holds, and when it was knowable (the hone
 * ``g``: the last 32 conditional-branch outcomes *before* i, TAGE-SC-L's prediction and
   confidence for i (an online predictor's output, available when i is fetched) and its internals
   (``tage_detail``, encoded by ``encode_tage``: provider, alternate, counters, loop predictor, SC
-  sum, read before TAGE-SC-L is updated with i's outcome), and for loads the last 3 address deltas
-  of the same load *before* i;
+  sum, read before TAGE-SC-L is updated with i's outcome), and for loads the last 3 line deltas
+  of the same load *before* i (access j of the load is at i; ``last_known_access`` = j - 1);
 * history-only baselines: ``bpos``, the position of i in the window's branch stream
   (``branches.npy``: every branch's pc hash and direction, in order), so that a model reads the
-  branches before i, as many as it wants (``Dataset.branch_history``); the last 16 delta classes
-  of the same load before i.
+  branches before i, as many as it wants (``Dataset.branch_history``); the classes of the k-step
+  deltas (below) ending at the same load's last 16 accesses before i.
+
+The prefetch label of access j (``delta``): the class of ``line(j-1+k) - line(j-1)``, the line delta from
+the last access known before i to the k-th access after it, so that a prefetch issued at access j-1 has k
+accesses' time to arrive. The distance k is per load site (``prefetch_distance`` in the sidecar, keyed by
+the pc in hex): ``DatasetConfig.prefetch_distance``, or (0) chosen on the training trace for timeliness
+(``timely_distance``); k = 1 is the next access's delta. The vocabulary is of these k-step deltas. The last
+k - 1 accesses of a load in the window have no label (``delta`` = -1: no loss, no score).
 
 Never the outcome, never anything from i itself or later. ``snapshot_index`` is the one place
 where the lead is applied, ``frontend_window`` the one place that says which instructions are
 counted, ``memory_image_index`` the one place that says when the memory image is read; the test
 suite rebuilds a dataset from a trace whose state after ``s`` has been scrambled (registers, memory
-values and addresses) and checks that no feature changes, and from traces whose pcs after i or
-before s have been scrambled and checks that the counts do not change.
+values and addresses) and checks that no feature changes, from traces whose pcs after i or
+before s have been scrambled and checks that the counts do not change, and from a trace whose
+addresses from a load's access j on are scrambled and checks that no input changes
+(``last_known_access``).
 
-Train/test split: by program input (sites, delta vocabulary and normalisation come from input 0;
+Train/test split: by program input (sites, delta vocabulary, prefetch distances and normalisation come from input 0;
 input 1 is only evaluated), validation = the last 10% of the training samples in time.
 On disk (``out_dir``): one ``.npy`` per array (memory-mapped when read), ``sites.npz`` with the
 site graphs, and ``dataset.json`` (config, sites, vocabulary, counts, the traces' hashes, and
@@ -54,13 +63,14 @@ from numpy.lib import format as npformat
 
 from ncf.io import DataError, UsageError, atomic_path, check_output, read_json, write_json
 from ncf.trace_eval.branch_predictors import TAGE_DETAIL, TAGE_DETAIL_COLUMNS, TageScL
+from ncf.trace_eval.cache import CacheConfig
 from ncf.trace_eval.format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, StaticTable, TraceReader
 from ncf.trace_eval.harness import LINE, Tally, top_sites
 from ncf.trace_eval.streams import branch_chunks
 
 from .graph import MAX_MEM_SLOTS, N_NODES, SiteGraph, build_site_graph
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 N_SLOTS = 16 + MAX_MEM_SLOTS     # dynval columns: 16 GPRs, then memory slots
 HIST_BITS = 32
 N_DELTA_FEATURES = 3             # previous deltas in g
@@ -73,6 +83,7 @@ G_DELTAS = slice(G_TAGE.stop, G_TAGE.stop + N_DELTA_FEATURES * DELTA_BITS)
 G_TAGE_DETAIL = slice(G_DELTAS.stop, G_DIM)               # TAGE-SC-L's internals
 TASKS = ("branch", "load")
 LOOKAHEAD_KEYS = ("predicted", "address_right", "with_value")   # dataset.json: memory_lookahead (slot predictions)
+MAX_DISTANCE = 16                # the prefetch distance chosen for timeliness is at most this
 
 
 @dataclass
@@ -83,9 +94,13 @@ class DatasetConfig:
     delta_history: int = 16       # deltas seen by the delta-LSTM
     delta_classes: int = 16       # most frequent training deltas + "other"
     max_per_site: int | None = None  # keep at most this many samples per site, evenly spaced in time
+    prefetch_distance: int = 0    # k of the prefetch label; 0 = per load, chosen for timeliness (timely_distance)
 
     def __post_init__(self):
         check_lead(self.lead)
+        if self.prefetch_distance < 0:
+            raise UsageError(f"prefetch_distance {self.prefetch_distance}: give k >= 1 (the label is the line "
+                             "delta k accesses on) or 0 (chosen per load for timeliness)")
         if self.task not in ("branch", "prefetch", "both"):
             raise UsageError(f"task must be branch, prefetch or both, not {self.task!r}")
         if self.max_per_site is not None and self.max_per_site < 1:
@@ -113,6 +128,24 @@ def frontend_window(i: np.ndarray, lead: int) -> tuple[np.ndarray, np.ndarray]:
 def memory_image_index(i: np.ndarray, lead: int) -> np.ndarray:
     """The instruction before which the memory image read at the predicted addresses is taken: the snapshot."""
     return snapshot_index(i, lead)
+
+
+def last_known_access(j: np.ndarray) -> np.ndarray:
+    """The last access of a load whose address the prediction for its access ``j`` (at instruction i) may use."""
+    return np.asarray(j, np.int64) - 1
+
+
+def timely_distance(gaps: Tally, latency: int = CacheConfig().prefetch_latency) -> int:
+    """The smallest k whose median instruction gap between a load's access and its k-th next reaches
+    ``latency`` (column k - 1 of ``gaps`` counts those gaps), so that a prefetch issued at an access
+    for its k-th next arrives in time at least half the time; MAX_DISTANCE if none does."""
+    for col in range(min(gaps.counts.shape[1], MAX_DISTANCE)):
+        n = int(gaps.counts[:, col].sum())
+        if n:
+            cum = np.cumsum(gaps.counts[:, col])
+            if gaps.keys[np.searchsorted(cum, [(n - 1) // 2, n // 2], side="right")].mean() >= latency:
+                return col + 1
+    return MAX_DISTANCE
 
 
 def predicted_addresses(a0: np.ndarray, a1: np.ndarray, known: np.ndarray, n: np.ndarray):
@@ -230,17 +263,46 @@ def _access_pcs(ch) -> np.ndarray:
     return ch.insn["pc"][(ch.mem["insn"] - np.uint64(ch.first)).astype(np.int64)]
 
 
-def _load_deltas(ch, access_pc: np.ndarray, pc: int, last_line: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(instruction index, line delta from the previous load of ``pc``) of the chunk's loads of ``pc``
-    after the first one in the trace; ``last_line[pc]`` carries the latest line across chunks."""
-    q = np.nonzero(~ch.mem["store"] & (access_pc == pc))[0]
-    line = (ch.mem["addr"][q] // LINE).astype(np.int64)
-    prev = last_line.get(pc)
-    if len(line):
-        last_line[pc] = int(line[-1])
-    if prev is None:
-        return ch.mem["insn"][q[1:]].astype(np.int64), np.diff(line)
-    return ch.mem["insn"][q].astype(np.int64), np.diff(line, prepend=prev)
+class _LoadLines:
+    """A load's accesses chunk by chunk: ``take`` gives (instruction index, line) of the chunk's loads
+    of ``pc`` after the last ``keep`` accesses before the chunk (fewer at the start of the trace), and
+    how many of those it carried."""
+
+    def __init__(self, pc: int, keep: int):
+        self.pc, self.keep = pc, keep
+        self.idx, self.line = np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+    def take(self, ch, access_pc: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        q = np.nonzero(~ch.mem["store"] & (access_pc == self.pc))[0]
+        idx = np.concatenate([self.idx, ch.mem["insn"][q].astype(np.int64)])
+        line = np.concatenate([self.line, (ch.mem["addr"][q] // LINE).astype(np.int64)])
+        carried = len(self.idx)
+        self.idx, self.line = _tail(idx, self.keep), _tail(line, self.keep)
+        return idx, line, carried
+
+
+def _ahead(heads: list[np.ndarray], chunk: int, n: int) -> np.ndarray:
+    """The first ``n`` lines (fewer at the end of the trace) of a load's accesses after chunk ``chunk``
+    (``heads``: per chunk, the lines of its first accesses)."""
+    out, c = [np.zeros(0, np.int64)], chunk + 1
+    while sum(map(len, out)) < n and c < len(heads):
+        out.append(heads[c])
+        c += 1
+    return np.concatenate(out)[:n]
+
+
+def _steps(values: np.ndarray, carried: int, ks) -> list[np.ndarray]:
+    """Per k of ``ks``: ``values[p] - values[p - k]`` for each position p of the chunk (``>= carried``)
+    with an access k before it."""
+    positions = [np.arange(max(carried, k), len(values)) for k in ks]
+    return [values[p] - values[p - k] for p, k in zip(positions, ks)]
+
+
+def _tally_steps(tally: Tally, steps: list[np.ndarray]) -> None:
+    """Count the k-step values of ``_steps`` in ``tally``, column by k."""
+    sizes = [len(v) for v in steps]
+    tally.add(np.concatenate(steps), *(np.repeat(np.eye(len(steps), dtype=np.int64)[c], sizes)
+                                       for c in range(len(steps))))
 
 
 class NoSamples(DataError):
@@ -249,19 +311,21 @@ class NoSamples(DataError):
 
 # --------------------------------------------------------------------------------------- building
 def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: DatasetConfig,
-                  vocab: list[int] | None = None, progress: bool = True) -> dict:
+                  vocab: list[int] | None = None, distance: dict | None = None, progress: bool = True) -> dict:
     """Build the samples of ``trace`` for ``sites`` and write them to ``out_dir``; return the sidecar.
 
-    ``vocab`` (delta classes) comes from the training dataset; None = compute it here (training).
+    ``vocab`` (delta classes) and ``distance`` (prefetch distance per load, {pc hex: k}) come from the
+    training dataset; None = compute them here (training).
     A site without samples in this window (not executed, or only in its first ``lead`` instructions)
     is left out and listed in the sidecar's ``sites_skipped``; no samples at all is a DataError.
 
     Two passes over the trace, chunk by chunk: the first counts each site's instances (and the
-    training deltas), the second computes the samples and appends them to the files. Memory: a
-    chunk, the registers, pcs and memory accesses of the last ``lead`` + 1 instructions, the recent
-    values and addresses of the sites' memory operands, the histories and the memory image (the last
-    value of each address the program touched: its footprint); not the trace (the delta counts of a
-    training set grow with its distinct deltas).
+    training deltas and gaps, and each load's first lines per chunk, which the labels of the chunk
+    before read), the second computes the samples and appends them to the files. Memory: a chunk, the
+    registers, pcs and memory accesses of the last ``lead`` + 1 instructions, the recent values and
+    addresses of the sites' memory operands, the histories and the memory image (the last value of each
+    address the program touched: its footprint); not the trace (the delta and gap counts of a training
+    set grow with its distinct deltas and gaps).
     """
     trace, out_dir = Path(trace), check_output(out_dir, directory=True)
     cfg = DatasetConfig(**asdict(cfg))  # validated again: a config can be changed after it was made
@@ -272,10 +336,18 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
     want = {"branch": cfg.task in ("branch", "both"), "load": cfg.task in ("prefetch", "both")}
     wanted = {t: sites.get(t, []) if want[t] else [] for t in TASKS}
     scan = TraceReader(trace, verify=False)   # the file was verified when ``reader`` opened it
-    eligible, deltas, n_branches = _count(scan, wanted, cfg.lead, progress)
+    keep = max([cfg.prefetch_distance or MAX_DISTANCE, *(distance or {}).values()])
+    ks = [cfg.prefetch_distance] if cfg.prefetch_distance else list(range(1, keep + 1))
+    eligible, deltas, gaps, heads, n_branches = _count(scan, wanted, cfg.lead, ks, keep, progress,
+                                                       tally=vocab is None or distance is None)
     graphs = site_graphs(scan.static, wanted, cfg.n_nodes)
+    distance = _distances(cfg, wanted["load"], distance, gaps, ks)
     if vocab is None and want["load"]:
-        vocab = delta_vocabulary(deltas, cfg.delta_classes)
+        total = Tally(np.int64)
+        for pc in wanted["load"]:
+            counts = deltas[pc].counts[:, ks.index(distance[f"{pc:#x}"])]
+            total.add(deltas[pc].keys[counts > 0], counts[counts > 0])
+        vocab = delta_vocabulary(total, cfg.delta_classes)
     vocab = vocab or []
     executed = {(g.task, g.pc) for g in graphs}
     skipped = [{"pc": pc, "task": t, "why": "not executed in this window"}
@@ -289,10 +361,23 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
     picks = [_spaced(eligible[g.task, g.pc], cfg.max_per_site) for g in graphs]
     kept = [eligible[g.task, g.pc] if p is None else len(p) for g, p in zip(graphs, picks)]
     lookahead = dict.fromkeys(LOOKAHEAD_KEYS, 0)
-    samples = _samples(scan, graphs, picks, cfg, vocab, progress, lookahead)
+    samples = _samples(scan, graphs, picks, cfg, vocab, distance, heads, progress, lookahead)
     _write_columns(out_dir, samples, _columns(cfg), sum(kept), n_branches)
     counts = {t: sum(n for g, n in zip(graphs, kept) if g.task == t) for t in TASKS}
-    return _write_meta(out_dir, trace, reader, sites, graphs, counts, cfg, vocab, skipped, lookahead)
+    return _write_meta(out_dir, trace, reader, sites, graphs, counts, cfg, vocab, distance, skipped, lookahead)
+
+
+def _distances(cfg: DatasetConfig, loads: list[int], given: dict | None, gaps: dict, ks: list[int]) -> dict:
+    """{pc hex: k} of the load sites: ``given`` (the training dataset's), else ``cfg.prefetch_distance``,
+    else chosen here for timeliness."""
+    if given is None:
+        return {f"{pc:#x}": cfg.prefetch_distance or timely_distance(gaps[pc]) for pc in loads}
+    missing = [f"{pc:#x}" for pc in loads if f"{pc:#x}" not in given]
+    if missing:
+        raise UsageError(f"no prefetch distance for the loads {missing}: give the training dataset's")
+    if cfg.prefetch_distance and {given[f"{pc:#x}"] for pc in loads} - {cfg.prefetch_distance}:
+        raise UsageError(f"prefetch_distance {cfg.prefetch_distance} but the given distances are {given}")
+    return {f"{pc:#x}": int(given[f"{pc:#x}"]) for pc in loads}
 
 
 def _chunks(reader: TraceReader, desc: str, progress: bool):
@@ -306,11 +391,17 @@ def _chunks(reader: TraceReader, desc: str, progress: bool):
             bar.update(len(ch.insn))
 
 
-def _count(reader: TraceReader, sites: dict, lead: int, progress: bool) -> tuple[dict, Tally, int]:
-    """Pass 1: each site's instances whose snapshot lies inside the trace, keyed (task, pc), the
-    line deltas of the load sites and the number of branches. Fills ``reader.static``."""
+def _count(reader: TraceReader, sites: dict, lead: int, ks: list[int], keep: int, progress: bool,
+           tally: bool) -> tuple[dict, dict, dict, dict, int]:
+    """Pass 1: each site's instances whose snapshot lies inside the trace, keyed (task, pc); per load
+    site (with ``tally``) the k-step line deltas and instruction gaps (Tally, one column per k of
+    ``ks``) and the lines of its first ``keep`` accesses in each chunk; the number of branches. Fills
+    ``reader.static``."""
     eligible = {(t, pc): 0 for t in TASKS for pc in sites[t]}
-    deltas, last_line, n_branches = Tally(np.int64), {}, 0
+    deltas = {pc: Tally(np.int64, len(ks)) for pc in sites["load"]}
+    gaps = {pc: Tally(np.int64, len(ks)) for pc in sites["load"]}
+    loads, heads = {pc: _LoadLines(pc, keep) for pc in sites["load"]}, {pc: [] for pc in sites["load"]}
+    n_branches = 0
     for ch, br in _chunks(reader, "counting", progress):
         n_branches += len(br.idx)
         for pc in sites["branch"]:
@@ -318,10 +409,13 @@ def _count(reader: TraceReader, sites: dict, lead: int, progress: bool) -> tuple
             eligible["branch", pc] += int((snapshot_index(i, lead) >= 0).sum())
         access_pc = _access_pcs(ch)
         for pc in sites["load"]:
-            i, d = _load_deltas(ch, access_pc, pc, last_line)
-            eligible["load", pc] += int((snapshot_index(i, lead) >= 0).sum())
-            deltas.add(d)
-    return eligible, deltas, n_branches
+            idx, line, carried = loads[pc].take(ch, access_pc)
+            eligible["load", pc] += int((snapshot_index(idx[max(carried, 1):], lead) >= 0).sum())
+            heads[pc].append(line[carried:carried + keep])
+            if tally:
+                _tally_steps(deltas[pc], _steps(line, carried, ks))
+                _tally_steps(gaps[pc], _steps(idx, carried, ks))
+    return eligible, deltas, gaps, heads, n_branches
 
 
 def _columns(cfg: DatasetConfig) -> dict:
@@ -335,16 +429,17 @@ def _columns(cfg: DatasetConfig) -> dict:
 
 
 def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: DatasetConfig, vocab: list[int],
-             progress: bool, lookahead: dict) -> Iterator[dict]:
+             distance: dict, heads: dict, progress: bool, lookahead: dict) -> Iterator[dict]:
     """Pass 2: the samples of each chunk, in time order. ``picks[k]``: which of site k's eligible
-    instances to keep (positions in time order; None: all). Adds the memory slots' address
+    instances to keep (positions in time order; None: all); ``heads`` (from pass 1): the loads' first
+    lines in each chunk, for the labels of the chunk before. Adds the memory slots' address
     predictions to ``lookahead`` (LOOKAHEAD_KEYS)."""
     lead, n_hist, n_dh = cfg.lead, HIST_BITS, cfg.delta_history
     seen = [0] * len(graphs)   # eligible instances of each site so far
     tage = TageScL()           # its prediction, confidence and internals are inputs at prediction time
     cond_idx, cond_taken = np.full(n_hist, -1, np.int64), np.zeros(n_hist, np.uint8)  # the last conditional branches
     n_before = 0               # branches in the chunks before this one
-    last_line = {}
+    loads = {g.pc: _LoadLines(g.pc, distance[f"{g.pc:#x}"]) for g in graphs if g.task == "load"}
     d_prev = {g.pc: np.zeros(N_DELTA_FEATURES, np.int64) for g in graphs if g.task == "load"}  # each load's last deltas
     c_prev = {g.pc: np.full(n_dh, cfg.delta_classes, np.int64) for g in graphs if g.task == "load"}  # and classes
     snapshots, frontend, image = _Snapshots(graphs, lead), _FrontEndCounts(graphs, lead), _MemoryImage(lead)
@@ -357,7 +452,7 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
         first, seen[k] = seen[k], seen[k] + len(ok)
         return ok if picks[k] is None else ok[np.isin(np.arange(first, seen[k]), picks[k])]
 
-    for ch, br in _chunks(reader, "samples", progress):
+    for chunk, (ch, br) in enumerate(_chunks(reader, "samples", progress)):
         pred, conf, detail = tage.run_detail(br.pc, br.target, br.taken, br.kind)   # before each update
         cond = br.cond
         cond_idx = np.concatenate([cond_idx, br.idx[cond].astype(np.int64)])
@@ -379,20 +474,29 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
                         "tage_detail": detail[pos],
                         "dhist": np.full((n, n_dh), cfg.delta_classes, np.int16)}
             else:
-                i, d = _load_deltas(ch, access_pc, g.pc, last_line)
-                cls = delta_class(d, vocab)
-                ds, cs = np.concatenate([d_prev[g.pc], d]), np.concatenate([c_prev[g.pc], cls])
+                dist = distance[f"{g.pc:#x}"]
+                idx, line, carried = loads[g.pc].take(ch, access_pc)   # carried: the last ``dist`` before
+                w = np.concatenate([line, _ahead(heads[g.pc], chunk, dist - 1)])
+                first = max(carried, 1)
+                p = np.arange(first, len(line))   # positions in w of the chunk's accesses after the trace's first
+                ending = np.where(p >= dist, line[p] - line[np.maximum(p - dist, 0)], 0)   # k-step delta up to each
+                ds = np.concatenate([d_prev[g.pc], line[p] - line[p - 1]])
+                cs = np.concatenate([c_prev[g.pc], np.where(p >= dist, delta_class(ending, vocab), cfg.delta_classes)])
                 d_prev[g.pc], c_prev[g.pc] = _tail(ds, N_DELTA_FEATURES), _tail(cs, n_dh)
-                j = keep(k, i)   # delta j of this chunk: the access being predicted; deltas before it are known
-                i, n = i[j], len(j)
+                j = keep(k, idx[p])   # access p[j]: the one being predicted, at instruction i
+                i, n = idx[p[j]], len(j)
+                known = last_known_access(p[j])             # deltas up to it are known, and its line
+                end = known - first + 1                     # in ds / cs after their carried entries
+                target = known + dist
+                label = np.where(target < len(w), delta_class(w[np.minimum(target, len(w) - 1)] - w[known], vocab), -1)
                 gvec = np.zeros((n, G_DIM), np.uint8)
                 gvec[:, 1] = 1
-                before = _window(ds, N_DELTA_FEATURES + j, N_DELTA_FEATURES)[:, ::-1]   # latest first
+                before = _window(ds, N_DELTA_FEATURES + end, N_DELTA_FEATURES)[:, ::-1]   # latest first
                 gvec[:, G_DELTAS] = encode_deltas(before).reshape(n, N_DELTA_FEATURES * DELTA_BITS)
-                part = {"taken": np.full(n, -1, np.int8), "delta": cls[j].astype(np.int16),
+                part = {"taken": np.full(n, -1, np.int8), "delta": label.astype(np.int16),
                         "tage_pred": np.zeros(n, np.uint8), "tage_conf": np.zeros(n, np.uint8),
                         "tage_detail": np.zeros((n, TAGE_DETAIL), np.int32),
-                        "dhist": _window(cs, n_dh + j, n_dh).astype(np.int16)}
+                        "dhist": _window(cs, n_dh + end, n_dh).astype(np.int16)}
             gvec[:, 2:2 + n_hist] = _window(cond_taken, np.searchsorted(cond_idx, i), n_hist)  # before i
             parts.append({"idx": i, "g": gvec, **part, "site": np.full(n, k, np.int16),
                           "bpos": n_before + np.searchsorted(br.idx, i), "bfirst": np.zeros(n, np.int64)})
@@ -575,7 +679,8 @@ def _write_columns(out_dir: Path, samples: Iterator[dict], columns: dict, total:
 
 
 def _write_meta(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, graphs: list[SiteGraph],
-                counts: dict, cfg: DatasetConfig, vocab: list[int], skipped: list[dict], lookahead: dict) -> dict:
+                counts: dict, cfg: DatasetConfig, vocab: list[int], distance: dict, skipped: list[dict],
+                lookahead: dict) -> dict:
     with atomic_path(out_dir / "sites.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, static=np.stack([g.static for g in graphs]), adj=np.stack([g.adj for g in graphs]),
@@ -587,16 +692,17 @@ def _write_meta(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, gr
             "input": reader.meta.get("input", {}).get("index"), "n_insn": reader.n_insn,
             "sites": [{"pc": g.pc, "task": g.task, "nodes": g.nodes, "mem_pcs": g.mem_pcs} for g in graphs],
             "sites_skipped": skipped,
-            "sites_from": sites.get("from_trace"), "delta_vocabulary": vocab, "samples": sum(counts.values()),
+            "sites_from": sites.get("from_trace"), "delta_vocabulary": vocab,
+            "prefetch_distance": distance, "samples": sum(counts.values()),
             "samples_per_task": counts, "g_dim": G_DIM, "n_slots": N_SLOTS, "memory_lookahead": lookahead}
     write_json(out_dir / "dataset.json", meta)
     return meta
 
 
 def concat_datasets(parts: list, out_dir: str | Path) -> dict:
-    """One dataset of ``parts`` (dataset directories built with the same config and delta vocabulary
-    for the same sites: the windows and inputs of one training set), their samples in the order given,
-    written part by part. A site (by pc) takes the graph of the first part that has it; a part whose
+    """One dataset of ``parts`` (dataset directories built with the same config, delta vocabulary and
+    prefetch distances for the same sites: the windows and inputs of one training set), their samples
+    in the order given, written part by part. A site (by pc) takes the graph of the first part that has it; a part whose
     graph of that site differs (its window executed other code around it) contributes no samples of
     it, and the sidecar counts them in ``samples_dropped``."""
     out_dir = check_output(out_dir, directory=True)
@@ -605,7 +711,7 @@ def concat_datasets(parts: list, out_dir: str | Path) -> dict:
         raise UsageError("concat_datasets: no datasets given")
     first = ds[0].meta
     for d in ds[1:]:
-        for key in ("config", "delta_vocabulary"):
+        for key in ("config", "delta_vocabulary", "prefetch_distance"):
             if d.meta[key] != first[key]:
                 raise DataError(f"{d.path}: its {key} differs from {ds[0].path}'s; the parts cannot be merged")
     graphs, where, remaps, dropped = [], {}, [], {}
@@ -647,6 +753,7 @@ def concat_datasets(parts: list, out_dir: str | Path) -> dict:
     counts = {t: int(np.isin(site, [k for k, g in enumerate(graphs) if g.task == t]).sum()) for t in TASKS}
     meta = _write_meta(out_dir, Path(first["trace"]), TraceReader(first["trace"], verify=False),
                        {"from_trace": first["sites_from"]}, graphs, counts, cfg, first["delta_vocabulary"],
+                       first["prefetch_distance"],
                        [s for d in ds for s in d.meta["sites_skipped"]],
                        {key: sum(d.meta["memory_lookahead"][key] for d in ds) for key in LOOKAHEAD_KEYS})
     meta.update({"parts": [{"path": str(d.path), "trace_sha256": d.meta["trace_sha256"], "input": d.meta["input"],

@@ -7,11 +7,13 @@ or the first ``lead`` instructions), TAGE-SC-L's stands. MPKI is computed by
 only where a policy chosen on the training inputs (``hybrid_policy``: a threshold on the model's
 confidence per site and TAGE-SC-L confidence level) says the model gains.
 
-Prefetching: the delta class a model predicts for access k of a delinquent load becomes a prefetch
-of ``line(k-1) + delta``, issued at the first memory access at or after both access k-1 and the
-snapshot ``i_k - lead`` (never earlier than the model could know it), and only if that is before
-access k. The cache model then gives coverage and accuracy as for BOP and Berti. Predicting the
-"other" class means no prefetch.
+Prefetching: the delta class a model predicts for access j of a delinquent load (the delta from
+access j-1 to access j-1+k, k the site's prefetch distance, model/dataset.py) becomes a prefetch of
+``line(j-1) + delta``, issued at the first memory access at or after both access j-1 and the snapshot
+``i_j - lead`` (never earlier than the model could know it), and only if that is before access
+j-1+k. The cache model then gives coverage, accuracy and the late fraction as for the baselines:
+BOP and Berti with their own offsets and timeliness, and IP-stride with each delinquent load's
+distance k (its other loads at distance 1). Predicting the "other" class means no prefetch.
 """
 from __future__ import annotations
 
@@ -124,9 +126,10 @@ def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], policies:
 
 
 def evaluate_prefetch(ds: Dataset, predictions: dict[str, np.ndarray], config: CacheConfig = CacheConfig(),
-                      baselines=("bop", "berti")) -> list[dict]:
-    """Rows: next-delta accuracy/precision/recall on the delinquent loads, and coverage/accuracy of
-    each model driving the cache model, with the built-in ``baselines`` for scale.
+                      baselines=("ip-stride", "bop", "berti")) -> list[dict]:
+    """Rows: k-step delta accuracy/precision/recall on the delinquent loads, and coverage, accuracy and
+    late fraction of each model driving the cache model, with the built-in ``baselines`` for scale
+    (``distance``: the loads' k, for the models and IP-stride).
 
     ``predictions[name]`` = delta class per dataset row (-1 = none)."""
     mem = memory_stream(TraceReader(ds.meta["trace"]))
@@ -138,18 +141,22 @@ def evaluate_prefetch(ds: Dataset, predictions: dict[str, np.ndarray], config: C
     label = np.asarray(a["delta"][rows], np.int64)
     site_pc = np.asarray(ds.site_pc, np.uint64)[np.asarray(a["site"][rows], np.int64)]
     idx = np.asarray(a["idx"][rows], np.int64)
-    acc_pos, prev_pos = _access_positions(mem, site_pc, idx)
+    distance = {int(pc, 16): k for pc, k in ds.meta["prefetch_distance"].items()}
+    shown = "/".join(str(distance[int(pc)]) for pc in np.unique(site_pc))   # the distances of the scored loads
+    prev_pos, target_pos = _access_positions(mem, site_pc, idx, np.array([distance[int(p)] for p in site_pc], np.int64))
     issue = np.maximum(prev_pos, np.searchsorted(mem.idx, idx - lead))
     delinquent = np.isin(mem.pc, np.unique(site_pc)) & ~mem.is_store
     base = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, config=config, n_insn=mem.n_insn)
     out = []
     for name in baselines:
-        res = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, prefetcher=name, config=config, n_insn=mem.n_insn)
-        out.append(_prefetch_row(name, None, label, other, base, res, delinquent))
+        params = {"ip_distance": distance} if name == "ip-stride" else {}
+        res = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, prefetcher=name, config=config, n_insn=mem.n_insn,
+                       **params)
+        out.append(_prefetch_row(name, shown if params else None, None, label, other, base, res, delinquent))
     for name, cls in predictions.items():
         cls = np.asarray(cls, np.int64)[rows]
         made = (cls >= 0) & (cls != other)
-        ok = made & (issue < acc_pos)
+        ok = made & (issue < target_pos)
         delta = np.array([vocab[c] if 0 <= c < len(vocab) else 0 for c in cls], np.int64)
         target = ((mem.addr[prev_pos] // LINE).astype(np.int64) + delta) * LINE
         pf = np.zeros((len(mem), MAX_PREFETCH_COLUMNS), np.uint64)
@@ -160,25 +167,26 @@ def evaluate_prefetch(ds: Dataset, predictions: dict[str, np.ndarray], config: C
                 fill[p] += 1
         res = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, prefetcher="external", prefetch_addr=pf,
                        config=config, n_insn=mem.n_insn)
-        out.append(_prefetch_row(name, cls, label, other, base, res, delinquent))
+        out.append(_prefetch_row(name, shown, cls, label, other, base, res, delinquent))
     return out
 
 
-def _access_positions(mem, site_pc: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions in ``mem`` of each sample's access and of the same load's previous access."""
-    acc, prev = np.zeros(len(idx), np.int64), np.zeros(len(idx), np.int64)
+def _access_positions(mem, site_pc: np.ndarray, idx: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``mem`` of the access before each sample's (j-1) and of the one ``k`` after that (j-1+k)."""
+    prev, target = np.zeros(len(idx), np.int64), np.zeros(len(idx), np.int64)
     for pc in np.unique(site_pc):
         q = np.nonzero((mem.pc == pc) & ~mem.is_store)[0]
         sel = np.nonzero(site_pc == pc)[0]
         j = np.searchsorted(mem.idx[q], idx[sel])
-        acc[sel], prev[sel] = q[j], q[j - 1]
-    return acc, prev
+        prev[sel], target[sel] = q[j - 1], q[j - 1 + k[sel]]
+    return prev, target
 
 
-def _prefetch_row(name, cls, label, other, base, res, delinquent) -> dict:
+def _prefetch_row(name, distance, cls, label, other, base, res, delinquent) -> dict:
     miss_base = (base.l1 == 0) & delinquent
     miss_with = (res.l1 == 0) & delinquent
-    row = {"model": name, "coverage": coverage(base, res), "accuracy": res.accuracy,
+    row = {"model": name, "distance": distance, "coverage": coverage(base, res), "accuracy": res.accuracy,
+           "late_fraction": res.late_fraction,
            "delinquent_coverage": 1 - miss_with.sum() / max(miss_base.sum(), 1),
            "l1_mpki_with": res.l1_mpki, "l1_mpki_without": base.l1_mpki, "issued": res.pf_issued}
     if cls is not None:

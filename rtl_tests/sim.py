@@ -110,7 +110,7 @@ def trace_features(m: dict, trace, work) -> tuple[np.ndarray, object, np.ndarray
     cfg.task = "branch" if key == "branch" else "prefetch"
     out = Path(work) / "dataset"
     build_dataset(trace, {key: [int(m["site"]["site_pc"])], "from_trace": str(trace)}, out, cfg,
-                  vocab=ref.meta.get("delta_vocabulary"), progress=False)
+                  vocab=ref.meta.get("delta_vocabulary"), distance=ref.meta.get("prefetch_distance"), progress=False)
     ds = Dataset(out)
     if not (np.array_equal(ds.static[0], ref.static[s]) and np.array_equal(ds.adj[0], ref.adj[s])
             and np.array_equal(ds.dyn_slot[0], ref.dyn_slot[s]) and np.array_equal(ds.node_pc[0], ref.node_pc[s])):

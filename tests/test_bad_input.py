@@ -103,6 +103,8 @@ DATASET = ["dataset", "--trace", "{f[trace]}"]
 CASES = [
     # a negative lead puts the snapshot after the predicted instruction: refused where the lead enters
     ("dataset lead < 0", DATASET + ["-o", "{t}/ds", "--lead", "-5"], nothing, 2, ["lead -5", ">= 0"]),
+    ("dataset prefetch distance < 0", DATASET + ["-o", "{t}/ds", "--prefetch-distance", "-1"], nothing, 2,
+     ["prefetch_distance -1", "k >= 1"]),
     ("experiment lead < 0", ["experiment", "--lead", "-3", "--workloads", "quicksort", "--instructions", "10k",
                              "--cache", "{t}/c", "--out", "{t}/o"], nothing, 2,
      ["lead -3", ">= 0"]),

@@ -59,8 +59,9 @@ they follow and how they differ):
   ``prefetcher/next_line``; no page check, as there);
 * ``"ip-stride"``: per-IP (last line, stride, confidence) table, ``sets`` x ``ways`` LRU indexed
   by a hash of the IP; when a nonzero stride repeats (confidence >= ``threshold``) prefetch
-  ``line + k*stride``, k = 1..``degree``, within the page (ChampSim ``prefetcher/ip_stride`` and
-  its DPC-2 predecessor; ChampSim's rule is ``threshold=1``);
+  ``line + (distance + m)*stride``, m = 0..``degree``-1, within the page (ChampSim
+  ``prefetcher/ip_stride`` and its DPC-2 predecessor are ``distance=1``, ``threshold=1``);
+  ``ip_distance`` ({ip: distance}) gives some IPs their own distance;
 * ``"bop"``: Michaud's Best-Offset prefetcher as submitted to DPC-2 (offset list, scores, rounds,
   RR table, delay queue; no MSHR throttling), triggered on L1D misses and first hits to
   prefetched lines; ``dq_delay`` is in instructions;
@@ -106,11 +107,12 @@ STAT_FIELDS = ("loads", "l1_load_misses", "l2_load_misses", "stores", "l1_store_
                "pf_state")
 
 PREFETCHER_KINDS = {"none": 0, "next-line": 1, "ip-stride": 2, "bop": 3, "external": 4, "berti": 5}
-# Parameters of the built-in prefetchers, in the order of the C pf_params array, with defaults.
+# Parameters of the built-in prefetchers, in the order of the C pf_params array, with defaults
+# (ip-stride's ip_distance, {ip: distance} or None, goes to the C core apart: cache_ip_distances).
 PREFETCHER_PARAMS = {
     "none": {},
     "next-line": {"degree": 1},
-    "ip-stride": {"degree": 3, "sets": 256, "ways": 4, "threshold": 1},
+    "ip-stride": {"degree": 3, "sets": 256, "ways": 4, "threshold": 1, "distance": 1, "ip_distance": None},
     "bop": {"score_max": 31, "round_max": 100, "bad_score": 1, "dq_delay": 60,
             "default_offset": 1},
     "berti": {"degree": 16, "ips": 16, "deltas": 16, "hist_sets": 8, "hist_ways": 16, "period": 16,
@@ -274,10 +276,13 @@ class NextLine(Prefetcher):
 class IPStride(Prefetcher):
     """Per-IP stride prefetcher after ChampSim ``prefetcher/ip_stride`` (and the DPC-2 version
     by S. Pugsley): per IP the last line, the last stride and a confidence (consecutive repeats
-    of the stride, saturating at 3). A set-associative LRU table indexed by a hash of the IP."""
+    of the stride, saturating at 3). A set-associative LRU table indexed by a hash of the IP.
+    Prefetches ``line + (d + m) * stride``, m = 0..degree-1, d = ``ip_distance.get(ip, distance)``."""
 
-    def __init__(self, degree: int = 3, sets: int = 256, ways: int = 4, threshold: int = 1):
+    def __init__(self, degree: int = 3, sets: int = 256, ways: int = 4, threshold: int = 1, distance: int = 1,
+                 ip_distance: dict | None = None):
         self.degree, self.sets, self.ways, self.threshold = degree, sets, ways, threshold
+        self.distance, self.ip_distance = distance, dict(ip_distance or {})
         self.table = [OrderedDict() for _ in range(sets)]  # ip -> [last_line, stride, conf]
 
     def operate(self, addr, ip, hit):
@@ -297,8 +302,9 @@ class IPStride(Prefetcher):
         e[2] = min(e[2] + 1, 3) if stride == e[1] else 0
         out = []
         if e[2] >= self.threshold:
-            for k in range(1, self.degree + 1):
-                pf = (line + stride * k) & MASK64
+            d = self.ip_distance.get(ip, self.distance)
+            for m in range(self.degree):
+                pf = (line + stride * (d + m)) & MASK64
                 if not self.same_page(pf, line):
                     break
                 out.append(pf * self.line_size)
@@ -511,9 +517,9 @@ def _params(prefetcher: str, params: dict) -> dict:
     out = {**known, **params}
     if prefetcher == "next-line" and not 0 <= out["degree"] <= 64:
         raise ValueError("next-line degree must be in 0..64")
-    if prefetcher == "ip-stride" and (out["sets"] < 1 or out["ways"] < 1
-                                      or not 0 <= out["degree"] <= 64):
-        raise ValueError("ip-stride: sets, ways >= 1 and degree in 0..64")
+    if prefetcher == "ip-stride" and (out["sets"] < 1 or out["ways"] < 1 or not 0 <= out["degree"] <= 64
+                                      or min([out["distance"], *(out["ip_distance"] or {}).values()]) < 1):
+        raise ValueError("ip-stride: sets, ways >= 1, degree in 0..64 and distances >= 1")
     if prefetcher == "berti" and (min(out["ips"], out["hist_sets"], out["period"]) < 1
                                   or not 1 <= out["hist_ways"] <= 256 or not 0 <= out["degree"] <= 64
                                   or not 1 <= out["deltas"] <= 64 or not 0 < out["medium"] <= out["high"] <= 100):
@@ -575,6 +581,8 @@ def _load_lib():
         lib.cache_free.argtypes = [p]
         lib.cache_free.restype = None
         lib.cache_n_stats.restype = ctypes.c_int
+        lib.cache_ip_distances.argtypes = [p, ctypes.c_int64, p, p]
+        lib.cache_ip_distances.restype = ctypes.c_int
         lib.cache_run.argtypes = [p, ctypes.c_int, p, p, p, p, p, ctypes.c_int64, p, p, p, p,
                                   ctypes.c_int64]
         lib.cache_run.restype = None
@@ -608,6 +616,10 @@ class NativeCache:
     def run(self, pc, addr, is_store, insn_idx, prefetcher: str = "none",
             n_insn: int | None = None, prefetch_addr=None, **params) -> CacheResult:
         prm = _params(prefetcher, params)
+        table = prm.pop("ip_distance", None) or {}
+        ips, ks = np.array(list(table), np.uint64), np.array(list(table.values()), np.int64)
+        if self.lib.cache_ip_distances(self.handle, len(ips), ips.ctypes.data, ks.ctypes.data):
+            raise MemoryError("cache_ip_distances failed")
         pc, addr, is_store, insn_idx = _as_arrays(pc, addr, is_store, insn_idx)
         n = len(addr)
         ext = _external_rows(prefetcher, prefetch_addr, n)

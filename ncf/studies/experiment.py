@@ -7,12 +7,12 @@ model, one table; and the lead sweep.
 
 For each workload: traces of every training input (``train_inputs``) in ``windows`` windows spread
 over the run (``skip``, ``skip + window_stride``, ...; the C kernels once, from their start) and of
-the held-out input 1 (its first window); sites (hard branches, delinquent loads) and the delta
-vocabulary from the first training trace; one dataset per training trace at lead D (``train_cap``
-samples per site in all, shared evenly between the traces, evenly spaced in time), merged into the
-training set, and the full held-out dataset; the GNN variants and the history-only baselines
-trained with the same budget; all scored on the held-out input through the harness
-(model/evaluate.py). Every step goes through the stage cache (``cache``), so a re-run redoes only
+the held-out input 1 (its first window); sites (hard branches, delinquent loads), the delta
+vocabulary and the loads' prefetch distances from the first training trace; one dataset per training
+trace at lead D (``train_cap`` samples per site in all, shared evenly between the traces, evenly
+spaced in time), merged into the training set, and the full held-out dataset; the GNN variants and
+the history-only baselines trained with the same budget; all scored on the held-out input through
+the harness (model/evaluate.py). Every step goes through the stage cache (``cache``), so a re-run redoes only
 what changed; traces, datasets and the per-workload training run as Ray tasks (``workers``,
 ``ray_address``; ncf/studies/parallel.py), which gives the same tables as a serial run.
 """
@@ -48,6 +48,7 @@ class ExperimentConfig:
     window_stride: int = 250_000_000
     train_inputs: list = field(default_factory=lambda: [0])   # input 1 is held out (TEST_INPUT)
     lead: int = DatasetConfig.lead
+    prefetch_distance: int = DatasetConfig.prefetch_distance   # k of the prefetch label; 0 = per load, for timeliness
     max_branches: int = 6          # hard branches per workload (TAGE-SC-L's worst, up to 50% of its misses)
     max_loads: int = 4             # delinquent loads per workload
     train_cap: int = 1500          # training samples per site, over all training traces
@@ -79,7 +80,7 @@ class ExperimentConfig:
             raise UsageError(f"train_inputs {self.train_inputs}: give distinct inputs of 0..{N_INPUTS - 1} other "
                              f"than {TEST_INPUT}, which is held out")
         # the checks of the stages these settings go to, before any work
-        DatasetConfig(lead=self.lead, max_per_site=self.train_cap)
+        DatasetConfig(lead=self.lead, max_per_site=self.train_cap, prefetch_distance=self.prefetch_distance)
         for d in self.leads:
             check_lead(d)
         for name in ["", *self.ablations]:
@@ -158,15 +159,21 @@ def run_baselines(cfg: ExperimentConfig, out, cache: StageCache | None = None) -
 
 
 def reference_data(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: int) -> tuple[dict, Path]:
-    """The sites of ``workload`` and the dataset of its first training trace (whose delta vocabulary
-    every other dataset of the workload uses)."""
+    """The sites of ``workload`` and the dataset of its first training trace (whose delta vocabulary and
+    prefetch distances every other dataset of the workload uses: ``labels_of``)."""
     first = trace_task(cache, workload, *trace_plan(cfg, workload)[0], cfg.instructions)
     site_list = steps.sites(cache, first, cfg.max_branches, cfg.max_loads)
-    return site_list, part_data(cfg, cache, workload, 0, lead, site_list, None)
+    return site_list, part_data(cfg, cache, workload, 0, lead, site_list, {})
+
+
+def labels_of(first: Path) -> dict:
+    """What the other datasets of a workload take from its first: the delta vocabulary and prefetch distances."""
+    meta = Dataset(first).meta
+    return {"vocab": meta["delta_vocabulary"], "distance": meta["prefetch_distance"]}
 
 
 def part_data(cfg: ExperimentConfig, cache: StageCache, workload: str, k: int, lead: int, site_list: dict,
-              vocab: list | None) -> Path | None:
+              labels: dict) -> Path | None:
     """The dataset of ``workload``'s k-th trace (training traces, then the held-out one: all samples);
     None for a training window in which none of the sites runs (another phase of the program)."""
     plan = trace_plan(cfg, workload)
@@ -174,7 +181,8 @@ def part_data(cfg: ExperimentConfig, cache: StageCache, workload: str, k: int, l
     trace = trace_task(cache, workload, inp, skip, cfg.instructions)
     held_out = k == len(plan) - 1
     cap = None if held_out else math.ceil(cfg.train_cap / (len(plan) - 1))
-    return steps.dataset(cache, trace, site_list, DatasetConfig(lead=lead, max_per_site=cap), vocab=vocab,
+    dcfg = DatasetConfig(lead=lead, max_per_site=cap, prefetch_distance=cfg.prefetch_distance)
+    return steps.dataset(cache, trace, site_list, dcfg, **labels,
                          label=f"{workload}-{inp}" + (f"-{skip // 1_000_000}M" if skip else ""),
                          may_be_empty=0 < k < len(plan) - 1)
 
@@ -186,9 +194,8 @@ def workload_parts(cfg: ExperimentConfig, cache: StageCache, workload: str,
     in all) and the held-out dataset (input 1, every sample), for the sites of the first training trace."""
     lead = cfg.lead if lead is None else lead
     site_list, first = reference_data(cfg, cache, workload, lead)
-    vocab = Dataset(first).meta["delta_vocabulary"]
     n = len(trace_plan(cfg, workload))
-    parts = [first] + [part_data(cfg, cache, workload, k, lead, site_list, vocab) for k in range(1, n)]
+    parts = [first] + [part_data(cfg, cache, workload, k, lead, site_list, labels_of(first)) for k in range(1, n)]
     train_parts = [p for p in parts[:-1] if p is not None]
     train_ds = steps.merged(cache, train_parts, label=f"{workload}-train") if len(train_parts) > 1 else first
     return parts, train_ds, parts[-1]
@@ -207,7 +214,7 @@ def prepare_data(cfg: ExperimentConfig, cache: StageCache, pairs: list[tuple[str
     engine.map(trace_task, [(cache, w, i, s, cfg.instructions) for w in workloads for i, s in trace_plan(cfg, w)],
                desc="traces")
     refs = engine.map(reference_data, [(cfg, cache, w, d) for w, d in pairs], desc="sites")
-    jobs = [(cfg, cache, w, k, d, site_list, Dataset(first).meta["delta_vocabulary"])
+    jobs = [(cfg, cache, w, k, d, site_list, labels_of(first))
             for (w, d), (site_list, first) in zip(pairs, refs) for k in range(1, len(trace_plan(cfg, w)))]
     engine.map(part_data, jobs, desc="datasets")
 
@@ -327,13 +334,14 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
                                                  "vs_tage_hard", "hard_mpki", "mpki", "hard_mispredictions_hybrid",
                                                  "vs_tage_hard_hybrid", "mpki_hybrid", "hybrid_changed",
                                                  "hybrid_changed_right"])),
-        save_table(out / "prefetch", pf_rows, "Delinquent loads on the held-out input: next-delta accuracy and "
-                   "cache-model coverage (BOP and Berti for scale)",
-                   columns=with_sd(pf_rows, ["workload", "model", "delta_accuracy", "delta_precision", "delta_recall",
-                                             "coverage", "delinquent_coverage", "accuracy", "l1_mpki_with",
-                                             "l1_mpki_without"])),
+        save_table(out / "prefetch", pf_rows, "Delinquent loads on the held-out input: accuracy of the delta to "
+                   "the k-th next access (k per load: distance) and cache-model coverage, accuracy and late fraction "
+                   "(IP-stride at the same k; BOP and Berti with their own offsets)",
+                   columns=with_sd(pf_rows, ["workload", "model", "distance", "delta_accuracy", "delta_precision",
+                                             "delta_recall", "coverage", "delinquent_coverage", "accuracy",
+                                             "late_fraction", "l1_mpki_with", "l1_mpki_without"])),
         save_table(out / "summary", summary, "Goals: fused GNN against the best history-only learned baseline, "
-                   "TAGE-SC-L, BOP and Berti"),
+                   "TAGE-SC-L, IP-stride (same distance), BOP and Berti"),
         save_table(out / "sites", site_rows(per), "Hard branches one by one (held-out input): TAGE-SC-L's "
                    "mispredictions against the models' (override all, hybrid; means over seeds), and how often the "
                    "model and TAGE-SC-L are both wrong (what no choice between them recovers)"),
@@ -390,7 +398,8 @@ def summarise(per: list[dict]) -> list[dict]:
             row["delta_acc_fused"], row["delta_acc_lstm"] = p["fused"]["delta_accuracy"], lstm
             row["fused_over_lstm"] = p["fused"]["delta_accuracy"] / lstm if lstm else None
             row["coverage_fused"] = p["fused"]["coverage"]
-            row["coverage_bop"], row["coverage_berti"] = (p.get(b, {}).get("coverage") for b in ("bop", "berti"))
+            row["coverage_ip_stride"], row["coverage_bop"], row["coverage_berti"] = (
+                p.get(b, {}).get("coverage") for b in ("ip-stride", "bop", "berti"))
         rows.append(row)
     return rows
 

@@ -62,20 +62,23 @@ def sites(cache: StageCache, trace_path: Path, max_branches: int, max_loads: int
 
 
 def dataset(cache: StageCache, trace_path: Path, site_list: dict, cfg, vocab: list | None = None,
-            label: str = "", may_be_empty: bool = False) -> Path | None:
-    """The fused samples of ``trace_path`` for ``site_list`` (model.dataset.build_dataset);
+            distance: dict | None = None, label: str = "", may_be_empty: bool = False) -> Path | None:
+    """The fused samples of ``trace_path`` for ``site_list`` (model.dataset.build_dataset; ``vocab`` and
+    ``distance`` from the training dataset, None = chosen here);
     ``may_be_empty``: None (remembered in the cache) when no site has a sample in this window."""
     from ncf.model.dataset import NoSamples, build_dataset
 
     def fn(d):
         try:
-            return {"samples": build_dataset(trace_path, site_list, d / "data", cfg, vocab=vocab)["samples"]}
+            return {"samples": build_dataset(trace_path, site_list, d / "data", cfg, vocab=vocab,
+                                                 distance=distance)["samples"]}
         except NoSamples as e:
             if not may_be_empty:
                 raise
             return {"samples": 0, "why": str(e).split(": ", 1)[1]}
 
-    key = {"trace": trace_sha(trace_path), "sites": site_list, "config": asdict(cfg), "vocab": vocab}
+    key = {"trace": trace_sha(trace_path), "sites": site_list, "config": asdict(cfg), "vocab": vocab,
+           "distance": distance}
     entry = cache.run("dataset", key, fn, code=("model",), label=label or Path(trace_path).stem)
     return entry.path / "data" if entry.result["samples"] else None
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import ncf.model.dataset as dsmod
-from ncf.model.dataset import (G_TAGE_DETAIL, HIST_BITS, Dataset, DatasetConfig, branch_tokens, build_dataset,
-                               encode_tage, find_sites, predicted_addresses)
+from ncf.model.dataset import (G_TAGE_DETAIL, HIST_BITS, MAX_DISTANCE, Dataset, DatasetConfig, branch_tokens,
+                               build_dataset, encode_tage, find_sites, predicted_addresses)
+from ncf.trace_eval.cache import CacheConfig
 from ncf.trace_eval.branch_predictors import TAGE_DETAIL_COLUMNS, TageScL
 from ncf.trace_eval.format import TraceReader
 from ncf.trace_eval.harness import LINE
@@ -36,7 +37,12 @@ def _scrambled(src, dst, after: int, seed: int = 0, addresses: bool = False):
     return rewrite_trace(src, dst, scramble, sidecar=True)
 
 
-def _leaked_samples(trace, sites, ds: Dataset, tmp_path, vocab) -> int:
+def _labels(ds: Dataset) -> dict:
+    """What a rebuild takes from the dataset it is compared with: its delta vocabulary and prefetch distances."""
+    return {"vocab": ds.meta["delta_vocabulary"], "distance": ds.meta["prefetch_distance"]}
+
+
+def _leaked_samples(trace, sites, ds: Dataset, tmp_path) -> int:
     """Rebuild from traces scrambled after each probe's snapshot; count probes whose features changed."""
     a = ds.arrays
     changed = 0
@@ -44,7 +50,7 @@ def _leaked_samples(trace, sites, ds: Dataset, tmp_path, vocab) -> int:
         s = int(a["idx"][j]) - LEAD
         bad = _scrambled(trace, tmp_path / f"scr{j}.ncft", s)
         other = tmp_path / f"ds{j}"
-        build_dataset(bad, sites, other, DatasetConfig(lead=LEAD), vocab=vocab, progress=False)
+        build_dataset(bad, sites, other, DatasetConfig(lead=LEAD), **_labels(ds), progress=False)
         b = Dataset(other).arrays
         k = np.nonzero((b["idx"] == a["idx"][j]) & (b["site"] == a["site"][j]))[0]
         assert len(k) == 1
@@ -56,7 +62,7 @@ def _leaked_samples(trace, sites, ds: Dataset, tmp_path, vocab) -> int:
 
 
 def test_features_do_not_depend_on_anything_after_the_snapshot(bzip2_trace, sites, train_ds, tmp_path):
-    assert _leaked_samples(bzip2_trace, sites, train_ds, tmp_path, train_ds.meta["delta_vocabulary"]) == 0
+    assert _leaked_samples(bzip2_trace, sites, train_ds, tmp_path) == 0
 
 
 def test_a_deliberate_leak_is_caught(bzip2_trace, sites, tmp_path, monkeypatch):
@@ -64,7 +70,7 @@ def test_a_deliberate_leak_is_caught(bzip2_trace, sites, tmp_path, monkeypatch):
     out = tmp_path / "leaky"
     build_dataset(bzip2_trace, sites, out, DatasetConfig(lead=LEAD), progress=False)
     leaky = Dataset(out)
-    assert _leaked_samples(bzip2_trace, sites, leaky, tmp_path, leaky.meta["delta_vocabulary"]) > 0
+    assert _leaked_samples(bzip2_trace, sites, leaky, tmp_path) > 0
 
 
 def _memory_leaks(trace, sites, ds: Dataset, tmp_path, addresses: bool) -> int:
@@ -76,7 +82,7 @@ def _memory_leaks(trace, sites, ds: Dataset, tmp_path, addresses: bool) -> int:
     changed = 0
     for j in rows[np.linspace(len(rows) // 4, len(rows) - 1, 6).astype(int)]:
         bad = _scrambled(trace, tmp_path / f"mem{j}.ncft", int(a["idx"][j]) - LEAD, addresses=addresses)
-        build_dataset(bad, sites, tmp_path / f"mem{j}", DatasetConfig(lead=LEAD), vocab=ds.meta["delta_vocabulary"],
+        build_dataset(bad, sites, tmp_path / f"mem{j}", DatasetConfig(lead=LEAD), **_labels(ds),
                       progress=False)
         b = Dataset(tmp_path / f"mem{j}").arrays
         k = np.nonzero((b["idx"] == a["idx"][j]) & (b["site"] == a["site"][j]))[0]
@@ -137,7 +143,7 @@ def _changed_counts(trace, sites, ds: Dataset, tmp_path, side: str) -> int:
         lo, hi, keep = (i, 2**62, i) if side == "after" else (0, i - LEAD, None)
         other = tmp_path / f"{side}{j}"
         shuffled = _shuffled(trace, tmp_path / f"{side}{j}.ncft", lo, hi, keep)
-        build_dataset(shuffled, sites, other, DatasetConfig(lead=LEAD), vocab=ds.meta["delta_vocabulary"],
+        build_dataset(shuffled, sites, other, DatasetConfig(lead=LEAD), **_labels(ds),
                       progress=False)
         b = Dataset(other)
         assert np.array_equal(b.node_pc, ds.node_pc)   # the same code: the same graphs
@@ -185,7 +191,7 @@ def _tage_leaks(sites, ds: Dataset, trace, tmp_path, monkeypatch) -> int:
         with monkeypatch.context() as m:
             m.setattr(dsmod, "branch_chunks", _outcomes_inverted_from(int(a["idx"][j])))
             build_dataset(trace, sites, tmp_path / f"out{j}", DatasetConfig(lead=LEAD),
-                          vocab=ds.meta["delta_vocabulary"], progress=False)
+                          **_labels(ds), progress=False)
         b = Dataset(tmp_path / f"out{j}").arrays
         assert np.array_equal(a["idx"], b["idx"]) and np.array_equal(a["site"], b["site"])
         assert a["taken"][j] != b["taken"][j]
@@ -231,7 +237,7 @@ def test_samples_are_in_time_order_with_labels_per_task(train_ds):
     assert (np.diff(a["idx"]) >= 0).all()
     branch = a["taken"] >= 0
     assert branch.any() and (~branch).any()
-    assert ((a["delta"] >= 0) == ~branch).all()
+    assert (a["delta"][branch] == -1).all() and (a["delta"][~branch] >= 0).any()   # loads: -1 = no label
     assert a["delta"].max() < meta["config"]["delta_classes"]
     assert (a["idx"] >= LEAD).all()
     assert meta["samples_per_task"]["branch"] == int(branch.sum())
@@ -256,15 +262,17 @@ def test_value_encoding_separates_small_integers_from_pointers():
     assert enc[2, 2] == 1 and enc[2, 0] == 0 and enc[2, 8 + 6:].sum() == 0  # pointer: only 6 low bits
 
 
-def test_test_split_uses_the_training_sites_and_vocabulary(bzip2_trace, sites, train_ds, native, inputs_dir, tmp_path):
+def test_test_split_uses_the_training_sites_vocabulary_and_distances(bzip2_trace, sites, train_ds, native, inputs_dir,
+                                                                     tmp_path):
     from ncf.trace_eval.capture import record
     from ncf.trace_eval.workloads import prepare
 
     test_trace = tmp_path / "bzip2-1.ncft"
     record(prepare("bzip2", 1, inputs_dir), test_trace, skip=10**6, count=300_000, progress=False)
     meta = build_dataset(test_trace, sites, tmp_path / "bzip2-1", DatasetConfig(lead=LEAD),
-                         vocab=train_ds.meta["delta_vocabulary"], progress=False)
+                         **_labels(train_ds), progress=False)
     assert meta["delta_vocabulary"] == train_ds.meta["delta_vocabulary"]
+    assert meta["prefetch_distance"] == train_ds.meta["prefetch_distance"]
     assert meta["sites_from"] == str(bzip2_trace) and meta["input"] == 1
     assert {s["pc"] for s in meta["sites"]} <= set(sites["branch"]) | set(sites["load"])
 
@@ -306,7 +314,9 @@ def test_datasets_do_not_depend_on_the_chunk_size(bzip2_trace, rechunked, sites,
 def test_samples_match_their_definition_on_the_whole_trace(bzip2_trace, train_ds):
     """A reference from the whole trace in memory: registers before i - lead, the front-end counts
     of [i - lead, i), memory before i - lead at the extrapolated addresses, the branch outcome,
-    TAGE-SC-L's prediction, the global history and the last branches before i, the load's delta."""
+    TAGE-SC-L's prediction, the global history and the last branches before i; per load its distance k
+    (the smallest k whose median gap reaches the prefetch latency), the vocabulary of k-step deltas, the
+    label line(j-1+k) - line(j-1) and the history of k-step deltas up to access j-1."""
     r = TraceReader(bzip2_trace)
     chunks = list(r.chunks())
     regs = np.concatenate([ch.insn["regs"][:, :16] for ch in chunks])
@@ -317,6 +327,17 @@ def test_samples_match_their_definition_on_the_whole_trace(bzip2_trace, train_ds
     tage_pred, _, tage_detail = TageScL().run_detail(br.pc, br.target, br.taken, br.kind)
     cond_taken, cond_idx = br.taken[br.cond], br.idx[br.cond].astype(np.int64)
     a, vocab = train_ds.arrays, train_ds.meta["delta_vocabulary"]
+    lines, dist, counts = {}, {}, {}
+    for pc in train_ds.meta["prefetch_distance"]:
+        q = np.nonzero(~mem.is_store & (mem.pc == int(pc, 16)))[0]
+        idx = mem.idx[q].astype(np.int64)
+        dist[pc] = next((k for k in range(1, MAX_DISTANCE + 1) if len(idx) > k
+                         and np.median(idx[k:] - idx[:-k]) >= CacheConfig().prefetch_latency), MAX_DISTANCE)
+        lines[pc] = (mem.addr[q] // LINE).astype(np.int64)
+        for d in lines[pc][dist[pc]:] - lines[pc][:-dist[pc]]:
+            counts[int(d)] = counts.get(int(d), 0) + 1
+    assert train_ds.meta["prefetch_distance"] == dist and 1 < max(dist.values())
+    assert vocab == sorted(counts, key=lambda d: (-counts[d], abs(d), d))[:15]
     loops = moved = found = 0
     for j in np.linspace(0, len(a["idx"]) - 1, 200).astype(int):
         i, site = int(a["idx"][j]), train_ds.meta["sites"][a["site"][j]]
@@ -349,14 +370,74 @@ def test_samples_match_their_definition_on_the_whole_trace(bzip2_trace, train_ds
             assert (a["tage_detail"][j] == tage_detail[k]).all()
             assert (a["g"][j, G_TAGE_DETAIL] == encode_tage(tage_detail[k])).all()
         else:
-            q = np.nonzero(~mem.is_store & (mem.pc == site["pc"]))[0]
-            k = int(np.searchsorted(mem.idx[q], i))
-            d = int(mem.addr[q[k]] // LINE) - int(mem.addr[q[k - 1]] // LINE)
-            assert a["delta"][j] == (vocab.index(d) if d in vocab else len(vocab))
+            line, k = lines[f"{site['pc']:#x}"], dist[f"{site['pc']:#x}"]
+            m = int(np.searchsorted(mem.idx[(mem.pc == site["pc"]) & ~mem.is_store], i))   # access m at i
+            want = line[m - 1 + k] - line[m - 1] if m - 1 + k < len(line) else None
+            assert a["delta"][j] == (-1 if want is None else vocab.index(want) if want in vocab else len(vocab))
+            hist = [line[e] - line[e - k] if e >= k else None for e in range(m - 16, m)]   # up to access m-1
+            assert list(a["dhist"][j]) == [16 if d is None else vocab.index(d) if d in vocab else 15 for d in hist]
     assert loops > 0 and moved > 0 and found > 0
     look = train_ds.meta["memory_lookahead"]
     assert look["predicted"] >= look["address_right"] > 0 and look["predicted"] >= look["with_value"] > 0
     assert look["with_value"] == int(a["mem_pred_ok"].sum())
+    for k, site in enumerate(train_ds.meta["sites"]):   # the last k - 1 accesses of a load have no label
+        unlabelled = (np.asarray(a["site"]) == k) & (np.asarray(a["delta"]) < 0) & (np.asarray(a["taken"]) < 0)
+        assert unlabelled.sum() == (dist[f"{site['pc']:#x}"] - 1 if site["task"] == "load" else 0)
+
+
+def test_distance_1_labels_the_next_access_delta(bzip2_trace, sites, tmp_path):
+    """k = 1 is the label before distances existed: the class of line(j) - line(j-1), with the vocabulary
+    of those deltas, and the history of the same deltas before j."""
+    meta = build_dataset(bzip2_trace, sites, tmp_path / "k1", DatasetConfig(lead=LEAD, task="prefetch",
+                                                                           prefetch_distance=1), progress=False)
+    ds, mem = Dataset(tmp_path / "k1"), memory_stream(TraceReader(bzip2_trace))
+    assert set(meta["prefetch_distance"].values()) == {1}
+    deltas = {}
+    for pc in sites["load"]:
+        line = (mem.addr[~mem.is_store & (mem.pc == pc)] // LINE).astype(np.int64)
+        deltas[pc] = np.diff(line)
+    values, counts = np.unique(np.concatenate(list(deltas.values())), return_counts=True)
+    vocab = [int(values[k]) for k in sorted(range(len(values)), key=lambda k: (-counts[k], abs(values[k]), values[k]))]
+    assert meta["delta_vocabulary"] == vocab[:15]
+    cls = {pc: np.array([vocab.index(d) if vocab.index(d) < 15 else 15 for d in d_pc]) for pc, d_pc in deltas.items()}
+    a = ds.arrays
+    for k, pc in enumerate(ds.site_pc):
+        rows = np.nonzero(np.asarray(a["site"]) == k)[0]
+        idx = mem.idx[~mem.is_store & (mem.pc == pc)].astype(np.int64)
+        m = np.searchsorted(idx, np.asarray(a["idx"][rows]))      # the access at i; deltas[m - 1] is its delta
+        assert np.array_equal(a["delta"][rows], cls[int(pc)][m - 1])
+        padded = np.concatenate([np.full(16, 16), cls[int(pc)]])
+        assert np.array_equal(a["dhist"][rows], padded[(m - 1)[:, None] + np.arange(16)])
+
+
+def _load_input_leaks(trace, sites, ds: Dataset, tmp_path) -> int:
+    """Rebuild from traces whose addresses, memory values and registers are scrambled from a load
+    sample's instruction i on (its access j and later); count probes whose inputs changed. The
+    scramble must change some labels (the k-th next access is after i)."""
+    a = ds.arrays
+    loads = np.nonzero(np.asarray(a["delta"]) >= 0)[0]
+    changed = relabelled = 0
+    for j in loads[np.linspace(len(loads) // 4, len(loads) - 1, 4).astype(int)]:
+        bad = _scrambled(trace, tmp_path / f"load{j}.ncft", int(a["idx"][j]), addresses=True)
+        build_dataset(bad, sites, tmp_path / f"load{j}", DatasetConfig(lead=LEAD), **_labels(ds), progress=False)
+        b = Dataset(tmp_path / f"load{j}").arrays
+        k = np.nonzero((b["idx"] == a["idx"][j]) & (b["site"] == a["site"][j]))[0]
+        assert len(k) == 1
+        changed += not all(np.array_equal(a[n][j], b[n][k[0]]) for n in ("g", "dhist", "dynval", "fe_count",
+                                                                         "mem_pred", "mem_pred_ok", "tage_detail"))
+        relabelled += a["delta"][j] != b["delta"][k[0]]
+    assert relabelled > 0
+    return changed
+
+
+def test_load_inputs_do_not_depend_on_the_predicted_access_or_later(bzip2_trace, sites, train_ds, tmp_path):
+    assert _load_input_leaks(bzip2_trace, sites, train_ds, tmp_path) == 0
+
+
+def test_a_delta_history_that_reaches_the_predicted_access_is_caught(bzip2_trace, sites, tmp_path, monkeypatch):
+    monkeypatch.setattr(dsmod, "last_known_access", lambda j: np.asarray(j, np.int64))   # access j itself
+    build_dataset(bzip2_trace, sites, tmp_path / "leaky", DatasetConfig(lead=LEAD), progress=False)
+    assert _load_input_leaks(bzip2_trace, sites, Dataset(tmp_path / "leaky"), tmp_path) > 0
 
 
 def test_merged_datasets_keep_each_windows_branch_history(train_ds, tmp_path):

@@ -97,8 +97,10 @@ def test_prefetch_evaluation_of_an_oracle_and_of_silence(train_ds):
                                                                 "silent": np.full(len(delta), other)})}
     assert rows["silent"]["issued"] == 0 and rows["silent"]["coverage"] == 0
     assert rows["oracle"]["delta_accuracy"] == 1.0
-    assert rows["oracle"]["delinquent_coverage"] >= 0
-    assert "bop" in rows and "berti" in rows
+    assert rows["oracle"]["delinquent_coverage"] > 0 and rows["oracle"]["accuracy"] > 0.5
+    k = "/".join(str(k) for pc, k in sorted((int(p, 16), k) for p, k in train_ds.meta["prefetch_distance"].items()))
+    assert rows["oracle"]["distance"] == rows["ip-stride"]["distance"] == k and rows["bop"]["distance"] is None
+    assert 0 <= rows["oracle"]["late_fraction"] <= 1 and "berti" in rows
 
 
 def test_prediction_in_chunks_equals_one_mixed_batch(train_ds):

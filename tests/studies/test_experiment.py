@@ -18,8 +18,8 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     (w,) = r["per_workload"]
     models = {row["model"] for row in w["branch"]}
     assert models == {"tage-sc-l", "fused", "static", "history", "branchnet", "fused-no-frontend"}
-    assert {row["model"] for row in w["prefetch"]} == {"bop", "berti", "fused", "static", "history", "delta-lstm",
-                                                       "fused-no-frontend"}
+    assert {row["model"] for row in w["prefetch"]} == {"ip-stride", "bop", "berti", "fused", "static", "history",
+                                                       "delta-lstm", "fused-no-frontend"}
     tage = next(row for row in w["branch"] if row["model"] == "tage-sc-l")
     for row in w["branch"]:
         assert row["hard_branch_instances"] == tage["hard_branch_instances"] > 0
@@ -28,8 +28,8 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     for policy in w["seeds"][0]["hybrid_policies"].values():   # on the training inputs: never worse by construction
         assert policy["validation"]["hybrid_mispredictions"] <= policy["validation"]["tage_mispredictions"]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"][0]
-    assert {"fused_vs_branchnet_hard", "fused_vs_tage_hard", "fused_over_lstm", "coverage_bop",
-            "coverage_berti"} <= set(summary)
+    assert {"fused_vs_branchnet_hard", "fused_vs_tage_hard", "fused_over_lstm", "coverage_ip_stride",
+            "coverage_bop", "coverage_berti"} <= set(summary)
     sites = json.loads((tmp_path / "out" / "sites.json").read_text())["rows"]
     assert sum(r["tage-sc-l"] for r in sites) == tage["hard_mispredictions"]
     assert all(r["fused and tage-sc-l wrong"] <= min(r["fused"], r["tage-sc-l"]) for r in sites)

@@ -61,6 +61,7 @@ def test_ray_gives_the_tables_of_a_serial_run(native, tmp_path):
     meta = Dataset(train).meta
     assert [p["input"] for p in meta["parts"]] == [0, 0, 2, 2]
     assert Dataset(test).meta["input"] == 1
+    assert Dataset(test).meta["prefetch_distance"] == meta["prefetch_distance"]   # chosen on the first training trace
     per_site = {}
     for s in Dataset(train).arrays["site"]:
         per_site[int(s)] = per_site.get(int(s), 0) + 1

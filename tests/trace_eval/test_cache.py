@@ -62,7 +62,10 @@ def assert_same(a, b):
 
 
 CASES = [("none", {}), ("next-line", {}), ("next-line", {"degree": 3}), ("ip-stride", {}),
-         ("ip-stride", {"degree": 2, "sets": 4, "ways": 2, "threshold": 2}), ("bop", {}),
+         ("ip-stride", {"degree": 2, "sets": 4, "ways": 2, "threshold": 2}),
+         ("ip-stride", {"distance": 4}),
+         ("ip-stride", {"degree": 2, "distance": 3, "ip_distance": {0x408: 1, 0x410: 6}}),
+         ("bop", {}),
          ("bop", {"dq_delay": 10, "round_max": 20, "bad_score": 3}), ("berti", {}),
          ("berti", {"degree": 2, "ips": 4, "deltas": 4, "hist_sets": 2, "hist_ways": 32, "period": 8,
                     "high": 75, "medium": 50})]
@@ -148,6 +151,20 @@ def test_ip_stride_learns_a_per_ip_stride():
     assert coverage(base, stride) > 0.85 and stride.accuracy > 0.95
     assert coverage(base, simulate(*s, "next-line")) < 0.05
     assert_same(stride, simulate_ref(*s, "ip-stride"))
+
+
+def test_ip_stride_distance_prefetches_further_ahead_and_in_time():
+    # one IP, +1 line every 40 instructions: distance 1 is late (latency 200), distance 6 in time;
+    # both cover (a late prefetch is a hit), but distance 6 cannot prefetch across the 4 KiB page
+    n = 4000
+    s = (np.full(n, 0x400), 0x10000000 + 64 * np.arange(n), np.zeros(n, bool), 40 * np.arange(n))
+    base, near = simulate(*s, "none"), simulate(*s, "ip-stride", degree=1)
+    far = simulate(*s, "ip-stride", degree=1, distance=6)
+    assert near.late_fraction > 0.99 and far.late_fraction < 0.01
+    assert coverage(base, far) > 0.85 and far.accuracy > 0.95   # not across a page: 6 of its 64 lines
+    assert simulate(*s, "ip-stride").stats() == simulate(*s, "ip-stride", distance=1, ip_distance={}).stats()
+    assert simulate(*s, "ip-stride", degree=1, ip_distance={0x400: 6}).stats() == far.stats()
+    assert simulate(*s, "ip-stride", degree=1, distance=6, ip_distance={0x400: 1}).stats() == near.stats()
 
 
 def test_bop_finds_the_best_offset():
@@ -320,6 +337,9 @@ def test_bad_arguments_are_rejected(stream):
         CacheConfig(l1_size=1000)
     with pytest.raises(TypeError):
         simulate(*stream, "ip-stride", SMALL, bogus=1)
+    for bad in ({"distance": 0}, {"ip_distance": {0x400: 0}}):
+        with pytest.raises(ValueError, match="ip-stride"):
+            simulate(*stream, "ip-stride", SMALL, **bad)
     with pytest.raises(ValueError):
         simulate(*stream, "stream-buffer", SMALL)
     for bad in ({"high": 30, "medium": 50}, {"medium": 0}, {"hist_ways": 0}, {"deltas": 65}, {"period": 0}):

@@ -18,7 +18,9 @@
  *   next-line   ChampSim prefetcher/next_line: on every access, prefetch line+1..line+degree.
  *   ip-stride   ChampSim prefetcher/ip_stride (and its DPC-2 "legacy" l2c_ip_stride, Seth
  *               Pugsley): a per-IP table of (last line, last stride); when the same nonzero
- *               stride is seen again, prefetch line+k*stride, k = 1..degree, stopping at the
+ *               stride is seen again, prefetch line+(distance+m)*stride, m = 0..degree-1 (distance 1:
+ *               ChampSim's line+k*stride, k = 1..degree; an IP may have its own distance,
+ *               cache_ip_distances), stopping at the
  *               4 KiB page boundary. Here with a confidence counter (consecutive repeats of the
  *               stride, saturating at 3) and a threshold (1 = ChampSim's rule), and a
  *               set-associative LRU table indexed by a hash of the IP.
@@ -138,7 +140,7 @@ static inline int64_t level_insert(level_t *c, uint64_t line, int *evicted_pf)
 /* ------------------------------------------------------------------------------------------ */
 /* prefetchers */
 
-/* IP-stride: params[] = degree, table sets, table ways, confidence threshold */
+/* IP-stride: params[] = degree, table sets, table ways, confidence threshold, distance */
 typedef struct {
     uint64_t ip, last_line, stamp;
     int64_t stride;
@@ -146,9 +148,11 @@ typedef struct {
 } ips_entry;
 
 typedef struct {
-    int64_t degree, sets, ways, threshold;
+    int64_t degree, sets, ways, threshold, distance;
     ips_entry *t;
     uint64_t clock;
+    uint64_t *dist_ip;                      /* per-IP distances (cache_ip_distances), n_dist of them */
+    int64_t *dist_k, n_dist;
 } ips_t;
 
 /* BOP (DPC-2 constants unless given): params[] = score_max, round_max, bad_score, dq_delay,
@@ -242,7 +246,7 @@ void cache_free(void *p)
     if (!s) return;
     level_free(&s->l1);
     level_free(&s->l2);
-    free(s->ips.t);
+    free(s->ips.t); free(s->ips.dist_ip); free(s->ips.dist_k);
     free(s->bop.fq_line);
     free(s->bop.fq_ready);
     free(s->bop.fq_pf);
@@ -252,6 +256,24 @@ void cache_free(void *p)
 }
 
 int cache_n_stats(void) { return ST_N; }
+
+/* IP-stride's per-IP distances (ip[j] prefetches at distance k[j]; other IPs at params[4]), used by
+ * the following runs until set again; n = 0 clears them. Returns 0, or -1 when out of memory. */
+int cache_ip_distances(void *handle, int64_t n, const uint64_t *ip, const int64_t *k)
+{
+    ips_t *p = &((sim_t *)handle)->ips;
+    free(p->dist_ip); free(p->dist_k);
+    p->dist_ip = malloc((size_t)(n ? n : 1) * sizeof *p->dist_ip);
+    p->dist_k = malloc((size_t)(n ? n : 1) * sizeof *p->dist_k);
+    p->n_dist = 0;
+    if (!p->dist_ip || !p->dist_k) return -1;
+    if (n) {
+        memcpy(p->dist_ip, ip, (size_t)n * sizeof *ip);
+        memcpy(p->dist_k, k, (size_t)n * sizeof *k);
+    }
+    p->n_dist = n;
+    return 0;
+}
 
 static inline int same_page(const sim_t *s, uint64_t a, uint64_t b)
 {
@@ -263,7 +285,7 @@ static inline int same_page(const sim_t *s, uint64_t a, uint64_t b)
 static void ips_init(ips_t *p, const int64_t *prm)
 {
     free(p->t);
-    p->degree = prm[0]; p->sets = prm[1]; p->ways = prm[2]; p->threshold = prm[3];
+    p->degree = prm[0]; p->sets = prm[1]; p->ways = prm[2]; p->threshold = prm[3]; p->distance = prm[4];
     p->t = calloc((size_t)(p->sets * p->ways), sizeof *p->t);
     p->clock = 0;
 }
@@ -295,9 +317,12 @@ static int ips_operate(sim_t *s, uint64_t line, uint64_t ip, uint64_t *out)
     if (stride == e->stride) { if (e->conf < 3) e->conf++; }
     else e->conf = 0;
     int n = 0;
+    int64_t d = p->distance;
+    for (int64_t j = 0; j < p->n_dist; j++)
+        if (p->dist_ip[j] == ip) { d = p->dist_k[j]; break; }
     if (e->conf >= p->threshold)
-        for (int64_t k = 1; k <= p->degree && n < MAX_CANDIDATES; k++) {
-            uint64_t pf = line + (uint64_t)(stride * k);
+        for (int64_t m = 0; m < p->degree && n < MAX_CANDIDATES; m++) {
+            uint64_t pf = line + (uint64_t)(stride * (d + m));
             if (!same_page(s, pf, line)) break;
             out[n++] = pf;
         }
