@@ -102,12 +102,12 @@ class ExperimentConfig:
 
 # Presets (`ncf experiment --preset NAME`): settings over the defaults; options given on top win.
 # ``study`` is issue 17's study sized for about an hour on a 2-core machine: 3 training inputs x 2 windows
-# x 10M instructions per program, up to 8,000 training samples per site, 3 seeds of every model, the four
+# x 10M instructions per program, up to 8,000 training samples per site (4 epochs), 3 seeds of every model, the four
 # feature ablations and the lead sweep. ``large`` runs the same study on issue 16's data at scale (3 training
 # inputs x 4 windows x 25M instructions, up to 64,000 samples per site: >= 50,000 where a site runs that
 # often, since some windows run a site less than its share) with Big-BranchNet: a Ray cluster or a GPU.
 STUDY = {"train_inputs": [0, 2, 3], "windows": 2, "window_stride": 100_000_000, "instructions": 10_000_000,
-         "train_cap": 8_000, "batch": 256, "seeds": 3, "models": ["fused", "branchnet", "delta-lstm"],
+         "train_cap": 8_000, "epochs": 4, "batch": 256, "seeds": 3, "models": ["fused", "branchnet", "delta-lstm"],
          "branchnet": "mini", "ablations": ["frontend", "memory", "tage-internals", "snapshot"], "leads": LEADS}
 PRESETS = {
     "default": {},
@@ -201,7 +201,8 @@ def workload_parts(cfg: ExperimentConfig, cache: StageCache, workload: str,
     return parts, train_ds, parts[-1]
 
 
-def workload_data(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: int | None = None) -> tuple[Path, Path]:
+def workload_data(cfg: ExperimentConfig, cache: StageCache, workload: str,
+                  lead: int | None = None) -> tuple[Path, Path]:
     """The training and held-out datasets of ``workload`` at ``lead`` (``workload_parts``)."""
     return workload_parts(cfg, cache, workload, lead)[1:]
 
