@@ -38,7 +38,7 @@ def test_bad_configs_are_clear_errors(tmp_path):
 
 def test_a_site_model_learns_from_its_own_site_only(train_ds, tmp_path):
     """``sites``: the training and validation rows are that site's, and another site's labels do not
-    change the model (a copy of the dataset with every other site's outcomes flipped trains the same)."""
+    change the model (a copy of the dataset with every other site's labels changed trains the same)."""
     import shutil
 
     from ncf.model.dataset import Dataset
@@ -52,11 +52,15 @@ def test_a_site_model_learns_from_its_own_site_only(train_ds, tmp_path):
                           split_by_time(len(train_ds))[0])
     flipped = tmp_path / "flipped"
     shutil.copytree(train_ds.path, flipped)
-    taken = np.load(flipped / "taken.npy")
-    other = (site != k) & (taken >= 0)
-    assert other.any()
-    taken[other] = 1 - taken[other]
-    np.save(flipped / "taken.npy", taken)
+    classes = train_ds.meta["config"]["delta_classes"]
+    changed = 0
+    for label, change in (("taken", lambda v: 1 - v), ("delta", lambda v: (v + 1) % classes)):
+        v = np.load(flipped / f"{label}.npy")
+        other = (site != k) & (v >= 0)
+        v[other] = change(v[other])
+        np.save(flipped / f"{label}.npy", v)
+        changed += other.sum()
+    assert changed
     models = []
     for name, ds, sites in (("a", train_ds.path, [k]), ("b", flipped, [k]), ("all", flipped, [])):
         train(TrainConfig(train=str(ds), out=str(tmp_path / name), hidden=2, steps=1, gate=False, epochs=1, batch=64,
