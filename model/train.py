@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ncf.io import UsageError, at_least, atomic_path, check_output, load_config, save_config, write_json
+from ncf.io import DataError, UsageError, at_least, atomic_path, check_output, load_config, save_config, write_json
 
 from .dataset import G_TAGE, G_TAGE_DETAIL, Dataset
 from .graph import DYN_COUNT, DYN_MEMORY, DYN_VALUE, F_DYN, N_VALUE_BITS, encode_counts, encode_values
@@ -82,6 +82,7 @@ class TrainConfig:
     device: str = "auto"             # auto = cuda if present, else cpu
     branchnet: str = "big"           # the BranchNet shape (model.baselines.BRANCHNET_SHAPES): big or mini
     drop: list = field(default_factory=list)   # inputs a GNN does not see (names of DROPS), e.g. ["tage"]
+    sites: list = field(default_factory=list)  # train on these sites' samples only (dataset site indices); [] = all
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -91,6 +92,8 @@ class TrainConfig:
         if self.drop and self.model in HISTORY_MODELS:
             raise UsageError(f"drop {self.drop}: the ablations apply to the GNN models ({', '.join(GNN_MODELS)}), "
                              f"not to {self.model}")
+        if not isinstance(self.sites, list) or any(type(k) is not int or k < 0 for k in self.sites):
+            raise UsageError(f"sites {self.sites!r}: give a list of site indices (integers >= 0)")
         at_least(self, hidden=1, steps=0, epochs=1, batch=1, threads=1, weight_decay=0)
         from .baselines import BRANCHNET_SHAPES
 
@@ -192,6 +195,20 @@ def split_by_time(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(cut), np.arange(cut, n)
 
 
+def split_rows(ds: Dataset, sites: list = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation rows of ``ds`` (``split_by_time``), of ``sites`` only if any are given."""
+    tr, va = split_by_time(len(ds))
+    if not sites:
+        return tr, va
+    if max(sites) >= len(ds.site_pc):
+        raise UsageError(f"sites {list(sites)}: the dataset has {len(ds.site_pc)} sites (0..{len(ds.site_pc) - 1})")
+    keep = np.isin(np.asarray(ds.arrays["site"]), sites)
+    tr, va = tr[keep[tr]], va[keep[va]]
+    if not len(tr):
+        raise DataError(f"sites {list(sites)}: no training samples in {ds.path}")
+    return tr, va
+
+
 def build_gnn(cfg: TrainConfig, ds: Dataset):
     from .gnn import FusedGNN, GNNConfig
 
@@ -220,7 +237,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     net = world.wrap(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = GraphBatches(ds, cfg.model, dev, drop=cfg.drop)
-    tr, va = split_by_time(len(ds))
+    tr, va = split_rows(ds, cfg.sites)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * len(epoch_batches(tr, cfg.batch, cfg.seed, 0)))
     state = {"epoch": 0, "history": [], "seconds": 0.0}
     ckpt = out / "checkpoint.pt"

@@ -789,8 +789,9 @@ def build_parser() -> argparse.ArgumentParser:
     sy.set_defaults(func=cmd_synth)
 
     hs = sub.add_parser("hw-sweep", help="hardware size x bit width -> accuracy against LUTs (the Pareto plot)",
-                        description="Train the compact GNN at each --hidden width, quantize it at each --bits (QAT), "
-                        "export one branch site, generate its RTL and synthesize it (yosys synth_xilinx); plot "
+                        description="For each point H,T,BITS: train the compact GNN on one branch site's training "
+                        "samples (the site TAGE-SC-L mispredicts most, or --set site=K), quantize it (QAT on the same "
+                        "samples), export the site, generate its RTL and synthesize it (yosys synth_xilinx); plot "
                         "accuracy against LUTs with TAGE-SC-L on the same samples for scale.")
     hs.add_argument("--train", type=Path, required=True)
     hs.add_argument("--test", type=Path, required=True)

@@ -61,11 +61,13 @@ def bits_rows(model, kind: str, train_ds, test_ds, cfg: BitsConfig, progress: bo
     return rows
 
 
-def quantized(model, kind: str, train_ds, b: int, cfg: BitsConfig):
-    """The model quantized at ``b`` bits and fine-tuned (QAT), with its QuantConfig and the steps run."""
+def quantized(model, kind: str, train_ds, b: int, cfg: BitsConfig, rows: np.ndarray | None = None):
+    """The model quantized at ``b`` bits and fine-tuned (QAT) on ``rows`` of ``train_ds`` (default: its
+    training part), with its QuantConfig and the steps run."""
     qcfg = QuantConfig.at(b)
     q = quantize_model(model.eval(), qcfg)
-    ft = finetune(q, train_ds, qcfg, max_steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed, kind=kind)
+    ft = finetune(q, train_ds, qcfg, max_steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed, kind=kind,
+                  rows=rows)
     return q, qcfg, ft["steps"]
 
 

@@ -9,7 +9,7 @@
 Presets: ``default`` fits the 20-minute budget of `make demo` on a 2-core machine (5M-instruction
 windows, the fused GNN against the history-only learned baselines, 4 snapshot leads, 3 bit widths,
 3 hardware points); ``full`` runs 20M-instruction windows, every model and ablation, 6 leads, 5 bit
-widths, 7 hardware points and ECP5 place-and-route of the default predictor without a time limit;
+widths, 8 hardware points and ECP5 place-and-route of the default predictor without a time limit;
 ``tiny`` runs every stage on bzip2 alone with the smallest settings (what CI runs). Every step goes
 through the stage cache (``work/cache``): a re-run redoes only what changed, ``--fresh`` redoes
 everything. The report is written anew on every run, from the steps' results; ``configs/`` beside
@@ -53,11 +53,11 @@ class Preset:
     leads: list = field(default_factory=lambda: [0, 10, 100, 1000])
     quant_bits: list = field(default_factory=lambda: [2, 4, 8])
     quant_steps: int = 100
-    hw_points: list = field(default_factory=lambda: [[1, 1, 3], [2, 2, 3], [2, 2, 4]])   # [H, T, bits]
-    hw_default: list = field(default_factory=lambda: [2, 2, 4])   # the default predictor (ECP5, verification)
+    hw_points: list = field(default_factory=lambda: [[1, 1, 3], [2, 1, 3], [2, 1, 4]])   # [H, T, bits]
+    hw_default: list = field(default_factory=lambda: [2, 1, 3])   # the default predictor (ECP5, verification)
     hw_small: list = field(default_factory=lambda: [1, 1, 3])     # the configuration placed on an iCE40 HX8K
     hw_rows: int = 20_000                 # held-out samples of the site exported and verified
-    hw_epochs: int = 4                    # training of each hardware-sized GNN
+    hw_epochs: int = HwSweepConfig.epochs  # training of each hardware-sized GNN (on its site's samples)
     hw_qat_steps: int = 100
     ecp5_timeout_s: float | None = 900
     classify: str = "default"             # the classification study's preset
@@ -68,7 +68,7 @@ PRESETS = {
     "full": Preset(instructions=20_000_000, models=["fused", "static", "history", "branchnet", "delta-lstm"],
                    branchnet="big",
                    leads=[0, 10, 30, 100, 300, 1000], quant_bits=[2, 3, 4, 6, 8], quant_steps=200,
-                   hw_points=[[1, 1, 3], [2, 2, 3], [2, 2, 4], [2, 2, 6], [4, 2, 4], [4, 2, 6], [8, 2, 4]],
+                   hw_points=[[1, 1, 3], [2, 1, 3], [2, 1, 4], [2, 2, 4], [2, 2, 6], [4, 2, 4], [4, 2, 6], [8, 2, 4]],
                    hw_rows=100_000, ecp5_timeout_s=None, classify="full"),
     "tiny": Preset(workloads=["bzip2"], instructions=400_000, skip=1_000_000, epochs=1, train_cap=400,
                    leads=[100], quant_bits=[4], quant_steps=10, hw_points=[[1, 1, 3]], hw_default=[1, 1, 3],

@@ -3,11 +3,13 @@ quantized (QAT), lowered to RTL and synthesized; accuracy against LUTs is the Pa
 
     r = hw_sweep("work/data/train", "work/data/test", "reports/hw/sweep", HwSweepConfig())
 
-For every point (H, T, b) — hidden width H, message-passing steps T (a float model trained once per
-(H, T), no gate, on the given training set) and bit width b: QAT at b bits, the branch accuracy on the
-chosen site's held-out samples (TAGE-SC-L's accuracy on the same samples for scale), the site
-exported as a bundle and lowered to Verilog (``build_rtl``), and yosys ``synth_xilinx`` LUT/FF counts
-(optional; the da4ml cost estimate is always there). The weight storage is compared with TAGE-SC-L's
+The exported block serves one branch site (the one TAGE-SC-L mispredicts most on the held-out input,
+or ``site``), so each model is that site's: for every point (H, T, b) — hidden width H, message-passing
+steps T (a float model trained once per (H, T), no gate, on the site's training samples only: its
+branch task) and bit width b: QAT at b bits on the same samples, the branch accuracy on the site's
+held-out samples (TAGE-SC-L's accuracy on the same samples for scale), the site exported as a bundle
+and lowered to Verilog (``build_rtl``), and yosys ``synth_xilinx`` LUT/FF counts (optional; the da4ml
+cost estimate is always there). The weight storage is compared with TAGE-SC-L's
 64 KB budget. Training, bundles, RTL and synthesis go through the stage cache.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ TAGE_BITS = 523_374          # TAGE-SC-L storage (trace_eval/branch_predictors.p
 @dataclass
 class HwSweepConfig:
     points: list = field(default_factory=lambda: [[1, 1, 3], [2, 2, 3], [2, 2, 4], [4, 2, 4]])  # [H, T, bits]
-    epochs: int = 4
+    epochs: int = 20               # a site's model sees only its site's samples (~1/10 of the training set)
     qat_steps: int = 100
     site: int | None = None        # default: the branch site TAGE-SC-L mispredicts most on the held-out input
     max_rows: int = 4000           # held-out samples of the site per exported bundle
@@ -51,7 +53,7 @@ class HwSweepConfig:
             if len(point) != 3:
                 raise UsageError(f"point {point}: a point is H,T,BITS (hidden width, steps, bit width)")
             try:
-                self.train_config(*point[:2])     # the training's check of H and T
+                self.train_config(*point[:2], site=0)     # the training's check of H and T
                 QuantConfig.at(point[2])          # the quantizer's check of the bit width
             except UsageError as e:
                 raise UsageError(f"point {point}: {e}") from None
@@ -59,8 +61,10 @@ class HwSweepConfig:
         if not self.cutoff > 0:
             raise UsageError(f"cutoff {self.cutoff}: must be > 0")
 
-    def train_config(self, hidden: int, steps_: int) -> TrainConfig:
-        return TrainConfig(hidden=hidden, steps=steps_, gate=False, epochs=self.epochs, batch=64, seed=self.seed)
+    def train_config(self, hidden: int, steps_: int, site: int) -> TrainConfig:
+        """The float model of one point: trained on ``site``'s samples only."""
+        return TrainConfig(hidden=hidden, steps=steps_, gate=False, epochs=self.epochs, batch=64, seed=self.seed,
+                           sites=[site])
 
 
 def hardest_site(test_ds, site: int | None = None) -> int:
@@ -91,9 +95,9 @@ def site_accuracy(model, ds, rows) -> float:
 
 def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: int, bits: int,
            cfg: HwSweepConfig, rows_eval: np.ndarray) -> tuple[Path, dict]:
-    """QAT at ``bits`` of the run's model, its accuracy on ``rows_eval``, and the site's bundle
-    (``quant.quantize.ladder``); returns the bundle's QONNX path and the figures."""
-    from ncf.model.train import load_model
+    """QAT at ``bits`` of the run's model on the site's training samples, its accuracy on ``rows_eval``,
+    and the site's bundle (``quant.quantize.ladder``); returns the bundle's QONNX path and the figures."""
+    from ncf.model.train import load_model, split_rows
     from ncf.quant.qat import storage
     from ncf.quant.quantize import ladder
 
@@ -102,7 +106,8 @@ def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: 
     def make(d):
         train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
         model, tcfg = load_model(run)
-        q, qcfg, _ = quantized(model, tcfg.model, train_ds, bits, BitsConfig(steps=cfg.qat_steps, seed=cfg.seed))
+        q, qcfg, _ = quantized(model, tcfg.model, train_ds, bits, BitsConfig(steps=cfg.qat_steps, seed=cfg.seed),
+                               rows=split_rows(train_ds, [site])[0])
         lad = ladder(q, qcfg, test_ds, site, d / f"site{site}_{bits}bit.onnx", cfg.max_rows)
         return {"branch_acc": site_accuracy(q, test_ds, rows_eval), "weight_storage_bits": storage(q, bits, qcfg.bias_bits),
                 "ladder_exact": lad["fake_quant==intref"] == lad["samples"] == lad["intref==qonnx"]}
@@ -117,7 +122,8 @@ def hw_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: P
     """One point [H, T, bits] of the sweep: train, quantize, RTL, (synthesis); its row."""
     h, t, b = point
     test_ds = Dataset(test_dir)
-    run = steps.train(cache, cfg.train_config(h, t), train_dir, label=f"hw-h{h}-t{t}", progress=False)
+    run = steps.train(cache, cfg.train_config(h, t, site), train_dir, label=f"hw-site{site}-h{h}-t{t}",
+                      progress=False)
     onnx, fig = bundle(cache, run, train_dir, test_dir, site, b, cfg, rows_eval)
     rtl = steps.rtl(cache, onnx, cfg.cutoff, check_samples=cfg.max_rows)
     m = steps.manifest(rtl)

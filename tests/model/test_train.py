@@ -36,6 +36,44 @@ def test_bad_configs_are_clear_errors(tmp_path):
         TrainConfig(model="branchnet", drop=["tage"])
 
 
+def test_a_site_model_learns_from_its_own_site_only(train_ds, tmp_path):
+    """``sites``: the training and validation rows are that site's, and another site's labels do not
+    change the model (a copy of the dataset with every other site's labels changed trains the same)."""
+    import shutil
+
+    from ncf.model.dataset import Dataset
+    from ncf.model.train import split_by_time, split_rows
+
+    site = np.asarray(train_ds.arrays["site"])
+    k = int(np.asarray(train_ds.site_task == 0).nonzero()[0][0])         # a branch site
+    tr, va = split_rows(train_ds, [k])
+    assert len(tr) and (site[tr] == k).all() and (site[va] == k).all()
+    assert np.array_equal(np.sort(np.concatenate([split_rows(train_ds, [j])[0] for j in range(len(train_ds.site_pc))])),
+                          split_by_time(len(train_ds))[0])
+    flipped = tmp_path / "flipped"
+    shutil.copytree(train_ds.path, flipped)
+    classes = train_ds.meta["config"]["delta_classes"]
+    changed = 0
+    for label, change in (("taken", lambda v: 1 - v), ("delta", lambda v: (v + 1) % classes)):
+        v = np.load(flipped / f"{label}.npy")
+        other = (site != k) & (v >= 0)
+        v[other] = change(v[other])
+        np.save(flipped / f"{label}.npy", v)
+        changed += other.sum()
+    assert changed
+    models = []
+    for name, ds, sites in (("a", train_ds.path, [k]), ("b", flipped, [k]), ("all", flipped, [])):
+        train(TrainConfig(train=str(ds), out=str(tmp_path / name), hidden=2, steps=1, gate=False, epochs=1, batch=64,
+                          sites=sites), progress=False)
+        models.append(load_model(tmp_path / name)[0].state_dict())
+    assert all(torch.equal(models[0][n], models[1][n]) for n in models[0])
+    assert not all(torch.equal(models[1][n], models[2][n]) for n in models[1])
+    with pytest.raises(ValueError, match="sites \\[-1\\]: give a list of site indices"):
+        TrainConfig(sites=[-1])
+    with pytest.raises(ValueError, match=f"the dataset has {len(train_ds.site_pc)} sites"):
+        split_rows(Dataset(flipped), [len(train_ds.site_pc)])
+
+
 def test_drop_blanks_the_named_inputs_and_rejects_unknown_names(train_ds):
     from ncf.model.graph import DYN_COUNT, DYN_MEMORY, DYN_VALUE, F_DYN
     from ncf.model.train import GraphBatches
