@@ -5,7 +5,9 @@ Branches: every model's predictions replace TAGE-SC-L's on the hard branches of 
 or the first ``lead`` instructions), TAGE-SC-L's stands. MPKI is computed by
 ``harness.score_branches`` over the whole trace, exactly as for the baselines. The hybrid overrides
 only where a policy chosen on the training inputs (``hybrid_policy``: a threshold on the model's
-confidence per site and TAGE-SC-L confidence level) says the model gains.
+confidence per site and TAGE-SC-L confidence level) says the model gains. The three-way hybrid
+"fused+branchnet" chooses per site and confidence level among the fused GNN, BranchNet and their mean
+(the override-all row is their mean), the same way.
 
 Prefetching: the delta class a model predicts for access j of a delinquent load (the delta from
 access j-1 to access j-1+k, k the site's prefetch distance, model/dataset.py) becomes a prefetch of
@@ -30,48 +32,65 @@ from .dataset import Dataset
 MAX_PREFETCH_COLUMNS = 4
 
 
-def hybrid_policy(p: np.ndarray, taken: np.ndarray, tage_pred: np.ndarray, tage_conf: np.ndarray,
-                  site_pc: np.ndarray) -> dict:
-    """When the model overrides TAGE-SC-L, chosen on labelled rows (the training inputs' validation
-    split): per (site, TAGE-SC-L confidence level), the lowest model confidence |2p - 1| from which
-    overriding gains the most there (model right where TAGE-SC-L is wrong, minus the reverse), or
-    no override when no threshold gains. On those rows the hybrid is never worse than TAGE-SC-L.
+def hybrid_policy(candidates: dict[str, np.ndarray], taken: np.ndarray, tage_pred: np.ndarray,
+                  tage_conf: np.ndarray, site_pc: np.ndarray) -> dict:
+    """When the model overrides TAGE-SC-L, and with which of the ``candidates`` (p_taken per row, NaN = no
+    prediction: one model, or several and their mean), chosen on labelled rows (the training inputs'
+    validation split): per (site, TAGE-SC-L confidence level), the candidate and the lowest confidence
+    |2p - 1| from which overriding gains the most there (the candidate right where TAGE-SC-L is wrong, minus
+    the reverse; ties go to the first candidate), or no override when none gains. On those rows the hybrid
+    is never worse than TAGE-SC-L.
 
-    Returns {"thresholds": {"<pc hex>/<conf>": t}, "validation": counts of mispredictions}."""
-    p, taken = np.asarray(p, np.float64), np.asarray(taken).astype(bool)
+    Returns {"thresholds": {"<pc hex>/<conf>": {"model": name, "threshold": t}}, "validation": counts of
+    mispredictions}."""
+    taken = np.asarray(taken).astype(bool)
     tage_pred, tage_conf = np.asarray(tage_pred).astype(bool), np.asarray(tage_conf, np.int64)
     site_pc = np.asarray(site_pc, np.uint64)
-    known = ~np.isnan(p)
-    conf = np.abs(2 * p - 1)
-    gain_row = ((p > 0.5) == taken).astype(np.int64) - (tage_pred == taken)
+    cand = {m: np.asarray(p, np.float64) for m, p in candidates.items()}
+    cells = sorted({(int(a), int(b)) for a, b in zip(site_pc, tage_conf)})
     thresholds, gained = {}, 0
-    for pc, c in sorted({(int(a), int(b)) for a, b in zip(site_pc[known], tage_conf[known])}):
-        m = np.nonzero(known & (site_pc == np.uint64(pc)) & (tage_conf == c))[0]
-        order = np.argsort(-conf[m], kind="stable")
-        cs, gs = conf[m][order], np.cumsum(gain_row[m][order])
-        last = np.r_[cs[1:] != cs[:-1], True]           # override every row with conf >= cs[k]
-        k = np.nonzero(last)[0][np.argmax(gs[last])]
-        if gs[k] > 0:
-            thresholds[f"{pc:#x}/{c}"] = float(cs[k])
-            gained += int(gs[k])
+    for pc, c in cells:
+        best = None
+        for m, p in cand.items():
+            idx = np.nonzero(~np.isnan(p) & (site_pc == np.uint64(pc)) & (tage_conf == c))[0]
+            if not len(idx):
+                continue
+            conf = np.abs(2 * p[idx] - 1)
+            gain_row = ((p[idx] > 0.5) == taken[idx]).astype(np.int64) - (tage_pred[idx] == taken[idx])
+            order = np.argsort(-conf, kind="stable")
+            cs, gs = conf[order], np.cumsum(gain_row[order])
+            last = np.r_[cs[1:] != cs[:-1], True]           # override every row with conf >= cs[k]
+            k = np.nonzero(last)[0][np.argmax(gs[last])]
+            if gs[k] > 0 and (best is None or gs[k] > best[2]):
+                best = (m, float(cs[k]), int(gs[k]))
+        if best:
+            thresholds[f"{pc:#x}/{c}"] = {"model": best[0], "threshold": best[1]}
+            gained += best[2]
     tage_misp = int((tage_pred != taken).sum())
-    return {"thresholds": thresholds, "validation": {"samples": len(p), "tage_mispredictions": tage_misp,
+    return {"thresholds": thresholds, "validation": {"samples": len(taken), "tage_mispredictions": tage_misp,
                                                      "hybrid_mispredictions": tage_misp - gained}}
 
 
-def hybrid_overrides(policy: dict, p: np.ndarray, tage_conf: np.ndarray, site_pc: np.ndarray) -> np.ndarray:
-    """Rows where the hybrid takes the model's prediction instead of TAGE-SC-L's (``hybrid_policy``)."""
-    p = np.asarray(p, np.float64)
-    keys = np.array([f"{int(a):#x}/{int(b)}" for a, b in zip(site_pc, tage_conf)])
-    t = np.array([policy["thresholds"].get(k, np.inf) for k in keys], np.float64)
-    return ~np.isnan(p) & (np.abs(2 * p - 1) >= t)
+def hybrid_prediction(policy: dict, candidates: dict[str, np.ndarray], tage_conf: np.ndarray,
+                      site_pc: np.ndarray) -> np.ndarray:
+    """The hybrid's p_taken per row (``hybrid_policy``): the chosen candidate's where it overrides
+    TAGE-SC-L, NaN where TAGE-SC-L's prediction stands."""
+    chosen = [policy["thresholds"].get(f"{int(a):#x}/{int(b)}") for a, b in zip(site_pc, tage_conf)]
+    out = np.full(len(chosen), np.nan)
+    for m, p in candidates.items():
+        p = np.asarray(p, np.float64)
+        t = np.array([r["threshold"] if r and r["model"] == m else np.inf for r in chosen], np.float64)
+        use = ~np.isnan(p) & (np.abs(2 * p - 1) >= t)
+        out[use] = p[use]
+    return out
 
 
 def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], policies: dict | None = None) -> list[dict]:
     """Rows: TAGE-SC-L alone, then each model overriding it on the hard branches: on all of them
     (as BranchNet is deployed), and (``*_hybrid``) where ``policies[name]`` (``hybrid_policy``, chosen
-    on the training inputs) says so, with how often the hybrid's prediction differs from TAGE-SC-L's
-    (``hybrid_changed``, a share of the hard-branch instances) and how often it is right then. Per site
+    on the training inputs, over the candidates of ``predictions`` it names) says so, with how often the
+    hybrid's prediction differs from TAGE-SC-L's (``hybrid_changed``, a share of the hard-branch
+    instances) and how often it is right then. Per site
     index (lists): ``site_instances``, ``site_mispredictions`` (``_hybrid``) and ``site_both_wrong`` (the
     model's override and TAGE-SC-L both wrong: what no choice between the two can recover).
 
@@ -109,13 +128,14 @@ def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], policies:
                "mpki": mpki, "site_instances": per_site(np.ones(len(rows), bool)),
                "site_mispredictions": per_site(wrong), "site_both_wrong": per_site(wrong & (base[pos] != taken))}
         if p is not None and name in policies:
-            use = hybrid_overrides(policies[name], p, tage_conf, row_pc)
-            changed = use & ((p > 0.5) != base[pos])
-            row["mpki_hybrid"], row["hard_mispredictions_hybrid"], wrong = score(name, np.where(use, p, np.nan))
+            ph = hybrid_prediction(policies[name], {m: np.asarray(q, np.float64)[rows] for m, q in predictions.items()},
+                                   tage_conf, row_pc)
+            changed = ~np.isnan(ph) & ((ph > 0.5) != base[pos])
+            row["mpki_hybrid"], row["hard_mispredictions_hybrid"], wrong = score(name, ph)
             row["site_mispredictions_hybrid"] = per_site(wrong)
             row["hard_accuracy_hybrid"] = 1 - row["hard_mispredictions_hybrid"] / max(len(rows), 1)
             row["hybrid_changed"] = changed.sum() / max(len(rows), 1)
-            row["hybrid_changed_right"] = float(((p > 0.5) == taken)[changed].mean()) if changed.any() else None
+            row["hybrid_changed_right"] = float(((ph > 0.5) == taken)[changed].mean()) if changed.any() else None
         out.append(row)
     tage_hard = out[0]["hard_mispredictions"]
     for r in out:

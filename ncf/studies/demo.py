@@ -289,8 +289,9 @@ def _headline(study: dict, lead: int, branchnet: str, ver: dict, big: dict, smal
     rows = [{"workload": r["workload"], vs_branchnet: pct(r.get("fused_vs_branchnet_hard")),
              "vs TAGE-SC-L (override all / hybrid)": f"{pct(r.get('fused_vs_tage_hard'))} / "
                                                      f"{pct(r.get('fused_vs_tage_hard_hybrid'))}",
+             "three-way hybrid (+BranchNet) vs TAGE-SC-L": pct(r.get("three_way_vs_tage_hard_hybrid")),
              "MPKI TAGE-SC-L / fused hybrid": f"{r['mpki_tage']:.3f} / {r['mpki_fused_hybrid']:.3f}",
-             "next-delta acc. fused / delta-LSTM": f"{r['delta_acc_fused']:.3f} / {r['delta_acc_lstm']:.3f}",
+             "k-step delta acc. fused / delta-LSTM": f"{r['delta_acc_fused']:.3f} / {r['delta_acc_lstm']:.3f}",
              "L1D coverage fused / IP-stride (same k) / BOP / Berti":
                  " / ".join(f"{r[f'coverage_{m}']:.3f}" for m in ("fused", "ip_stride", "bop", "berti"))}
             for r in study.get("summary", []) if "mpki_tage" in r and "delta_acc_fused" in r]

@@ -135,15 +135,27 @@ def workload_traces(cache: StageCache, cfg: ExperimentConfig, workload: str) -> 
     return paths[:-1], paths[-1]
 
 
-def policy_of(train_ds: Dataset, p_taken: np.ndarray) -> dict:
-    """The hybrid's override policy (model.evaluate.hybrid_policy), chosen on the training set's
-    validation split (its last 10% in time) only."""
+def policy_of(train_ds: Dataset, candidates: dict[str, np.ndarray]) -> dict:
+    """The hybrid's override policy over ``candidates`` (p_taken per training row; model.evaluate.hybrid_policy),
+    chosen on the training set's validation split (its last 10% in time) only."""
     a = train_ds.arrays
     _, val = split_by_time(len(train_ds))
     taken, tage, conf, site = (np.asarray(a[k])[val] for k in ("taken", "tage_pred", "tage_conf", "site"))
     br = taken >= 0
-    return hybrid_policy(np.asarray(p_taken)[val][br], taken[br], tage[br], conf[br],
+    return hybrid_policy({m: np.asarray(p)[val][br] for m, p in candidates.items()}, taken[br], tage[br], conf[br],
                          np.asarray(train_ds.site_pc, np.uint64)[site[br].astype(np.int64)])
+
+
+THREE_WAY = "fused+branchnet"
+
+
+def with_three_way(test_p: dict, train_p: dict) -> tuple[dict, dict]:
+    """The three-way hybrid's candidates when both the fused GNN and BranchNet ran: each, and their mean
+    (the mean is also its override-all prediction), on the test and on the training rows."""
+    if not {"fused", "branchnet"} <= test_p.keys():
+        return test_p, train_p
+    mean = lambda d: (np.asarray(d["fused"], np.float64) + np.asarray(d["branchnet"], np.float64)) / 2  # noqa: E731
+    return {**test_p, THREE_WAY: mean(test_p)}, {**train_p, THREE_WAY: mean(train_p)}
 
 
 def run_baselines(cfg: ExperimentConfig, out, cache: StageCache | None = None) -> dict:
@@ -268,16 +280,19 @@ def run_workload(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: 
     has_load = (np.asarray(test_ds.arrays["delta"]) >= 0).any()
     per_seed = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        branch_models, load_models, policies = {}, {}, {}
+        branch_models, train_p, load_models = {}, {}, {}
         for name, m, drop in (cfg.variants(cfg.models) if models is None else [(m, m, []) for m in models]):
             run = steps.train(cache, cfg.train_config(m, seed, drop), train_ds.path, test_ds.path,
                               label=f"{workload}-{name}" + (f"-s{seed}" if cfg.seeds > 1 else ""))
             pred = predict(run, test_ds.path)
             if m != "delta-lstm":
-                branch_models[name] = pred["p_taken"]
-                policies[name] = policy_of(train_ds, predict(run, train_ds.path)["p_taken"])
+                branch_models[name], train_p[name] = pred["p_taken"], predict(run, train_ds.path)["p_taken"]
             if m != "branchnet":
                 load_models[name] = pred["delta_class"]
+        branch_models, train_p = with_three_way(branch_models, train_p)
+        policies = {name: policy_of(train_ds, {name: train_p[name]}) for name in branch_models}
+        if THREE_WAY in branch_models:
+            policies[THREE_WAY] = policy_of(train_ds, {m: train_p[m] for m in ("fused", "branchnet", THREE_WAY)})
         per_seed.append({"seed": seed, "hybrid_policies": policies,
                          "branch": evaluate_branches(test_ds, branch_models, policies) if has_branch else [],
                          "prefetch": evaluate_prefetch(test_ds, load_models) if has_load else []})
@@ -354,7 +369,7 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
     return {"per_workload": per, "tables": tables, "summary": summary}
 
 
-def site_rows(per: list[dict], models=("fused", "branchnet")) -> list[dict]:
+def site_rows(per: list[dict], models=("fused", "branchnet", THREE_WAY)) -> list[dict]:
     """Per workload and hard branch: mispredictions of TAGE-SC-L and of ``models`` (means over seeds),
     most TAGE-SC-L mispredictions first: which sites hold the gain and which the remaining loss."""
     rows = []
@@ -391,6 +406,9 @@ def summarise(per: list[dict]) -> list[dict]:
             row["fused_vs_tage_hard_hybrid"] = b["fused"]["vs_tage_hard_hybrid"]
             row["mpki_tage"], row["mpki_fused_override"] = b["tage-sc-l"]["mpki"], b["fused"]["mpki"]
             row["mpki_fused_hybrid"] = b["fused"]["mpki_hybrid"]
+            if THREE_WAY in b:
+                row["three_way_vs_tage_hard_hybrid"] = b[THREE_WAY]["vs_tage_hard_hybrid"]
+                row["mpki_three_way_hybrid"] = b[THREE_WAY]["mpki_hybrid"]
             val = [s["hybrid_policies"]["fused"]["validation"] for s in r["seeds"]]   # never worse there
             row["val_tage_misp"] = val[0]["tage_mispredictions"]
             row["val_hybrid_misp_worst_seed"] = max(v["hybrid_mispredictions"] for v in val)
@@ -442,7 +460,7 @@ def plot_lead_sweep(rows: list[dict], path: Path) -> Path:
                 ax.plot(x, [r["hard_acc_tage"] for r in rs], ":", color=line.get_color(), alpha=0.6,
                         label=f"{w} TAGE-SC-L")
     axes[0].set_ylabel("accuracy on hard branches")
-    axes[1].set_ylabel("next-delta accuracy (delinquent loads)")
+    axes[1].set_ylabel("k-step delta accuracy (delinquent loads)")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("snapshot lead D (instructions; 0 plotted at 0.5)")

@@ -17,7 +17,7 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     r = run_experiment(cfg)
     (w,) = r["per_workload"]
     models = {row["model"] for row in w["branch"]}
-    assert models == {"tage-sc-l", "fused", "static", "history", "branchnet", "fused-no-frontend"}
+    assert models == {"tage-sc-l", "fused", "static", "history", "branchnet", "fused-no-frontend", "fused+branchnet"}
     assert {row["model"] for row in w["prefetch"]} == {"ip-stride", "bop", "berti", "fused", "static", "history",
                                                        "delta-lstm", "fused-no-frontend"}
     tage = next(row for row in w["branch"] if row["model"] == "tage-sc-l")
@@ -25,11 +25,14 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
         assert row["hard_branch_instances"] == tage["hard_branch_instances"] > 0
         if row["model"] != "tage-sc-l":
             assert 0 <= row["hybrid_changed"] <= 1
-    for policy in w["seeds"][0]["hybrid_policies"].values():   # on the training inputs: never worse by construction
-        assert policy["validation"]["hybrid_mispredictions"] <= policy["validation"]["tage_mispredictions"]
+    val = {m: p["validation"] for m, p in w["seeds"][0]["hybrid_policies"].items()}
+    for v in val.values():                                    # on the training inputs: never worse by construction
+        assert v["hybrid_mispredictions"] <= v["tage_mispredictions"]
+    assert val["fused+branchnet"]["hybrid_mispredictions"] <= min(val[m]["hybrid_mispredictions"]
+                                                                   for m in ("fused", "branchnet"))
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"][0]
     assert {"fused_vs_branchnet_hard", "fused_vs_tage_hard", "fused_over_lstm", "coverage_ip_stride",
-            "coverage_bop", "coverage_berti"} <= set(summary)
+            "coverage_bop", "coverage_berti", "three_way_vs_tage_hard_hybrid"} <= set(summary)
     sites = json.loads((tmp_path / "out" / "sites.json").read_text())["rows"]
     assert sum(r["tage-sc-l"] for r in sites) == tage["hard_mispredictions"]
     assert all(r["fused and tage-sc-l wrong"] <= min(r["fused"], r["tage-sc-l"]) for r in sites)
