@@ -303,8 +303,11 @@ def cmd_verify(a) -> int:
     from ncf.rtl_tests.sim import verify
 
     s = verify(a.rtl, trace=a.trace, simulator=a.simulator, work=a.work, n_stream=a.samples,
-               n_handshake=a.handshake_samples, progress=not a.quiet)
-    print(f"{s['rtl']} on {s['simulator']}: {s['predictions_compared']:,} predictions compared, "
+               n_handshake=a.handshake_samples, progress=not a.quiet, netlist=a.netlist, synth_dir=a.synth_dir)
+    if s["netlist"]:
+        print(f"gate level: {s['netlist']['file']} ({s['netlist']['yosys']}, "
+              + ", ".join(f"{k} {v:,}" for k, v in s["netlist"]["counts"].items() if v) + ")")
+    print(f"{s['rtl']} ({s['design']}) on {s['simulator']}: {s['predictions_compared']:,} predictions compared, "
           f"{s['mismatches']} mismatches, {s['tests_failed']} of {len(s['tests'])} tests failed")
     print(f"  stimulus: {s['samples']:,} feature snapshots ({s['stimulus']})")
     print(f"  latency: manifest {s['latency_manifest']} cycles, measured {s['latency_measured']}")
@@ -691,14 +694,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "--trace (another trace of the same program; the dataset code builds them). Checks every "
                        "prediction bit for bit, the latency against the manifest, one result per cycle, random "
                        "gaps and backpressure, reset mid-stream, and replays the RTL's decisions through the "
-                       "evaluation harness (MPKI or prefetch coverage must equal the software model's).",
-                       epilog="example:\n  ncf verify build/rtl --trace traces/demo/bzip2-1.ncft",
+                       "evaluation harness (MPKI or prefetch coverage must equal the software model's). With "
+                       "--netlist, the same tests run on the gate-level netlist of `ncf synth` (Icarus).",
+                       epilog="examples:\n  ncf verify build/rtl --trace traces/demo/bzip2-1.ncft\n"
+                              "  ncf synth build/rtl --targets ecp5 && ncf verify build/rtl --netlist ecp5 "
+                              "--simulator icarus",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("rtl", type=Path, help="directory written by `ncf rtl`")
     v.add_argument("--trace", type=Path, help="take feature snapshots from this trace (default: the bundle's samples)")
     v.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     v.add_argument("-n", "--samples", type=int, help="at most this many snapshots (default: all)")
     v.add_argument("--handshake-samples", type=int, default=2000, help="snapshots for the protocol tests")
+    v.add_argument("--netlist", choices=["ecp5", "ice40"], help="simulate the post-synthesis netlist `ncf synth` "
+                   "wrote for this target (yosys's cell models) instead of the RTL")
+    v.add_argument("--synth-dir", type=Path, help="--netlist: the `ncf synth` output directory (default: <rtl>/synth)")
     v.add_argument("--work", type=Path, help="keep the simulator build and results here (default: a temp dir)")
     v.add_argument("-q", "--quiet", action="store_true")
     v.set_defaults(func=cmd_verify)

@@ -109,14 +109,16 @@ def traced_dataset(root: Path, name: str, workload: str, inp: int, skip: int, co
 
 
 HW_PLAN = {"bzip2": (10**6, 3 * 10**6, 3 * 10**6), "quicksort": (0, 2 * 10**6, 2 * 10**6)}  # skip, train, test
+HW_SIZES = {"test": (4, 2, 4), "small": (1, 1, 3)}     # hidden, steps, bits (small: quick to synthesize)
 
 
 @pytest.fixture(scope="session")
 def hw_bundle(native, inputs_dir, tmp_path_factory):
-    """workload -> the QONNX path of a site bundle (``ncf quantize``'s hardware input): a small fused
-    GNN (H=4, T=2, no gate) trained on input 0, 4-bit QAT, exported for the branch site with the most
-    samples of the held-out input 1 (all of them). Built once per session and workload (the two
-    workloads can be built by two xdist workers at once)."""
+    """(workload, size) -> the QONNX path of a site bundle (``ncf quantize``'s hardware input): a small
+    fused GNN (size "test": H=4, T=2, 4-bit; "small": H=1, T=1, 3-bit; no gate) trained on input 0,
+    QAT, exported for the branch site with the most samples of the held-out input 1 (all of them).
+    Built once per session, workload and size (the two workloads can be built by two xdist workers at
+    once)."""
     import torch
     from ncf.model.dataset import Dataset
     from ncf.model.train import TrainConfig, load_model, train
@@ -125,9 +127,10 @@ def hw_bundle(native, inputs_dir, tmp_path_factory):
 
     root = shared_dir(tmp_path_factory)
 
-    def get(w: str) -> Path:
+    def get(w: str, size: str = "test") -> Path:
         skip, n_train, n_test = HW_PLAN[w]
-        with build_once(root, f"hw-{w}") as (d, todo):
+        hidden, steps, bits = HW_SIZES[size]
+        with build_once(root, f"hw-{w}" if size == "test" else f"hw-{w}-{size}") as (d, todo):
             if todo:
                 torch.set_num_threads(1)
                 tr = traced_dataset(root, f"hw-{w}-0", w, 0, skip, n_train, inputs_dir)
@@ -136,29 +139,29 @@ def hw_bundle(native, inputs_dir, tmp_path_factory):
                          "vocab": train_ds.meta["delta_vocabulary"]}
                 te = traced_dataset(root, f"hw-{w}-1", w, 1, skip, n_test, inputs_dir, sites)
                 test_ds = Dataset(te)
-                train(TrainConfig(train=str(tr), test=str(te), out=str(d / "run"), hidden=4, steps=2, gate=False,
-                                  epochs=2, batch=256, threads=1), progress=False)
-                qcfg = QuantConfig(weight_bits=4, act_bits=4, calib_batches=16)
+                train(TrainConfig(train=str(tr), test=str(te), out=str(d / "run"), hidden=hidden, steps=steps,
+                                  gate=False, epochs=2, batch=256, threads=1), progress=False)
+                qcfg = QuantConfig(weight_bits=bits, act_bits=bits, calib_batches=16)
                 q = quantize_model(load_model(d / "run")[0], qcfg)
                 finetune(q, train_ds, qcfg, max_steps=40, seed=0)
                 site = int(np.bincount(np.asarray(test_ds.arrays["site"]), minlength=len(test_ds.site_pc)).argmax())
-                r = ladder(q, qcfg, test_ds, site, d / f"site{site}_4bit.onnx")
+                r = ladder(q, qcfg, test_ds, site, d / f"site{site}_{bits}bit.onnx")
                 assert r["fake_quant==intref"] == r["samples"] == r["intref==qonnx"]
-        return next(d.glob("site*_4bit.onnx"))
+        return next(d.glob(f"site*_{bits}bit.onnx"))
     return get
 
 
 @pytest.fixture(scope="session")
 def hw_rtl(hw_bundle, tmp_path_factory):
-    """workload -> the RTL directory (``ncf rtl``) of its hardware bundle, built once."""
+    """(workload, size) -> the RTL directory (``ncf rtl``) of its hardware bundle, built once."""
     from ncf.hw.generate import HwConfig, build_rtl
     from ncf.quant.quantize import read_bundle
 
     root = shared_dir(tmp_path_factory)
 
-    def get(w: str) -> Path:
-        onnx = hw_bundle(w)
-        with build_once(root, f"rtl-{w}") as (d, todo):
+    def get(w: str, size: str = "test") -> Path:
+        onnx = hw_bundle(w, size)
+        with build_once(root, f"rtl-{w}" if size == "test" else f"rtl-{w}-{size}") as (d, todo):
             if todo:
                 d.mkdir(parents=True, exist_ok=True)
                 build_rtl(read_bundle(onnx), HwConfig(cutoff=2), d / "rtl", progress=False)

@@ -3,8 +3,9 @@
     traces (train and held-out inputs, self-checked) -> baselines -> the study (datasets, training,
     scoring) -> lead sweep -> bit widths (QAT) -> hardware sweep (size x bits -> RTL -> yosys LUTs;
     the Pareto plot) -> the default predictor: HLS project + C simulation, cocotb verification in
-    Verilator and Icarus on real snapshots, synthesis and place-and-route -> algorithm
-    classification -> reports/demo/index.md (+ every figure as PNG, every table as JSON)
+    Verilator and Icarus on real snapshots, synthesis and place-and-route, the same cocotb tests on
+    the ECP5 gate-level netlist (Icarus) -> algorithm classification -> reports/demo/index.md (+ every
+    figure as PNG, every table as JSON)
 
 Presets: ``default`` fits the 20-minute budget of `make demo` on a 2-core machine (5M-instruction
 windows, the fused GNN against the history-only learned baselines, 4 snapshot leads, 3 bit widths,
@@ -60,6 +61,8 @@ class Preset:
     hw_epochs: int = HwSweepConfig.epochs  # training of each hardware-sized GNN (on its site's samples)
     hw_qat_steps: int = 100
     ecp5_timeout_s: float | None = 900
+    gate_rows: int | None = 2_000         # held-out samples streamed through the ECP5 netlist (None: all hw_rows)
+    gate_handshake: int = 50              # samples of each gate-level protocol test
     classify: str = "default"             # the classification study's preset
 
 
@@ -69,10 +72,10 @@ PRESETS = {
                    branchnet="big",
                    leads=[0, 10, 30, 100, 300, 1000], quant_bits=[2, 3, 4, 6, 8], quant_steps=200,
                    hw_points=[[1, 1, 3], [2, 1, 3], [2, 1, 4], [2, 2, 4], [2, 2, 6], [4, 2, 4], [4, 2, 6], [8, 2, 4]],
-                   hw_rows=100_000, ecp5_timeout_s=None, classify="full"),
+                   hw_rows=100_000, ecp5_timeout_s=None, gate_rows=None, gate_handshake=2000, classify="full"),
     "tiny": Preset(workloads=["bzip2"], instructions=400_000, skip=1_000_000, epochs=1, train_cap=400,
                    leads=[100], quant_bits=[4], quant_steps=10, hw_points=[[1, 1, 3]], hw_default=[1, 1, 3],
-                   hw_rows=600, hw_epochs=1, hw_qat_steps=10, classify="tiny"),
+                   hw_rows=600, hw_epochs=1, hw_qat_steps=10, gate_rows=None, gate_handshake=20, classify="tiny"),
 }
 
 
@@ -168,8 +171,7 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     t0 = time.monotonic()
     ver = {"verilator": steps.verify(cache, rtl_default, "verilator"),
            "icarus": steps.verify(cache, rtl_default, "icarus", n_stream=100, n_handshake=20, close_loop=False)}
-    sections.append(_verify_section(ver, out / "hw"))
-    write_json(out / "hw" / "verify.json", ver)
+    verify_at = len(sections)       # the section is written once the gate-level run (after synthesis) is in
     commands += [f"ncf verify {rtl_default}", f"ncf verify {rtl_default} --simulator icarus -n 100 --handshake-samples 20"]
     timed("verify")
 
@@ -190,6 +192,19 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
                                                                else ""),
                  f"ncf synth {rtl_small} --targets ice40" + (f" --timeout {p.ecp5_timeout_s:g}" if p.ecp5_timeout_s
                                                              else "")]
+    # gate level: the same cocotb tests on the default predictor's ECP5 netlist (the one placed above)
+    t0 = time.monotonic()
+    ecp5 = big["targets"]["ecp5"]
+    if "netlist" in ecp5:
+        ver["icarus, ecp5 netlist"] = steps.verify(cache, rtl_default, "icarus", n_stream=p.gate_rows,
+                                                   n_handshake=p.gate_handshake, close_loop=False, netlist="ecp5",
+                                                   synth_dir=big["out_dir"])
+        commands.append(f"ncf verify {rtl_default} --netlist ecp5 --simulator icarus"
+                        + (f" -n {p.gate_rows}" if p.gate_rows else "") + f" --handshake-samples {p.gate_handshake}")
+    timed("gate-level verify")
+    sections.insert(verify_at, _verify_section(ver, out / "hw", gate_note=None if "netlist" in ecp5 else
+                                               f"no ECP5 netlist: synthesis {ecp5['status']}"))
+    write_json(out / "hw" / "verify.json", ver)
     split = next(iter(cls["confusion"]))
     sections += [cls["table"], "![confusion matrix](classify/confusion.png)\n",
                  f"Confusion matrix of the frozen fused GNN, {split} (rows: true class, columns: predicted):\n\n"
@@ -242,18 +257,23 @@ def _hls_section(s: dict, out: Path) -> str:
                        "io_parallel)") + f"\nVendor synthesis: {s['vendor_synthesis']}.\n")
 
 
-def _verify_section(r: dict, out: Path) -> str:
+def _verify_section(r: dict, out: Path, gate_note: str | None = None) -> str:
     rows = []
     for name, s in r.items():
-        rows.append({"simulator": name, "predictions compared": s["predictions_compared"],
+        rows.append({"design": s["design"], "simulator": s["simulator"],
+                     "predictions compared": s["predictions_compared"],
                      "mismatches": s["mismatches"], "tests failed": s["tests_failed"],
                      "latency manifest / measured": f"{s['latency_manifest']} / {sorted(set(s['latency_measured'] or []))}",
                      "results/cycle": s["results_per_cycle"]})
     text = save_table(out / "verification", rows, "Verification of the default predictor (cocotb, real held-out "
-                      "snapshots)")
+                      "snapshots): the RTL, and the post-synthesis ECP5 netlist (yosys's cell models) with the same "
+                      "tests")
+    speed = "; ".join(f"{s['design']} in {s['simulator']} {s['predictions_per_s']:,.0f} predictions/s "
+                      f"(build {s['build_seconds']} s)" for s in r.values() if s["predictions_per_s"])
+    text += f"\nSpeed (this run, not part of the table; the stream test's wall time): {speed}.\n"
+    if gate_note:
+        text += f"\nGate level: {gate_note}.\n"
     v = r["verilator"]
-    text += (f"\nSpeed (this run, not part of the table): Verilator {v['predictions_per_s']:,.0f} predictions/s, "
-             f"build {v['build_seconds']} s.\n")
     h = v.get("harness")
     if h:
         text += (f"\nHarness replay ({h['task']}): software model {h['software']}, RTL {h['rtl']}: "
@@ -302,6 +322,11 @@ def _headline(study: dict, lead: int, branchnet: str, ver: dict, big: dict, smal
              f"reference in Verilator, **{v['mismatches']} mismatches**; latency {v['latency_manifest']} cycles, "
              f"{v['results_per_cycle']} result/cycle; the harness replay gives the same result: "
              f"{v.get('harness', {}).get('equal')}.\n")
+    g = ver.get("icarus, ecp5 netlist")
+    if g:
+        text += (f"- Its ECP5 gate-level netlist (yosys cell models, Icarus): {g['predictions_compared']:,} "
+                 f"predictions compared, **{g['mismatches']} mismatches**, latency "
+                 f"{sorted(set(g['latency_measured'] or []))} cycles, {g['results_per_cycle']} result/cycle.\n")
     for name, s in (("default", big), ("small", small)):
         for t, res in s["targets"].items():
             u = res.get("utilisation", {}).get(LOGIC_UNIT.get(t))
