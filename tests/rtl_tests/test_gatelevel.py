@@ -14,7 +14,7 @@ from ncf.hw.synth import synth
 from ncf.io import DataError
 from ncf.rtl_tests.sim import verify
 
-RTL = ("bzip2", "small")          # H1 T1 3-bit: synthesis and P&R of both targets in about a minute
+RTL = ("bzip2", "small")          # H1 T1 3-bit: ~1,600 LUT4 on ECP5, ~2,600 SB_LUT4 on iCE40
 N_STREAM, N_HANDSHAKE = 150, 20
 
 
@@ -28,10 +28,12 @@ def synthesized(hw_rtl, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("simulator,target", [("icarus", "ecp5"), ("icarus", "ice40"), ("verilator", "ecp5")])
-def test_netlist_predicts_exactly_what_intref_predicts(hw_rtl, synthesized, simulator, target, tmp_path):
+@pytest.mark.parametrize("target", ["ecp5", "ice40"])
+def test_netlist_predicts_exactly_what_intref_predicts(hw_rtl, synthesized, target, tmp_path):
+    """Icarus (4-state: an X on an output fails); Verilator also runs the netlists, but its build of a
+    flat netlist takes minutes."""
     m = load_manifest(hw_rtl(*RTL))
-    s = verify(hw_rtl(*RTL), simulator=simulator, work=tmp_path, n_stream=N_STREAM, n_handshake=N_HANDSHAKE,
+    s = verify(hw_rtl(*RTL), simulator="icarus", work=tmp_path, n_stream=N_STREAM, n_handshake=N_HANDSHAKE,
                close_loop=False, progress=False, netlist=target, synth_dir=synthesized)
     print(json.dumps({k: v for k, v in s.items() if k != "first_mismatches"}))
     assert s["design"] == f"{target} netlist" and s["netlist"]["file"] == str(synthesized / target / "netlist.v")
