@@ -97,7 +97,7 @@ class StepFailed(StepError):
 
 
 def synth(rtl_dir, targets=TARGETS, out_dir=None, freq_mhz: float = 200, seed: int = 1,
-          progress: bool = True, timeout_s: float | None = None) -> dict:
+          progress: bool = True, timeout_s: float | None = None, place: bool = True) -> dict:
     """Synthesize (and place and route) the RTL directory written by `ncf rtl`.
 
     Args:
@@ -110,6 +110,8 @@ def synth(rtl_dir, targets=TARGETS, out_dir=None, freq_mhz: float = 200, seed: i
         progress: print each step, its command and how long it took.
         timeout_s: wall-clock budget per target (synthesis and P&R together); a target that runs
             out is recorded as "timeout after N s" and the others still run. None = no limit.
+        place: run nextpnr for ecp5 / ice40; False stops after synthesis (counts and the
+            gate-level netlist only, no Fmax).
 
     Returns the summary dict (also written as ``summary.json``). Raises FileNotFoundError /
     ValueError for a directory that is not an `ncf rtl` output and MissingToolError (naming the
@@ -145,7 +147,7 @@ def synth(rtl_dir, targets=TARGETS, out_dir=None, freq_mhz: float = 200, seed: i
     for target in targets:
         if progress:
             print(f"[{target}] starting", flush=True)
-        res = run_target(target, manifest, sources, tools, out_dir, freq_mhz, seed, timeout_s, progress)
+        res = run_target(target, manifest, sources, tools, out_dir, freq_mhz, seed, timeout_s, progress, place)
         summary["targets"][target] = res
         summary["seconds"] = round(time.monotonic() - t0, 1)
         write_summary(summary, out_dir)
@@ -289,7 +291,7 @@ def overflow(util: dict) -> dict:
 
 
 def run_target(target: str, manifest: dict, sources: list[str], tools: dict, out_dir: Path,
-               freq_mhz: float, seed: int, timeout_s: float | None, progress: bool) -> dict:
+               freq_mhz: float, seed: int, timeout_s: float | None, progress: bool, place: bool = True) -> dict:
     """One target: synthesis (+ P&R). Returns its summary; never raises for tool failures."""
     work = out_dir / target
     shutil.rmtree(work, ignore_errors=True)          # no stale report can be read as this run's
@@ -321,6 +323,7 @@ def run_target(target: str, manifest: dict, sources: list[str], tools: dict, out
         res["counts"] = group_counts(cells, CELL_GROUPS[target])
         if pnr:
             res["counts"]["FF_without_harness"] = res["counts"]["FF"] - params["IN_W"]
+        if pnr and place:
             nextpnr = tools[TOOLS[target][1]]
             argv = [nextpnr] + nextpnr_args(target, f"{target}/netlist.json", f"{target}/report.json",
                                             freq_mhz, seed)

@@ -383,7 +383,8 @@ def cmd_synth(a) -> int:
     from ncf.hw.synth import synth
 
     out = a.out or a.rtl / "synth"
-    s = synth(a.rtl, targets=tuple(a.targets), out_dir=out, freq_mhz=a.freq, seed=a.seed, timeout_s=a.timeout)
+    s = synth(a.rtl, targets=tuple(a.targets), out_dir=out, freq_mhz=a.freq, seed=a.seed, timeout_s=a.timeout,
+              place=a.place)
     print((out / "summary.md").read_text())
     return 0 if all(t["status"] in ("ok", "does not fit") for t in s["targets"].values()) else 1
 
@@ -794,6 +795,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--freq", type=float, default=200, help="clock target for place-and-route, MHz")
     sy.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     sy.add_argument("--timeout", type=float, help="seconds per target before it is recorded as timed out")
+    sy.add_argument("--no-place", dest="place", action="store_false", help="ecp5 / ice40: stop after synthesis "
+                    "(counts and the gate-level netlist for `ncf verify --netlist`, no Fmax)")
     sy.add_argument("-o", "--out", type=Path, help="default: <rtl>/synth")
     sy.set_defaults(func=cmd_synth)
 
