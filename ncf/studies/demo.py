@@ -61,8 +61,8 @@ class Preset:
     hw_epochs: int = HwSweepConfig.epochs  # training of each hardware-sized GNN (on its site's samples)
     hw_qat_steps: int = 100
     ecp5_timeout_s: float | None = 900
-    gate_rows: int | None = 300           # held-out samples streamed through the ECP5 netlist (None: all hw_rows;
-    gate_handshake: int = 20              # Icarus at gate level: ~15 predictions/s), and of each protocol test
+    gate_rows: int | None = 1_000         # held-out samples streamed through the ECP5 netlist (None: all hw_rows;
+    gate_handshake: int = 50              # Icarus at gate level: ~100 predictions/s), and of each protocol test
     classify: str = "default"             # the classification study's preset
 
 
@@ -72,10 +72,10 @@ PRESETS = {
                    branchnet="big",
                    leads=[0, 10, 30, 100, 300, 1000], quant_bits=[2, 3, 4, 6, 8], quant_steps=200,
                    hw_points=[[1, 1, 3], [2, 1, 3], [2, 1, 4], [2, 2, 4], [2, 2, 6], [4, 2, 4], [4, 2, 6], [8, 2, 4]],
-                   hw_rows=100_000, ecp5_timeout_s=None, gate_rows=5_000, gate_handshake=200, classify="full"),
+                   hw_rows=100_000, ecp5_timeout_s=None, gate_rows=20_000, gate_handshake=500, classify="full"),
     "tiny": Preset(workloads=["bzip2"], instructions=400_000, skip=1_000_000, epochs=1, train_cap=400,
                    leads=[100], quant_bits=[4], quant_steps=10, hw_points=[[1, 1, 3]], hw_default=[1, 1, 3],
-                   hw_rows=600, hw_epochs=1, hw_qat_steps=10, gate_rows=200, gate_handshake=20, classify="tiny"),
+                   hw_rows=600, hw_epochs=1, hw_qat_steps=10, gate_rows=None, gate_handshake=20, classify="tiny"),
 }
 
 
