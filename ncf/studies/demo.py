@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ncf.hw.synth import LOGIC_UNIT
+from ncf.hw.synth import GOAL, HOST_GHZ, HOST_IPC, LOGIC_UNIT, lead_budget
 from ncf.io import atomic_path, check_output, markdown_table, save_config, save_table, write_json
 from ncf.trace_eval.workloads import names
 
@@ -185,7 +185,7 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     big, small = job.result()
     pool.shutdown()
     times["synth (in parallel with hls, verify, classify)"] = round(time.monotonic() - t_syn, 1)
-    sections.append(_synth_section(big, small, p, hw["rows"], out / "hw"))
+    sections.append(_synth_section(big, small, p, hw["rows"], exp.lead, out / "hw"))
     commands += [f"ncf synth {rtl_default} --targets ecp5" + (f" --timeout {p.ecp5_timeout_s:g}" if p.ecp5_timeout_s
                                                                else ""),
                  f"ncf synth {rtl_small} --targets ice40" + (f" --timeout {p.ecp5_timeout_s:g}" if p.ecp5_timeout_s
@@ -261,9 +261,9 @@ def _verify_section(r: dict, out: Path) -> str:
     return text
 
 
-def _synth_section(big: dict, small: dict, p: Preset, sweep_rows: list, out: Path) -> str:
+def _synth_section(big: dict, small: dict, p: Preset, sweep_rows: list, lead: int, out: Path) -> str:
     """One table: the Xilinx counts of every sweep point, and the P&R rows of the default (ECP5) and
-    small (iCE40) predictors."""
+    small (iCE40) predictors with their latency in ns against the snapshot lead."""
     rows = [{"config": f"H{r['hidden']} T{r['steps']} {r['bits']}b", "target": "xilinx (synth_xilinx)",
              "status": r.get("synth_status"), "LUT": r.get("LUT"), "FF": r.get("FF"), "Fmax MHz": None,
              "latency": r["latency_cycles"], "branch_acc": r["branch_acc"]} for r in sweep_rows]
@@ -271,15 +271,20 @@ def _synth_section(big: dict, small: dict, p: Preset, sweep_rows: list, out: Pat
         acc = next((r["branch_acc"] for r in sweep_rows if [r["hidden"], r["steps"], r["bits"]] == [h, t, b]), None)
         for target, res in s["targets"].items():
             c, unit = res.get("counts", {}), res.get("utilisation", {}).get(LOGIC_UNIT.get(target))
+            budget = lead_budget(s["latency_cycles"], res.get("fmax_mhz"), lead)
             rows.append({"config": f"H{h} T{t} {b}b", "target": f"{target} (P&R)", "status": res["status"],
                          "LUT": c.get("LUT"), "FF": c.get("FF"), "Fmax MHz": res.get("fmax_mhz"),
                          "latency": s["latency_cycles"], "branch_acc": acc,
-                         "logic used": f"{unit['used']:,}/{unit['available']:,}" if unit else None})
+                         "logic used": f"{unit['used']:,}/{unit['available']:,}" if unit else None,
+                         "latency ns": budget.get("latency_ns"), "host GHz max": budget.get("host_ghz_max"),
+                         f"lead at {HOST_GHZ:g} GHz": budget.get("lead_needed")})
     return save_table(out / "synthesis", rows, "Synthesis and place-and-route (yosys 0.70, nextpnr; clock target "
                       "200 MHz; P&R through a shift-register input harness, Fmax register to register; ECP5 LUT = "
-                      "LUT4 without the CCU2C carry cells, which 'logic used' includes)",
+                      "LUT4 without the CCU2C carry cells, which 'logic used' includes. Latency in ns = cycles / "
+                      f"Fmax; the snapshot lead D = {lead} instructions at IPC {HOST_IPC:g} covers it up to 'host GHz "
+                      f"max'; 'lead at {HOST_GHZ:g} GHz' is the D it needs at a {HOST_GHZ:g} GHz host)",
                       columns=["config", "target", "status", "LUT", "FF", "logic used", "Fmax MHz", "latency",
-                               "branch_acc"])
+                               "latency ns", "host GHz max", f"lead at {HOST_GHZ:g} GHz", "branch_acc"])
 
 
 def _headline(study: dict, lead: int, branchnet: str, ver: dict, big: dict, small: dict, cls: dict, out: Path) -> str:
@@ -305,8 +310,17 @@ def _headline(study: dict, lead: int, branchnet: str, ver: dict, big: dict, smal
     for name, s in (("default", big), ("small", small)):
         for t, res in s["targets"].items():
             u = res.get("utilisation", {}).get(LOGIC_UNIT.get(t))
+            b = lead_budget(s["latency_cycles"], res.get("fmax_mhz"), lead)
             text += (f"- {t} {name}: {res['status']}" + (f", Fmax {res['fmax_mhz']:.1f} MHz" if res.get("fmax_mhz") else "")
-                     + (f", {u['used']:,} / {u['available']:,} logic cells" if u else "") + "\n")
+                     + (f", {u['used']:,} / {u['available']:,} logic cells" if u else "")
+                     + (f"; {s['latency_cycles']} cycles = {b['latency_ns']} ns, covered by D = {lead} at IPC "
+                        f"{HOST_IPC:g} up to a {b['host_ghz_max']} GHz host (at {HOST_GHZ:g} GHz it needs D ≥ "
+                        f"{b['lead_needed']})" if b else ""))
+            if name == "default" and res.get("fmax_mhz"):
+                met = res["fmax_mhz"] >= GOAL["fmax_mhz"] and s["latency_cycles"] <= GOAL["cycles"]
+                text += (f"; the goal is ≥ {GOAL['fmax_mhz']:g} MHz at ≤ {GOAL['cycles']} cycles: "
+                         + ("**met**" if met else "**not met**"))
+            text += "\n"
     acc = {(r["split"], r["method"]): r["accuracy"] for r in cls.get("rows", [])}
     if acc:
         text += ("- Algorithm classification, unseen implementations: frozen fused GNN "
