@@ -143,7 +143,8 @@ def cmd_workloads(a) -> int:
     if a.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(f"{'workload':<12} seeds of inputs 0..{workloads.N_INPUTS - 1} (input {workloads.TEST_INPUT} is held out)")
+        print(f"{'workload':<12} seeds of inputs 0..{workloads.N_INPUTS - 1} "
+              f"(input {workloads.TEST_INPUT} is held out)")
         for r in rows:
             extra = f"    {r['source']}: {r['command']}" if "command" in r else ""
             print(f"{r['workload']:<12} {' '.join(map(str, r['seeds']))}{extra}")

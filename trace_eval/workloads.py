@@ -369,7 +369,8 @@ def check_env(env: dict, what: str = "--env") -> None:
     for key in env:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or key.startswith("QEMU_") or key == "PWD":
             why = {"PWD": " (the guest's working directory is not passed: traces must not depend on it)"}.get(
-                key, " (QEMU_* variables would configure the emulator, not the guest)" if key.startswith("QEMU_") else "")
+                key, " (QEMU_* variables would configure the emulator, not the guest)" if key.startswith("QEMU_")
+                else "")
             raise WorkloadError(f"{what} {key}=...: not a usable variable name{why}")
 
 

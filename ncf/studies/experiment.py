@@ -233,8 +233,8 @@ def prepare_data(cfg: ExperimentConfig, cache: StageCache, pairs: list[tuple[str
     sites and the first dataset; the other datasets); ``workload_data`` then finds them in the cache."""
     engine = cfg.engine()
     workloads = list(dict.fromkeys(w for w, _ in pairs))
-    engine.map(trace_task, [(cache, cfg.workload(w), i, s, cfg.instructions) for w in workloads for i, s in trace_plan(cfg, w)],
-               desc="traces")
+    engine.map(trace_task, [(cache, cfg.workload(w), i, s, cfg.instructions)
+                            for w in workloads for i, s in trace_plan(cfg, w)], desc="traces")
     refs = engine.map(reference_data, [(cfg, cache, w, d) for w, d in pairs], desc="sites")
     jobs = [(cfg, cache, w, k, d, site_list, labels_of(first))
             for (w, d), (site_list, first) in zip(pairs, refs) for k in range(1, len(trace_plan(cfg, w)))]
