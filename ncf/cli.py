@@ -261,9 +261,21 @@ def cmd_train(a) -> int:
 
 
 def cmd_experiment(a) -> int:
+    from ncf.io import UsageError
     from ncf.studies.experiment import ExperimentConfig, run_data, run_experiment
 
     cfg = _settle(ExperimentConfig, a, _experiment_presets()[a.preset])
+    if cfg.champsim_dir:
+        from ncf.studies.champsim_dir import run_champsim
+
+        if cfg.workload_files or a.workloads or a.data_only:
+            raise UsageError("--champsim-dir runs the traces of a directory: not with --workloads, --workload-file "
+                             "or --data-only")
+        r = run_champsim(cfg, models=a.models)
+        print("\n".join(r["tables"]))
+        return 0
+    if cfg.test_trace:
+        raise UsageError("--test-trace names a file of --champsim-dir")
     if a.data_only:
         print(run_data(cfg)["table"])
         return 0
@@ -670,6 +682,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(fused-no-<name>; names as for --drop)",
                                              "leads": "the lead sweep: also one fused GNN (seed --seed) per "
                                                       "workload and snapshot lead D, a table and lead_sweep.png",
+                                             "champsim_dir": "a directory of ChampSim traces (.xz, .gz, raw) "
+                                                             "to score instead of workloads: every baseline, one "
+                                                             "trace file held out, an MPKI table",
+                                             "test_trace": "with --champsim-dir: the trace file held out "
+                                                           "(default: the first by name)",
                                              "cache": "the stage cache", **PARALLEL_OPTIONS})
     ex.add_argument("--preset", choices=list(_experiment_presets()), default="default",
                     help="settings to start from (study: 3 training inputs x 2 windows x 10M instructions, up to 8,000 "

@@ -42,6 +42,8 @@ LEADS = [0, 10, 30, 100, 300, 1000]   # the issue's lead sweep
 class ExperimentConfig:
     workloads: list | None = None  # None: the workload files' workloads if any are given, else the four programs
     workload_files: list = field(default_factory=list)   # user workloads (YAML; trace_eval.workloads.load_workload)
+    champsim_dir: str | None = None   # a directory of ChampSim traces instead of workloads (studies.champsim_dir)
+    test_trace: str | None = None     # its trace file held out (default: the first by name)
     models: list = field(default_factory=lambda: list(MODELS))
     instructions: int = 10_000_000     # per window
     skip: int = 100_000_000        # where the first window starts: past the programs' start-up
