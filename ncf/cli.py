@@ -399,7 +399,8 @@ def cmd_bench(a) -> int:
 def cmd_demo(a) -> int:
     from ncf.studies import demo
 
-    demo.run(a.out, preset=a.preset, fresh=a.fresh, cache_root=a.cache, workers=a.workers, ray_address=a.ray_address)
+    demo.run(a.out, preset=a.preset, fresh=a.fresh, cache_root=a.cache, workers=a.workers, ray_address=a.ray_address,
+             workload_files=a.workload_file or ())
     return 0
 
 
@@ -817,6 +818,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: fits about 20 minutes on 2 cores; full: 20M-instruction windows, every model, "
                    "6 leads, 5 bit widths, 7 hardware points, ECP5 P&R without a time limit (hours); tiny: every "
                    "stage on bzip2 alone with the smallest settings (minutes; what CI runs)")
+    _workload_file_option(d, "run the pipeline on (instead of the built-in workloads; the first file's workload "
+                          "also goes through the lead sweep, bit widths and hardware)")
     d.add_argument("--fresh", action="store_true", help="redo every step instead of reusing the stage cache")
     d.add_argument("--workers", type=int, default=0, help=PARALLEL_OPTIONS["workers"] + " (default 0)")
     d.add_argument("--ray-address", help=PARALLEL_OPTIONS["ray_address"])

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ncf.hw.synth import GOAL, HOST_GHZ, HOST_IPC, LOGIC_UNIT, lead_budget
 from ncf.io import atomic_path, check_output, markdown_table, save_config, save_table, write_json
-from ncf.trace_eval.workloads import names
+from ncf.trace_eval.workloads import load_workloads, names
 
 from . import steps
 from .bits import BitsConfig, bits_rows, write_bits
@@ -77,14 +77,20 @@ PRESETS = {
 
 
 def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool = False,
-        cache_root: str | Path = "work/cache", workers: int = 0, ray_address: str | None = None) -> dict:
+        cache_root: str | Path = "work/cache", workers: int = 0, ray_address: str | None = None,
+        workload_files=()) -> dict:
+    """The pipeline on the preset's workloads, or on the user workloads of ``workload_files`` (YAML;
+    the first of them is then the workload of the lead sweep, bit widths and hardware)."""
     p = PRESETS[preset]
+    user = load_workloads(workload_files)
     out = check_output(out, directory=True)
     cache = StageCache(Path(cache_root), fresh=fresh)
     t_start = time.monotonic()
     times, sections, commands = {}, [], []
-    workloads = p.workloads or list(names())
-    exp = ExperimentConfig(workloads=[w for w in PROGRAMS if w in workloads], instructions=p.instructions,
+    workloads = list(user) or p.workloads or list(names())
+    sweep_workload = next(iter(user), p.sweep_workload)
+    exp = ExperimentConfig(workloads=[w for w in workloads if w in PROGRAMS or w in user],
+                           workload_files=[str(f) for f in workload_files], instructions=p.instructions,
                            skip=p.skip, models=p.models, epochs=p.epochs, train_cap=p.train_cap, branchnet=p.branchnet,
                            out=str(out / "experiment"), cache=str(cache_root), workers=workers,
                            ray_address=ray_address)
@@ -96,8 +102,10 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
 
     # traces and the classical baselines
     t0 = time.monotonic()
-    jobs = [(cache, w, i, skip, p.instructions) for w in workloads for i, skip in trace_plan(every, w)]
-    commands += [f"ncf trace --workload {w} --input {i} --skip {skip} --instructions {n}" for _, w, i, skip, n in jobs]
+    jobs = [(cache, every.workload(w), i, skip, p.instructions) for w in workloads for i, skip in trace_plan(every, w)]
+    named = {w: f"--workload-file {user[w].source}" if w in user else f"--workload {w}" for w in workloads}
+    commands += [f"ncf trace {named[w]} --input {i} --skip {skip} --instructions {p.instructions}"
+                 for w in workloads for i, skip in trace_plan(every, w)]
     rows = [_trace_row(t) for t in every.engine().map(trace_task, jobs, desc="traces")]
     sections.append(save_table(out / "traces", rows, "Traces (train input 0, held-out input 1; self-checked)"))
     timed("traces")
@@ -107,6 +115,8 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     sections.append("## Baselines per workload\n\n" + "\n".join(f"![{q.stem}](baselines/{q.name})" for q in base["plots"])
                     + "\n")
     commands.append(f"ncf baseline --all --workloads {' '.join(workloads)} --instructions {p.instructions} "
+                    + "".join(f"--workload-file {uw.source} " for uw in user.values())
+                    + 
                     f"--skip {p.skip} -o {out}/baselines")
     timed("baselines")
 
@@ -118,23 +128,23 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     commands.append(f"ncf experiment --config {configs}/experiment.yaml")
     timed("study")
     t0 = time.monotonic()
-    one = ExperimentConfig(**{**asdict(exp), "workloads": [p.sweep_workload], "leads": p.leads})
+    one = ExperimentConfig(**{**asdict(exp), "workloads": [sweep_workload], "leads": p.leads})
     sweep = run_lead_sweep(one, cache)
     sections += [sweep["table"], "![accuracy against snapshot lead](experiment/lead_sweep.png)\n"]
-    commands.append(f"ncf experiment --config {configs}/experiment.yaml --workloads {p.sweep_workload} "
+    commands.append(f"ncf experiment --config {configs}/experiment.yaml --workloads {sweep_workload} "
                     f"--leads {' '.join(map(str, p.leads))}")
     timed("lead_sweep")
 
     # bit widths: the study's fused GNN of the sweep workload
     t0 = time.monotonic()
-    train_ds, test_ds = workload_data(exp, cache, p.sweep_workload)
-    run_dir = steps.train(cache, exp.train_config("fused"), train_ds, test_ds, label=f"{p.sweep_workload}-fused")
+    train_ds, test_ds = workload_data(exp, cache, sweep_workload)
+    run_dir = steps.train(cache, exp.train_config("fused"), train_ds, test_ds, label=f"{sweep_workload}-fused")
     bits = BitsConfig(bits=p.quant_bits, steps=p.quant_steps, export_bits=max(p.quant_bits), max_rows=5_000)
     save_config(bits, configs / "bits.yaml")
     q = cache.run("bits", {"run": steps.entry_key(run_dir), "train": steps.entry_key(train_ds),
                            "test": steps.entry_key(test_ds), "config": asdict(bits)},
                   lambda d: {"rows": _bits(run_dir, train_ds, test_ds, bits, exp.engine())}, code=("quant",),
-                  label=p.sweep_workload).result
+                  label=sweep_workload).result
     sections += [write_bits(q["rows"], out / "quant" / "bits", {"config": asdict(bits)}),
                  "![accuracy against bit width](quant/bits.png)\n"]
     commands.append(f"ncf quantize --run {run_dir} --train {train_ds} --test {test_ds} --config {configs}/bits.yaml "
