@@ -76,3 +76,15 @@ def test_a_program_traced_after_dashes_keeps_its_input_index_in_the_dataset(nati
                  str(native / "kernels" / "bst"), "4"]) == 0
     assert main(["dataset", "--trace", str(trace), "-o", str(tmp_path / "ds")]) == 0
     assert Dataset(tmp_path / "ds").meta["input"] == 3
+
+
+def test_ncf_workloads_lists_a_user_workload_beside_the_built_ins(capsys):
+    import json
+
+    from ncf.cli import main
+
+    assert main(["workloads", "--workload-file", str(EXAMPLE), "--json"]) == 0
+    rows = {r["workload"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {"bzip2", "quicksort", "perl_sort"} <= set(rows)
+    assert rows["perl_sort"]["seeds"] == [seed_of("perl_sort", i) for i in range(5)]
+    assert rows["perl_sort"]["command"] == "perl sort_words.pl {input}" and rows["bzip2"]["source"] == "built-in"
