@@ -190,7 +190,7 @@ def cmd_baseline(a) -> int:
         from ncf.trace_eval.workloads import names
 
         cfg = _settle(ExperimentConfig, a, {"workloads": None if a.workload_files else list(names())})
-        rep = run_baselines(cfg, a.out)
+        rep = run_baselines(cfg, Path(a.out))
         print("\n".join(rep["tables"]))
         print(f"written to {a.out}/ (tables as .md + .json, baselines_*.png, hard_branches.json, "
               "delinquent_loads.json)")
@@ -601,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--cache", help="with --all: the stage cache (default work/cache)")
     bl.add_argument("--workers", type=int, help="with --all: " + PARALLEL_OPTIONS["workers"])
     bl.add_argument("--ray-address", help="with --all: " + PARALLEL_OPTIONS["ray_address"])
-    bl.add_argument("-o", "--out", type=Path, default=Path("reports/baselines"))
+    bl.add_argument("-o", "--out", default="reports/baselines")
     bl.set_defaults(func=cmd_baseline)
 
     ds = sub.add_parser("dataset", help="build fused samples (graph + snapshot D instructions earlier) from a trace",
