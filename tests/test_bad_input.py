@@ -106,6 +106,7 @@ def workload_files(t, f):
     (t / "builtin.yaml").write_text("name: bzip2\nprogram: perl\n")
     (t / "placeholder.yaml").write_text("name: w\nprogram: perl\nargs: ['{inptu}']\n")
     (t / "nofile.yaml").write_text("name: w\nprogram: perl\nfiles: [nope.pl]\n")
+    (t / "zero.yaml").write_text("name: w\nprogram: perl\ninstructions: 0\n")
 
 
 TRACE = ["trace", "--workload", "quicksort", "--instructions", "10k", "--inputs-dir", "{f[inputs]}", "-q"]
@@ -129,6 +130,8 @@ CASES = [
      ["placeholder.yaml", "unknown placeholder 'inptu'"]),
     ("workload file missing file", ["workloads", "--workload-file", "{t}/nofile.yaml"], workload_files, 2,
      ["nofile.yaml", "'nope.pl' is not a file"]),
+    ("workload file 0 instructions", ["workloads", "--workload-file", "{t}/zero.yaml"], workload_files, 2,
+     ["zero.yaml", "instructions is a whole number >= 1, not 0"]),
     ("workload file missing", ["workloads", "--workload-file", "{t}/nope.yaml"], nothing, 2,
      ["nope.yaml", "no such file"]),
     # a negative lead puts the snapshot after the predicted instruction: refused where the lead enters

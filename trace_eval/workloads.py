@@ -157,10 +157,10 @@ def load_workload(path: str | Path) -> UserWorkload:
             raise WorkloadError(f"{path}: {key} is a list of strings, not {v!r}")
         return tuple(str(x) for x in v)
 
-    def whole(key, default):
+    def whole(key, default, least):
         v = data.get(key, default)
-        if type(v) is not int or v < 0:
-            raise WorkloadError(f"{path}: {key} is a whole number >= 0, not {v!r}")
+        if type(v) is not int or v < least:
+            raise WorkloadError(f"{path}: {key} is a whole number >= {least}, not {v!r}")
         return v
 
     env = data.get("env") or {}
@@ -170,10 +170,10 @@ def load_workload(path: str | Path) -> UserWorkload:
     uw = UserWorkload(name=name, program=str(data["program"]), source=str(path), args=strings("args"),
                       files=strings("files"), generate=strings("generate"),
                       stdin=None if stdin is None else str(stdin), env={str(k): str(v) for k, v in env.items()},
-                      skip=whole("skip", 0), instructions=whole("instructions", 10_000_000) or 1)
+                      skip=whole("skip", 0, 0), instructions=whole("instructions", 10_000_000, 1))
     check_env(uw.env, f"{path}: env")
     for f in uw.files:
-        if not (uw.here() / f).is_file() or "/" in f.rstrip("/").removeprefix("./"):
+        if Path(f).name != f or not (uw.here() / f).is_file():
             raise WorkloadError(f"{path}: files: {f!r} is not a file next to the workload file")
     uw.executable()
     for text in (*uw.args, *uw.generate, *([uw.stdin] if uw.stdin else [])):
