@@ -26,7 +26,7 @@ SCREEN = (1280, 900)   # the screenshot's window: the first screen of a laptop
 STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;color:#222}
 h1{font-size:1.7em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd}h3{font-size:1.05em}
 table{border-collapse:collapse;margin:.6em 0;font-size:13px;display:block;overflow-x:auto}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;white-space:nowrap}td.num{text-align:right}
 th{background:#f0f3f6;position:sticky;top:0}tr:nth-child(even) td{background:#fafafa}
 th.sortable{cursor:pointer}th[data-dir=asc]::after{content:" \\25B2"}th[data-dir=desc]::after{content:" \\25BC"}
 img{max-width:100%;display:block;margin:.6em 0}code,pre{background:#f4f4f4;font-size:13px}pre{padding:.6em;
@@ -143,11 +143,14 @@ def _cells(row: str) -> list[str]:
     return [c.strip() for c in row.strip().strip("|").split("|")]
 
 
+NUMBER = re.compile(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?|–")   # as ncf.io.markdown_table writes them; right-aligned
+
+
 def _table(rows: list[str], base: Path) -> str:
     head, body = _cells(rows[0]), [_cells(r) for r in rows[2:]]
+    td = lambda c: f"<td class=num>{c}</td>" if NUMBER.fullmatch(c) else f"<td>{_inline(c, base)}</td>"  # noqa: E731
     return ("<table><thead><tr>" + "".join(f"<th>{_inline(c, base)}</th>" for c in head) + "</tr></thead><tbody>"
-            + "".join("<tr>" + "".join(f"<td>{_inline(c, base)}</td>" for c in r) + "</tr>" for r in body)
-            + "</tbody></table>")
+            + "".join("<tr>" + "".join(map(td, r)) + "</tr>" for r in body) + "</tbody></table>")
 
 
 def _inline(text: str, base: Path) -> str:
