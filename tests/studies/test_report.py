@@ -8,14 +8,15 @@ from html.parser import HTMLParser
 import pytest
 
 from ncf.io import DataError, UsageError, figure, markdown_table, save_figure
-from ncf.studies.report import write_report
+from ncf.studies.report import to_html, write_report
 
 from ..helpers import png_size, render_check
 
 MPKI = [{"workload": "bzip2", "mpki": 4.25, "insns": 1_200_000}, {"workload": "xz", "mpki": 12.5, "insns": 900},
         {"workload": "gnugo", "mpki": None, "insns": 31_000}]
-SITES = [{"site_pc": "0x40a1f0", "tage-sc-l": 120, "fused": -0.25}, {"site_pc": "0x4009c4", "tage-sc-l": 7,
-                                                                    "fused": 0.125}]
+SITES = [{"site_pc": "0x40a1f0", "tage-sc-l": 120, "fused": -0.25},
+         {"site_pc": "0x4009c4", "tage-sc-l": 7, "fused": 0.125},
+         {"site_pc": "0x401000", "tage-sc-l": 1_500, "fused": 0.5}]
 
 
 def report_text(tmp_path) -> str:
@@ -37,14 +38,14 @@ def test_page_renders_every_figure_and_table_and_the_screenshot_is_the_first_scr
     assert all(w > 100 and h > 100 for w, h in r["image_sizes"])
     assert [t["header"] for t in r["tables"]] == [["workload", "mpki", "insns"], ["site_pc", "tage-sc-l", "fused"]]
     assert r["tables"][0]["rows"] == [["bzip2", "4.25", "1,200,000"], ["xz", "12.5", "900"], ["gnugo", "–", "31,000"]]
-    assert len(r["tables"][1]["rows"]) == 2
+    assert len(r["tables"][1]["rows"]) == len(SITES)
     assert r["leftover_markdown"] == 0
     assert png_size(paths["screenshot"]) == (1280, 900)
     assert not list(tmp_path.glob(".*"))                     # no temporary files left behind
 
 
 def test_tables_are_there_without_javascript_and_figures_are_embedded(tmp_path):
-    page = write_report(tmp_path, report_text(tmp_path))["html"].read_text()
+    page = to_html(report_text(tmp_path), tmp_path)   # what write_report writes to index.html
     tags = []
 
     class Tags(HTMLParser):
@@ -61,22 +62,22 @@ def test_tables_are_there_without_javascript_and_figures_are_embedded(tmp_path):
 
 def test_clicking_a_header_sorts_numbers_as_numbers(tmp_path):
     page = write_report(tmp_path, report_text(tmp_path))["html"]
-    click = 'document.querySelectorAll("table")[0].querySelectorAll("th")[{}].click();'
-    first = lambda r: [row[0] for row in r["tables"][0]["rows"]]  # noqa: E731
-    assert first(render_check(page, click.format(2))) == ["xz", "gnugo", "bzip2"]          # 900 < 31,000 < 1.2M
-    assert first(render_check(page, click.format(1) * 2)) == ["xz", "bzip2", "gnugo"]      # descending, '–' last
-    assert [r[0] for r in render_check(page, click.format(0).replace("[0]", "[1]"))["tables"][1]["rows"]] == \
-        ["0x4009c4", "0x40a1f0"]                                                           # hex addresses
+    click = 'document.querySelectorAll("table")[{}].querySelectorAll("th")[{}].click();'
+    r = render_check(page, click.format(0, 1) * 2 + click.format(1, 1))
+    assert [row[0] for row in r["tables"][0]["rows"]] == ["xz", "bzip2", "gnugo"]        # mpki descending, '–' last
+    assert [row[1] for row in r["tables"][1]["rows"]] == ["7", "120", "1,500"]           # ascending, not as text
 
 
 def test_the_checker_sees_broken_figures(tmp_path):
-    text = report_text(tmp_path)
+    text, page = report_text(tmp_path), tmp_path / "page.html"
     (tmp_path / "a.png").write_bytes(b"not a PNG at all")
-    r = render_check(write_report(tmp_path, text)["html"])
+    page.write_text(to_html(text, tmp_path))
+    r = render_check(page)
     assert (r["images"], r["images_loaded"], r["images_whole"]) == (2, 1, 1)
     b = (tmp_path / "sub" / "b.png").read_bytes()
     (tmp_path / "sub" / "b.png").write_bytes(b[:len(b) // 2])   # truncated: Chromium shows its top half
-    r = render_check(write_report(tmp_path, text)["html"])
+    page.write_text(to_html(text, tmp_path))
+    r = render_check(page)
     assert (r["images"], r["images_loaded"], r["images_whole"]) == (2, 1, 0)
 
 
