@@ -1,5 +1,6 @@
 """`ncf experiment --champsim-dir DIR`: a directory of ChampSim traces through the baselines, split by
-trace file (one held out, ``--test-trace``; the others are the training traces), in one MPKI table.
+trace file (one held out, ``--test-trace``; the others are the training traces), in one MPKI table
+(champsim_mpki.md/.json, champsim.json, and index.html with its screenshot: studies.report).
 
     r = run_champsim(ExperimentConfig(champsim_dir="traces/champsim", test_trace="gcc-1.champsim.xz"))
 
@@ -22,6 +23,7 @@ from ncf.model.train import HISTORY_MODELS, MODELS
 from . import steps
 from .cache import StageCache
 from .parallel import settings
+from .report import chromium, write_report
 
 NEEDS_NCF_TRACE = ("fused", "static", "history")
 
@@ -73,6 +75,7 @@ def run_champsim(cfg, models: list | None = None, cache: StageCache | None = Non
         raise UsageError(f"--test-trace {test}: not a file of {cfg.champsim_dir} ({', '.join(f.name for f in files)})")
     cache = cache or StageCache(Path(cfg.cache))
     out = check_output(cfg.out, directory=True)
+    chromium()   # the report's screenshot needs it: say so before the work, not after
     engine = cfg.engine()
     traces = engine.map(imported, [(cache, f) for f in files], desc="import")
     results = engine.map(steps.baselines, [(cache, t) for t in traces], desc="baselines")
@@ -96,4 +99,5 @@ def run_champsim(cfg, models: list | None = None, cache: StageCache | None = Non
                        extra={"config": settings(cfg), "models_not_run": not_run})
     write_json(out / "champsim.json", {"config": settings(cfg), "test_trace": test, "traces": per_trace,
                                        "models_not_run": not_run})
-    return {"rows": rows, "tables": [table], "test_trace": test}
+    pages = write_report(out, f"# ncf experiment: ChampSim traces of {cfg.champsim_dir}\n\n{table}")
+    return {"rows": rows, "tables": [table], "test_trace": test, "pages": pages}

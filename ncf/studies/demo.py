@@ -4,7 +4,8 @@
     scoring) -> lead sweep -> bit widths (QAT) -> hardware sweep (size x bits -> RTL -> yosys LUTs;
     the Pareto plot) -> the default predictor: HLS project + C simulation, cocotb verification in
     Verilator and Icarus on real snapshots, synthesis and place-and-route -> algorithm
-    classification -> reports/demo/index.md (+ every figure as PNG, every table as JSON)
+    classification -> reports/demo/index.md, index.html (one page, figures embedded) and screenshot.png
+    (+ every figure as PNG, every table as JSON)
 
 Presets: ``default`` fits the 20-minute budget of `make demo` on a 2-core machine (5M-instruction
 windows, the fused GNN against the history-only learned baselines, 4 snapshot leads, 3 bit widths,
@@ -27,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ncf.hw.synth import GOAL, HOST_GHZ, HOST_IPC, LOGIC_UNIT, lead_budget
-from ncf.io import atomic_path, check_output, markdown_table, save_config, save_table, write_json
+from ncf.io import check_output, markdown_table, save_config, save_table, write_json
 from ncf.trace_eval.workloads import load_workloads, names
 
 from . import steps
@@ -38,6 +39,7 @@ from .classify import ClassifyConfig, confusion_text, run_classify
 from .experiment import (PROGRAMS, ExperimentConfig, run_baselines, run_experiment, run_lead_sweep, trace_plan,
                          trace_task, workload_data)
 from .hw_sweep import HwSweepConfig, hw_sweep
+from .report import chromium, write_report
 
 
 @dataclass
@@ -84,6 +86,7 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     p = PRESETS[preset]
     user = load_workloads(workload_files)
     out = check_output(out, directory=True)
+    chromium()   # the report's screenshot needs it: say so before the work, not after
     cache = StageCache(Path(cache_root), fresh=fresh)
     t_start = time.monotonic()
     times, sections, commands = {}, [], []
@@ -208,12 +211,10 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     times["total"] = round(time.monotonic() - t_start, 1)
     sections.append(_provenance(commands, times, preset, out))
     head = _headline(study, exp.lead, p.branchnet, ver, big, small, cls, out)
-    text = "# ncf demo report\n\n" + head + "\n".join(sections)
-    with atomic_path(out / "index.md") as tmp:
-        tmp.write_text(text)
+    pages = write_report(out, "# ncf demo report\n\n" + head + "\n".join(sections))
     write_json(out / "times.json", times)
-    print(f"report: {out / 'index.md'} ({times['total']:.0f} s)")
-    return {"times": times, "report": out / "index.md"}
+    print(f"report: {pages['html']} ({times['total']:.0f} s); markdown: {pages['md']}")
+    return {"times": times, "report": pages["md"], "pages": pages}
 
 
 def _trace_row(trace) -> dict:

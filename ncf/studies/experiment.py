@@ -14,7 +14,9 @@ spaced in time), merged into the training set, and the full held-out dataset; th
 the history-only baselines trained with the same budget; all scored on the held-out input through
 the harness (model/evaluate.py). Every step goes through the stage cache (``cache``), so a re-run redoes only
 what changed; traces, datasets and the per-workload training run as Ray tasks (``workers``,
-``ray_address``; ncf/studies/parallel.py), which gives the same tables as a serial run.
+``ray_address``; ncf/studies/parallel.py), which gives the same tables as a serial run. The tables
+(markdown + JSON) go to ``out``, and all of them on one page to ``out``/index.md, index.html and
+screenshot.png (ncf/studies/report.py).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from ncf.trace_eval.workloads import KERNELS, N_INPUTS, TEST_INPUT, UserWorkload
 from . import steps
 from .cache import StageCache
 from .parallel import Engine, settings
+from .report import chromium, write_report
 
 PROGRAMS = ("bzip2", "xz", "hmmer", "gnugo")
 LEADS = [0, 10, 30, 100, 300, 1000]   # the issue's lead sweep
@@ -349,6 +352,7 @@ def run_workloads(cfg: ExperimentConfig, cache: StageCache, pairs: list[tuple[st
 def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> dict:
     cache = cache or StageCache(Path(cfg.cache))
     out = check_output(cfg.out, directory=True)
+    chromium()   # the report's screenshot needs it: say so before the work, not after
     per = run_workloads(cfg, cache, [(w, cfg.lead) for w in cfg.workloads])
     branch_rows = [{"workload": r["workload"], **b} for r in per for b in r["branch"]]
     pf_rows = [{"workload": r["workload"], **p} for r in per for p in r["prefetch"]]
@@ -377,7 +381,8 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
     if cfg.leads:
         sweep = run_lead_sweep(cfg, cache)
         tables += [sweep["table"], f"![accuracy against snapshot lead]({sweep['plot'].name})\n"]
-    return {"per_workload": per, "tables": tables, "summary": summary}
+    pages = write_report(out, f"# ncf experiment: {', '.join(cfg.workloads)}\n\n" + "\n".join(tables))
+    return {"per_workload": per, "tables": tables, "summary": summary, "pages": pages}
 
 
 def site_rows(per: list[dict], models=("fused", "branchnet", THREE_WAY)) -> list[dict]:

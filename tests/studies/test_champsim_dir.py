@@ -36,6 +36,7 @@ def test_a_directory_of_champsim_traces_gets_an_mpki_table_per_trace(champsim_di
     assert len({r["tage-sc-l"] for r in rows}) == 3          # three programs, three different figures
     full = json.loads((tmp_path / "out" / "champsim.json").read_text())
     assert full["test_trace"] == "hash_table.champsim.xz" and "fused" in full["models_not_run"]
+    assert (tmp_path / "out" / "index.html").exists() and (tmp_path / "out" / "screenshot.png").exists()
 
 
 @pytest.mark.parametrize("models, words", [(["fused"], ["fused", "need an ncf trace"]),

@@ -8,6 +8,8 @@ import pytest
 
 from ncf.studies.experiment import ExperimentConfig, run_experiment
 
+from ..helpers import png_size, render_check
+
 
 @pytest.mark.slow
 def test_experiment_end_to_end_and_reuse(native, tmp_path):
@@ -38,6 +40,12 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     assert all(r["fused and tage-sc-l wrong"] <= min(r["fused"], r["tage-sc-l"]) for r in sites)
     sweep = json.loads((tmp_path / "out" / "lead_sweep.json").read_text())["rows"]
     assert [r["lead"] for r in sweep] == [0, 100] and (tmp_path / "out" / "lead_sweep.png").exists()
+    shown = render_check(r["pages"]["html"])                  # the page: every table with its rows, the figure
+    assert shown["images"] == shown["images_loaded"] == shown["images_whole"] == 1
+    assert [len(t["rows"]) for t in shown["tables"]] == [
+        len(json.loads((tmp_path / "out" / f"{t}.json").read_text())["rows"])
+        for t in ("branch", "prefetch", "summary", "sites", "lead_sweep")]
+    assert png_size(r["pages"]["screenshot"]) == (1280, 900)
     (ckpt,) = (tmp_path / "cache" / "train").glob("bzip2-fused-no-frontend-*/run/checkpoint.pt")
     stamp = ckpt.stat().st_mtime_ns
     run_experiment(cfg)
