@@ -466,9 +466,9 @@ def _default(config: str, name: str):
     return f.default_factory() if f.default is MISSING else f.default
 
 
-def _workload_file_option(parser, verb: str, dest: str = "workload_file") -> None:
+def _workload_file_option(parser, verb: str, dest: str = "workload_file", note: str = "") -> None:
     parser.add_argument("--workload-file", dest=dest, action="append", metavar="FILE",
-                        help=f"{verb} a workload of your own, described by a YAML file (repeatable; see "
+                        help=f"{verb} a workload of your own, described by a YAML file{note} (repeatable; see "
                         "examples/workloads/perl_sort.yaml and the README's \"Your own program\")")
 
 
@@ -818,8 +818,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: fits about 20 minutes on 2 cores; full: 20M-instruction windows, every model, "
                    "6 leads, 5 bit widths, 7 hardware points, ECP5 P&R without a time limit (hours); tiny: every "
                    "stage on bzip2 alone with the smallest settings (minutes; what CI runs)")
-    _workload_file_option(d, "run the pipeline on (instead of the built-in workloads; the first file's workload "
-                          "also goes through the lead sweep, bit widths and hardware)")
+    _workload_file_option(d, "run the pipeline on", note=", instead of the built-in workloads (the first file's "
+                          "workload also goes through the lead sweep, bit widths and hardware)")
     d.add_argument("--fresh", action="store_true", help="redo every step instead of reusing the stage cache")
     d.add_argument("--workers", type=int, default=0, help=PARALLEL_OPTIONS["workers"] + " (default 0)")
     d.add_argument("--ray-address", help=PARALLEL_OPTIONS["ray_address"])
