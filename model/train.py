@@ -209,6 +209,16 @@ def split_rows(ds: Dataset, sites: list = ()) -> tuple[np.ndarray, np.ndarray]:
     return tr, va
 
 
+def graph_dataset(path, model: str) -> Dataset:
+    """The dataset at ``path`` for GNN ``model``, refused plainly if it is history-only (no site graphs)."""
+    ds = Dataset(path)
+    if ds.history_only:
+        raise UsageError(f"{path}: a history-only dataset (its trace has no registers, memory values or instruction "
+                         f"bytes, e.g. a ChampSim trace); the {model} GNN reads site graphs: it needs an ncf trace "
+                         f"(`ncf trace`). BranchNet and the delta-LSTM ({', '.join(HISTORY_MODELS)}) run on it")
+    return ds
+
+
 def build_gnn(cfg: TrainConfig, ds: Dataset):
     from .gnn import FusedGNN, GNNConfig
 
@@ -225,7 +235,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         return train_history_model(cfg, resume=resume, progress=progress)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    ds = Dataset(cfg.train)
+    ds = graph_dataset(cfg.train, cfg.model)
     out = check_output(cfg.out, directory=True)
     out.mkdir(parents=True, exist_ok=True)
     dev = device_of(cfg)
@@ -330,7 +340,7 @@ def predict(run_dir: str | Path, ds_dir: str | Path) -> dict:
     if TrainConfig.load(Path(run_dir) / "config.yaml").model in HISTORY_MODELS:
         return predict_history(run_dir, ds_dir)
     model, cfg = load_model(run_dir)
-    ds = Dataset(ds_dir)
+    ds = graph_dataset(ds_dir, cfg.model)
     rows = np.arange(len(ds))
     batches = GraphBatches(ds, cfg.model, torch.device("cpu"), drop=cfg.drop)
     p, cls = predict_gnn(model, ds, batches, rows, torch.device("cpu"))
