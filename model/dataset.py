@@ -342,7 +342,7 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
     cfg = DatasetConfig(**asdict(cfg))  # validated again: a config can be changed after it was made
     reader = TraceReader(trace)
     for flag in () if cfg.history_only else (FLAG_REGS, FLAG_VALUES, FLAG_BYTES):
-        reader.require(flag, "the fused dataset (a trace without them: DatasetConfig(history_only=True))")
+        reader.require(flag, "the fused dataset (history-only for BranchNet and the delta-LSTM: --history-only)")
     reader.require_instructions("the fused dataset")
     want = {"branch": cfg.task in ("branch", "both"), "load": cfg.task in ("prefetch", "both")}
     wanted = {t: sites.get(t, []) if want[t] else [] for t in TASKS}
