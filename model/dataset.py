@@ -48,8 +48,9 @@ Train/test split: by program input (sites, delta vocabulary, prefetch distances 
 input 1 is only evaluated), validation = the last 10% of the training samples in time.
 History-only (``DatasetConfig.history_only``, for traces without registers, values or instruction
 bytes: ChampSim imports): no site graphs, ``dynval``, ``fe_count`` or ``mem_pred``; the branch stream,
-``g`` (history, TAGE-SC-L), ``bpos`` and ``dhist`` as above; ``dataset.json`` says ``history_only``, and
-the GNN models refuse such a dataset (BranchNet and the delta-LSTM read only these).
+``g`` (history, TAGE-SC-L), ``bpos`` and ``dhist`` as above; ``dataset.json`` says ``history_only``. BranchNet,
+the delta-LSTM and the history GNN (which reads ``g`` over blank graphs) train on it; the fused and static
+GNNs refuse it.
 On disk (``out_dir``): one ``.npy`` per array (memory-mapped when read), ``sites.npz`` with the
 site graphs, and ``dataset.json`` (config, sites, vocabulary, counts, the traces' hashes, and
 ``memory_lookahead``: how many slot predictions had an address, how many of those equal the slot
@@ -72,7 +73,7 @@ from ncf.trace_eval.format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, StaticTabl
 from ncf.trace_eval.harness import LINE, Tally, top_sites
 from ncf.trace_eval.streams import branch_chunks
 
-from .graph import MAX_MEM_SLOTS, N_NODES, SiteGraph, build_site_graph
+from .graph import F_STATIC, MAX_MEM_SLOTS, N_EDGE_TYPES, N_NODES, SiteGraph, build_site_graph
 
 FORMAT_VERSION = 4
 N_SLOTS = 16 + MAX_MEM_SLOTS     # dynval columns: 16 GPRs, then memory slots
@@ -797,8 +798,12 @@ class Dataset:
         sites = np.load(self.path / "sites.npz")
         self.static, self.adj, self.dyn_slot = sites["static"], sites["adj"], sites["dyn_slot"]
         self.node_pc = sites["node_pc"]
-        self.history_only = bool(self.meta.get("history_only"))
         self.site_pc, self.site_task = sites["pc"], sites["task"]
+        self.history_only = bool(self.meta.get("history_only"))
+        if self.history_only:   # no site graphs: blank ones, all the history GNN reads of an ncf dataset's graphs
+            s, n = len(self.site_pc), self.meta["config"]["n_nodes"]
+            self.static, self.adj = np.zeros((s, n, F_STATIC), np.uint8), np.zeros((s, N_EDGE_TYPES, n, n), np.uint8)
+            self.dyn_slot, self.node_pc = np.full((s, n), -1, np.int16), np.zeros((s, n), np.uint64)
         self.arrays = {p.stem: np.load(p, mmap_mode="r") for p in self.path.glob("*.npy") if p.stem != "branches"}
         stream = self.path / "branches.npy"
         self.branches = np.load(stream, mmap_mode="r") if stream.exists() else None

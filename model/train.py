@@ -134,6 +134,9 @@ class GraphBatches:
         self.graphs = SiteGraphs(static, adj)
         self.site = torch.from_numpy(np.asarray(a["site"], np.int64))
         self.g = torch.tensor(np.asarray(a["g"]))
+        self.n_nodes = ds.static.shape[1]
+        if model in ("static", "history"):   # their dyn is blank: no value encodings (a history-only dataset has none)
+            return
         n, slots = a["dynval"].shape
         self.enc = torch.zeros(n, slots + 1, N_VALUE_BITS, dtype=torch.uint8)      # slot ``slots``: no value
         for k in range(0, n, chunk):
@@ -154,7 +157,7 @@ class GraphBatches:
         site = self.site[r]
         g = self.g[r].float()
         if self.model in ("static", "history"):
-            dyn = torch.zeros(len(r), self.slot.shape[1], F_DYN)
+            dyn = torch.zeros(len(r), self.n_nodes, F_DYN)
         else:
             counts = torch.from_numpy(encode_counts(self.count[r.numpy()]))
             dyn = torch.cat([self.enc[r[:, None], self.slot[site]], counts,
@@ -210,12 +213,13 @@ def split_rows(ds: Dataset, sites: list = ()) -> tuple[np.ndarray, np.ndarray]:
 
 
 def graph_dataset(path, model: str) -> Dataset:
-    """The dataset at ``path`` for GNN ``model``, refused plainly if it is history-only (no site graphs)."""
+    """The dataset at ``path`` for GNN ``model``, refused plainly if it is history-only (no site graphs) and
+    the model reads the graphs (all but the history GNN, which reads them blank)."""
     ds = Dataset(path)
-    if ds.history_only:
+    if ds.history_only and model != "history":
         raise UsageError(f"{path}: a history-only dataset (its trace has no registers, memory values or instruction "
                          f"bytes, e.g. a ChampSim trace); the {model} GNN reads site graphs: it needs an ncf trace "
-                         f"(`ncf trace`). BranchNet and the delta-LSTM ({', '.join(HISTORY_MODELS)}) run on it")
+                         f"(`ncf trace`). BranchNet, the delta-LSTM and the history GNN run on it")
     return ds
 
 

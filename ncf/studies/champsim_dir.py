@@ -8,9 +8,9 @@ Every file of the directory (``.xz``, ``.gz`` or raw ``input_instr`` records; tr
 imported into an ncf trace through the stage cache (keyed by the file's sha256) and scored by the
 evaluation harness (trace_eval.baseline.evaluate: every branch predictor and prefetcher), as
 `ncf baseline` scores an ncf trace. ChampSim records no registers, memory values or instruction bytes:
-the models that read them (the fused, static and history GNNs, whose site graphs are built from the
-instruction bytes) refuse with a message saying they need an ncf trace. BranchNet and the delta-LSTM
-read only branch and address histories: asked for (``models``), they are trained on history-only
+the models that read them (the fused and static GNNs, whose site graphs are built from the instruction
+bytes) refuse with a message saying they need an ncf trace. BranchNet, the delta-LSTM and the history GNN
+(blank graphs) read only branch and address histories: asked for (``models``), they are trained on history-only
 datasets (model.dataset, ``history_only``) of the training traces, for the hard branches and delinquent
 loads of each training trace (the delta vocabulary and prefetch distances of the first), and scored on
 the held-out trace's dataset as `ncf experiment` scores a held-out input (experiment.score_models:
@@ -32,7 +32,7 @@ from .experiment import BRANCH_COLUMNS, PREFETCH_COLUMNS, labels_of, score_model
 from .parallel import settings
 from .report import chromium, write_report
 
-NEEDS_NCF_TRACE = ("fused", "static", "history")   # GNNs: site graphs are built from the instruction bytes
+NEEDS_NCF_TRACE = ("fused", "static")   # their site graphs are built from the instruction bytes
 
 
 def champsim_files(directory) -> list[Path]:
