@@ -1,5 +1,5 @@
-"""`ncf experiment --champsim-dir`: a directory of ChampSim traces through the baselines, BranchNet and the
-delta-LSTM. The three traces are made with the project's exporter (`ncf champsim export`) from ncf traces
+"""`ncf experiment --champsim-dir`: a directory of ChampSim traces through the baselines, BranchNet, the
+delta-LSTM and the history GNN. The three traces are made with the project's exporter (`ncf champsim export`) from ncf traces
 of two programs (bst; hash_table with two inputs, one held out, so that the held-out trace runs the
 training traces' sites), as ChampSim's public trace sets cannot be downloaded here."""
 from __future__ import annotations
