@@ -126,6 +126,7 @@ class GraphBatches:
     def __init__(self, ds: Dataset, model: str, device: torch.device, chunk: int = 1 << 16, drop=()):
         from .gnn import SiteGraphs
 
+        check_graphs(ds, model)
         self.model, self.device, self.drop = model, device, [DROPS[d] for d in drop]
         a = ds.arrays
         static, adj = torch.tensor(ds.static, dtype=torch.float32), torch.tensor(ds.adj)
@@ -213,14 +214,19 @@ def split_rows(ds: Dataset, sites: list = ()) -> tuple[np.ndarray, np.ndarray]:
 
 
 def graph_dataset(path, model: str) -> Dataset:
-    """The dataset at ``path`` for GNN ``model``, refused plainly if it is history-only (no site graphs) and
-    the model reads the graphs (all but the history GNN, which reads them blank)."""
+    """The dataset at ``path`` for GNN ``model`` (``check_graphs``)."""
     ds = Dataset(path)
+    check_graphs(ds, model)
+    return ds
+
+
+def check_graphs(ds: Dataset, model: str) -> None:
+    """Refuse plainly a history-only dataset (no site graphs) for a GNN that reads the graphs (all but the
+    history GNN, which reads them blank)."""
     if ds.history_only and model != "history":
-        raise UsageError(f"{path}: a history-only dataset (its trace has no registers, memory values or instruction "
+        raise UsageError(f"{ds.path}: a history-only dataset (its trace has no registers, memory values or instruction "
                          f"bytes, e.g. a ChampSim trace); the {model} GNN reads site graphs: it needs an ncf trace "
                          f"(`ncf trace`). BranchNet, the delta-LSTM and the history GNN run on it")
-    return ds
 
 
 def build_gnn(cfg: TrainConfig, ds: Dataset):
