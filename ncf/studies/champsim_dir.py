@@ -12,7 +12,8 @@ the models that read them (the fused and static GNNs, whose site graphs are buil
 bytes) refuse with a message saying they need an ncf trace. BranchNet, the delta-LSTM and the history GNN
 (blank graphs) read only branch and address histories: asked for (``models``), they are trained on history-only
 datasets (model.dataset, ``history_only``) of the training traces, for the hard branches and delinquent
-loads of each training trace (the delta vocabulary and prefetch distances of the first), and scored on
+loads of each training trace (the delta vocabulary and prefetch distances of the one with the most L1D
+demand misses), and scored on
 the held-out trace's dataset as `ncf experiment` scores a held-out input (experiment.score_models:
 model.evaluate, with the hybrid with TAGE-SC-L), in two more tables (champsim_branch, champsim_prefetch).
 """
