@@ -689,7 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "workload and snapshot lead D, a table and lead_sweep.png",
                                              "champsim_dir": "a directory of ChampSim traces (.xz, .gz, raw) "
                                                              "to score instead of workloads: every baseline, one "
-                                                             "trace file held out, an MPKI table",
+                                                             "trace file held out, an MPKI table; with --models "
+                                                             "branchnet delta-lstm history, those too",
                                              "test_trace": "with --champsim-dir: the trace file held out "
                                                            "(default: the first by name)",
                                              "cache": "the stage cache", **PARALLEL_OPTIONS})
