@@ -46,6 +46,11 @@ addresses from a load's access j on are scrambled and checks that no input chang
 
 Train/test split: by program input (sites, delta vocabulary, prefetch distances and normalisation come from input 0;
 input 1 is only evaluated), validation = the last 10% of the training samples in time.
+History-only (``DatasetConfig.history_only``, for traces without registers, values or instruction
+bytes: ChampSim imports): no site graphs, ``dynval``, ``fe_count`` or ``mem_pred``; the branch stream,
+``g`` (history, TAGE-SC-L), ``bpos`` and ``dhist`` as above; ``dataset.json`` says ``history_only``. BranchNet,
+the delta-LSTM and the history GNN (which reads ``g`` over blank graphs) train on it; the fused and static
+GNNs refuse it.
 On disk (``out_dir``): one ``.npy`` per array (memory-mapped when read), ``sites.npz`` with the
 site graphs, and ``dataset.json`` (config, sites, vocabulary, counts, the traces' hashes, and
 ``memory_lookahead``: how many slot predictions had an address, how many of those equal the slot
@@ -68,7 +73,7 @@ from ncf.trace_eval.format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, StaticTabl
 from ncf.trace_eval.harness import LINE, Tally, top_sites
 from ncf.trace_eval.streams import branch_chunks
 
-from .graph import MAX_MEM_SLOTS, N_NODES, SiteGraph, build_site_graph
+from .graph import F_STATIC, MAX_MEM_SLOTS, N_EDGE_TYPES, N_NODES, SiteGraph, build_site_graph
 
 FORMAT_VERSION = 4
 N_SLOTS = 16 + MAX_MEM_SLOTS     # dynval columns: 16 GPRs, then memory slots
@@ -95,6 +100,7 @@ class DatasetConfig:
     delta_classes: int = 16       # most frequent training deltas + "other"
     max_per_site: int | None = None  # keep at most this many samples per site, evenly spaced in time
     prefetch_distance: int = 0    # k of the prefetch label; 0 = per load, chosen for timeliness (timely_distance)
+    history_only: bool = False    # no site graphs, registers, values or front-end counts (a trace without them)
 
     def __post_init__(self):
         check_lead(self.lead)
@@ -191,6 +197,12 @@ def site_graphs(static: StaticTable, sites: dict, n_nodes: int) -> list[SiteGrap
     code_of = {int(static.pc[s]): static.code(int(s))[1] for s in np.nonzero(static.known)[0]}
     return [build_site_graph(pc, code_of, task, n_nodes) for task in TASKS for pc in sites.get(task, [])
             if pc in code_of]   # a site of the training input may not execute in another window
+
+
+def history_site(pc: int, task: str) -> SiteGraph:
+    """A site of a history-only dataset: its pc and task, no graph (size-0 arrays)."""
+    return SiteGraph(pc=pc, task=task, static=np.zeros((0, 0), np.uint8), adj=np.zeros((0, 0, 0), np.uint8),
+                     dyn_slot=np.zeros(0, np.int16), node_pc=np.zeros(0, np.uint64))
 
 
 # --------------------------------------------------------------------------------------- encodings
@@ -330,8 +342,8 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
     trace, out_dir = Path(trace), check_output(out_dir, directory=True)
     cfg = DatasetConfig(**asdict(cfg))  # validated again: a config can be changed after it was made
     reader = TraceReader(trace)
-    for flag in (FLAG_REGS, FLAG_VALUES, FLAG_BYTES):
-        reader.require(flag, "the fused dataset")
+    for flag in () if cfg.history_only else (FLAG_REGS, FLAG_VALUES, FLAG_BYTES):
+        reader.require(flag, "the fused dataset (history-only for BranchNet and the delta-LSTM: --history-only)")
     reader.require_instructions("the fused dataset")
     want = {"branch": cfg.task in ("branch", "both"), "load": cfg.task in ("prefetch", "both")}
     wanted = {t: sites.get(t, []) if want[t] else [] for t in TASKS}
@@ -340,7 +352,8 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
     ks = [cfg.prefetch_distance] if cfg.prefetch_distance else list(range(1, keep + 1))
     eligible, deltas, gaps, heads, n_branches = _count(scan, wanted, cfg.lead, ks, keep, progress,
                                                        tally=vocab is None or distance is None)
-    graphs = site_graphs(scan.static, wanted, cfg.n_nodes)
+    graphs = ([history_site(pc, t) for t in TASKS for pc in wanted[t]] if cfg.history_only
+              else site_graphs(scan.static, wanted, cfg.n_nodes))
     distance = _distances(cfg, wanted["load"], distance, gaps, ks)
     if vocab is None and want["load"]:
         total = Tally(np.int64)
@@ -419,13 +432,15 @@ def _count(reader: TraceReader, sites: dict, lead: int, ks: list[int], keep: int
 
 
 def _columns(cfg: DatasetConfig) -> dict:
-    """name -> (dtype, shape of one sample)."""
-    return {"idx": (np.int64, ()), "g": (np.uint8, (G_DIM,)), "taken": (np.int8, ()), "delta": (np.int16, ()),
-            "tage_pred": (np.uint8, ()), "tage_conf": (np.uint8, ()), "tage_detail": (np.int32, (TAGE_DETAIL,)),
-            "bpos": (np.int64, ()), "bfirst": (np.int64, ()),
-            "dhist": (np.int16, (cfg.delta_history,)), "site": (np.int16, ()), "dynval": (np.uint64, (N_SLOTS,)),
-            "fe_count": (np.uint16, (cfg.n_nodes,)), "mem_pred": (np.uint64, (MAX_MEM_SLOTS,)),
-            "mem_pred_ok": (np.uint8, (MAX_MEM_SLOTS,))}
+    """name -> (dtype, shape of one sample); history-only: without the snapshot's columns."""
+    columns = {"idx": (np.int64, ()), "g": (np.uint8, (G_DIM,)), "taken": (np.int8, ()), "delta": (np.int16, ()),
+               "tage_pred": (np.uint8, ()), "tage_conf": (np.uint8, ()), "tage_detail": (np.int32, (TAGE_DETAIL,)),
+               "bpos": (np.int64, ()), "bfirst": (np.int64, ()),
+               "dhist": (np.int16, (cfg.delta_history,)), "site": (np.int16, ())}
+    if cfg.history_only:
+        return columns
+    return {**columns, "dynval": (np.uint64, (N_SLOTS,)), "fe_count": (np.uint16, (cfg.n_nodes,)),
+            "mem_pred": (np.uint64, (MAX_MEM_SLOTS,)), "mem_pred_ok": (np.uint8, (MAX_MEM_SLOTS,))}
 
 
 def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: DatasetConfig, vocab: list[int],
@@ -504,6 +519,11 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
         cols = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         order = np.argsort(cols["idx"], kind="stable")   # samples in time order (validation = the last ones)
         cols = {key: v[order] for key, v in cols.items()}
+        cols["branches"] = branch_tokens(br.pc, br.taken)
+        n_before += len(br.idx)
+        if cfg.history_only:
+            yield cols
+            continue
         cols["dynval"], slots = snapshots.take(ch, cols["site"], snapshot_index(cols["idx"], lead), cols["idx"])
         count = frontend.take(ch, cols["site"], cols["idx"])
         cols["fe_count"] = np.minimum(count, np.iinfo(np.uint16).max).astype(np.uint16)
@@ -514,8 +534,6 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
         cols["mem_pred"], cols["mem_pred_ok"] = np.where(ok, val, np.uint64(0)), ok.astype(np.uint8)
         for key, v in zip(LOOKAHEAD_KEYS, (predicted, predicted & (addr == slots["truth"]), ok)):
             lookahead[key] += int(v.sum())
-        cols["branches"] = branch_tokens(br.pc, br.taken)
-        n_before += len(br.idx)
         yield cols
 
 
@@ -694,7 +712,8 @@ def _write_meta(out_dir: Path, trace: Path, reader: TraceReader, sites: dict, gr
             "sites_skipped": skipped,
             "sites_from": sites.get("from_trace"), "delta_vocabulary": vocab,
             "prefetch_distance": distance, "samples": sum(counts.values()),
-            "samples_per_task": counts, "g_dim": G_DIM, "n_slots": N_SLOTS, "memory_lookahead": lookahead}
+            "samples_per_task": counts, "g_dim": G_DIM, "n_slots": N_SLOTS, "memory_lookahead": lookahead,
+            "history_only": cfg.history_only}
     write_json(out_dir / "dataset.json", meta)
     return meta
 
@@ -780,6 +799,11 @@ class Dataset:
         self.static, self.adj, self.dyn_slot = sites["static"], sites["adj"], sites["dyn_slot"]
         self.node_pc = sites["node_pc"]
         self.site_pc, self.site_task = sites["pc"], sites["task"]
+        self.history_only = bool(self.meta.get("history_only"))
+        if self.history_only:   # no site graphs: blank ones, all the history GNN reads of an ncf dataset's graphs
+            s, n = len(self.site_pc), self.meta["config"]["n_nodes"]
+            self.static, self.adj = np.zeros((s, n, F_STATIC), np.uint8), np.zeros((s, N_EDGE_TYPES, n, n), np.uint8)
+            self.dyn_slot, self.node_pc = np.full((s, n), -1, np.int16), np.zeros((s, n), np.uint64)
         self.arrays = {p.stem: np.load(p, mmap_mode="r") for p in self.path.glob("*.npy") if p.stem != "branches"}
         stream = self.path / "branches.npy"
         self.branches = np.load(stream, mmap_mode="r") if stream.exists() else None

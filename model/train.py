@@ -126,6 +126,7 @@ class GraphBatches:
     def __init__(self, ds: Dataset, model: str, device: torch.device, chunk: int = 1 << 16, drop=()):
         from .gnn import SiteGraphs
 
+        check_graphs(ds, model)
         self.model, self.device, self.drop = model, device, [DROPS[d] for d in drop]
         a = ds.arrays
         static, adj = torch.tensor(ds.static, dtype=torch.float32), torch.tensor(ds.adj)
@@ -134,6 +135,9 @@ class GraphBatches:
         self.graphs = SiteGraphs(static, adj)
         self.site = torch.from_numpy(np.asarray(a["site"], np.int64))
         self.g = torch.tensor(np.asarray(a["g"]))
+        self.n_nodes = ds.static.shape[1]
+        if model in ("static", "history"):   # their dyn is blank: no value encodings (a history-only dataset has none)
+            return
         n, slots = a["dynval"].shape
         self.enc = torch.zeros(n, slots + 1, N_VALUE_BITS, dtype=torch.uint8)      # slot ``slots``: no value
         for k in range(0, n, chunk):
@@ -154,7 +158,7 @@ class GraphBatches:
         site = self.site[r]
         g = self.g[r].float()
         if self.model in ("static", "history"):
-            dyn = torch.zeros(len(r), self.slot.shape[1], F_DYN)
+            dyn = torch.zeros(len(r), self.n_nodes, F_DYN)
         else:
             counts = torch.from_numpy(encode_counts(self.count[r.numpy()]))
             dyn = torch.cat([self.enc[r[:, None], self.slot[site]], counts,
@@ -209,6 +213,22 @@ def split_rows(ds: Dataset, sites: list = ()) -> tuple[np.ndarray, np.ndarray]:
     return tr, va
 
 
+def graph_dataset(path, model: str) -> Dataset:
+    """The dataset at ``path`` for GNN ``model`` (``check_graphs``)."""
+    ds = Dataset(path)
+    check_graphs(ds, model)
+    return ds
+
+
+def check_graphs(ds: Dataset, model: str) -> None:
+    """Refuse plainly a history-only dataset (no site graphs) for a GNN that reads the graphs (all but the
+    history GNN, which reads them blank)."""
+    if ds.history_only and model != "history":
+        raise UsageError(f"{ds.path}: a history-only dataset (its trace has no registers, memory values or instruction "
+                         f"bytes, e.g. a ChampSim trace); the {model} GNN reads site graphs: it needs an ncf trace "
+                         f"(`ncf trace`). BranchNet, the delta-LSTM and the history GNN run on it")
+
+
 def build_gnn(cfg: TrainConfig, ds: Dataset):
     from .gnn import FusedGNN, GNNConfig
 
@@ -225,7 +245,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         return train_history_model(cfg, resume=resume, progress=progress)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    ds = Dataset(cfg.train)
+    ds = graph_dataset(cfg.train, cfg.model)
     out = check_output(cfg.out, directory=True)
     out.mkdir(parents=True, exist_ok=True)
     dev = device_of(cfg)
@@ -330,7 +350,7 @@ def predict(run_dir: str | Path, ds_dir: str | Path) -> dict:
     if TrainConfig.load(Path(run_dir) / "config.yaml").model in HISTORY_MODELS:
         return predict_history(run_dir, ds_dir)
     model, cfg = load_model(run_dir)
-    ds = Dataset(ds_dir)
+    ds = graph_dataset(ds_dir, cfg.model)
     rows = np.arange(len(ds))
     batches = GraphBatches(ds, cfg.model, torch.device("cpu"), drop=cfg.drop)
     p, cls = predict_gnn(model, ds, batches, rows, torch.device("cpu"))

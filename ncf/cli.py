@@ -217,7 +217,8 @@ def cmd_dataset(a) -> int:
 
     sites = find_sites(a.sites_from or a.trace, max_branches=a.max_branches, max_loads=a.max_loads)
     ref = Dataset(a.vocab_from).meta if a.vocab_from else {}
-    cfg = DatasetConfig(lead=a.lead, task=a.task, max_per_site=a.max_per_site, prefetch_distance=a.prefetch_distance)
+    cfg = DatasetConfig(lead=a.lead, task=a.task, max_per_site=a.max_per_site, prefetch_distance=a.prefetch_distance,
+                        history_only=a.history_only)
     meta = build_dataset(a.trace, sites, a.output, cfg, vocab=ref.get("delta_vocabulary"),
                          distance=ref.get("prefetch_distance"))
     print(f"{a.output}: {meta['samples']:,} samples ({meta['samples_per_task']}) from {len(meta['sites'])} sites "
@@ -634,6 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--max-per-site", type=int, help="keep at most this many samples per site (evenly in time)")
     ds.add_argument("--max-branches", type=int, default=8)
     ds.add_argument("--max-loads", type=int, default=8)
+    ds.add_argument("--history-only", action="store_true", help="no site graphs, registers, memory values or "
+                    "front-end counts: for a trace without them (a ChampSim import); BranchNet and the delta-LSTM "
+                    "train on it, the GNN models refuse it")
     ds.set_defaults(func=cmd_dataset)
 
     tr = sub.add_parser("train", help="train a model (GNN, ablation or learned baseline) from a config file",
@@ -689,7 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "workload and snapshot lead D, a table and lead_sweep.png",
                                              "champsim_dir": "a directory of ChampSim traces (.xz, .gz, raw) "
                                                              "to score instead of workloads: every baseline, one "
-                                                             "trace file held out, an MPKI table",
+                                                             "trace file held out, an MPKI table; with --models "
+                                                             "branchnet delta-lstm history, those too",
                                              "test_trace": "with --champsim-dir: the trace file held out "
                                                            "(default: the first by name)",
                                              "cache": "the stage cache", **PARALLEL_OPTIONS})

@@ -161,6 +161,11 @@ def policy_of(train_ds: Dataset, candidates: dict[str, np.ndarray]) -> dict:
 
 
 THREE_WAY = "fused+branchnet"
+BRANCH_COLUMNS = ["model", "hard_branch_instances", "hard_mispredictions", "vs_tage_hard", "hard_mpki", "mpki",
+                  "hard_mispredictions_hybrid", "vs_tage_hard_hybrid", "mpki_hybrid", "hybrid_changed",
+                  "hybrid_changed_right"]   # the branch table's columns (model.evaluate.evaluate_branches)
+PREFETCH_COLUMNS = ["model", "distance", "delta_accuracy", "delta_precision", "delta_recall", "coverage",
+                    "delinquent_coverage", "accuracy", "late_fraction", "l1_mpki_with", "l1_mpki_without"]
 
 
 def with_three_way(test_p: dict, train_p: dict) -> tuple[dict, dict]:
@@ -289,6 +294,13 @@ def run_workload(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: 
                  models=None) -> dict:
     lead = cfg.lead if lead is None else lead
     train_dir, test_dir = workload_data(cfg, cache, workload, lead)
+    return {"workload": workload, "lead": lead, **score_models(cfg, cache, train_dir, test_dir, workload, models)}
+
+
+def score_models(cfg: ExperimentConfig, cache: StageCache, train_dir: Path, test_dir: Path, label: str,
+                 models=None) -> dict:
+    """Every model (``cfg.variants``, or ``models``) trained on ``train_dir`` and scored on ``test_dir`` by
+    model.evaluate (branches with the hybrids, prefetching), for each seed; the tables are the seeds' means."""
     train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
     has_branch = (np.asarray(test_ds.arrays["taken"]) >= 0).any()
     has_load = (np.asarray(test_ds.arrays["delta"]) >= 0).any()
@@ -297,7 +309,7 @@ def run_workload(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: 
         branch_models, train_p, load_models = {}, {}, {}
         for name, m, drop in (cfg.variants(cfg.models) if models is None else [(m, m, []) for m in models]):
             run = steps.train(cache, cfg.train_config(m, seed, drop), train_ds.path, test_ds.path,
-                              label=f"{workload}-{name}" + (f"-s{seed}" if cfg.seeds > 1 else ""))
+                              label=f"{label}-{name}" + (f"-s{seed}" if cfg.seeds > 1 else ""))
             pred = predict(run, test_ds.path)
             if m != "delta-lstm":
                 branch_models[name], train_p[name] = pred["p_taken"], predict(run, train_ds.path)["p_taken"]
@@ -310,7 +322,7 @@ def run_workload(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: 
         per_seed.append({"seed": seed, "hybrid_policies": policies,
                          "branch": evaluate_branches(test_ds, branch_models, policies) if has_branch else [],
                          "prefetch": evaluate_prefetch(test_ds, load_models) if has_load else []})
-    return {"workload": workload, "lead": lead, "branch": mean_rows([s["branch"] for s in per_seed]),
+    return {"branch": mean_rows([s["branch"] for s in per_seed]),
             "prefetch": mean_rows([s["prefetch"] for s in per_seed]), "seeds": per_seed,
             "train_samples": len(train_ds), "test_samples": len(test_ds),
             "site_pc": [f"{int(pc):#x}" for pc in test_ds.site_pc]}
@@ -361,16 +373,11 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
         save_table(out / "branch", branch_rows, f"Hard branches and overall MPKI on the held-out input (lead D = "
                    f"{cfg.lead}); learned models override TAGE-SC-L on all hard branches, and as a hybrid where a "
                    "policy chosen on the training inputs' validation split says so",
-                   columns=with_sd(branch_rows, ["workload", "model", "hard_branch_instances", "hard_mispredictions",
-                                                 "vs_tage_hard", "hard_mpki", "mpki", "hard_mispredictions_hybrid",
-                                                 "vs_tage_hard_hybrid", "mpki_hybrid", "hybrid_changed",
-                                                 "hybrid_changed_right"])),
+                   columns=with_sd(branch_rows, ["workload", *BRANCH_COLUMNS])),
         save_table(out / "prefetch", pf_rows, "Delinquent loads on the held-out input: accuracy of the delta to "
                    "the k-th next access (k per load: distance) and cache-model coverage, accuracy and late fraction "
                    "(IP-stride at the same k; BOP and Berti with their own offsets)",
-                   columns=with_sd(pf_rows, ["workload", "model", "distance", "delta_accuracy", "delta_precision",
-                                             "delta_recall", "coverage", "delinquent_coverage", "accuracy",
-                                             "late_fraction", "l1_mpki_with", "l1_mpki_without"])),
+                   columns=with_sd(pf_rows, ["workload", *PREFETCH_COLUMNS])),
         save_table(out / "summary", summary, "Goals: fused GNN against the best history-only learned baseline, "
                    "TAGE-SC-L, IP-stride (same distance), BOP and Berti"),
         save_table(out / "sites", site_rows(per), "Hard branches one by one (held-out input): TAGE-SC-L's "
