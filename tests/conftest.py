@@ -112,10 +112,11 @@ HW_PLAN = {"bzip2": (10**6, 3 * 10**6, 3 * 10**6), "quicksort": (0, 2 * 10**6, 2
 HW_SITES = 3      # branch sites exported per workload (the multi-site block's tests use them together)
 
 
-def hw_bundles(root: Path, w: str, inputs_dir) -> list[Path]:
+def hw_bundles(root: Path, w: str, inputs_dir, hidden: int = 4, steps: int = 2, bits: int = 4,
+               max_rows: int | None = None) -> list[Path]:
     """The QONNX paths of ``w``'s site bundles, most held-out samples first (built once under ``root``):
     a small fused GNN (H=4, T=2, no gate) trained on input 0, 4-bit QAT, exported for the HW_SITES branch
-    sites with the most samples of the held-out input 1 (all of them)."""
+    sites with the most samples of the held-out input 1 (all of them, or ``max_rows``)."""
     import torch
     from ncf.model.dataset import Dataset
     from ncf.model.train import TrainConfig, load_model, train
@@ -123,7 +124,8 @@ def hw_bundles(root: Path, w: str, inputs_dir) -> list[Path]:
     from ncf.quant.quantize import ladder
 
     skip, n_train, n_test = HW_PLAN[w]
-    with build_once(root, f"hw-{w}") as (d, todo):
+    name = f"hw-{w}" if (hidden, steps, bits) == (4, 2, 4) else f"hw-{w}-h{hidden}t{steps}b{bits}"
+    with build_once(root, name) as (d, todo):
         if todo:
             torch.set_num_threads(1)
             tr = traced_dataset(root, f"hw-{w}-0", w, 0, skip, n_train, inputs_dir)
@@ -132,17 +134,17 @@ def hw_bundles(root: Path, w: str, inputs_dir) -> list[Path]:
                      "vocab": train_ds.meta["delta_vocabulary"]}
             te = traced_dataset(root, f"hw-{w}-1", w, 1, skip, n_test, inputs_dir, sites)
             test_ds = Dataset(te)
-            train(TrainConfig(train=str(tr), test=str(te), out=str(d / "run"), hidden=4, steps=2, gate=False,
-                              epochs=2, batch=256, threads=1), progress=False)
-            qcfg = QuantConfig(weight_bits=4, act_bits=4, calib_batches=16)
+            train(TrainConfig(train=str(tr), test=str(te), out=str(d / "run"), hidden=hidden, steps=steps,
+                              gate=False, epochs=2, batch=256, threads=1), progress=False)
+            qcfg = QuantConfig(weight_bits=bits, act_bits=bits, calib_batches=16)
             q = quantize_model(load_model(d / "run")[0], qcfg)
             finetune(q, train_ds, qcfg, max_steps=40, seed=0)
             counts = np.bincount(np.asarray(test_ds.arrays["site"]), minlength=len(test_ds.site_pc))
             order = [int(s) for s in np.argsort(-counts, kind="stable")[:HW_SITES] if counts[s]]
             for site in order:
-                r = ladder(q, qcfg, test_ds, site, d / f"site{site}_4bit.onnx")
+                r = ladder(q, qcfg, test_ds, site, d / f"site{site}_{bits}bit.onnx", max_rows)
                 assert r["fake_quant==intref"] == r["samples"] == r["intref==qonnx"]
-            (d / "sites.txt").write_text("".join(f"site{s}_4bit.onnx\n" for s in order))
+            (d / "sites.txt").write_text("".join(f"site{s}_{bits}bit.onnx\n" for s in order))
     return [d / name for name in (d / "sites.txt").read_text().split()]
 
 
@@ -159,6 +161,14 @@ def hw_site_bundles(native, inputs_dir, tmp_path_factory):
     workload (the two workloads can be built by two xdist workers at once)."""
     root = shared_dir(tmp_path_factory)
     return lambda w: hw_bundles(root, w, inputs_dir)
+
+
+@pytest.fixture(scope="session")
+def hw_small_site_bundles(native, inputs_dir, tmp_path_factory):
+    """workload -> the site bundles (``hw_bundles``) of a hardware-sized GNN: H=1, T=1, 3 bits (the demo's
+    iCE40 configuration), at most 4,000 held-out samples per site: the multi-site block's tests."""
+    root = shared_dir(tmp_path_factory)
+    return lambda w: hw_bundles(root, w, inputs_dir, hidden=1, steps=1, bits=3, max_rows=4000)
 
 
 @pytest.fixture(scope="session")
@@ -180,8 +190,9 @@ def hw_rtl(hw_bundle, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def hw_multisite_rtl(hw_site_bundles, tmp_path_factory):
-    """workload -> the multi-site RTL directory (``hw.multisite.build_multisite``) of its site bundles, built once."""
+def hw_multisite_rtl(hw_small_site_bundles, tmp_path_factory):
+    """workload -> the multi-site RTL directory (``hw.multisite.build_multisite``) of its hardware-sized site
+    bundles (``hw_small_site_bundles``), built once."""
     from ncf.hw.generate import HwConfig
     from ncf.hw.multisite import build_multisite
     from ncf.quant.quantize import read_bundle
@@ -189,7 +200,7 @@ def hw_multisite_rtl(hw_site_bundles, tmp_path_factory):
     root = shared_dir(tmp_path_factory)
 
     def get(w: str) -> Path:
-        onnxs = hw_site_bundles(w)
+        onnxs = hw_small_site_bundles(w)
         with build_once(root, f"rtl-sites-{w}") as (d, todo):
             if todo:
                 d.mkdir(parents=True, exist_ok=True)

@@ -15,10 +15,10 @@ from ncf.quant.quantize import read_bundle
 WORKLOAD = "quicksort"
 
 
-def test_manifest_records_every_site_in_id_order(hw_multisite_rtl, hw_site_bundles):
+def test_manifest_records_every_site_in_id_order(hw_multisite_rtl, hw_small_site_bundles):
     rtl = hw_multisite_rtl(WORKLOAD)
     m = load_manifest(rtl)
-    bundles = [read_bundle(o) for o in hw_site_bundles(WORKLOAD)]
+    bundles = [read_bundle(o) for o in hw_small_site_bundles(WORKLOAD)]
     assert len(m["sites"]) == len(bundles) >= 2
     for k, (site, b) in enumerate(zip(m["sites"], bundles)):
         assert site["id"] == k and site["site"] == b["site"] and site["site_pc"] == b["site_pc"]
@@ -42,8 +42,8 @@ def test_common_format_holds_every_core_exactly():
     assert common_format([{"width": 10, "f": 4}, {"width": 9, "f": 2}]) == {"width": 11, "f": 4}
 
 
-def test_bad_site_lists_give_clear_errors(hw_site_bundles, tmp_path):
-    one = read_bundle(hw_site_bundles(WORKLOAD)[0])
+def test_bad_site_lists_give_clear_errors(hw_small_site_bundles, tmp_path):
+    one = read_bundle(hw_small_site_bundles(WORKLOAD)[0])
     with pytest.raises(UsageError, match="at least 2 site bundles"):
         build_multisite([one], HwConfig(), tmp_path / "a", progress=False)
     with pytest.raises(UsageError, match="given twice"):
