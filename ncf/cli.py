@@ -271,13 +271,10 @@ def cmd_quantize(a) -> int:
 
 def cmd_hls(a) -> int:
     from ncf.hw.generate import HwConfig, build_hls
-    from ncf.io import UsageError
     from ncf.quant.quantize import read_bundle
 
     cfg = _settle(HwConfig, a)
-    if len(a.qonnx) != 1:
-        raise UsageError(f"hls takes one site bundle, not {len(a.qonnx)}")
-    s = build_hls(read_bundle(a.qonnx[0]), cfg, a.output)
+    s = build_hls(read_bundle(a.qonnx), cfg, a.output)
     c, tb = s["csim"], s["c_testbench"]
     print(f"{a.output}: hls4ml project ({s['backend']}, {s['io_type']}, part {s['part']}, {s['clock_ns']} ns)")
     print(f"  C simulation vs intref: {c['exact']:,} / {c['samples']:,} samples exact "
@@ -826,8 +823,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(ms, "HwSitesConfig", {"targets": "synthesis targets (xilinx ecp5 ice40)",
                                           "cutoff": "da4ml latency_cutoff", "freq_mhz": "nextpnr clock target, MHz",
                                           "timeout_s": "seconds per design and target",
-                                          "simulator": "verifying simulator (verilator, icarus)",
-                                          "verify_samples": "held-out samples verified in all (default: every one)",
+                                          "simulator": "verifying simulator (verilator, icarus; '' = none)",
+                                          "verify_samples": "held-out samples verified, shared by the sites "
+                                                            "(None = every one)",
                                           "cache": "the stage cache"})
     ms.add_argument("-o", "--out", type=Path, default=Path("reports/hw/sites"))
     ms.set_defaults(func=cmd_hw_sites)
