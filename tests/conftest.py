@@ -109,13 +109,13 @@ def traced_dataset(root: Path, name: str, workload: str, inp: int, skip: int, co
 
 
 HW_PLAN = {"bzip2": (10**6, 3 * 10**6, 3 * 10**6), "quicksort": (0, 2 * 10**6, 2 * 10**6)}  # skip, train, test
-HW_SITES = 3      # branch sites exported per workload (the multi-site block's tests use them together)
+HW_SITES = 3      # branch sites exported for the multi-site block's tests (at most; quicksort has 2)
 
 
 def hw_bundles(root: Path, w: str, inputs_dir, hidden: int = 4, steps: int = 2, bits: int = 4,
-               max_rows: int | None = None) -> list[Path]:
+               max_rows: int | None = None, n_sites: int = 1) -> list[Path]:
     """The QONNX paths of ``w``'s site bundles, most held-out samples first (built once under ``root``):
-    a small fused GNN (H=4, T=2, no gate) trained on input 0, 4-bit QAT, exported for the HW_SITES branch
+    a small fused GNN (H=4, T=2, no gate) trained on input 0, 4-bit QAT, exported for the ``n_sites`` branch
     sites with the most samples of the held-out input 1 (all of them, or ``max_rows``)."""
     import torch
     from ncf.model.dataset import Dataset
@@ -140,7 +140,7 @@ def hw_bundles(root: Path, w: str, inputs_dir, hidden: int = 4, steps: int = 2, 
             q = quantize_model(load_model(d / "run")[0], qcfg)
             finetune(q, train_ds, qcfg, max_steps=40, seed=0)
             counts = np.bincount(np.asarray(test_ds.arrays["site"]), minlength=len(test_ds.site_pc))
-            order = [int(s) for s in np.argsort(-counts, kind="stable")[:HW_SITES] if counts[s]]
+            order = [int(s) for s in np.argsort(-counts, kind="stable")[:n_sites] if counts[s]]
             for site in order:
                 r = ladder(q, qcfg, test_ds, site, d / f"site{site}_{bits}bit.onnx", max_rows)
                 assert r["fake_quant==intref"] == r["samples"] == r["intref==qonnx"]
@@ -149,18 +149,12 @@ def hw_bundles(root: Path, w: str, inputs_dir, hidden: int = 4, steps: int = 2, 
 
 
 @pytest.fixture(scope="session")
-def hw_bundle(hw_site_bundles):
+def hw_bundle(native, inputs_dir, tmp_path_factory):
     """workload -> the QONNX path of a site bundle (``ncf quantize``'s hardware input): the branch site
-    with the most held-out samples of ``hw_bundles``."""
-    return lambda w: hw_site_bundles(w)[0]
-
-
-@pytest.fixture(scope="session")
-def hw_site_bundles(native, inputs_dir, tmp_path_factory):
-    """workload -> the QONNX paths of its site bundles (``hw_bundles``), built once per session and
-    workload (the two workloads can be built by two xdist workers at once)."""
+    with the most held-out samples (``hw_bundles``), built once per session and workload (the two
+    workloads can be built by two xdist workers at once)."""
     root = shared_dir(tmp_path_factory)
-    return lambda w: hw_bundles(root, w, inputs_dir)
+    return lambda w: hw_bundles(root, w, inputs_dir)[0]
 
 
 @pytest.fixture(scope="session")
@@ -168,7 +162,7 @@ def hw_small_site_bundles(native, inputs_dir, tmp_path_factory):
     """workload -> the site bundles (``hw_bundles``) of a hardware-sized GNN: H=1, T=1, 3 bits (the demo's
     iCE40 configuration), at most 4,000 held-out samples per site: the multi-site block's tests."""
     root = shared_dir(tmp_path_factory)
-    return lambda w: hw_bundles(root, w, inputs_dir, hidden=1, steps=1, bits=3, max_rows=4000)
+    return lambda w: hw_bundles(root, w, inputs_dir, hidden=1, steps=1, bits=3, max_rows=4000, n_sites=HW_SITES)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ one ``ncf_predictor`` per site) and the multi-site block (``hw.multisite.build_m
 synthesized and placed and routed (``hw.synth``), and the multi-site block verified in a real simulator on
 every site's held-out samples, interleaved (``rtl_tests.sim.verify``: 0 mismatches expected). Per target,
 the folded design's row adds up its blocks' cells and takes the lowest Fmax and the largest latency: the
-cost of serving the same sites with one block each. ns = cycles / Fmax. RTL, synthesis and verification
+cost of serving the same sites with one block each. FF leaves out the P&R harness's input shift register
+(``hw.synth``'s FF_without_harness). ns = cycles / Fmax. RTL, synthesis and verification
 go through the stage cache.
 """
 from __future__ import annotations
@@ -60,14 +61,19 @@ def configuration(onnxs: list) -> str:
     return f"{' / '.join(kinds)} x {len(onnxs)} sites"
 
 
+def count(res: dict, key: str) -> int:
+    """A cell count of one synthesized block; flip-flops without the P&R harness's input shift register."""
+    c = res["counts"]
+    return (c.get("FF_without_harness", c["FF"]) if key == "FF" else c.get(key)) or 0
+
+
 def design_row(target: str, summaries: list[dict], latency: int) -> dict:
     """One design on one target: cells added up over its blocks, the lowest Fmax, ``latency`` cycles."""
     from ncf.hw.synth import latency_ns
 
     res = [s["targets"][target] for s in summaries]
     status = "ok" if all(r["status"] == "ok" for r in res) else "; ".join(sorted({r["status"] for r in res}))
-    row = {k: sum(r.get("counts", {}).get(k) or 0 for r in res) if all("counts" in r for r in res) else None
-           for k in COUNTS}
+    row = {k: sum(count(r, k) for r in res) if all("counts" in r for r in res) else None for k in COUNTS}
     fmax = [r.get("fmax_mhz") for r in res]
     row["Fmax MHz"] = min(fmax) if all(f is not None for f in fmax) and target != "xilinx" else None
     row["cycles"] = latency
@@ -109,11 +115,11 @@ def hw_sites(onnxs: list, out, cfg: HwSitesConfig | None = None, cache: StageCac
     if ver is not None:
         for r in rows:
             r["verified"] = (f"{ver['mismatches']} mismatches / {ver['predictions_compared']:,}"
-                             if r["design"].startswith("multi") else "per-site RTL tests")
+                             if r["design"].startswith("multi") else None)      # `ncf verify` of each block
     m = steps.manifest(multi)
     text = save_table(out / "sites", rows, "One folded block per site against one multi-site block, same sites "
                       f"(yosys + nextpnr, clock target {cfg.freq_mhz:g} MHz; folded: cells added up over the "
-                      "blocks, lowest Fmax; ns = cycles / Fmax)",
+                      "blocks, lowest Fmax; FF without the P&R input shift register; ns = cycles / Fmax)",
                       extra={"sites": m["sites"], "verify": ver, "rtl": {"folded": [str(r) for r in folded],
                                                                        "multisite": str(multi)},
                              "config": {k: v for k, v in vars(cfg).items() if k != "cache"}})
