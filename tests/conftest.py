@@ -109,13 +109,14 @@ def traced_dataset(root: Path, name: str, workload: str, inp: int, skip: int, co
 
 
 HW_PLAN = {"bzip2": (10**6, 3 * 10**6, 3 * 10**6), "quicksort": (0, 2 * 10**6, 2 * 10**6)}  # skip, train, test
+HW_SIZES = {"test": (4, 2, 4), "small": (1, 1, 3)}     # hidden, steps, bits (small: quick to synthesize)
 HW_SITES = 3      # branch sites exported for the multi-site block's tests (at most; quicksort has 2)
 
 
 def hw_bundles(root: Path, w: str, inputs_dir, hidden: int = 4, steps: int = 2, bits: int = 4,
                max_rows: int | None = None, n_sites: int = 1) -> list[Path]:
     """The QONNX paths of ``w``'s site bundles, most held-out samples first (built once under ``root``):
-    a small fused GNN (H=4, T=2, no gate) trained on input 0, 4-bit QAT, exported for the ``n_sites`` branch
+    a small fused GNN (H, T, bits; no gate) trained on input 0, QAT, exported for the ``n_sites`` branch
     sites with the most samples of the held-out input 1 (all of them, or ``max_rows``)."""
     import torch
     from ncf.model.dataset import Dataset
@@ -124,7 +125,8 @@ def hw_bundles(root: Path, w: str, inputs_dir, hidden: int = 4, steps: int = 2, 
     from ncf.quant.quantize import ladder
 
     skip, n_train, n_test = HW_PLAN[w]
-    name = f"hw-{w}" if (hidden, steps, bits) == (4, 2, 4) else f"hw-{w}-h{hidden}t{steps}b{bits}"
+    name = f"hw-{w}" + (f"-h{hidden}t{steps}b{bits}" if (hidden, steps, bits) != HW_SIZES["test"] else "") \
+        + (f"-s{n_sites}" if n_sites > 1 else "") + (f"-r{max_rows}" if max_rows else "")
     with build_once(root, name) as (d, todo):
         if todo:
             torch.set_num_threads(1)
@@ -150,11 +152,12 @@ def hw_bundles(root: Path, w: str, inputs_dir, hidden: int = 4, steps: int = 2, 
 
 @pytest.fixture(scope="session")
 def hw_bundle(native, inputs_dir, tmp_path_factory):
-    """workload -> the QONNX path of a site bundle (``ncf quantize``'s hardware input): the branch site
-    with the most held-out samples (``hw_bundles``), built once per session and workload (the two
-    workloads can be built by two xdist workers at once)."""
+    """(workload, size) -> the QONNX path of a site bundle (``ncf quantize``'s hardware input): size "test":
+    H=4, T=2, 4-bit; "small": H=1, T=1, 3-bit; the branch site with the most held-out samples
+    (``hw_bundles``), built once per session, workload and size (the two workloads can be built by two
+    xdist workers at once)."""
     root = shared_dir(tmp_path_factory)
-    return lambda w: hw_bundles(root, w, inputs_dir)[0]
+    return lambda w, size="test": hw_bundles(root, w, inputs_dir, *HW_SIZES[size])[0]
 
 
 @pytest.fixture(scope="session")
@@ -162,20 +165,20 @@ def hw_small_site_bundles(native, inputs_dir, tmp_path_factory):
     """workload -> the site bundles (``hw_bundles``) of a hardware-sized GNN: H=1, T=1, 3 bits (the demo's
     iCE40 configuration), at most 4,000 held-out samples per site: the multi-site block's tests."""
     root = shared_dir(tmp_path_factory)
-    return lambda w: hw_bundles(root, w, inputs_dir, hidden=1, steps=1, bits=3, max_rows=4000, n_sites=HW_SITES)
+    return lambda w: hw_bundles(root, w, inputs_dir, *HW_SIZES["small"], max_rows=4000, n_sites=HW_SITES)
 
 
 @pytest.fixture(scope="session")
 def hw_rtl(hw_bundle, tmp_path_factory):
-    """workload -> the RTL directory (``ncf rtl``) of its hardware bundle, built once."""
+    """(workload, size) -> the RTL directory (``ncf rtl``) of its hardware bundle, built once."""
     from ncf.hw.generate import HwConfig, build_rtl
     from ncf.quant.quantize import read_bundle
 
     root = shared_dir(tmp_path_factory)
 
-    def get(w: str) -> Path:
-        onnx = hw_bundle(w)
-        with build_once(root, f"rtl-{w}") as (d, todo):
+    def get(w: str, size: str = "test") -> Path:
+        onnx = hw_bundle(w, size)
+        with build_once(root, f"rtl-{w}" if size == "test" else f"rtl-{w}-{size}") as (d, todo):
             if todo:
                 d.mkdir(parents=True, exist_ok=True)
                 build_rtl(read_bundle(onnx), HwConfig(cutoff=2), d / "rtl", progress=False)

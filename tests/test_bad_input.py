@@ -97,10 +97,43 @@ def configs(t, f):
     (t / "hw.yaml").write_text("cutof: 2\n")
 
 
+def workload_files(t, f):
+    (t / "bad.yaml").write_text("name: w\nprogram: [unclosed\n")
+    (t / "list.yaml").write_text("- perl\n")
+    (t / "noprog.yaml").write_text("name: w\nargs: [x]\n")
+    (t / "typo.yaml").write_text("name: w\nprogram: perl\narg: [x]\n")
+    (t / "missing.yaml").write_text("name: w\nprogram: no-such-program-ncf\n")
+    (t / "builtin.yaml").write_text("name: bzip2\nprogram: perl\n")
+    (t / "placeholder.yaml").write_text("name: w\nprogram: perl\nargs: ['{inptu}']\n")
+    (t / "nofile.yaml").write_text("name: w\nprogram: perl\nfiles: [nope.pl]\n")
+    (t / "zero.yaml").write_text("name: w\nprogram: perl\ninstructions: 0\n")
+
+
 TRACE = ["trace", "--workload", "quicksort", "--instructions", "10k", "--inputs-dir", "{f[inputs]}", "-q"]
 DATASET = ["dataset", "--trace", "{f[trace]}"]
 
+EXPERIMENT = ["experiment", "--cache", "{t}/c", "--out", "{t}/o", "--workload-file"]
 CASES = [
+    # a user workload file that cannot be used: named with what is wrong, before any work
+    ("workload file bad YAML", ["workloads", "--workload-file", "{t}/bad.yaml"], workload_files, 2,
+     ["bad.yaml", "not valid YAML", "line 3"]),
+    ("workload file not a mapping", EXPERIMENT + ["{t}/list.yaml"], workload_files, 2, ["list.yaml", "a mapping"]),
+    ("workload file without program", EXPERIMENT + ["{t}/noprog.yaml"], workload_files, 2,
+     ["noprog.yaml", "missing program"]),
+    ("workload file unknown key", ["trace", "--workload-file", "{t}/typo.yaml"], workload_files, 2,
+     ["typo.yaml", "unknown keys arg", "keys: name, program, args"]),
+    ("workload file program missing", EXPERIMENT + ["{t}/missing.yaml"], workload_files, 2,
+     ["missing.yaml", "'no-such-program-ncf' not found"]),
+    ("workload file named as a built-in", ["workloads", "--workload-file", "{t}/builtin.yaml"], workload_files, 2,
+     ["builtin.yaml", "'bzip2'", "built-in"]),
+    ("workload file bad placeholder", ["workloads", "--workload-file", "{t}/placeholder.yaml"], workload_files, 2,
+     ["placeholder.yaml", "unknown placeholder 'inptu'"]),
+    ("workload file missing file", ["workloads", "--workload-file", "{t}/nofile.yaml"], workload_files, 2,
+     ["nofile.yaml", "'nope.pl' is not a file"]),
+    ("workload file 0 instructions", ["workloads", "--workload-file", "{t}/zero.yaml"], workload_files, 2,
+     ["zero.yaml", "instructions is a whole number >= 1, not 0"]),
+    ("workload file missing", ["workloads", "--workload-file", "{t}/nope.yaml"], nothing, 2,
+     ["nope.yaml", "no such file"]),
     # a negative lead puts the snapshot after the predicted instruction: refused where the lead enters
     ("dataset lead < 0", DATASET + ["-o", "{t}/ds", "--lead", "-5"], nothing, 2, ["lead -5", ">= 0"]),
     ("dataset prefetch distance < 0", DATASET + ["-o", "{t}/ds", "--prefetch-distance", "-1"], nothing, 2,
@@ -135,7 +168,7 @@ CASES = [
     ("trace --env PWD", ["trace", "--env", "PWD=/x", "-o", "{t}/x.ncft", "--", "/bin/true"], nothing, 2,
      ["PWD", "working directory"]),
     ("trace --stdin with --workload", TRACE + ["--stdin", "{t}/afile", "-o", "{t}/x.ncft"], a_file, 2,
-     ["--stdin", "--env", "built-in"]),
+     ["--stdin", "--env", "fixed by its seed"]),
     ("champsim limit 0", ["champsim", "export", "{f[trace]}", "{t}/x.champsim", "--limit", "0"], nothing, 2,
      ["limit 0"]),
     ("quantize bits 99", ["quantize", "--run", "{t}/run", "--train", "{f[ds]}", "--test", "{f[ds]}", "--bits", "99",

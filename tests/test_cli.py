@@ -34,3 +34,10 @@ def test_a_corrupt_trace_gives_a_clear_error_and_exit_status_1(tmp_path, capsys)
     assert main(["inspect", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "x.ncft" in err and "not an ncf trace" in err
+
+
+def test_baseline_all_writes_its_report_where_out_says(native, tmp_path, capsys):
+    """`ncf baseline --all -o DIR` (its -o was once passed to the config as a Path and refused)."""
+    assert main(["baseline", "--all", "--workloads", "quicksort", "--instructions", "20k", "--workers", "1",
+                 "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "bl")]) == 0
+    assert "| quicksort |" in capsys.readouterr().out and (tmp_path / "bl" / "branch_mpki.json").exists()

@@ -8,7 +8,9 @@ run in C (native/selfcheck.c, at recording speed) or, as the reference, vectoris
    add the recorded segment base; 32-bit addressing masked) must be one of its recorded access
    addresses. Implicit stack accesses too: push/call -> rsp-8, pop/ret -> rsp, leave -> rbp.
    xsave/xrstor & co. may skip state components: all their accesses must lie in [EA, EA+4096).
-   Not checked (reported): lea/nop/prefetch (operand, no access) and VSIB gathers.
+   Not checked (reported): lea/nop/prefetch (operand, no access) and VSIB gathers; a rep-prefixed
+   string instruction (rep movs, repe cmps, ...) whose count register (rcx, or ecx with 32-bit
+   addressing) is 0 runs no iteration and makes no access (reported with lea & co.).
 2. Value check. mov/movzx reg <- [mem] and pop reg: the loaded value equals the destination
    register recorded before the *next* instruction; mov [mem] <- reg/imm and push: the stored value
    equals the source register or the immediate.
@@ -33,6 +35,8 @@ Z = NREG  # index of an all-zero register column appended to the register matrix
 NSLOT = 3  # up to 2 explicit memory operands + 1 implicit stack slot
 NO_ACCESS = ("lea", "nop", "prefetch")  # memory operand but no access
 REGION = ("xsave", "xrstor", "fxsave", "fxrstor")
+REP = ("rep ", "repe ", "repne ", "repz ", "repnz ")   # string instructions repeated rcx times (maybe 0)
+RCX = GPR["rcx"][0]   # the count register's column (selfcheck.c: RCX)
 STACK = {"push": (4, -8), "pushfq": (4, -8), "call": (4, -8), "pop": (4, 0), "popfq": (4, 0),
          "ret": (4, 0), "leave": (5, 0)}
 
@@ -58,6 +62,7 @@ class Formula:
     slots: tuple = ()
     region: bool = False
     value: tuple | None = None
+    rep: bool = False      # a rep-prefixed string instruction: no access when its count register is 0
 
 
 def formula(code: bytes, d) -> Formula:
@@ -86,7 +91,8 @@ def formula(code: bytes, d) -> Formula:
                       o.mem.disp, b == "rip", a32))
     if stack:
         slots.append((stack[0], Z, Z, 0, stack[1], False, False))
-    return Formula(m, KIND_CHECKED, d.size, tuple(slots), m.startswith(REGION), _value_formula(d, m))
+    return Formula(m, KIND_CHECKED, d.size, tuple(slots), m.startswith(REGION), _value_formula(d, m),
+                   m.startswith(REP))
 
 
 def _value_formula(d, m: str) -> tuple | None:
@@ -124,12 +130,13 @@ class Decoder:
         self.amask = np.zeros((0, NSLOT), np.uint64)
         self.valid = np.zeros((0, NSLOT), bool)
         self.region = e.astype(bool)
+        self.rep = e.astype(bool)
         self.vkind = e.astype(np.int8)  # 1 load -> next regs, 2 store <- reg, 3 store <- imm
         self.vreg = e.astype(np.int64)
         self.vshift = self.vmask = self.vimm = e.astype(np.uint64)
 
     _FILL = {"done": False, "kind": 0, "base": Z, "index": Z, "seg": Z, "scale": 0, "const": 0,
-             "amask": M64, "valid": False, "region": False, "vkind": 0, "vreg": Z, "vshift": 0,
+             "amask": M64, "valid": False, "region": False, "rep": False, "vkind": 0, "vreg": Z, "vshift": 0,
              "vmask": 0, "vimm": 0}
 
     def ensure(self, sids: np.ndarray, static) -> None:
@@ -150,6 +157,7 @@ class Decoder:
 
     def _fill(self, sid: int, pc: int, f: Formula) -> None:
         self.done[sid], self.mnem[sid], self.kind[sid], self.region[sid] = True, f.mnem, f.kind, f.region
+        self.rep[sid] = f.rep
         for k, (b, x, seg, sc, disp, rip, a32) in enumerate(f.slots):
             self.base[sid, k], self.index[sid, k], self.seg[sid, k] = b, x, seg
             self.scale[sid, k], self.const[sid, k] = sc, (disp + (pc + f.size if rip else 0)) & M64
@@ -256,6 +264,8 @@ def _numpy_engine(reader: TraceReader, dec: Decoder):
                 hit = np.where(dec.region[sid], ~out, hit)
             ok &= hit | ~dec.valid[sid, k]
         kind = dec.kind[sid]
+        zero_count = dec.rep[sid] & (ins["nmem"] == 0) & ((ins["regs"][:, RCX] & dec.amask[sid, 0]) == 0)
+        kind = np.where(zero_count, KIND_NO_ACCESS, kind)   # rep with rcx = 0: no iteration, no access
         checked = kind == KIND_CHECKED
         noacc = checked & (ins["nmem"] == 0)
         mism = checked & ~ok & ~noacc
@@ -276,7 +286,7 @@ def _numpy_engine(reader: TraceReader, dec: Decoder):
                     (kind == KIND_NO_ACCESS).sum(), unsupported.sum(), len(sel), (got == want).sum()], fail
 
 
-_TABLES = ("kind", "base", "index", "seg", "scale", "const", "amask", "valid", "region", "vkind", "vreg",
+_TABLES = ("kind", "base", "index", "seg", "scale", "const", "amask", "valid", "region", "rep", "vkind", "vreg",
            "vshift", "vmask", "vimm")  # the Decoder arrays, in the order of selfcheck.c's Tables
 
 

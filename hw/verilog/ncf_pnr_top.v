@@ -7,6 +7,8 @@
 //     logit bit alive, so synthesis removes nothing of the core).
 // The reported Fmax is therefore register-to-register: sr -> core -> FIFO. I/O paths are not
 // constrained. Every size is a parameter (the same ones as ncf_predictor, from manifest.json).
+// The predictor instance keeps its own module through synthesis (keep_hierarchy): `ncf synth` writes
+// that module as the gate-level netlist `ncf verify --netlist` simulates, the one that is placed.
 module ncf_pnr_top #(
     parameter IN_W     = 8,
     parameter ELEM_W   = 16,
@@ -37,7 +39,7 @@ module ncf_pnr_top #(
     endgenerate
 
     wire [N_LOGITS*ELEM_W-1:0] logits;
-    ncf_predictor #(
+    (* keep_hierarchy *) ncf_predictor #(
         .IN_W(IN_W), .ELEM_W(ELEM_W), .OUT_F(OUT_F), .N_LOGITS(N_LOGITS), .CLASS_W(CLASS_W),
         .CORE_LAT(CORE_LAT)
     ) dut (

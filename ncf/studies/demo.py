@@ -3,8 +3,9 @@
     traces (train and held-out inputs, self-checked) -> baselines -> the study (datasets, training,
     scoring) -> lead sweep -> bit widths (QAT) -> hardware sweep (size x bits -> RTL -> yosys LUTs;
     the Pareto plot) -> the default predictor: HLS project + C simulation, cocotb verification in
-    Verilator and Icarus on real snapshots, synthesis and place-and-route -> algorithm
-    classification -> reports/demo/index.md (+ every figure as PNG, every table as JSON)
+    Verilator and Icarus on real snapshots, synthesis and place-and-route, the same cocotb tests on
+    the ECP5 gate-level netlist (Icarus) -> algorithm classification -> reports/demo/index.md,
+    index.html (one page, figures embedded) and screenshot.png (+ every figure as PNG, every table as JSON)
 
 Presets: ``default`` fits the 20-minute budget of `make demo` on a 2-core machine (5M-instruction
 windows, the fused GNN against the history-only learned baselines, 4 snapshot leads, 3 bit widths,
@@ -27,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ncf.hw.synth import GOAL, HOST_GHZ, HOST_IPC, LOGIC_UNIT, lead_budget
-from ncf.io import atomic_path, check_output, markdown_table, save_config, save_table, write_json
-from ncf.trace_eval.workloads import names
+from ncf.io import check_output, markdown_table, save_config, save_table, write_json
+from ncf.trace_eval.workloads import load_workloads, names
 
 from . import steps
 from .bits import BitsConfig, bits_rows, write_bits
@@ -38,6 +39,7 @@ from .classify import ClassifyConfig, confusion_text, run_classify
 from .experiment import (PROGRAMS, ExperimentConfig, run_baselines, run_experiment, run_lead_sweep, trace_plan,
                          trace_task, workload_data)
 from .hw_sweep import HwSweepConfig, hw_sweep
+from .report import chromium, write_report
 
 
 @dataclass
@@ -60,6 +62,8 @@ class Preset:
     hw_epochs: int = HwSweepConfig.epochs  # training of each hardware-sized GNN (on its site's samples)
     hw_qat_steps: int = 100
     ecp5_timeout_s: float | None = 900
+    gate_rows: int | None = 1_000         # held-out samples streamed through the ECP5 netlist (None: all hw_rows;
+    gate_handshake: int = 50              # Icarus at gate level: ~100 predictions/s), and of each protocol test
     classify: str = "default"             # the classification study's preset
 
 
@@ -69,22 +73,29 @@ PRESETS = {
                    branchnet="big",
                    leads=[0, 10, 30, 100, 300, 1000], quant_bits=[2, 3, 4, 6, 8], quant_steps=200,
                    hw_points=[[1, 1, 3], [2, 1, 3], [2, 1, 4], [2, 2, 4], [2, 2, 6], [4, 2, 4], [4, 2, 6], [8, 2, 4]],
-                   hw_rows=100_000, ecp5_timeout_s=None, classify="full"),
+                   hw_rows=100_000, ecp5_timeout_s=None, gate_rows=20_000, gate_handshake=500, classify="full"),
     "tiny": Preset(workloads=["bzip2"], instructions=400_000, skip=1_000_000, epochs=1, train_cap=400,
                    leads=[100], quant_bits=[4], quant_steps=10, hw_points=[[1, 1, 3]], hw_default=[1, 1, 3],
-                   hw_rows=600, hw_epochs=1, hw_qat_steps=10, classify="tiny"),
+                   hw_rows=600, hw_epochs=1, hw_qat_steps=10, gate_rows=None, gate_handshake=20, classify="tiny"),
 }
 
 
 def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool = False,
-        cache_root: str | Path = "work/cache", workers: int = 0, ray_address: str | None = None) -> dict:
+        cache_root: str | Path = "work/cache", workers: int = 0, ray_address: str | None = None,
+        workload_files=()) -> dict:
+    """The pipeline on the preset's workloads, or on the user workloads of ``workload_files`` (YAML;
+    the first of them is then the workload of the lead sweep, bit widths and hardware)."""
     p = PRESETS[preset]
+    user = load_workloads(workload_files)
     out = check_output(out, directory=True)
+    chromium()   # the report's screenshot needs it: say so before the work, not after
     cache = StageCache(Path(cache_root), fresh=fresh)
     t_start = time.monotonic()
     times, sections, commands = {}, [], []
-    workloads = p.workloads or list(names())
-    exp = ExperimentConfig(workloads=[w for w in PROGRAMS if w in workloads], instructions=p.instructions,
+    workloads = list(user) or p.workloads or list(names())
+    sweep_workload = next(iter(user), p.sweep_workload)
+    exp = ExperimentConfig(workloads=[w for w in workloads if w in PROGRAMS or w in user],
+                           workload_files=[str(f) for f in workload_files], instructions=p.instructions,
                            skip=p.skip, models=p.models, epochs=p.epochs, train_cap=p.train_cap, branchnet=p.branchnet,
                            out=str(out / "experiment"), cache=str(cache_root), workers=workers,
                            ray_address=ray_address)
@@ -96,8 +107,10 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
 
     # traces and the classical baselines
     t0 = time.monotonic()
-    jobs = [(cache, w, i, skip, p.instructions) for w in workloads for i, skip in trace_plan(every, w)]
-    commands += [f"ncf trace --workload {w} --input {i} --skip {skip} --instructions {n}" for _, w, i, skip, n in jobs]
+    jobs = [(cache, every.workload(w), i, skip, p.instructions) for w in workloads for i, skip in trace_plan(every, w)]
+    named = {w: f"--workload-file {user[w].source}" if w in user else f"--workload {w}" for w in workloads}
+    commands += [f"ncf trace {named[w]} --input {i} --skip {skip} --instructions {p.instructions}"
+                 for w in workloads for i, skip in trace_plan(every, w)]
     rows = [_trace_row(t) for t in every.engine().map(trace_task, jobs, desc="traces")]
     sections.append(save_table(out / "traces", rows, "Traces (train input 0, held-out input 1; self-checked)"))
     timed("traces")
@@ -107,6 +120,8 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     sections.append("## Baselines per workload\n\n" + "\n".join(f"![{q.stem}](baselines/{q.name})" for q in base["plots"])
                     + "\n")
     commands.append(f"ncf baseline --all --workloads {' '.join(workloads)} --instructions {p.instructions} "
+                    + "".join(f"--workload-file {uw.source} " for uw in user.values())
+                    + 
                     f"--skip {p.skip} -o {out}/baselines")
     timed("baselines")
 
@@ -118,23 +133,23 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     commands.append(f"ncf experiment --config {configs}/experiment.yaml")
     timed("study")
     t0 = time.monotonic()
-    one = ExperimentConfig(**{**asdict(exp), "workloads": [p.sweep_workload], "leads": p.leads})
+    one = ExperimentConfig(**{**asdict(exp), "workloads": [sweep_workload], "leads": p.leads})
     sweep = run_lead_sweep(one, cache)
     sections += [sweep["table"], "![accuracy against snapshot lead](experiment/lead_sweep.png)\n"]
-    commands.append(f"ncf experiment --config {configs}/experiment.yaml --workloads {p.sweep_workload} "
+    commands.append(f"ncf experiment --config {configs}/experiment.yaml --workloads {sweep_workload} "
                     f"--leads {' '.join(map(str, p.leads))}")
     timed("lead_sweep")
 
     # bit widths: the study's fused GNN of the sweep workload
     t0 = time.monotonic()
-    train_ds, test_ds = workload_data(exp, cache, p.sweep_workload)
-    run_dir = steps.train(cache, exp.train_config("fused"), train_ds, test_ds, label=f"{p.sweep_workload}-fused")
+    train_ds, test_ds = workload_data(exp, cache, sweep_workload)
+    run_dir = steps.train(cache, exp.train_config("fused"), train_ds, test_ds, label=f"{sweep_workload}-fused")
     bits = BitsConfig(bits=p.quant_bits, steps=p.quant_steps, export_bits=max(p.quant_bits), max_rows=5_000)
     save_config(bits, configs / "bits.yaml")
     q = cache.run("bits", {"run": steps.entry_key(run_dir), "train": steps.entry_key(train_ds),
                            "test": steps.entry_key(test_ds), "config": asdict(bits)},
                   lambda d: {"rows": _bits(run_dir, train_ds, test_ds, bits, exp.engine())}, code=("quant",),
-                  label=p.sweep_workload).result
+                  label=sweep_workload).result
     sections += [write_bits(q["rows"], out / "quant" / "bits", {"config": asdict(bits)}),
                  "![accuracy against bit width](quant/bits.png)\n"]
     commands.append(f"ncf quantize --run {run_dir} --train {train_ds} --test {test_ds} --config {configs}/bits.yaml "
@@ -168,8 +183,7 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     t0 = time.monotonic()
     ver = {"verilator": steps.verify(cache, rtl_default, "verilator"),
            "icarus": steps.verify(cache, rtl_default, "icarus", n_stream=100, n_handshake=20, close_loop=False)}
-    sections.append(_verify_section(ver, out / "hw"))
-    write_json(out / "hw" / "verify.json", ver)
+    verify_at = len(sections)       # the section is written once the gate-level run (after synthesis) is in
     commands += [f"ncf verify {rtl_default}", f"ncf verify {rtl_default} --simulator icarus -n 100 --handshake-samples 20"]
     timed("verify")
 
@@ -190,6 +204,19 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
                                                                else ""),
                  f"ncf synth {rtl_small} --targets ice40" + (f" --timeout {p.ecp5_timeout_s:g}" if p.ecp5_timeout_s
                                                              else "")]
+    # gate level: the same cocotb tests on the default predictor's ECP5 netlist (the one placed above)
+    t0 = time.monotonic()
+    ecp5 = big["targets"]["ecp5"]
+    if "netlist" in ecp5:
+        ver["icarus, ecp5 netlist"] = steps.verify(cache, rtl_default, "icarus", n_stream=p.gate_rows,
+                                                   n_handshake=p.gate_handshake, close_loop=False, netlist="ecp5",
+                                                   synth_dir=big["out_dir"])
+        commands.append(f"ncf verify {rtl_default} --netlist ecp5 --simulator icarus"
+                        + (f" -n {p.gate_rows}" if p.gate_rows else "") + f" --handshake-samples {p.gate_handshake}")
+    timed("gate-level verify")
+    sections.insert(verify_at, _verify_section(ver, out / "hw", gate_note=None if "netlist" in ecp5 else
+                                               f"no ECP5 netlist: synthesis {ecp5['status']}"))
+    write_json(out / "hw" / "verify.json", ver)
     split = next(iter(cls["confusion"]))
     sections += [cls["table"], "![confusion matrix](classify/confusion.png)\n",
                  f"Confusion matrix of the frozen fused GNN, {split} (rows: true class, columns: predicted):\n\n"
@@ -198,12 +225,10 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     times["total"] = round(time.monotonic() - t_start, 1)
     sections.append(_provenance(commands, times, preset, out))
     head = _headline(study, exp.lead, p.branchnet, ver, big, small, cls, out)
-    text = "# ncf demo report\n\n" + head + "\n".join(sections)
-    with atomic_path(out / "index.md") as tmp:
-        tmp.write_text(text)
+    pages = write_report(out, "# ncf demo report\n\n" + head + "\n".join(sections))
     write_json(out / "times.json", times)
-    print(f"report: {out / 'index.md'} ({times['total']:.0f} s)")
-    return {"times": times, "report": out / "index.md"}
+    print(f"report: {pages['html']} ({times['total']:.0f} s); markdown: {pages['md']}")
+    return {"times": times, "report": pages["md"], "pages": pages}
 
 
 def _trace_row(trace) -> dict:
@@ -242,18 +267,23 @@ def _hls_section(s: dict, out: Path) -> str:
                        "io_parallel)") + f"\nVendor synthesis: {s['vendor_synthesis']}.\n")
 
 
-def _verify_section(r: dict, out: Path) -> str:
+def _verify_section(r: dict, out: Path, gate_note: str | None = None) -> str:
     rows = []
     for name, s in r.items():
-        rows.append({"simulator": name, "predictions compared": s["predictions_compared"],
+        rows.append({"design": s["design"], "simulator": s["simulator"],
+                     "predictions compared": s["predictions_compared"],
                      "mismatches": s["mismatches"], "tests failed": s["tests_failed"],
                      "latency manifest / measured": f"{s['latency_manifest']} / {sorted(set(s['latency_measured'] or []))}",
                      "results/cycle": s["results_per_cycle"]})
     text = save_table(out / "verification", rows, "Verification of the default predictor (cocotb, real held-out "
-                      "snapshots)")
+                      "snapshots): the RTL, and the post-synthesis ECP5 netlist (yosys's cell models) with the same "
+                      "tests")
+    speed = "; ".join(f"{s['design']} in {s['simulator']} {s['predictions_per_s']:,.0f} predictions/s "
+                      f"(build {s['build_seconds']} s)" for s in r.values() if s["predictions_per_s"])
+    text += f"\nSpeed (this run, not part of the table; the stream test's wall time): {speed}.\n"
+    if gate_note:
+        text += f"\nGate level: {gate_note}.\n"
     v = r["verilator"]
-    text += (f"\nSpeed (this run, not part of the table): Verilator {v['predictions_per_s']:,.0f} predictions/s, "
-             f"build {v['build_seconds']} s.\n")
     h = v.get("harness")
     if h:
         text += (f"\nHarness replay ({h['task']}): software model {h['software']}, RTL {h['rtl']}: "
@@ -307,6 +337,11 @@ def _headline(study: dict, lead: int, branchnet: str, ver: dict, big: dict, smal
              f"reference in Verilator, **{v['mismatches']} mismatches**; latency {v['latency_manifest']} cycles, "
              f"{v['results_per_cycle']} result/cycle; the harness replay gives the same result: "
              f"{v.get('harness', {}).get('equal')}.\n")
+    g = ver.get("icarus, ecp5 netlist")
+    if g:
+        text += (f"- Its ECP5 gate-level netlist (yosys cell models, Icarus): {g['predictions_compared']:,} "
+                 f"predictions compared, **{g['mismatches']} mismatches**, latency "
+                 f"{sorted(set(g['latency_measured'] or []))} cycles, {g['results_per_cycle']} result/cycle.\n")
     for name, s in (("default", big), ("small", small)):
         for t, res in s["targets"].items():
             u = res.get("utilisation", {}).get(LOGIC_UNIT.get(t))

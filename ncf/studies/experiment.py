@@ -14,7 +14,9 @@ spaced in time), merged into the training set, and the full held-out dataset; th
 the history-only baselines trained with the same budget; all scored on the held-out input through
 the harness (model/evaluate.py). Every step goes through the stage cache (``cache``), so a re-run redoes only
 what changed; traces, datasets and the per-workload training run as Ray tasks (``workers``,
-``ray_address``; ncf/studies/parallel.py), which gives the same tables as a serial run.
+``ray_address``; ncf/studies/parallel.py), which gives the same tables as a serial run. The tables
+(markdown + JSON) go to ``out``, and all of them on one page to ``out``/index.md, index.html and
+screenshot.png (ncf/studies/report.py).
 """
 from __future__ import annotations
 
@@ -28,11 +30,12 @@ from ncf.io import UsageError, at_least, check_output, figure, read_json, save_f
 from ncf.model.dataset import Dataset, DatasetConfig, check_lead
 from ncf.model.evaluate import evaluate_branches, evaluate_prefetch, hybrid_policy
 from ncf.model.train import GNN_MODELS, MODELS, TrainConfig, predict, split_by_time
-from ncf.trace_eval.workloads import KERNELS, N_INPUTS, TEST_INPUT, names, prepare
+from ncf.trace_eval.workloads import KERNELS, N_INPUTS, TEST_INPUT, UserWorkload, load_workloads, names, prepare
 
 from . import steps
 from .cache import StageCache
 from .parallel import Engine, settings
+from .report import chromium, write_report
 
 PROGRAMS = ("bzip2", "xz", "hmmer", "gnugo")
 LEADS = [0, 10, 30, 100, 300, 1000]   # the issue's lead sweep
@@ -40,7 +43,10 @@ LEADS = [0, 10, 30, 100, 300, 1000]   # the issue's lead sweep
 
 @dataclass
 class ExperimentConfig:
-    workloads: list = field(default_factory=lambda: list(PROGRAMS))
+    workloads: list | None = None  # None: the workload files' workloads if any are given, else the four programs
+    workload_files: list = field(default_factory=list)   # user workloads (YAML; trace_eval.workloads.load_workload)
+    champsim_dir: str | None = None   # a directory of ChampSim traces instead of workloads (studies.champsim_dir)
+    test_trace: str | None = None     # its trace file held out (default: the first by name)
     models: list = field(default_factory=lambda: list(MODELS))
     instructions: int = 10_000_000     # per window
     skip: int = 100_000_000        # where the first window starts: past the programs' start-up
@@ -69,7 +75,11 @@ class ExperimentConfig:
     ray_address: str | None = None  # a Ray cluster to run on instead ("auto", "ray://head:10001"; or RAY_ADDRESS)
 
     def __post_init__(self):
-        for what, given, known in (("workloads", self.workloads, names()), ("models", self.models, MODELS)):
+        self.user = load_workloads(self.workload_files)   # name -> UserWorkload (not a field: the files are)
+        if self.workloads is None:
+            self.workloads = list(self.user) or list(PROGRAMS)
+        for what, given, known in (("workloads", self.workloads, (*names(), *self.user)),
+                                   ("models", self.models, MODELS)):
             unknown = [x for x in given if x not in known]
             if unknown or not given:
                 raise UsageError(f"{what} {given}: give one or more of {', '.join(known)}")
@@ -99,6 +109,10 @@ class ExperimentConfig:
     def engine(self) -> Engine:
         return Engine(self.workers, self.ray_address)
 
+    def workload(self, name: str) -> str | UserWorkload:
+        """What ``prepare`` takes for workload ``name``: a built-in's name or the user workload."""
+        return self.user.get(name, name)
+
 
 # Presets (`ncf experiment --preset NAME`): settings over the defaults; options given on top win.
 # ``study`` is issue 17's study sized for about an hour on a 2-core machine: 3 training inputs x 2 windows
@@ -109,8 +123,12 @@ class ExperimentConfig:
 STUDY = {"train_inputs": [0, 2, 3], "windows": 2, "window_stride": 100_000_000, "instructions": 10_000_000,
          "train_cap": 8_000, "epochs": 4, "batch": 256, "seeds": 3, "models": ["fused", "branchnet", "delta-lstm"],
          "branchnet": "mini", "ablations": ["frontend", "memory", "tage-internals", "snapshot"], "leads": LEADS}
+# ``tiny`` checks that a workload runs through the whole study in about a minute (what CI runs on the example
+# user workload): 400k-instruction windows, 2 hard branches, 1 delinquent load, 300 samples per site, 1 epoch.
 PRESETS = {
     "default": {},
+    "tiny": {"instructions": 400_000, "skip": 1_000_000, "max_branches": 2, "max_loads": 1, "train_cap": 300,
+             "epochs": 1, "models": ["fused", "branchnet", "delta-lstm"], "branchnet": "mini"},
     "study": STUDY,
     "large": {**STUDY, "windows": 4, "instructions": 25_000_000, "train_cap": 64_000, "branchnet": "big"},
 }
@@ -118,21 +136,17 @@ PRESETS = {
 
 def trace_plan(cfg: ExperimentConfig, workload: str) -> list[tuple[int, int]]:
     """(input, skip) of ``workload``'s traces: every training input's windows, then the held-out input's
-    first window. The C kernels are short: traced once per input, from their start."""
+    first window. The C kernels are short: traced once per input, from their start; a user workload's
+    windows start at its file's ``skip``."""
     if workload in KERNELS:
         return [(i, 0) for i in cfg.train_inputs] + [(TEST_INPUT, 0)]
-    starts = [cfg.skip + k * cfg.window_stride for k in range(cfg.windows)]
-    return [(i, s) for i in cfg.train_inputs for s in starts] + [(TEST_INPUT, cfg.skip)]
+    first = cfg.user[workload].skip if workload in cfg.user else cfg.skip
+    starts = [first + k * cfg.window_stride for k in range(cfg.windows)]
+    return [(i, s) for i in cfg.train_inputs for s in starts] + [(TEST_INPUT, first)]
 
 
-def trace_task(cache: StageCache, workload: str, inp: int, skip: int, count: int) -> Path:
+def trace_task(cache: StageCache, workload: str | UserWorkload, inp: int, skip: int, count: int) -> Path:
     return steps.trace(cache, prepare(workload, inp), skip, count)
-
-
-def workload_traces(cache: StageCache, cfg: ExperimentConfig, workload: str) -> tuple[list[Path], Path]:
-    """The training traces of ``workload`` and its held-out trace."""
-    paths = [trace_task(cache, workload, i, s, cfg.instructions) for i, s in trace_plan(cfg, workload)]
-    return paths[:-1], paths[-1]
 
 
 def policy_of(train_ds: Dataset, candidates: dict[str, np.ndarray]) -> dict:
@@ -165,7 +179,7 @@ def run_baselines(cfg: ExperimentConfig, out, cache: StageCache | None = None) -
 
     cache = cache or StageCache(Path(cfg.cache))
     engine = cfg.engine()
-    jobs = [(cache, w, i, s, cfg.instructions) for w in cfg.workloads for i, s in trace_plan(cfg, w)]
+    jobs = [(cache, cfg.workload(w), i, s, cfg.instructions) for w in cfg.workloads for i, s in trace_plan(cfg, w)]
     traces = engine.map(trace_task, jobs, desc="traces")
     return write_report(engine.map(steps.baselines, [(cache, t) for t in traces], desc="baselines"), out)
 
@@ -173,7 +187,7 @@ def run_baselines(cfg: ExperimentConfig, out, cache: StageCache | None = None) -
 def reference_data(cfg: ExperimentConfig, cache: StageCache, workload: str, lead: int) -> tuple[dict, Path]:
     """The sites of ``workload`` and the dataset of its first training trace (whose delta vocabulary and
     prefetch distances every other dataset of the workload uses: ``labels_of``)."""
-    first = trace_task(cache, workload, *trace_plan(cfg, workload)[0], cfg.instructions)
+    first = trace_task(cache, cfg.workload(workload), *trace_plan(cfg, workload)[0], cfg.instructions)
     site_list = steps.sites(cache, first, cfg.max_branches, cfg.max_loads)
     return site_list, part_data(cfg, cache, workload, 0, lead, site_list, {})
 
@@ -190,7 +204,7 @@ def part_data(cfg: ExperimentConfig, cache: StageCache, workload: str, k: int, l
     None for a training window in which none of the sites runs (another phase of the program)."""
     plan = trace_plan(cfg, workload)
     inp, skip = plan[k]
-    trace = trace_task(cache, workload, inp, skip, cfg.instructions)
+    trace = trace_task(cache, cfg.workload(workload), inp, skip, cfg.instructions)
     held_out = k == len(plan) - 1
     cap = None if held_out else math.ceil(cfg.train_cap / (len(plan) - 1))
     dcfg = DatasetConfig(lead=lead, max_per_site=cap, prefetch_distance=cfg.prefetch_distance)
@@ -224,8 +238,8 @@ def prepare_data(cfg: ExperimentConfig, cache: StageCache, pairs: list[tuple[str
     sites and the first dataset; the other datasets); ``workload_data`` then finds them in the cache."""
     engine = cfg.engine()
     workloads = list(dict.fromkeys(w for w, _ in pairs))
-    engine.map(trace_task, [(cache, w, i, s, cfg.instructions) for w in workloads for i, s in trace_plan(cfg, w)],
-               desc="traces")
+    engine.map(trace_task, [(cache, cfg.workload(w), i, s, cfg.instructions)
+                            for w in workloads for i, s in trace_plan(cfg, w)], desc="traces")
     refs = engine.map(reference_data, [(cfg, cache, w, d) for w, d in pairs], desc="sites")
     jobs = [(cfg, cache, w, k, d, site_list, labels_of(first))
             for (w, d), (site_list, first) in zip(pairs, refs) for k in range(1, len(trace_plan(cfg, w)))]
@@ -252,7 +266,7 @@ def run_data(cfg: ExperimentConfig, cache: StageCache | None = None) -> dict:
     rows = []
     for w in cfg.workloads:
         plan = trace_plan(cfg, w)
-        traces = [trace_task(cache, w, i, s, cfg.instructions) for i, s in plan]
+        traces = [trace_task(cache, cfg.workload(w), i, s, cfg.instructions) for i, s in plan]
         parts, train_dir, test_dir = workload_parts(cfg, cache, w)
         train_ds = Dataset(train_dir)
         per_site = np.bincount(np.asarray(train_ds.arrays["site"]), minlength=len(train_ds.site_pc))
@@ -338,6 +352,7 @@ def run_workloads(cfg: ExperimentConfig, cache: StageCache, pairs: list[tuple[st
 def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> dict:
     cache = cache or StageCache(Path(cfg.cache))
     out = check_output(cfg.out, directory=True)
+    chromium()   # the report's screenshot needs it: say so before the work, not after
     per = run_workloads(cfg, cache, [(w, cfg.lead) for w in cfg.workloads])
     branch_rows = [{"workload": r["workload"], **b} for r in per for b in r["branch"]]
     pf_rows = [{"workload": r["workload"], **p} for r in per for p in r["prefetch"]]
@@ -366,7 +381,8 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
     if cfg.leads:
         sweep = run_lead_sweep(cfg, cache)
         tables += [sweep["table"], f"![accuracy against snapshot lead]({sweep['plot'].name})\n"]
-    return {"per_workload": per, "tables": tables, "summary": summary}
+    pages = write_report(out, f"# ncf experiment: {', '.join(cfg.workloads)}\n\n" + "\n".join(tables))
+    return {"per_workload": per, "tables": tables, "summary": summary, "pages": pages}
 
 
 def site_rows(per: list[dict], models=("fused", "branchnet", THREE_WAY)) -> list[dict]:

@@ -168,16 +168,18 @@ def hls(cache: StageCache, onnx) -> dict:
 
 
 def verify(cache: StageCache, rtl_dir, simulator: str, n_stream: int | None = None, n_handshake: int = 2000,
-           close_loop: bool = True) -> dict:
-    """cocotb verification of the RTL in ``simulator`` on its bundle's held-out samples."""
+           close_loop: bool = True, netlist: str | None = None, synth_dir=None) -> dict:
+    """cocotb verification of the RTL in ``simulator`` on its bundle's held-out samples; with
+    ``netlist``, of the post-synthesis netlist in ``synth_dir`` (a ``synth`` step's output)."""
     from ncf.rtl_tests.sim import verify as run_verify
 
     key = {"rtl": entry_key(rtl_dir), "simulator": simulator, "n_stream": n_stream, "n_handshake": n_handshake,
-           "close_loop": close_loop}
+           "close_loop": close_loop, "netlist": netlist, "synth": None if netlist is None else entry_key(synth_dir)}
     return cache.run("verify", key, lambda d: run_verify(rtl_dir, simulator=simulator, work=d / "work",
                                                          n_stream=n_stream, n_handshake=n_handshake,
-                                                         close_loop=close_loop, progress=False),
-                     code=("rtl_tests",), label=simulator).result
+                                                         close_loop=close_loop, progress=False, netlist=netlist,
+                                                         synth_dir=synth_dir),
+                     code=("rtl_tests",), label=simulator if netlist is None else f"{simulator}-{netlist}").result
 
 
 def synth(cache: StageCache, rtl_dir, targets: tuple, timeout_s: float | None = None, freq_mhz: float = 200,

@@ -9,6 +9,7 @@
 //             whole file with the integer reference: it stays off the per-cycle path (speed).
 //             stream_cycles counts the clock edges from the first input transfer to the last
 //             output transfer (n + latency when one result leaves per cycle).
+// NCF_GATE_LEVEL defined: ncf_predictor is the gate-level netlist of `ncf synth` (no parameters).
 module ncf_tb_top #(
     parameter IN_W = 8, ELEM_W = 16, OUT_F = 8, N_LOGITS = 17, CLASS_W = 4, CORE_LAT = 4,
     parameter MAX_N = 1024
@@ -47,8 +48,11 @@ module ncf_tb_top #(
     wire [IN_W-1:0] p_in_data = stream ? src[i[$clog2(MAX_N)-1:0]] : in_data;
     wire p_out_ready = stream ? 1'b1 : out_ready;
 
-    ncf_predictor #(.IN_W(IN_W), .ELEM_W(ELEM_W), .OUT_F(OUT_F), .N_LOGITS(N_LOGITS),
-                    .CLASS_W(CLASS_W), .CORE_LAT(CORE_LAT)) dut (
+    ncf_predictor
+`ifndef NCF_GATE_LEVEL  // a post-synthesis netlist has its sizes built in, and no parameters
+        #(.IN_W(IN_W), .ELEM_W(ELEM_W), .OUT_F(OUT_F), .N_LOGITS(N_LOGITS), .CLASS_W(CLASS_W), .CORE_LAT(CORE_LAT))
+`endif
+        dut (
         .clk(clk), .rst(rst),
         .in_valid(p_in_valid), .in_ready(in_ready), .in_data(p_in_data),
         .out_valid(out_valid), .out_ready(p_out_ready),

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 from ncf.io import load_config
 from ncf.studies import demo
+
+from ..helpers import png_size, render_check
 
 
 def test_presets_name_existing_hardware_points():
@@ -27,7 +30,13 @@ def test_tiny_demo_runs_every_stage_from_a_clone_with_the_default_relative_out(t
                        timeout=3000)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     report = clone / "reports" / "demo"
-    assert (report / "index.md").exists()
+    md = (report / "index.md").read_text()
+    shown = render_check(report / "index.html")              # every figure shown, every table with its rows
+    assert shown["images"] == shown["images_loaded"] == shown["images_whole"] == md.count("![") >= 5
+    assert [len(t["rows"]) for t in shown["tables"]] == [len(b.splitlines()) - 2
+                                                          for b in re.findall(r"(?m)(?:^\|.*\n?)+", md)]
+    assert shown["leftover_markdown"] == 0
+    assert png_size(report / "screenshot.png") == (1280, 900)
     times = json.loads((report / "times.json").read_text())
     for name in ("traces", "baselines", "study", "lead_sweep", "quantize", "hw_sweep", "hls", "verify", "classify"):
         assert name in times, name

@@ -8,6 +8,8 @@ import pytest
 
 from ncf.studies.experiment import ExperimentConfig, run_experiment
 
+from ..helpers import png_size, render_check
+
 
 @pytest.mark.slow
 def test_experiment_end_to_end_and_reuse(native, tmp_path):
@@ -38,7 +40,38 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     assert all(r["fused and tage-sc-l wrong"] <= min(r["fused"], r["tage-sc-l"]) for r in sites)
     sweep = json.loads((tmp_path / "out" / "lead_sweep.json").read_text())["rows"]
     assert [r["lead"] for r in sweep] == [0, 100] and (tmp_path / "out" / "lead_sweep.png").exists()
+    shown = render_check(r["pages"]["html"])                  # the page: every table with its rows, the figure
+    assert shown["images"] == shown["images_loaded"] == shown["images_whole"] == 1
+    assert [len(t["rows"]) for t in shown["tables"]] == [
+        len(json.loads((tmp_path / "out" / f"{t}.json").read_text())["rows"])
+        for t in ("branch", "prefetch", "summary", "sites", "lead_sweep")]
+    assert png_size(r["pages"]["screenshot"]) == (1280, 900)
     (ckpt,) = (tmp_path / "cache" / "train").glob("bzip2-fused-no-frontend-*/run/checkpoint.pt")
     stamp = ckpt.stat().st_mtime_ns
     run_experiment(cfg)
     assert ckpt.stat().st_mtime_ns == stamp                   # the second run reuses the cached steps
+
+
+def test_the_example_user_workload_runs_through_the_tiny_experiment(native, tmp_path, capsys, monkeypatch):
+    """`ncf experiment --preset tiny --workload-file examples/workloads/perl_sort.yaml`, as the README says:
+    the workload file's workload alone, trained on input 0 and scored on the held-out input 1; its
+    config, written back, names the file and gives the same config."""
+    from ncf.cli import main
+    from ncf.io import load_config, save_config
+    from ncf.studies.experiment import PRESETS
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    example = str(REPO / "examples" / "workloads" / "perl_sort.yaml")
+    assert main(["experiment", "--preset", "tiny", "--workload-file", example, "--workers", "1", "--set", "threads=1",
+                 "--cache", "cache", "--out", "out"]) == 0
+    assert "| perl_sort | tage-sc-l |" in capsys.readouterr().out
+    r = json.loads((tmp_path / "out" / "experiment.json").read_text())
+    (w,) = r["workloads"]
+    assert w["workload"] == "perl_sort" and w["test_samples"] > 0
+    assert {row["model"] for row in w["branch"]} == {"tage-sc-l", "fused", "branchnet", "fused+branchnet"}
+    assert r["config"]["workload_files"] == [example] and r["config"]["workloads"] == ["perl_sort"]
+    held_out = (tmp_path / "cache" / "dataset").glob("perl_sort-1-*/data/dataset.json")
+    assert [json.loads(p.read_text())["input"] for p in held_out] == [1]                # the held-out input, recorded as such
+    cfg = ExperimentConfig(**{**PRESETS["tiny"], "workload_files": [example], "cache": "cache", "out": "out"})
+    assert load_config(ExperimentConfig, save_config(cfg, tmp_path / "exp.yaml")) == cfg

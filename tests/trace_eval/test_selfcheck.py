@@ -107,3 +107,26 @@ def test_a_missing_library_says_to_run_make_native(traces, monkeypatch, tmp_path
         check_trace(TraceReader(traces["list_walk"]))
     with pytest.raises(ValueError, match="unknown self-check engine"):
         check_trace(TraceReader(traces["list_walk"]), engine="fortran")
+
+
+def test_rep_movs_with_rcx_zero_makes_no_access_and_passes_in_both_engines(tmp_path):
+    """`rep movsq` with rcx = 0 runs no iteration: QEMU records no access (seen in perl's start-up) and
+    the check counts it with lea & co.; with rcx = 1 and no access it is still a failure."""
+    from ncf.trace_eval.format import FLAG_BYTES, FLAG_REGS, FLAG_VALUES, NREG, TraceWriter
+
+    def trace(rcx: int, path):
+        regs = np.zeros((3, NREG), np.uint64)
+        regs[:, 1], regs[:, 6], regs[:, 7] = rcx, 0x10000, 0x20000      # rcx, rsi, rdi
+        with TraceWriter(path, FLAG_REGS | FLAG_VALUES | FLAG_BYTES) as w:
+            w.define(0, 0x401000, bytes.fromhex("f348a5"))               # rep movsq
+            w.define(1, 0x401003, bytes.fromhex("488b06"))               # mov rax, [rsi]
+            w.add(np.array([0, 1, 1], np.uint32), np.array([0, 1, 1], np.uint16),
+                  np.array([0x10000, 0x10000], np.uint64), np.array([3, 3], np.uint8), regs=regs,
+                  mval=np.zeros(2, np.uint64))
+        return path
+
+    assert formula(bytes.fromhex("f348a5"), decode(bytes.fromhex("f348a5"), 0x401000)).rep
+    ok = both(trace(0, tmp_path / "rcx0.ncft"))
+    assert ok["ok"] and ok["skipped_no_access_ops"] == 1 and ok["addr_checked"] == 2
+    bad = both(trace(1, tmp_path / "rcx1.ncft"))
+    assert not bad["ok"] and bad["most_frequent_failures"] == {"no access: rep movsq": 1}

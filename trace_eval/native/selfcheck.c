@@ -19,6 +19,7 @@
 
 #define NREG 18  /* register NREG reads as 0 (an absent base, index or segment) */
 #define NSLOT 3
+#define RCX 1    /* the count register of rep-prefixed string instructions (selfcheck.RCX) */
 
 enum { KIND_NONE, KIND_CHECKED, KIND_NO_ACCESS, KIND_UNSUPPORTED };
 enum { F_ADDRESS = 1, F_NO_ACCESS = 2, F_UNSUPPORTED = 4, F_VALUE = 8 };
@@ -29,7 +30,7 @@ typedef struct { /* selfcheck.Decoder's arrays, indexed by sid ([sid * NSLOT + k
     const int8_t *kind;
     const int64_t *base, *index, *seg;
     const uint64_t *scale, *cnst, *amask;
-    const uint8_t *valid, *region;
+    const uint8_t *valid, *region, *rep;
     const int8_t *vkind;
     const int64_t *vreg;
     const uint64_t *vshift, *vmask, *vimm;
@@ -79,7 +80,10 @@ void selfcheck_chunk(const Tables *t, int64_t n, const uint32_t *sid, const uint
         int64_t s = sid[i];
         int k = nmem[i];
         fail[i] = 0;
-        switch (t->kind[s]) {
+        int kind = t->kind[s];
+        if (kind == KIND_CHECKED && k == 0 && t->rep[s] && (r[RCX] & t->amask[s * NSLOT]) == 0)
+            kind = KIND_NO_ACCESS;  /* rep with rcx = 0: no iteration, no access */
+        switch (kind) {
         case KIND_CHECKED: {
             int ok = addresses_ok(t, s, r, a, k);
             counts[ADDR_CHECKED]++;
