@@ -98,55 +98,68 @@ def build_hls(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> di
     return summary
 
 
-def build_rtl(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> dict:
-    """Pipelined core + ``ncf_predictor`` top in ``out_dir``; returns the manifest (also written as
-    ``manifest.json``)."""
+def lower_site(bundle: dict, cfg: HwConfig, core_dir: Path, name: str | None = None) -> dict:
+    """One site bundle's hls4ml graph -> da4ml graph, checked against the integer reference on the bundle's
+    samples (da4ml's interpreter, before any Verilog is written), then written as a pipelined core in
+    ``core_dir`` (module ``<name>_wrapper``). Returns {core, n_logits, one, output_exponent, check}."""
     from . import hls, rtl
 
-    out_dir = Path(out_dir)
-    tmp = _fresh_dir(out_dir, "manifest.json")
-    t0 = time.monotonic()
-    hm = hls.convert(bundle, tmp / "hls4ml_ir", part=cfg.part, clock_ns=cfg.clock_ns, tb_rows=1)
+    ir = core_dir.with_name(f"{core_dir.name}_hls4ml_ir")
+    hm = hls.convert(bundle, ir, part=cfg.part, clock_ns=cfg.clock_ns, tb_rows=1)
     one = float(input_value(bundle["params"], np.ones((1, 1), np.uint8))[0, 0])
     comb, io = rtl.trace(hm, bundle["live_inputs"], one)
-    shutil.rmtree(tmp / "hls4ml_ir")
-    # da4ml's interpreter of the traced graph == the integer reference, before writing any Verilog
+    shutil.rmtree(ir)
     feats = bundle["features"][:cfg.check_samples]
     got = comb.predict(feats[:, bundle["live_inputs"]].astype(np.float64))
     y, e = intref_bits(bundle["params"], feats)
     exact = int(np.all(got[:, 2:] == y * 2.0 ** e, axis=1).sum())
     if exact != len(feats):
-        raise RuntimeError(f"da4ml's trace of the hls4ml graph differs from intref on {len(feats) - exact} "
-                           f"of {len(feats)} samples: not writing Verilog")
-    core = rtl.write_core(comb, tmp / "core", cfg.cutoff, cfg.clock_ns)
-    shutil.copy(WRAPPER, tmp / f"{TOP}.v")
-    n_classes = io["n_logits"] - 1
-    class_w = max(1, int(np.ceil(np.log2(n_classes))))
-    params = {"IN_W": len(bundle["live_inputs"]), "ELEM_W": core["out"]["width"], "OUT_F": core["out"]["f"],
-              "N_LOGITS": io["n_logits"], "CLASS_W": class_w, "CORE_LAT": core["core_latency"]}
+        raise RuntimeError(f"da4ml's trace of the hls4ml graph of site {bundle['site']} differs from intref on "
+                           f"{len(feats) - exact} of {len(feats)} samples: not writing Verilog")
+    core = rtl.write_core(comb, core_dir, cfg.cutoff, cfg.clock_ns, name or rtl.CORE)
+    return {"core": core, "n_logits": io["n_logits"], "one": one, "output_exponent": int(e),
+            "check": {"samples": len(feats), "exact": exact}}
+
+
+def bundle_inputs(bundle: dict) -> dict:
+    """The files a build started from, with their hashes (the manifest's ``inputs``)."""
     files = bundle["paths"]
+    return {k: {"file": str(Path(files[k]).resolve()), "sha256": file_sha256(files[k])}
+            for k in ("onnx", "intref", "samples")}
+
+
+def bundle_site(bundle: dict) -> dict:
+    return {**{k: bundle[k] for k in ("site", "site_pc", "task")}, "dataset": str(Path(bundle["dataset"]).resolve())}
+
+
+def class_width(n_logits: int) -> int:
+    return max(1, int(np.ceil(np.log2(n_logits - 1))))
+
+
+def build_rtl(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> dict:
+    """Pipelined core + ``ncf_predictor`` top in ``out_dir``; returns the manifest (also written as
+    ``manifest.json``)."""
+    out_dir = Path(out_dir)
+    tmp = _fresh_dir(out_dir, "manifest.json")
+    t0 = time.monotonic()
+    low = lower_site(bundle, cfg, tmp / "core")
+    core, n_logits = low["core"], low["n_logits"]
+    shutil.copy(WRAPPER, tmp / f"{TOP}.v")
+    class_w = class_width(n_logits)
+    params = {"IN_W": len(bundle["live_inputs"]), "ELEM_W": core["out"]["width"], "OUT_F": core["out"]["f"],
+              "N_LOGITS": n_logits, "CLASS_W": class_w, "CORE_LAT": core["core_latency"]}
     manifest = {
         "format_version": 1, "kind": "ncf-rtl", "top": TOP, "config": asdict(cfg),
-        "inputs": {k: {"file": str(Path(files[k]).resolve()), "sha256": file_sha256(files[k])}
-                   for k in ("onnx", "intref", "samples")},
-        "site": {**{k: bundle[k] for k in ("site", "site_pc", "task")}, "dataset": str(Path(bundle["dataset"]).resolve())},
+        "inputs": bundle_inputs(bundle), "site": bundle_site(bundle),
         "bits": {"weights": bundle["quant"]["weight_bits"], "activations": bundle["quant"]["act_bits"],
                  "input": "1 bit per live feature", "logit": core["out"]},
         "parameters": params,
         "latency": {"core_cycles": core["core_latency"], "top_cycles": core["core_latency"] + 1,
                     "initiation_interval": 1},
-        "interface": {
-            "clock": "clk (rising edge)", "reset": "rst: synchronous, active high, drops everything in flight",
-            "input": {"handshake": "in_valid / in_ready", "data": f"in_data[{params['IN_W'] - 1}:0]",
-                      "bit k": "live feature live_inputs[k] of the flat input [dyn (N*Fd), g (G)]"},
-            "output": {"handshake": "out_valid / out_ready", "out_taken": "branch logit > 0",
-                       "out_class": f"delta class, {class_w} bits (first largest delta logit)",
-                       "out_logits": f"{io['n_logits']} x {core['out']['width']}-bit signed, value = code * 2^-{core['out']['f']}"
-                                     " (logit 0 = branch, 1.. = delta classes)"}},
-        "live_inputs": bundle["live_inputs"].tolist(), "one": one,
-        "output_exponent": int(e),
-        "da4ml": {"cost": core["da4ml_cost"], "latency_cutoff": cfg.cutoff,
-                  "interpreter_check": {"samples": len(feats), "exact": exact}},
+        "interface": interface(params, "bit k: live feature live_inputs[k] of the flat input [dyn (N*Fd), g (G)]"),
+        "live_inputs": bundle["live_inputs"].tolist(), "one": low["one"],
+        "output_exponent": low["output_exponent"],
+        "da4ml": {"cost": core["da4ml_cost"], "latency_cutoff": cfg.cutoff, "interpreter_check": low["check"]},
         "sources": [f"{TOP}.v"] + [f"core/{s}" for s in core["sources"]],
         "memfiles": [f"core/{s}" for s in core["memfiles"]],
         "seconds": round(time.monotonic() - t0, 1),
@@ -157,6 +170,18 @@ def build_rtl(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> di
         print(f"RTL written to {out_dir}: latency {manifest['latency']['top_cycles']} cycles, II 1, "
               f"{params['IN_W']} input bits, da4ml cost {core['da4ml_cost']:,.0f}", flush=True)
     return manifest
+
+
+def interface(params: dict, input_bits: str) -> dict:
+    """The manifest's description of the ``ncf_predictor`` ports."""
+    return {
+        "clock": "clk (rising edge)", "reset": "rst: synchronous, active high, drops everything in flight",
+        "input": {"handshake": "in_valid / in_ready", "data": f"in_data[{params['IN_W'] - 1}:0]",
+                  "bits": input_bits},
+        "output": {"handshake": "out_valid / out_ready", "out_taken": "branch logit > 0",
+                   "out_class": f"delta class, {params['CLASS_W']} bits (first largest delta logit)",
+                   "out_logits": f"{params['N_LOGITS']} x {params['ELEM_W']}-bit signed, value = code * "
+                                 f"2^-{params['OUT_F']} (logit 0 = branch, 1.. = delta classes)"}}
 
 
 def generate(qonnx, cfg: HwConfig, out_dir, hls: bool = True, rtl: bool = True, progress: bool = True) -> dict:
@@ -178,6 +203,7 @@ def generate(qonnx, cfg: HwConfig, out_dir, hls: bool = True, rtl: bool = True, 
 
 
 def load_manifest(rtl_dir) -> dict:
+    """The manifest of a directory written by ``build_rtl`` or ``hw.multisite.build_multisite``."""
     path = Path(rtl_dir) / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: not an RTL directory written by `ncf rtl`")

@@ -184,13 +184,14 @@ def trace(hm, live: np.ndarray, one: float):
     return comb_trace(inp, outs, keep_dead_inputs=True), {"n_logits": len(logits)}
 
 
-def write_core(comb, out_dir, cutoff: float, clock_ns: float = 5.0) -> dict:
-    """da4ml RTLModel: pipelined Verilog core in ``out_dir`` (src/*.v); returns its metadata:
-    latency (cycles from input to output register), formats, file list."""
+def write_core(comb, out_dir, cutoff: float, clock_ns: float = 5.0, name: str = CORE) -> dict:
+    """da4ml RTLModel: pipelined Verilog core ``<name>_wrapper`` in ``out_dir`` (src/*.v; every module name
+    but the shared ones in src/static starts with ``name``); returns its metadata: latency (cycles from
+    input to output register), formats, file list."""
     from da4ml.codegen import RTLModel
 
     out_dir = Path(out_dir)
-    RTLModel(comb, CORE, out_dir, flavor="verilog", latency_cutoff=cutoff, clock_period=clock_ns,
+    RTLModel(comb, name, out_dir, flavor="verilog", latency_cutoff=cutoff, clock_period=clock_ns,
              print_latency=False).write()
     lut = out_dir / "src" / "static" / "lookup_table.v"
     if lut.exists():        # yosys and Icarus reject the rom_style attribute (unused here)

@@ -298,10 +298,8 @@ def cmd_quantize(a) -> int:
 
 
 def cmd_hls(a) -> int:
-    from ncf.hw.generate import build_hls
+    from ncf.hw.generate import HwConfig, build_hls
     from ncf.quant.quantize import read_bundle
-
-    from ncf.hw.generate import HwConfig
 
     cfg = _settle(HwConfig, a)
     s = build_hls(read_bundle(a.qonnx), cfg, a.output)
@@ -315,13 +313,15 @@ def cmd_hls(a) -> int:
 
 
 def cmd_rtl(a) -> int:
-    from ncf.hw.generate import build_rtl
+    from ncf.hw.generate import HwConfig, build_rtl
+    from ncf.hw.multisite import build_multisite
     from ncf.quant.quantize import read_bundle
 
-    from ncf.hw.generate import HwConfig
-
     cfg = _settle(HwConfig, a)
-    m = build_rtl(read_bundle(a.qonnx), cfg, a.output)
+    if len(a.qonnx) == 1:
+        m = build_rtl(read_bundle(a.qonnx[0]), cfg, a.output)
+    else:
+        m = build_multisite([read_bundle(q) for q in a.qonnx], cfg, a.output)
     print(json.dumps({k: m[k] for k in ("top", "parameters", "latency", "bits")}, indent=1))
     print(f"manifest: {a.output / 'manifest.json'}")
     return 0
@@ -342,6 +342,9 @@ def cmd_verify(a) -> int:
     if s["stream_cycles"]:
         print(f"  stream: {s['stream_cycles']:,} cycles, {s['results_per_cycle']:.3f} results/cycle, "
               f"{s['predictions_per_s']:,.0f} predictions/s (build {s['build_seconds']} s)")
+    for st in s.get("sites", []):
+        print(f"  site {st['id']} ({st['task']} {st['site_pc']:#x}): {st['samples']:,} snapshots in the stream, "
+              f"{st['stream_mismatches']} mismatches")
     for mm in s["first_mismatches"]:
         print(f"  MISMATCH row {mm['row']}: got {mm['got']}, expected {mm['expected']}")
     if "harness" in s:
@@ -418,6 +421,20 @@ def cmd_synth(a) -> int:
     return 0 if all(t["status"] in ("ok", "does not fit") for t in s["targets"].values()) else 1
 
 
+def cmd_hw_sites(a) -> int:
+    from ncf.studies.hw_sites import HwSitesConfig, hw_sites
+
+    r = hw_sites(a.qonnx, a.out, _settle(HwSitesConfig, a))
+    print(r["text"])
+    v = r["verify"]
+    if v is not None:
+        print(f"multi-site block on {v['simulator']}: {v['predictions_compared']:,} predictions compared, "
+              f"{v['mismatches']} mismatches, {v['tests_failed']} tests failed; per site: "
+              + ", ".join(f"{s['id']}: {s['stream_mismatches']}/{s['samples']:,}" for s in v["sites"]))
+    print(f"written to {a.out}/sites.md and sites.json")
+    return 0 if v is None or (v["mismatches"] == 0 and v["tests_failed"] == 0) else 1
+
+
 def cmd_hw_sweep(a) -> int:
     from ncf.studies.hw_sweep import HwSweepConfig, hw_sweep
 
@@ -444,7 +461,8 @@ def cmd_classify(a) -> int:
 # ------------------------------------------------------------------------------------ parser
 CONFIGS = {"DatasetConfig": "ncf.model.dataset", "TrainConfig": "ncf.model.train", "HwConfig": "ncf.hw.generate",
            "ExperimentConfig": "ncf.studies.experiment", "BitsConfig": "ncf.studies.bits",
-           "HwSweepConfig": "ncf.studies.hw_sweep", "ClassifyConfig": "ncf.studies.classify"}
+           "HwSweepConfig": "ncf.studies.hw_sweep", "HwSitesConfig": "ncf.studies.hw_sites",
+           "ClassifyConfig": "ncf.studies.classify"}
 
 
 PARALLEL_OPTIONS = {"workers": "Ray tasks at once on this machine (0 = every CPU, 1 = serial, without Ray)",
@@ -736,7 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
         h = sub.add_parser(name, help=what, description=f"{what}. {hw_help}",
                            epilog=f"example:\n  ncf {name} --qonnx reports/demo/hw/quant/site0_4bit.onnx -o build/{name}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        h.add_argument("--qonnx", type=Path, required=True, help="the site's QONNX file (or its _clean.onnx)")
+        h.add_argument("--qonnx", type=Path, required=True, nargs="+" if name == "rtl" else None,
+                       help="the site's QONNX file (or its _clean.onnx)" + (
+                           "; several: one multi-site block, site id k = the k-th file" if name == "rtl" else ""))
         h.add_argument("-o", "--output", type=Path, default=Path(f"build/{name}"))
         _config_options(h, "HwConfig", {"cutoff": "da4ml latency_cutoff: adder delays per pipeline stage",
                                         "clock_ns": "target clock period in ns",
@@ -750,7 +770,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "prediction bit for bit, the latency against the manifest, one result per cycle, random "
                        "gaps and backpressure, reset mid-stream, and replays the RTL's decisions through the "
                        "evaluation harness (MPKI or prefetch coverage must equal the software model's). With "
-                       "--netlist, the same tests run on the gate-level netlist of `ncf synth` (Icarus).",
+                       "--netlist, the same tests run on the gate-level netlist of `ncf synth` (Icarus). A "
+                       "multi-site block (`ncf rtl --qonnx A B ...`) is verified on every site's held-out samples, "
+                       "the site ids interleaved at random, with mismatches counted per site (no harness replay).",
                        epilog="examples:\n  ncf verify build/rtl --trace traces/demo/bzip2-1.ncft\n"
                               "  ncf synth build/rtl --targets ecp5 && ncf verify build/rtl --netlist ecp5 "
                               "--simulator icarus",
@@ -855,6 +877,26 @@ def build_parser() -> argparse.ArgumentParser:
                     "(counts and the gate-level netlist for `ncf verify --netlist`, no Fmax)")
     sy.add_argument("-o", "--out", type=Path, help="default: <rtl>/synth")
     sy.set_defaults(func=cmd_synth)
+
+    ms = sub.add_parser("hw-sites", help="one folded block per site against one multi-site block (cells, Fmax)",
+                        description="For the site bundles given (site id k = the k-th): RTL of each site's folded "
+                        "block and of one multi-site block (the site id comes in with the features), synthesis and "
+                        "place-and-route of every one (yosys + nextpnr), the multi-site block verified on every "
+                        "site's held-out samples; writes the table (LUT, FF, carry, BRAM, DSP, Fmax, cycles, ns) to "
+                        "--out/sites.md and .json. Everything goes through the stage cache.",
+                        epilog="example:\n  ncf hw-sites --qonnx reports/quant/bzip2/site{0,1,2}_4bit.onnx "
+                        "--targets ecp5 ice40",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ms.add_argument("--qonnx", type=Path, nargs="+", required=True, help="site bundles (QONNX files), 2 or more")
+    _config_options(ms, "HwSitesConfig", {"targets": "synthesis targets (xilinx ecp5 ice40)",
+                                          "cutoff": "da4ml latency_cutoff", "freq_mhz": "nextpnr clock target, MHz",
+                                          "timeout_s": "seconds per design and target",
+                                          "simulator": "verifying simulator (verilator, icarus; '' = none)",
+                                          "verify_samples": "held-out samples verified, shared by the sites "
+                                                            "(None = every one)",
+                                          "cache": "the stage cache"})
+    ms.add_argument("-o", "--out", type=Path, default=Path("reports/hw/sites"))
+    ms.set_defaults(func=cmd_hw_sites)
 
     hs = sub.add_parser("hw-sweep", help="hardware size x bit width -> accuracy against LUTs (the Pareto plot)",
                         description="For each point H,T,BITS: train the compact GNN on one branch site's training "

@@ -55,7 +55,7 @@ class PredictorTB:
     def new_stream(self):
         self.expected = deque()            # (stimulus index, accept cycle)
         self.latencies, self.n_out, self.n_total = [], 0, 0
-        self.mismatches, self.first = 0, []
+        self.mismatches, self.first, self.mismatch_rows = 0, [], []
         self.outputs = []
         self.drained = Event()
 
@@ -79,6 +79,7 @@ class PredictorTB:
         exp = self.stim["expected"][k]
         if got != exp:
             self.mismatches += 1
+            self.mismatch_rows.append(k)
             if len(self.first) < FIRST_MISMATCHES:
                 self.first.append({"row": k, "got": self.decode(got), "expected": self.decode(exp)})
 
@@ -185,7 +186,8 @@ async def test_stream(dut):
         tb.check(k, v)
     mask = (1 << tb.shift_logits) - 1
     np.save(Path(os.environ["NCF_RESULTS"]) / "rtl_outputs.npy", np.array([v & mask for v in got], np.int64))
-    save("stream", predictions=n, mismatches=tb.mismatches, first_mismatches=tb.first, cycles=cycles,
+    save("stream", predictions=n, mismatches=tb.mismatches, first_mismatches=tb.first, mismatch_rows=tb.mismatch_rows,
+         cycles=cycles,
          wall_seconds=wall, predictions_per_s=n / wall, results_per_cycle=n / (cycles - tb.latency))
     assert tb.mismatches == 0, tb.first
     assert cycles == n + tb.latency, f"{cycles} cycles for {n} results: not one per cycle"

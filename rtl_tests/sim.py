@@ -44,7 +44,8 @@ TB_TOP_FILE = Path(__file__).parent / "hdl" / f"{TB_TOP}.v"
 
 # ------------------------------------------------------------------------------------ stimulus
 def load_params(m: dict) -> dict:
-    """The integer reference of the site the RTL was generated from (its hash must match)."""
+    """The integer reference of the site the RTL was generated from (its hash must match); ``m`` is the
+    manifest, or one of a multi-site manifest's ``sites``."""
     from ncf.quant.intref import load_int_params
 
     f = m["inputs"]["intref"]
@@ -56,20 +57,21 @@ def load_params(m: dict) -> dict:
 
 
 def bundle_features(m: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The held-out samples of the site bundle the RTL came from: (0/1 features, dataset rows)."""
+    """The held-out samples of the site bundle the RTL came from (``m`` as in ``load_params``): (0/1
+    features, dataset rows)."""
     from ncf.quant.quantize import read_samples
 
     return read_samples(m["inputs"]["samples"]["file"])
 
 
-def expected(m: dict, params: dict, features: np.ndarray) -> dict:
-    """intref on 0/1 features -> the RTL's outputs: taken, class, logit codes at the RTL's format."""
+def expected(params: dict, features: np.ndarray, out_f: int) -> dict:
+    """intref on 0/1 features -> the RTL's outputs: taken, class, logit codes with ``out_f`` fractional bits."""
     from ncf.quant.intref import intref_bits
 
     y, e = intref_bits(params, features)
-    shift = e + m["parameters"]["OUT_F"]
+    shift = e + out_f
     if shift < 0:
-        raise ValueError(f"intref output LSB 2^{e} is finer than the RTL's 2^-{m['parameters']['OUT_F']}")
+        raise ValueError(f"intref output LSB 2^{e} is finer than the RTL's 2^-{out_f}")
     logits = y << shift
     return {"taken": (y[:, 0] > 0).astype(np.int64), "class": y[:, 1:].argmax(1).astype(np.int64), "logits": logits}
 
@@ -81,17 +83,45 @@ def _pack(fields: list[tuple[np.ndarray, int]]) -> np.ndarray:
     return np.packbits(bits, axis=1, bitorder="little")
 
 
-def write_stimulus(m: dict, params: dict, features: np.ndarray, path) -> dict:
-    """The testbench's input file: input bus bytes, expected output bus bytes (taken | class << 1 |
-    logits << (1 + CLASS_W)), and the bus geometry. Returns the expected outputs."""
-    from ncf.io import atomic_path
-
-    live = np.asarray(m["live_inputs"], np.int64)
+def site_stimulus(m: dict, params: dict, features: np.ndarray) -> tuple[np.ndarray, dict]:
+    """A single-site RTL's input bits [S, IN_W] (its live features) and expected outputs."""
     if not np.all((features == 0) | (features == 1)):
         raise ValueError("the predictor takes 0/1 features")
-    exp = expected(m, params, features)
+    return features[:, np.asarray(m["live_inputs"], np.int64)], expected(params, features, m["parameters"]["OUT_F"])
+
+
+def multisite_stimulus(m: dict, n: int | None = None, seed: int = 0) -> dict:
+    """Every site's held-out samples (at most ``n`` in all, shared evenly) for a multi-site RTL, in a seeded
+    random interleaving: input bits [S, IN_W] (site id above the site's live features), expected outputs,
+    and per row its site id and dataset row."""
+    feat_w, p = m["multisite"]["feature_bits"], m["parameters"]
+    per = None if n is None else max(1, n // len(m["sites"]))
+    parts = []
+    for site in m["sites"]:
+        features, rows = bundle_features(site)
+        features, rows = features[:per], rows[:per]
+        if not np.all((features == 0) | (features == 1)):
+            raise ValueError("the predictor takes 0/1 features")
+        bits = np.zeros((len(features), p["IN_W"]), np.uint8)
+        live = np.asarray(site["live_inputs"], np.int64)
+        if len(live) > feat_w:
+            raise DataError(f"site {site['id']} has {len(live)} live inputs, the block takes {feat_w}")
+        bits[:, :len(live)] = features[:, live]
+        bits[:, feat_w:] = (site["id"] >> np.arange(p["IN_W"] - feat_w)) & 1
+        parts.append((bits, expected(load_params(site), features, p["OUT_F"]), np.full(len(rows), site["id"]), rows))
+    order = np.random.default_rng(seed).permutation(sum(len(q[3]) for q in parts))
+    cat = lambda xs: np.concatenate(xs)[order]
+    return {"bits": cat([q[0] for q in parts]), "site": cat([q[2] for q in parts]), "rows": cat([q[3] for q in parts]),
+            "expected": {k: cat([q[1][k] for q in parts]) for k in ("taken", "class", "logits")}}
+
+
+def write_stimulus(m: dict, bits: np.ndarray, exp: dict, path) -> None:
+    """The testbench's input file: input bus bytes (``bits`` [S, IN_W], 0/1), expected output bus bytes
+    (taken | class << 1 | logits << (1 + CLASS_W)), and the bus geometry; and the HDL source's rows."""
+    from ncf.io import atomic_path
+
     p = m["parameters"]
-    in_bytes = _pack([(features[:, live], 1)])
+    in_bytes = _pack([(bits, 1)])
     out_bytes = _pack([(exp["taken"], 1), (exp["class"], p["CLASS_W"]), (exp["logits"], p["ELEM_W"])])
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -99,7 +129,6 @@ def write_stimulus(m: dict, params: dict, features: np.ndarray, path) -> dict:
                      n_logits=p["N_LOGITS"])
     with atomic_path(Path(path).with_name("stream_in.hex")) as tmp:     # the HDL-side source
         tmp.write_text("".join(f"{int.from_bytes(row.tobytes(), 'little'):x}\n" for row in in_bytes))
-    return exp
 
 
 def trace_features(m: dict, trace, work) -> tuple[np.ndarray, object, np.ndarray]:
@@ -312,7 +341,9 @@ def verify(rtl_dir, trace=None, simulator: str = "verilator", work=None, tests=T
 
     rtl_dir = Path(rtl_dir)
     m = load_manifest(rtl_dir)
-    params = load_params(m)
+    multi = "sites" in m
+    if multi and trace is not None:
+        raise UsageError("--trace takes the snapshots of one site: verify a multi-site block on its bundles' samples")
     if simulator not in SIMULATORS:
         raise UsageError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
     if (n_stream is not None and n_stream < 1) or n_handshake < 1:
@@ -325,7 +356,11 @@ def verify(rtl_dir, trace=None, simulator: str = "verilator", work=None, tests=T
     work = Path(tempfile.mkdtemp(prefix="ncf-verify-")) if own else check_output(work, directory=True).resolve()
     work.mkdir(parents=True, exist_ok=True)
     steps = tqdm(total=3 + bool(close_loop), desc=f"verify {design} ({simulator})", disable=not progress, unit="step")
-    if trace is None:
+    if multi:
+        stim = multisite_stimulus(m, n_stream)
+        bits, exp, rows = stim["bits"], stim["expected"], stim["rows"]
+        source = "bundle samples of every site, interleaved"
+    elif trace is None:
         from ncf.model.dataset import Dataset
 
         features, rows = bundle_features(m)
@@ -335,26 +370,27 @@ def verify(rtl_dir, trace=None, simulator: str = "verilator", work=None, tests=T
     else:
         features, ds, rows = trace_features(m, trace, work)
         source = str(trace)
-    if n_stream is not None:
-        features, rows = features[:n_stream], rows[:n_stream]
-    exp = write_stimulus(m, params, features, work / "stimulus.npz")
+    if not multi:
+        if n_stream is not None:
+            features, rows = features[:n_stream], rows[:n_stream]
+        bits, exp = site_stimulus(m, load_params(m), features)
+    write_stimulus(m, bits, exp, work / "stimulus.npz")
     steps.set_postfix_str(f"building {simulator}")
     steps.update()
     tag = simulator if gates is None else f"{simulator}_{netlist}"
     bdir = work / f"sim_{tag}"
-    built = build(rtl_dir, simulator, bdir, max_n=len(features), netlist=gates)
-    steps.set_postfix_str(f"simulating {len(features):,} predictions")
+    built = build(rtl_dir, simulator, bdir, max_n=len(bits), netlist=gates)
+    steps.set_postfix_str(f"simulating {len(bits):,} predictions")
     steps.update()
     res = run(built, m, work / "stimulus.npz", work / f"results_{tag}", bdir, tests,
-              min(n_handshake, len(features)))
+              min(n_handshake, len(bits)))
     steps.update()
     stream = res.get("stream", {})
     compared = sum(r.get("predictions", 0) for k, r in res.items() if isinstance(r, dict))
     mismatches = sum(r.get("mismatches", 0) for k, r in res.items() if isinstance(r, dict))
     summary = {
         "rtl": str(rtl_dir), "design": design, "netlist": gates, "simulator": simulator, "stimulus": source,
-        "samples": len(features),
-        "site_pc": m["site"]["site_pc"], "task": m["site"]["task"], "tests": list(tests),
+        "samples": len(bits), "tests": list(tests),
         "tests_failed": res["failed"], "predictions_compared": compared, "mismatches": mismatches,
         "first_mismatches": [x for k, r in res.items() if isinstance(r, dict) for x in r.get("first_mismatches", [])][:5],
         "latency_manifest": m["latency"]["top_cycles"],
@@ -363,8 +399,15 @@ def verify(rtl_dir, trace=None, simulator: str = "verilator", work=None, tests=T
         "predictions_per_s": stream.get("predictions_per_s"),
         "build_seconds": round(built["seconds"], 1), "sim_seconds": round(res["seconds"], 1),
     }
+    if multi:        # per site: the stream's mismatches (every row of the site is in the stream)
+        bad = np.asarray(stream.get("mismatch_rows", []), np.int64)
+        summary["sites"] = [{"id": st["id"], "site_pc": st["site_pc"], "task": st["task"],
+                             "samples": int((stim["site"] == st["id"]).sum()),
+                             "stream_mismatches": int((stim["site"][bad] == st["id"]).sum())} for st in m["sites"]]
+    else:
+        summary.update(site_pc=m["site"]["site_pc"], task=m["site"]["task"])
     out_file = work / f"results_{tag}" / "rtl_outputs.npy"
-    if close_loop and out_file.exists():
+    if close_loop and not multi and out_file.exists():
         v = np.load(out_file)
         cw = m["parameters"]["CLASS_W"]
         summary["harness"] = replay(ds, np.asarray(rows), m["site"]["task"], exp, v & 1, (v >> 1) & ((1 << cw) - 1))

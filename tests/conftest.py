@@ -110,45 +110,62 @@ def traced_dataset(root: Path, name: str, workload: str, inp: int, skip: int, co
 
 HW_PLAN = {"bzip2": (10**6, 3 * 10**6, 3 * 10**6), "quicksort": (0, 2 * 10**6, 2 * 10**6)}  # skip, train, test
 HW_SIZES = {"test": (4, 2, 4), "small": (1, 1, 3)}     # hidden, steps, bits (small: quick to synthesize)
+HW_SITES = 3      # branch sites exported for the multi-site block's tests (at most; quicksort has 2)
 
 
-@pytest.fixture(scope="session")
-def hw_bundle(native, inputs_dir, tmp_path_factory):
-    """(workload, size) -> the QONNX path of a site bundle (``ncf quantize``'s hardware input): a small
-    fused GNN (size "test": H=4, T=2, 4-bit; "small": H=1, T=1, 3-bit; no gate) trained on input 0,
-    QAT, exported for the branch site with the most samples of the held-out input 1 (all of them).
-    Built once per session, workload and size (the two workloads can be built by two xdist workers at
-    once)."""
+def hw_bundles(root: Path, w: str, inputs_dir, hidden: int = 4, steps: int = 2, bits: int = 4,
+               max_rows: int | None = None, n_sites: int = 1) -> list[Path]:
+    """The QONNX paths of ``w``'s site bundles, most held-out samples first (built once under ``root``):
+    a small fused GNN (H, T, bits; no gate) trained on input 0, QAT, exported for the ``n_sites`` branch
+    sites with the most samples of the held-out input 1 (all of them, or ``max_rows``)."""
     import torch
     from ncf.model.dataset import Dataset
     from ncf.model.train import TrainConfig, load_model, train
     from ncf.quant.qat import QuantConfig, finetune, quantize_model
     from ncf.quant.quantize import ladder
 
-    root = shared_dir(tmp_path_factory)
-
-    def get(w: str, size: str = "test") -> Path:
-        skip, n_train, n_test = HW_PLAN[w]
-        hidden, steps, bits = HW_SIZES[size]
-        with build_once(root, f"hw-{w}" if size == "test" else f"hw-{w}-{size}") as (d, todo):
-            if todo:
-                torch.set_num_threads(1)
-                tr = traced_dataset(root, f"hw-{w}-0", w, 0, skip, n_train, inputs_dir)
-                train_ds = Dataset(tr)
-                sites = {"branch": [int(pc) for pc, t in zip(train_ds.site_pc, train_ds.site_task) if t == 0],
-                         "vocab": train_ds.meta["delta_vocabulary"]}
-                te = traced_dataset(root, f"hw-{w}-1", w, 1, skip, n_test, inputs_dir, sites)
-                test_ds = Dataset(te)
-                train(TrainConfig(train=str(tr), test=str(te), out=str(d / "run"), hidden=hidden, steps=steps,
-                                  gate=False, epochs=2, batch=256, threads=1), progress=False)
-                qcfg = QuantConfig(weight_bits=bits, act_bits=bits, calib_batches=16)
-                q = quantize_model(load_model(d / "run")[0], qcfg)
-                finetune(q, train_ds, qcfg, max_steps=40, seed=0)
-                site = int(np.bincount(np.asarray(test_ds.arrays["site"]), minlength=len(test_ds.site_pc)).argmax())
-                r = ladder(q, qcfg, test_ds, site, d / f"site{site}_{bits}bit.onnx")
+    skip, n_train, n_test = HW_PLAN[w]
+    name = f"hw-{w}" + (f"-h{hidden}t{steps}b{bits}" if (hidden, steps, bits) != HW_SIZES["test"] else "") \
+        + (f"-s{n_sites}" if n_sites > 1 else "") + (f"-r{max_rows}" if max_rows else "")
+    with build_once(root, name) as (d, todo):
+        if todo:
+            torch.set_num_threads(1)
+            tr = traced_dataset(root, f"hw-{w}-0", w, 0, skip, n_train, inputs_dir)
+            train_ds = Dataset(tr)
+            sites = {"branch": [int(pc) for pc, t in zip(train_ds.site_pc, train_ds.site_task) if t == 0],
+                     "vocab": train_ds.meta["delta_vocabulary"]}
+            te = traced_dataset(root, f"hw-{w}-1", w, 1, skip, n_test, inputs_dir, sites)
+            test_ds = Dataset(te)
+            train(TrainConfig(train=str(tr), test=str(te), out=str(d / "run"), hidden=hidden, steps=steps,
+                              gate=False, epochs=2, batch=256, threads=1), progress=False)
+            qcfg = QuantConfig(weight_bits=bits, act_bits=bits, calib_batches=16)
+            q = quantize_model(load_model(d / "run")[0], qcfg)
+            finetune(q, train_ds, qcfg, max_steps=40, seed=0)
+            counts = np.bincount(np.asarray(test_ds.arrays["site"]), minlength=len(test_ds.site_pc))
+            order = [int(s) for s in np.argsort(-counts, kind="stable")[:n_sites] if counts[s]]
+            for site in order:
+                r = ladder(q, qcfg, test_ds, site, d / f"site{site}_{bits}bit.onnx", max_rows)
                 assert r["fake_quant==intref"] == r["samples"] == r["intref==qonnx"]
-        return next(d.glob(f"site*_{bits}bit.onnx"))
-    return get
+            (d / "sites.txt").write_text("".join(f"site{s}_{bits}bit.onnx\n" for s in order))
+    return [d / name for name in (d / "sites.txt").read_text().split()]
+
+
+@pytest.fixture(scope="session")
+def hw_bundle(native, inputs_dir, tmp_path_factory):
+    """(workload, size) -> the QONNX path of a site bundle (``ncf quantize``'s hardware input): size "test":
+    H=4, T=2, 4-bit; "small": H=1, T=1, 3-bit; the branch site with the most held-out samples
+    (``hw_bundles``), built once per session, workload and size (the two workloads can be built by two
+    xdist workers at once)."""
+    root = shared_dir(tmp_path_factory)
+    return lambda w, size="test": hw_bundles(root, w, inputs_dir, *HW_SIZES[size])[0]
+
+
+@pytest.fixture(scope="session")
+def hw_small_site_bundles(native, inputs_dir, tmp_path_factory):
+    """workload -> the site bundles (``hw_bundles``) of a hardware-sized GNN: H=1, T=1, 3 bits (the demo's
+    iCE40 configuration), at most 4,000 held-out samples per site: the multi-site block's tests."""
+    root = shared_dir(tmp_path_factory)
+    return lambda w: hw_bundles(root, w, inputs_dir, *HW_SIZES["small"], max_rows=4000, n_sites=HW_SITES)
 
 
 @pytest.fixture(scope="session")
@@ -165,5 +182,25 @@ def hw_rtl(hw_bundle, tmp_path_factory):
             if todo:
                 d.mkdir(parents=True, exist_ok=True)
                 build_rtl(read_bundle(onnx), HwConfig(cutoff=2), d / "rtl", progress=False)
+        return d / "rtl"
+    return get
+
+
+@pytest.fixture(scope="session")
+def hw_multisite_rtl(hw_small_site_bundles, tmp_path_factory):
+    """workload -> the multi-site RTL directory (``hw.multisite.build_multisite``) of its hardware-sized site
+    bundles (``hw_small_site_bundles``), built once."""
+    from ncf.hw.generate import HwConfig
+    from ncf.hw.multisite import build_multisite
+    from ncf.quant.quantize import read_bundle
+
+    root = shared_dir(tmp_path_factory)
+
+    def get(w: str) -> Path:
+        onnxs = hw_small_site_bundles(w)
+        with build_once(root, f"rtl-sites-{w}") as (d, todo):
+            if todo:
+                d.mkdir(parents=True, exist_ok=True)
+                build_multisite([read_bundle(o) for o in onnxs], HwConfig(cutoff=2), d / "rtl", progress=False)
         return d / "rtl"
     return get
