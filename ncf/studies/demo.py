@@ -267,13 +267,18 @@ def _hls_section(s: dict, out: Path) -> str:
                        "io_parallel)") + f"\nVendor synthesis: {s['vendor_synthesis']}.\n")
 
 
+def _cycles(measured) -> str:
+    """The latencies a verify run measured, as the distinct values ("18", or "18, 19" if they differ)."""
+    return ", ".join(str(c) for c in sorted(set(measured or []))) or "none"
+
+
 def _verify_section(r: dict, out: Path, gate_note: str | None = None) -> str:
     rows = []
     for name, s in r.items():
         rows.append({"design": s["design"], "simulator": s["simulator"],
                      "predictions compared": s["predictions_compared"],
                      "mismatches": s["mismatches"], "tests failed": s["tests_failed"],
-                     "latency manifest / measured": f"{s['latency_manifest']} / {sorted(set(s['latency_measured'] or []))}",
+                     "latency manifest / measured": f"{s['latency_manifest']} / {_cycles(s['latency_measured'])}",
                      "results/cycle": s["results_per_cycle"]})
     text = save_table(out / "verification", rows, "Verification of the default predictor (cocotb, real held-out "
                       "snapshots): the RTL, and the post-synthesis ECP5 netlist (yosys's cell models) with the same "
@@ -341,7 +346,7 @@ def _headline(study: dict, lead: int, branchnet: str, ver: dict, big: dict, smal
     if g:
         text += (f"- Its ECP5 gate-level netlist (yosys cell models, Icarus): {g['predictions_compared']:,} "
                  f"predictions compared, **{g['mismatches']} mismatches**, latency "
-                 f"{sorted(set(g['latency_measured'] or []))} cycles, {g['results_per_cycle']} result/cycle.\n")
+                 f"{_cycles(g['latency_measured'])} cycles, {g['results_per_cycle']} result/cycle.\n")
     for name, s in (("default", big), ("small", small)):
         for t, res in s["targets"].items():
             u = res.get("utilisation", {}).get(LOGIC_UNIT.get(t))
