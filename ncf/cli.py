@@ -68,14 +68,16 @@ def zstd_level(text: str) -> int:
     return level
 
 
-def point(text: str) -> list[int]:
-    """A hardware-sweep point H,T,BITS (three integers; their ranges are checked by HwSweepConfig)."""
+def point(text: str) -> list:
+    """A hardware-sweep point H,T,BITS or H,T,BITS,CUTOFF (three integers, then a number; their ranges are
+    checked by HwSweepConfig)."""
+    parts = text.split(",")
     try:
-        values = [int(v) for v in text.split(",")]
+        values = [int(v) for v in parts[:3]] + [float(v) for v in parts[3:]]
     except ValueError:
         values = []
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"{text!r} is not H,T,BITS (three integers, e.g. 2,2,4)")
+    if len(values) not in (3, 4):
+        raise argparse.ArgumentTypeError(f"{text!r} is not H,T,BITS or H,T,BITS,CUTOFF (e.g. 2,2,4 or 2,1,3,1.0)")
     return values
 
 
@@ -901,15 +903,20 @@ def build_parser() -> argparse.ArgumentParser:
     hs = sub.add_parser("hw-sweep", help="hardware size x bit width -> accuracy against LUTs (the Pareto plot)",
                         description="For each point H,T,BITS: train the compact GNN on one branch site's training "
                         "samples (the site TAGE-SC-L mispredicts most, or --set site=K), quantize it (QAT on the same "
-                        "samples), export the site, generate its RTL and synthesize it (yosys synth_xilinx); plot "
-                        "accuracy against LUTs with TAGE-SC-L on the same samples for scale.")
+                        "samples), export the site, generate its RTL and synthesize it (yosys synth_xilinx; with --pnr "
+                        "also place and route it for Fmax and latency in ns); plot accuracy against LUTs (and latency) "
+                        "with TAGE-SC-L on the same samples for scale.")
     hs.add_argument("--train", type=Path, required=True)
     hs.add_argument("--test", type=Path, required=True)
     _config_options(hs, "HwSweepConfig", {"epochs": "training epochs per (H, T)", "qat_steps": "QAT steps per point",
-                                          "max_rows": "held-out samples per point", "cutoff": "da4ml latency_cutoff",
+                                          "max_rows": "held-out samples per point",
+                                          "cutoff": "da4ml latency_cutoff of points without their own",
+                                          "pnr": "also place and route every point on this target (ecp5 or ice40): "
+                                                 "Fmax, latency in ns, and the latency panel of the plot",
                                           "cache": "the stage cache", **PARALLEL_OPTIONS})
-    hs.add_argument("--points", nargs="+", type=point, help="configurations H,T,BITS (hidden width, message-passing "
-                    f"steps, bit width; default {' '.join(','.join(map(str, q)) for q in _default('HwSweepConfig', 'points'))})")
+    hs.add_argument("--points", nargs="+", type=point, help="configurations H,T,BITS[,CUTOFF] (hidden width, "
+                    "message-passing steps, bit width, da4ml latency cutoff: adder delays per pipeline stage; "
+                    f"default {' '.join(','.join(map(str, q)) for q in _default('HwSweepConfig', 'points'))})")
     hs.add_argument("--no-synth", dest="synth", action="store_const", const=False,
                     help="da4ml cost estimates only (no yosys)")
     hs.add_argument("-o", "--out", type=Path, default=Path("reports/hw/sweep"))

@@ -8,9 +8,12 @@ or ``site``), so each model is that site's: for every point (H, T, b) — hidden
 steps T (a float model trained once per (H, T), no gate, on the site's training samples only: its
 branch task) and bit width b: QAT at b bits on the same samples, the branch accuracy on the site's
 held-out samples (TAGE-SC-L's accuracy on the same samples for scale), the site exported as a bundle
-and lowered to Verilog (``build_rtl``), and yosys ``synth_xilinx`` LUT/FF counts (optional; the da4ml
-cost estimate is always there). The weight storage is compared with TAGE-SC-L's
-64 KB budget. Training, bundles, RTL and synthesis go through the stage cache.
+and lowered to Verilog (``build_rtl``, with the point's da4ml latency cutoff), and yosys ``synth_xilinx``
+LUT/FF counts (optional; the da4ml cost estimate is always there). With ``pnr`` (ecp5 or ice40) each point is
+also placed and routed by nextpnr: its Fmax, its latency in ns and the largest host clock at which the
+dataset's snapshot lead covers it (``hw.synth.lead_budget``), and the plot gains accuracy against latency in
+ns. The weight storage is compared with TAGE-SC-L's 64 KB budget. Training, bundles, RTL and synthesis go
+through the stage cache.
 """
 from __future__ import annotations
 
@@ -29,17 +32,19 @@ from .cache import StageCache
 from .parallel import Engine, settings
 
 TAGE_BITS = 523_374          # TAGE-SC-L storage (trace_eval/branch_predictors.py)
+PNR_TARGETS = ("ecp5", "ice40")
 
 
 @dataclass
 class HwSweepConfig:
-    points: list = field(default_factory=lambda: [[1, 1, 3], [2, 2, 3], [2, 2, 4], [4, 2, 4]])  # [H, T, bits]
+    points: list = field(default_factory=lambda: [[1, 1, 3], [2, 2, 3], [2, 2, 4], [4, 2, 4]])  # [H, T, bits(, cutoff)]
     epochs: int = 20               # a site's model sees only its site's samples (~1/10 of the training set)
     qat_steps: int = 100
     site: int | None = None        # default: the branch site TAGE-SC-L mispredicts most on the held-out input
     max_rows: int = 4000           # held-out samples of the site per exported bundle
-    cutoff: float = 2.0            # da4ml latency_cutoff
+    cutoff: float = 2.0            # da4ml latency_cutoff of the points that do not give their own
     synth: bool = True             # yosys synth_xilinx per point (else: da4ml cost only)
+    pnr: str = ""                  # also place and route each point on this nextpnr target (ecp5, ice40; "" = no)
     seed: int = TrainConfig.seed
     cache: str = "work/cache"
     workers: int = 0               # Ray tasks at once on this machine: 0 = every CPU, 1 = serial without Ray
@@ -50,16 +55,24 @@ class HwSweepConfig:
         if not self.points:
             raise UsageError("points: give at least one H,T,BITS")
         for point in self.points:
-            if len(point) != 3:
-                raise UsageError(f"point {point}: a point is H,T,BITS (hidden width, steps, bit width)")
+            if len(point) not in (3, 4) or any(v != int(v) for v in point[:3]):
+                raise UsageError(f"point {point}: a point is H,T,BITS or H,T,BITS,CUTOFF (hidden width, steps, bit "
+                                 "width, da4ml latency cutoff)")
             try:
                 self.train_config(*point[:2], site=0)     # the training's check of H and T
                 QuantConfig.at(point[2])          # the quantizer's check of the bit width
             except UsageError as e:
                 raise UsageError(f"point {point}: {e}") from None
+            if not self.point_cutoff(point) > 0:
+                raise UsageError(f"point {point}: the cutoff must be > 0")
         at_least(self, epochs=1, qat_steps=0, max_rows=1)
         if not self.cutoff > 0:
             raise UsageError(f"cutoff {self.cutoff}: must be > 0")
+        if self.pnr and self.pnr not in PNR_TARGETS:
+            raise UsageError(f"pnr {self.pnr!r}: one of {', '.join(PNR_TARGETS)}, or '' for none")
+
+    def point_cutoff(self, point: list) -> float:
+        return float(point[3]) if len(point) == 4 else self.cutoff
 
     def train_config(self, hidden: int, steps_: int, site: int) -> TrainConfig:
         """The float model of one point: trained on ``site``'s samples only."""
@@ -75,10 +88,6 @@ def hardest_site(test_ds, site: int | None = None) -> int:
     sites, taken = np.asarray(a["site"]), np.asarray(a["taken"])
     miss = (taken >= 0) & (np.asarray(a["tage_pred"]) != taken)
     return int(np.bincount(sites[miss], minlength=len(test_ds.site_pc)).argmax())
-
-
-def point_name(h: int, t: int, b: int) -> str:
-    return f"h{h}_t{t}_b{b}"
 
 
 def site_accuracy(model, ds, rows) -> float:
@@ -119,15 +128,18 @@ def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: 
 
 def hw_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: Path, site: int, rows_eval, tage: float,
              point: list) -> dict:
-    """One point [H, T, bits] of the sweep: train, quantize, RTL, (synthesis); its row."""
-    h, t, b = point
+    """One point [H, T, bits(, cutoff)] of the sweep: train, quantize, RTL, (synthesis, place and route); its row."""
+    from ncf.hw.synth import lead_budget
+
+    h, t, b = (int(v) for v in point[:3])
+    cutoff = cfg.point_cutoff(point)
     test_ds = Dataset(test_dir)
     run = steps.train(cache, cfg.train_config(h, t, site), train_dir, label=f"hw-site{site}-h{h}-t{t}",
                       progress=False)
     onnx, fig = bundle(cache, run, train_dir, test_dir, site, b, cfg, rows_eval)
-    rtl = steps.rtl(cache, onnx, cfg.cutoff, check_samples=cfg.max_rows)
+    rtl = steps.rtl(cache, onnx, cutoff, check_samples=cfg.max_rows)
     m = steps.manifest(rtl)
-    row = {"hidden": h, "steps": t, "bits": b, "site_pc": f"{int(test_ds.site_pc[site]):#x}",
+    row = {"hidden": h, "steps": t, "bits": b, "cutoff": cutoff, "site_pc": f"{int(test_ds.site_pc[site]):#x}",
            "branch_acc": fig["branch_acc"], "tage_acc": tage, "weight_storage_bits": fig["weight_storage_bits"],
            "da4ml_cost": m["da4ml"]["cost"], "latency_cycles": m["latency"]["top_cycles"],
            "input_bits": m["parameters"]["IN_W"], "ladder_exact": fig["ladder_exact"], "rtl": str(rtl)}
@@ -135,6 +147,11 @@ def hw_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: P
         s = steps.synth(cache, rtl, ("xilinx",))["targets"]["xilinx"]
         row.update({"LUT": s.get("counts", {}).get("LUT"), "FF": s.get("counts", {}).get("FF"),
                     "synth_status": s["status"]})
+    if cfg.pnr:
+        s = steps.synth(cache, rtl, (cfg.pnr,))["targets"][cfg.pnr]
+        budget = lead_budget(row["latency_cycles"], s.get("fmax_mhz"), test_ds.meta["config"]["lead"])
+        row.update({"pnr_status": s["status"], "fmax_mhz": s.get("fmax_mhz"), "latency_ns": budget.get("latency_ns"),
+                    "host_ghz_max": budget.get("host_ghz_max")})
     return row
 
 
@@ -160,7 +177,7 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, cache: 
                       "Hardware size against accuracy (one site's held-out samples)",
                       extra={"config": {k: v for k, v in settings(cfg).items() if k != "cache"}, "site": site,
                              "samples": len(rows_eval), "tage_sc_l_bits": TAGE_BITS})
-    plot(rows, out / "sweep.png", tage, "LUT" if cfg.synth else "da4ml_cost")
+    plot(rows, out / "sweep.png", tage, "LUT" if cfg.synth else "da4ml_cost", cfg.pnr)
     return {"rows": rows, "text": text, "plot": out / "sweep.png", "site": site}
 
 
@@ -175,19 +192,32 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def plot(rows: list[dict], path: Path, tage_acc: float, cost_key: str = "LUT") -> Path:
+def plot(rows: list[dict], path: Path, tage_acc: float, cost_key: str = "LUT", pnr: str = "") -> Path:
+    """Accuracy against LUTs (with the Pareto front) and against weight storage; with ``pnr``, also against
+    latency in ns after place and route (each point labelled with its Fmax and cycles)."""
     ok = [r for r in rows if r.get(cost_key)]
-    fig, (a1, a2) = figure(1, 2, figsize=(9, 3.6))
+    placed = [r for r in rows if r.get("latency_ns")]
+    fig, axes = figure(1, 3 if pnr else 2, figsize=(13.5 if pnr else 9, 3.6))
+    a1, a2 = axes[:2]
     pts = [(r[cost_key], r["branch_acc"]) for r in ok]
     for r in ok:
         a1.scatter(r[cost_key], r["branch_acc"], color="C0")
-        a1.annotate(f"H{r['hidden']}T{r['steps']}/{r['bits']}b", (r[cost_key], r["branch_acc"]), fontsize=7,
-                    textcoords="offset points", xytext=(3, 3))
+        a1.annotate(point_label(r), (r[cost_key], r["branch_acc"]), fontsize=7, textcoords="offset points",
+                    xytext=(3, 3))
         a2.scatter(r["weight_storage_bits"], r["branch_acc"], color="C0")
     front = [ok[k] for k in pareto(pts)]
     a1.plot([r[cost_key] for r in front], [r["branch_acc"] for r in front], "o-", color="C2", ms=11, mfc="none",
             mew=2, label="Pareto front (no point is smaller and more accurate)")
-    for ax in (a1, a2):
+    if pnr:
+        a3 = axes[2]
+        for r in placed:
+            a3.scatter(r["latency_ns"], r["branch_acc"], color="C1")
+            a3.annotate(f"{point_label(r)}: {r['fmax_mhz']:.0f} MHz x {r['latency_cycles']}", (r["latency_ns"],
+                        r["branch_acc"]), fontsize=7, textcoords="offset points", xytext=(3, 3))
+        a3.set_xlabel(f"latency (ns) after {pnr} place and route")
+        if not placed:
+            a3.text(0.5, 0.5, "no point placed", ha="center", transform=a3.transAxes)
+    for ax in axes:
         ax.axhline(tage_acc, color="C3", ls="--", lw=1, label="TAGE-SC-L on the same samples")
         ax.set_ylabel("branch accuracy (site, held-out)")
         ax.grid(alpha=0.3)
@@ -199,3 +229,7 @@ def plot(rows: list[dict], path: Path, tage_acc: float, cost_key: str = "LUT") -
     a1.legend(fontsize=7)
     a2.legend(fontsize=7)
     return save_figure(fig, path, dpi=120)
+
+
+def point_label(r: dict) -> str:
+    return f"H{r['hidden']}T{r['steps']}/{r['bits']}b" + (f" c{r['cutoff']:g}" if r.get("cutoff") != 2.0 else "")

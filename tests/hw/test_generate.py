@@ -115,3 +115,18 @@ def test_pareto_front_keeps_only_undominated_points():
 
     pts = [(100, 0.90), (50, 0.85), (200, 0.89), (60, 0.95), (400, 0.97)]
     assert pareto(pts) == [1, 3, 4]          # by LUTs: 50 (0.85), 60 (0.95), 400 (0.97)
+
+
+def test_sweep_plot_adds_the_latency_panel_after_place_and_route(tmp_path):
+    from ncf.studies.hw_sweep import HwSweepConfig, plot
+
+    from ..helpers import png_size
+
+    assert HwSweepConfig(points=[[1, 1, 3], [2, 1, 3, 1.0]]).point_cutoff([2, 1, 3, 1.0]) == 1.0
+    rows = [{"hidden": 1, "steps": 1, "bits": 3, "cutoff": 2.0, "LUT": 2000, "branch_acc": 0.9,
+             "weight_storage_bits": 900, "latency_cycles": 16, "fmax_mhz": 100.0, "latency_ns": 160.0},
+            {"hidden": 2, "steps": 1, "bits": 3, "cutoff": 1.0, "LUT": 5000, "branch_acc": 0.92,
+             "weight_storage_bits": 1800, "latency_cycles": 30, "fmax_mhz": 126.6, "latency_ns": 237.0}]
+    w2, h2 = png_size(plot(rows, tmp_path / "two.png", 0.91))
+    w3, h3 = png_size(plot(rows, tmp_path / "three.png", 0.91, pnr="ecp5"))
+    assert h3 == h2 and w3 > 1.4 * w2          # a third panel: accuracy against latency in ns
