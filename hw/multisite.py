@@ -143,7 +143,8 @@ def build_multisite(bundles: list[dict], cfg: HwConfig, out_dir, progress: bool 
               "CLASS_W": class_width(n_logits), "CORE_LAT": lat}
     manifest = {
         "format_version": 1, "kind": "ncf-rtl", "top": TOP, "config": asdict(cfg),
-        "multisite": {"design": "folded-mux", "feature_bits": feat_w, "site_bits": site_w, "n_sites": len(bundles), "mux": f"{MUX}.v"},
+        "multisite": {"design": "folded-mux", "feature_bits": feat_w, "site_bits": site_w, "n_sites": len(bundles),
+                      "mux": f"{MUX}.v"},
         "sites": [{"id": k, **bundle_site(b), "inputs": bundle_inputs(b), "live_inputs": b["live_inputs"].tolist(),
                    "feature_bits": c["in_w"], "core_cycles": c["core_latency"], "logit": c["out"],
                    "one": low["one"], "output_exponent": low["output_exponent"],

@@ -47,10 +47,11 @@ def _bits(lo: int, hi: int) -> int:
 
 
 class Sig:
-    """A signed value in the pipeline: Verilog name, integer range over every site, stage it is valid in."""
+    """A signed value in the pipeline: Verilog name, integer range over every site, the stage it is valid in
+    and the adder levels since that stage's registers."""
 
-    def __init__(self, name: str, lo: int, hi: int, stage: int):
-        self.name, self.lo, self.hi, self.stage = name, int(lo), int(hi), stage
+    def __init__(self, name: str, lo: int, hi: int, stage: int, depth: int = 0):
+        self.name, self.lo, self.hi, self.stage, self.depth = name, int(lo), int(hi), stage, depth
         self.w = _bits(lo, hi)
 
 
@@ -78,10 +79,11 @@ class Datapath:
         self.delayed = {}
         self.max_site_stage = 1
 
-    def wire(self, expr: str, lo: int, hi: int, stage: int, reg: bool = False) -> Sig:
-        """``expr`` as a new signal; ``reg``: registered (valid one stage later)."""
+    def wire(self, expr: str, lo: int, hi: int, stage: int, reg: bool = False, depth: int = 0) -> Sig:
+        """``expr`` as a new signal, ``depth`` adder levels after the registers; ``reg``: registered (valid one
+        stage later)."""
         self.n += 1
-        s = Sig(f"{'r' if reg else 'w'}{self.n}", lo, hi, stage + reg)
+        s = Sig(f"{'r' if reg else 'w'}{self.n}", lo, hi, stage + reg, 0 if reg else depth)
         if reg:
             self.body.append(f"    reg signed [{s.w - 1}:0] {s.name}; always @(posedge clk) {s.name} <= {expr};")
         else:
@@ -102,6 +104,16 @@ class Datapath:
             prev = self.at(s, stage - 1)
             self.delayed[key] = self.wire(prev.name, s.lo, s.hi, prev.stage, reg=True)
         return self.delayed[key]
+
+    def align(self, sigs: list, need: int) -> tuple[list, int, int]:
+        """The inputs of an op of ``need`` adder levels, delayed to one stage, and registered first where the
+        levels since the last registers would exceed ``levels``: (inputs, stage, depth)."""
+        live = [s for s in sigs if s is not None]
+        stage = max(s.stage for s in live)
+        if max(s.depth for s in live if s.stage == stage) + need > self.levels:
+            stage += 1
+        out = [self.at(s, stage) for s in sigs]
+        return out, stage, max(s.depth for s in out if s is not None)
 
     def by_site(self, exprs: list[str], stage: int) -> str:
         """The expression of the site at ``stage`` (exprs[k] for site k; equal ones share one arm)."""
@@ -158,48 +170,44 @@ class Datapath:
     def tree(self, rows: list[list[tuple[str, int, int]]], stage: int, depth: int) -> list[Sig | None]:
         """Balanced sums of each row's terms (expr, lo, hi) valid in ``stage``, ``depth`` adder levels
         already spent there; registered every ``levels`` levels and at the end."""
-        rows = [[self.wire(e, lo, hi, stage) for e, lo, hi in r] for r in rows]
+        rows = [[self.wire(e, lo, hi, stage, depth=depth) for e, lo, hi in r] for r in rows]
         while any(len(r) > 1 for r in rows):
             if depth >= self.levels:
                 rows = [[self.wire(t.name, t.lo, t.hi, stage, reg=True) for t in r] for r in rows]
                 stage, depth = stage + 1, 0
-            rows = [[self.wire(f"{r[i].name} + {r[i + 1].name}", r[i].lo + r[i + 1].lo, r[i].hi + r[i + 1].hi, stage)
-                     if i + 1 < len(r) else r[i] for i in range(0, len(r), 2)] for r in rows]
             depth += 1
-        return [self.wire(r[0].name, r[0].lo, r[0].hi, stage, reg=True) if r else None for r in rows]
+            rows = [[self.wire(f"{r[i].name} + {r[i + 1].name}", r[i].lo + r[i + 1].lo, r[i].hi + r[i + 1].hi, stage,
+                               depth=depth) if i + 1 < len(r) else r[i] for i in range(0, len(r), 2)] for r in rows]
+        return [r[0] if r else None for r in rows]
 
     def linear(self, name: str, v: Vec, ws: list[np.ndarray], sup: np.ndarray, bs: list | None,
                ews: list[int]) -> Vec:
         """v @ W_k.T (+ b_k) for site k, W on the support ``sup`` (union of the sites'), weights from a ROM."""
-        stage = max(s.stage for s in v.sigs if s is not None)
-        vin = [self.at(s, stage) for s in v.sigs]
+        vin, stage, depth0 = self.align(v.sigs, 1)
         slots = [(r, c) for r, c in zip(*np.nonzero(sup)) if vin[c] is not None]
         fields = [[int(w[r, c]) for w in ws] for r, c in slots]
         if bs is not None:
             fields += [[int(b[r]) for b in bs] for r in range(sup.shape[0])]
         rom = self.rom(f"rom_{name}", fields, stage) if fields else []
-        rows, depth = [[] for _ in range(sup.shape[0])], 0
+        rows, depth = [[] for _ in range(sup.shape[0])], depth0
         for (r, c), w in zip(slots, rom):
             expr, lo, hi, d = self.product(w, vin[c])
             rows[r].append((expr, lo, hi))
-            depth = max(depth, d)
+            depth = max(depth, depth0 + d)
         if bs is not None:
             for r, b in enumerate(rom[len(slots):]):
                 rows[r].append(b)
         return Vec(self.tree(rows, stage, depth), [e + ew for e, ew in zip(v.exps, ews)])
 
     def per_site(self, v: Vec, fn, lo: int, hi: int, out_exps: list[int]) -> Vec:
-        """Elementwise ``fn(name, width, k) -> expr`` (k = site), multiplexed where the sites differ, then
-        registered; result range [lo, hi]."""
-        stage = max(s.stage for s in v.sigs if s is not None)
+        """Elementwise ``fn(sig, k) -> expr`` (k = site; 2 adder levels), multiplexed where the sites differ;
+        result range [lo, hi]."""
+        sigs, stage, depth = self.align(v.sigs, 2)
         out = []
-        for s in v.sigs:
-            if s is None:
-                out.append(None)
-                continue
-            s = self.at(s, stage)
-            out.append(self.wire(self.by_site([fn(s, k) for k in range(self.n_sites)], stage), lo, hi, stage,
-                                 reg=True))
+        for s in sigs:
+            out.append(None if s is None else
+                       self.wire(self.by_site([fn(s, k) for k in range(self.n_sites)], stage), lo, hi, stage,
+                                 depth=depth + 2))
         return Vec(out, out_exps)
 
     def requant(self, v: Vec, qs: list[dict]) -> Vec:
@@ -231,11 +239,10 @@ class Datapath:
         """a + sign * b elementwise, exponents aligned per site (``quant.intref.add``)."""
         es = [min(x, y) for x, y in zip(a.exps, b.exps)]
         sa, sb = [x - e for x, e in zip(a.exps, es)], [y - e for y, e in zip(b.exps, es)]
-        stage = max(s.stage for s in a.sigs + b.sigs if s is not None)
+        sigs, stage, depth = self.align(a.sigs + b.sigs, 1)
         op = "+" if sign > 0 else "-"
         out = []
-        for x, y in zip(a.sigs, b.sigs):
-            x, y = self.at(x, stage), self.at(y, stage)
+        for x, y in zip(sigs[:len(a.sigs)], sigs[len(a.sigs):]):
             xe = [f"({x.name} <<< {s})" if x else "0" for s in sa]
             ye = [f"({y.name} <<< {s})" if y else "0" for s in sb]
             xl, xh = (x.lo << max(sa), x.hi << max(sa)) if x else (0, 0)
@@ -244,31 +251,28 @@ class Datapath:
                 yl, yh = -yh, -yl
             lo, hi = min(xl, 0) + min(yl, 0), max(xh, 0) + max(yh, 0)
             exprs = [f"({p} {op} {q})" for p, q in zip(xe, ye)]     # evaluated at the result's width
-            out.append(self.wire(self.by_site(exprs, stage), lo, hi, stage, reg=True) if x or y else None)
+            out.append(self.wire(self.by_site(exprs, stage), lo, hi, stage, depth=depth + 1) if x or y else None)
         return Vec(out, es)
 
     def mul(self, a: Vec, b: Vec) -> Vec:
         """a * b elementwise (the gate's z * (h - c)), as gated partial products of b's bits."""
-        stage = max(s.stage for s in a.sigs + b.sigs if s is not None)
+        sigs, stage, depth = self.align(a.sigs + b.sigs, 2)
         out = []
-        for x, y in zip(a.sigs, b.sigs):
+        for x, y in zip(sigs[:len(a.sigs)], sigs[len(a.sigs):]):
             if x is None or y is None:
                 out.append(None)
                 continue
-            x, y = self.at(x, stage), self.at(y, stage)
-            expr, lo, hi, _ = self.product((x.name, x.lo, x.hi), y)
-            out.append(self.wire(expr, lo, hi, stage, reg=True))
+            expr, lo, hi, d = self.product((x.name, x.lo, x.hi), y)
+            out.append(self.wire(expr, lo, hi, stage, depth=depth + d))
         return Vec(out, [p + q for p, q in zip(a.exps, b.exps)])
 
     def argmax(self, v: list[Sig]) -> Sig:
         """Index of the first largest element (np.argmax): a tournament, registered every ``levels`` levels."""
-        stage = max(s.stage for s in v)
-        items = [(self.at(s, stage), self.wire(f"{k}", k, k, stage)) for k, s in enumerate(v)]
-        depth = 0
+        v, stage, depth = self.align(v, 1)
+        items = [(s, self.wire(f"{k}", k, k, stage)) for k, s in enumerate(v)]
         while len(items) > 1:
             if depth >= self.levels:
-                items = [(self.wire(a.name, a.lo, a.hi, stage, reg=True), self.wire(i.name, i.lo, i.hi, stage, reg=True))
-                         for a, i in items]
+                items = [tuple(self.wire(t.name, t.lo, t.hi, stage, reg=True) for t in pair) for pair in items]
                 stage, depth = stage + 1, 0
             nxt = []
             for j in range(0, len(items), 2):
@@ -280,7 +284,7 @@ class Datapath:
                 nxt.append((self.wire(f"{c} ? {a.name} : {b.name}", min(a.lo, b.lo), max(a.hi, b.hi), stage),
                             self.wire(f"{c} ? {ia.name} : {ib.name}", 0, max(ia.hi, ib.hi), stage)))
             items, depth = nxt, depth + 1
-        return self.wire(items[0][1].name, 0, items[0][1].hi, stage, reg=True)
+        return items[0][1]
 
 
 def shared_params(bundles: list[dict]) -> dict:

@@ -319,11 +319,17 @@ def cmd_rtl(a) -> int:
     from ncf.hw.multisite import build_multisite
     from ncf.quant.quantize import read_bundle
 
+    from ncf.hw.shared import build_shared
+    from ncf.io import UsageError
+
     cfg = _settle(HwConfig, a)
     if len(a.qonnx) == 1:
+        if a.design != "folded":
+            raise UsageError(f"--design {a.design} serves several sites: give at least 2 --qonnx files")
         m = build_rtl(read_bundle(a.qonnx[0]), cfg, a.output)
     else:
-        m = build_multisite([read_bundle(q) for q in a.qonnx], cfg, a.output)
+        build = build_shared if a.design == "shared" else build_multisite
+        m = build([read_bundle(q) for q in a.qonnx], cfg, a.output)
     print(json.dumps({k: m[k] for k in ("top", "parameters", "latency", "bits")}, indent=1))
     print(f"manifest: {a.output / 'manifest.json'}")
     return 0
@@ -759,6 +765,13 @@ def build_parser() -> argparse.ArgumentParser:
         h.add_argument("--qonnx", type=Path, required=True, nargs="+" if name == "rtl" else None,
                        help="the site's QONNX file (or its _clean.onnx)" + (
                            "; several: one multi-site block, site id k = the k-th file" if name == "rtl" else ""))
+        if name == "rtl":
+            h.add_argument("--design", choices=("folded", "shared"), default="folded",
+                           help="several sites: folded = each site's weights folded into its own da4ml core, "
+                           "the cores behind a site-id multiplexer (hw/multisite.py); "
+                           "shared = one datapath for all sites, each site's weights in ROM addressed by the "
+                           "site id (hw/shared.py; its adder levels per stage = int(cutoff); the sites must share "
+                           "one model shape)")
         h.add_argument("-o", "--output", type=Path, default=Path(f"build/{name}"))
         _config_options(h, "HwConfig", {"cutoff": "da4ml latency_cutoff: adder delays per pipeline stage",
                                         "clock_ns": "target clock period in ns",
