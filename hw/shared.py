@@ -105,12 +105,13 @@ class Datapath:
             self.delayed[key] = self.wire(prev.name, s.lo, s.hi, prev.stage, reg=True)
         return self.delayed[key]
 
-    def align(self, sigs: list, need: int) -> tuple[list, int, int]:
-        """The inputs of an op of ``need`` adder levels, delayed to one stage, and registered first where the
-        levels since the last registers would exceed ``levels``: (inputs, stage, depth)."""
+    def align(self, sigs: list, need: int, not_before: int = 0) -> tuple[list, int, int]:
+        """The inputs of an op of ``need`` adder levels, delayed to one stage (``not_before`` at the earliest),
+        and registered first where the levels since the last registers would exceed ``levels``: (inputs,
+        stage, depth)."""
         live = [s for s in sigs if s is not None]
-        stage = max(s.stage for s in live)
-        if max(s.depth for s in live if s.stage == stage) + need > self.levels:
+        stage = max([s.stage for s in live] + [not_before])
+        if max([s.depth for s in live if s.stage == stage] + [0]) + need > self.levels:
             stage += 1
         out = [self.at(s, stage) for s in sigs]
         return out, stage, max(s.depth for s in out if s is not None)
@@ -181,9 +182,10 @@ class Datapath:
         return [r[0] if r else None for r in rows]
 
     def linear(self, name: str, v: Vec, ws: list[np.ndarray], sup: np.ndarray, bs: list | None,
-               ews: list[int]) -> Vec:
-        """v @ W_k.T (+ b_k) for site k, W on the support ``sup`` (union of the sites'), weights from a ROM."""
-        vin, stage, depth0 = self.align(v.sigs, 1)
+               ews: list[int], not_before: int = 0) -> Vec:
+        """v @ W_k.T (+ b_k) for site k, W on the support ``sup`` (union of the sites'), weights from a ROM;
+        ``not_before``: the stage to start in at the earliest (delaying the inputs rather than the sums)."""
+        vin, stage, depth0 = self.align(v.sigs, 1, not_before)
         slots = [(r, c) for r, c in zip(*np.nonzero(sup)) if vin[c] is not None]
         fields = [[int(w[r, c]) for w in ws] for r, c in slots]
         if bs is not None:
@@ -366,8 +368,10 @@ def forward(dp: Datapath, ps: list[dict], feat_cols: np.ndarray, n_inputs: int) 
     x = Vec(x_sigs, [p["q_in"]["e"] for p in ps])
     codes = [one_code(p) for p in ps]          # x = feature * code of 1: the code goes into the ROM
 
-    def lin(name, v, lins, scale=None, rows=None, cols=None):
-        return dp.linear(name, v, *_layer(lins, scale, rows, cols))
+    def lin(name, v, lins, scale=None, rows=None, cols=None, beside=None):
+        """A linear layer; ``beside``: a vector it is added to, whose stage it starts in."""
+        start = max(s.stage for s in beside.sigs if s is not None) if beside else 0
+        return dp.linear(name, v, *_layer(lins, scale, rows, cols), not_before=start)
 
     h = dp.requant(lin("inp", x, [p["inp"] for p in ps], codes), [p["act_in"] for p in ps])
     for i in range(len(ps[0]["steps"])):
@@ -375,15 +379,18 @@ def forward(dp: Datapath, ps: list[dict], feat_cols: np.ndarray, n_inputs: int) 
         slots = _message_slots(q("msg"))
         m = dp.requant(lin(f"msg{i}", h, q("msg"), rows=slots), q("q_msg"))
         a = dp.requant(lin(f"K{i}", m, q("K"), cols=slots), q("q_agg"))
-        c = dp.requant(dp.add(lin(f"cand_h{i}", h, q("cand_h")), lin(f"cand_a{i}", a, q("cand_a"))), q("act"))
+        c = dp.requant(dp.add(lin(f"cand_h{i}", h, q("cand_h"), beside=a), lin(f"cand_a{i}", a, q("cand_a"))),
+                       q("act"))
         if not ps[0]["gate"]:
             h = c
             continue
-        z = dp.requant(dp.add(lin(f"gate_h{i}", h, q("gate_h")), lin(f"gate_a{i}", a, q("gate_a"))), q("clip01"))
+        z = dp.requant(dp.add(lin(f"gate_h{i}", h, q("gate_h"), beside=a), lin(f"gate_a{i}", a, q("gate_a"))),
+                       q("clip01"))
         d = dp.requant(dp.add(h, c, sign=-1), q("q_diff"))
         pr = dp.requant(dp.mul(z, d), q("q_prod"))
         h = dp.requant(dp.add(c, pr), q("q_state"))
-    s = dp.add(lin("read_h", h, [p["read_h"] for p in ps]), lin("read_x", x, [p["read_x"] for p in ps], codes))
+    s = dp.add(lin("read_h", h, [p["read_h"] for p in ps]), lin("read_x", x, [p["read_x"] for p in ps], codes,
+                                                                  beside=h))
     return lin("head", dp.requant(s, [p["act_read"] for p in ps]), [p["head"] for p in ps])
 
 
