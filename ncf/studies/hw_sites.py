@@ -11,8 +11,9 @@ both multi-site blocks verified in a real simulator on every site's held-out sam
 (``rtl_tests.sim.verify``: 0 mismatches expected). Per target,
 the folded design's row adds up its blocks' cells and takes the lowest Fmax and the largest latency: the
 cost of serving the same sites with one block each. FF leaves out the P&R harness's input shift register
-(``hw.synth``'s FF_without_harness). ns = cycles / Fmax. RTL, synthesis and verification
-go through the stage cache.
+(``hw.synth``'s FF_without_harness). ns = cycles / Fmax. accuracy: the hardware's branch decisions against the
+outcomes, beside TAGE-SC-L's, on the same held-out samples (every design computes the integer reference).
+RTL, synthesis and verification go through the stage cache.
 """
 from __future__ import annotations
 
@@ -83,6 +84,26 @@ def design_row(target: str, summaries: list[dict], latency: int) -> dict:
     return {"status": status, **row}
 
 
+def accuracy(onnxs: list) -> dict:
+    """Branch accuracy of the hardware (the integer reference's decision: every design is bit-exact with it)
+    and of TAGE-SC-L, on the sites' held-out samples pooled."""
+    from ncf.model.dataset import Dataset
+    from ncf.quant.intref import intref_bits
+    from ncf.quant.quantize import read_bundle
+
+    from .hw_sweep import outcome_agreement
+
+    hw = tage = n = 0
+    for o in onnxs:
+        b = read_bundle(o)
+        ds, rows = Dataset(b["dataset"]), b["rows"]
+        y, _ = intref_bits(b["params"], b["features"])
+        hw += outcome_agreement(y[:, 0] > 0, ds, rows) * len(rows)
+        tage += outcome_agreement(ds.arrays["tage_pred"][rows], ds, rows) * len(rows)
+        n += len(rows)
+    return {"accuracy": round(hw / n, 4), "TAGE-SC-L": round(tage / n, 4), "samples": n}
+
+
 def hw_sites(onnxs: list, out, cfg: HwSitesConfig | None = None, cache: StageCache | None = None,
              progress: bool = True) -> dict:
     """The comparison table of the sites ``onnxs`` (written to ``out``/sites.md and .json); returns
@@ -107,6 +128,7 @@ def hw_sites(onnxs: list, out, cfg: HwSitesConfig | None = None, cache: StageCac
         say(f"synthesis of {name}: {', '.join(cfg.targets)} ...", flush=True)
         syn[name] = steps.synth(cache, d, tuple(cfg.targets), cfg.timeout_s, cfg.freq_mhz)
     conf = configuration(onnxs)
+    acc = accuracy(onnxs)
     lat_folded = max(steps.manifest(r)["latency"]["top_cycles"] for r in folded)
     rows = []
     for target in cfg.targets:
@@ -118,12 +140,14 @@ def hw_sites(onnxs: list, out, cfg: HwSitesConfig | None = None, cache: StageCac
     for r in rows:
         v = next((ver[name] for name in ver if r["design"].startswith(f"multi-site {name} ")), None)
         r["verified"] = f"{v['mismatches']} mismatches / {v['predictions_compared']:,}" if v else None
+        r.update({k: acc[k] for k in ("accuracy", "TAGE-SC-L")})
     m = steps.manifest(blocks["folded-mux"])
     text = save_table(out / "sites", rows, "One folded block per site against one multi-site block, same sites: "
                       "folded-mux (the sites' folded cores behind a site-id multiplexer) and shared-ROM (one datapath, "
                       f"per-site weights in ROM) (yosys + nextpnr, clock target {cfg.freq_mhz:g} MHz; folded: cells "
                       "added up over the blocks, lowest Fmax; FF without the P&R input shift register; "
-                      "ns = cycles / Fmax)",
+                      "ns = cycles / Fmax; accuracy: the hardware's branch decisions against the outcome, and "
+                      f"TAGE-SC-L's, on the same {acc['samples']:,} held-out samples of the sites)",
                       extra={"sites": m["sites"], "verify": ver or None,
                              "rtl": {"folded": [str(r) for r in folded], **{k: str(d) for k, d in blocks.items()}},
                              "config": {k: v for k, v in vars(cfg).items() if k != "cache"}})

@@ -98,8 +98,13 @@ def site_accuracy(model, ds, rows) -> float:
     dev = torch.device("cpu")
     with torch.no_grad():
         p, _ = predict_gnn(model, ds, GraphBatches(ds, "fused", dev), rows, dev)
-    taken = np.asarray(ds.arrays["taken"][rows]).astype(bool)
-    return float(((p > 0.5) == taken).mean())
+    return outcome_agreement(p > 0.5, ds, rows)
+
+
+def outcome_agreement(pred, ds, rows) -> float:
+    """Share of dataset ``rows`` (one branch site's) whose outcome equals ``pred`` (a guess per row): a
+    model's, the hardware's or TAGE-SC-L's accuracy on the same samples."""
+    return float((np.asarray(pred) == np.asarray(ds.arrays["taken"][rows])).mean())
 
 
 def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: int, bits: int,
@@ -166,7 +171,7 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, cache: 
     site = hardest_site(test_ds, cfg.site)
     rows_all = np.flatnonzero(np.asarray(test_ds.arrays["site"]) == site)
     rows_eval = rows_all[np.unique(np.linspace(0, len(rows_all) - 1, min(cfg.max_rows, len(rows_all))).astype(np.int64))]
-    tage = float((np.asarray(test_ds.arrays["tage_pred"][rows_eval]) == np.asarray(test_ds.arrays["taken"][rows_eval])).mean())
+    tage = outcome_agreement(test_ds.arrays["tage_pred"][rows_eval], test_ds, rows_eval)
     rows = Engine(cfg.workers, cfg.ray_address).map(
         hw_point, [(cache, cfg, train_dir, test_dir, site, rows_eval, tage, point) for point in cfg.points],
         desc="hardware points")

@@ -32,6 +32,7 @@ def test_hw_sites_table_compares_folded_blocks_with_the_multisite_block(hw_small
     assert shared["LUT"] == per_block[t["rtl"]["shared-ROM"]]["LUT"] > 0 and shared["DSP"] == 0
     assert multi["cycles"] == max(s["core_cycles"] for s in t["sites"]) + 2
     assert [s["id"] for s in t["sites"]] == list(range(len(onnxs)))
+    assert all(0 < r["accuracy"] <= 1 and 0 < r["TAGE-SC-L"] <= 1 for r in t["rows"])
     assert "| folded per site" in (tmp_path / "out" / "sites.md").read_text()
 
 
