@@ -786,7 +786,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "evaluation harness (MPKI or prefetch coverage must equal the software model's). With "
                        "--netlist, the same tests run on the gate-level netlist of `ncf synth` (Icarus). A "
                        "multi-site block (`ncf rtl --qonnx A B ...`, either --design) is verified on every site's "
-                       "held-out samples, the site ids interleaved at random, with mismatches counted per site (no harness replay).",
+                       "held-out samples, the site ids interleaved at random, with mismatches counted per site (no "
+                       "harness replay).",
                        epilog="examples:\n  ncf verify build/rtl --trace traces/demo/bzip2-1.ncft\n"
                               "  ncf synth build/rtl --targets ecp5 && ncf verify build/rtl --netlist ecp5 "
                               "--simulator icarus",
