@@ -25,7 +25,6 @@ share one model shape (GNN config, bit widths, quantizer types, input count); sc
 """
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from dataclasses import asdict
@@ -128,9 +127,9 @@ class Datapath:
             out = f"(({cond}) ? {e} : {out})"
         return out
 
-    def rom(self, name: str, fields: list[list[int]], stage: int) -> list[tuple[str, int, int]]:
+    def rom(self, name: str, fields: list[list[int]], stage: int) -> list[tuple[str, str, int, int]]:
         """A ROM of per-site integer fields (fields[f][k] = field f of site k), read at ``stage``:
-        [(Verilog slice, lo, hi)] per field."""
+        [(Verilog slice, its lowest bit, lo, hi)] per field."""
         widths = [_bits(min(f), max(f)) for f in fields]
         total = sum(widths)
         words = [0] * (1 << self.site_w)
@@ -145,16 +144,15 @@ class Datapath:
         self.body.append(f"    wire [{total - 1}:0] {name}_q = {name}[{self.site(stage)}];")
         out, off = [], 0
         for f, w in zip(fields, widths):
-            out.append((f"{name}_q[{off + w - 1}:{off}]", min(f), max(f)))
+            out.append((f"{name}_q[{off + w - 1}:{off}]", f"{name}_q[{off}]", min(f), max(f)))
             off += w
         return out
 
-    def product(self, w: tuple[str, int, int], a: Sig) -> tuple[str, int, int, int]:
-        """ROM field or signal ``w`` (name or slice, lo, hi) times ``a``, without ``*``: (expr, lo, hi, adder
-        levels)."""
-        bit0, wl, wh = w
-        bit0 = re.sub(r"\[(\d+):(\d+)\]$", r"[\2]", bit0) if bit0.endswith("]") else f"{bit0}[0]"
-        ws = f"$signed({w[0]})"
+    def product(self, w: tuple[str, str, int, int], a: Sig) -> tuple[str, int, int, int]:
+        """``w`` (a ROM field or a signal: its bits, its lowest bit, lo, hi) times ``a``, without ``*``: (expr,
+        lo, hi, adder levels)."""
+        bits, bit0, wl, wh = w
+        ws = f"$signed({bits})"
         corners = [x * y for x in (wl, wh) for y in (a.lo, a.hi)]
         lo, hi = min(corners), max(corners)
         pw = _bits(lo, hi)
@@ -197,8 +195,8 @@ class Datapath:
             rows[r].append((expr, lo, hi))
             depth = max(depth, depth0 + d)
         if bs is not None:
-            for r, b in enumerate(rom[len(slots):]):
-                rows[r].append(b)
+            for r, (b, _, lo, hi) in enumerate(rom[len(slots):]):
+                rows[r].append((f"$signed({b})", lo, hi))
         return Vec(self.tree(rows, stage, depth), [e + ew for e, ew in zip(v.exps, ews)])
 
     def per_site(self, v: Vec, fn, lo: int, hi: int, out_exps: list[int]) -> Vec:
@@ -264,7 +262,7 @@ class Datapath:
             if x is None or y is None:
                 out.append(None)
                 continue
-            expr, lo, hi, d = self.product((x.name, x.lo, x.hi), y)
+            expr, lo, hi, d = self.product((x.name, f"{x.name}[0]", x.lo, x.hi), y)
             out.append(self.wire(expr, lo, hi, stage, depth=depth + d))
         return Vec(out, [p + q for p, q in zip(a.exps, b.exps)])
 
@@ -336,6 +334,13 @@ def _message_slots(msgs: list[dict]) -> list[np.ndarray]:
             for g in groups]
 
 
+def _take(a: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
+    """``a``'s rows (axis 0) or columns (axis 1) in the order ``idx``; -1 gives zeros."""
+    out = np.take(a, np.maximum(idx, 0), axis)
+    out[(slice(None),) * axis + (idx < 0,)] = 0
+    return out
+
+
 def _layer(lins: list[dict], scale: list[int] | None = None, rows: list[np.ndarray] | None = None,
            cols: list[np.ndarray] | None = None):
     """Per-site dense weights (times ``scale[k]``; rows / columns picked by ``rows`` / ``cols``, -1 = zero),
@@ -345,12 +350,10 @@ def _layer(lins: list[dict], scale: list[int] | None = None, rows: list[np.ndarr
         w, sup = _dense(lin["w"] if "w" in lin else lin)
         b = lin.get("b", np.zeros(w.shape[0], np.int64)) if "w" in lin else None
         if rows is not None:
-            pick = lambda a, idx, axis: np.where((idx >= 0).reshape([-1 if i == axis else 1 for i in range(a.ndim)]),
-                                                 np.take(a, np.maximum(idx, 0), axis), 0)
-            w, sup = pick(w, rows[k], 0), pick(sup, rows[k], 0)
-            b = None if b is None else pick(b, rows[k], 0)
+            w, sup = _take(w, rows[k], 0), _take(sup, rows[k], 0)
+            b = None if b is None else _take(b, rows[k], 0)
         if cols is not None:
-            w, sup = (np.where(cols[k][None] >= 0, np.take(a, np.maximum(cols[k], 0), 1), 0) for a in (w, sup))
+            w, sup = _take(w, cols[k], 1), _take(sup, cols[k], 1)
         ws.append(w * (scale[k] if scale else 1))
         sups.append(sup.astype(bool))
         bs.append(b)
@@ -409,10 +412,10 @@ def shared_verilog(bundles: list[dict], cfg: HwConfig, feat_cols: np.ndarray, si
     ranges = [(s.lo << max(e + out_f for e in y.exps), s.hi << max(e + out_f for e in y.exps)) for s in ys]
     cw = class_width(n_logits)
     width = max(max(_bits(min(lo, 0), hi) for lo, hi in ranges), out_f + cw + 1)
-    elems = [f"{{{{{width - out_f - 1}{{1'b0}}}}, ({ys[0].name} > 0), {{{out_f}{{1'b0}}}}}}" if out_f else
-             f"{{{{{width - 1}{{1'b0}}}}, ({ys[0].name} > 0)}}",
-             f"{{{{{width - out_f - cw}{{1'b0}}}}, {cls.name}[{cw - 1}:0]" + (f", {{{out_f}{{1'b0}}}}}}" if out_f
-                                                                                else "}")]
+
+    def at_bit(bits: str, w: int) -> str:           # ``bits`` (w wide) at bit out_f of a zero element
+        return "{" + ", ".join([f"{width - out_f - w}'b0", bits] + ([f"{out_f}'b0"] if out_f else [])) + "}"
+    elems = [at_bit(f"({ys[0].name} > 0)", 1), at_bit(f"{cls.name}[{cw - 1}:0]", cw)]
     body = list(dp.body)
     for k, s in enumerate(shifted):
         body.append(f"    wire signed [{width - 1}:0] out{k} = {s};")
