@@ -41,3 +41,29 @@ def test_a_corrupted_rom_weight_gives_mismatches(hw_shared_rtl, tmp_path):
                tests=("test_stream",))
     by = {x["id"]: x for x in s["sites"]}
     assert s["tests_failed"] == 1 and by[0]["stream_mismatches"] > 0 and by[1]["stream_mismatches"] == 0
+
+
+def test_sites_with_different_scales_share_the_datapath(hw_small_site_bundles, tmp_path):
+    """Site 1 copied with two activation scales doubled (act_in, act_read: another integer function, so
+    its own integer reference): requantization shifts, exponent alignments and the output exponent then
+    differ by site and are selected by the site id; still bit-exact for both sites."""
+    from ncf.hw.generate import HwConfig
+    from ncf.hw.shared import build_shared
+    from ncf.quant.intref import load_int_params, save_int_params
+    from ncf.quant.quantize import bundle_paths, read_bundle
+
+    src = hw_small_site_bundles(WORKLOAD)[1]
+    for f in bundle_paths(src).values():
+        shutil.copy(f, tmp_path / f.name)
+    copy = bundle_paths(tmp_path / src.name)
+    p = load_int_params(copy["intref"])
+    p["act_in"]["e"] += 1
+    p["act_read"]["e"] += 1
+    save_int_params(p, copy["intref"])
+    build_shared([read_bundle(hw_small_site_bundles(WORKLOAD)[0]), read_bundle(copy["onnx"])], HwConfig(cutoff=2),
+                 tmp_path / "rtl", progress=False)
+    assert re.search(r"site_d\[\d+\] == 1'd0\) \? \(", (tmp_path / "rtl" / "ncf_shared.v").read_text())
+    s = verify(tmp_path / "rtl", simulator="icarus", work=tmp_path / "work", n_stream=600, n_handshake=20,
+               progress=False, tests=("test_stream",))
+    assert s["tests_failed"] == 0 and s["mismatches"] == 0, s["first_mismatches"]
+    assert all(x["samples"] > 0 for x in s["sites"])
