@@ -1,7 +1,8 @@
 """The shared-datapath block (hw/shared.py) in a real simulator (Icarus; `ncf hw-sites` runs Verilator on
 every held-out sample): every site's real held-out samples, site ids interleaved at random, each prediction
-compared bit for bit with that site's integer reference, plus the protocol tests; and one corrupted weight
-in a ROM file makes the same run fail (the ROM is what the block computes with)."""
+compared bit for bit with that site's integer reference, plus the protocol tests; one corrupted weight
+in a ROM file makes the same run fail (the ROM is what the block computes with); and sites whose scales
+differ (their shifts multiplexed by the site id) are bit-exact too."""
 from __future__ import annotations
 
 import json
