@@ -187,6 +187,15 @@ def train_lutnet(x: np.ndarray, y: np.ndarray, cfg: LutNetConfig, progress: bool
     if len(pool) < cfg.fan_ins[0]:
         raise DataError(f"{len(pool)} feature bits vary on the training rows: fewer than the first layer's fan-in "
                         f"{cfg.fan_ins[0]}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)               # the same numbers whatever the machine's thread count
+    try:
+        return _train(x, y, cfg, pool, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(x: np.ndarray, y: np.ndarray, cfg: LutNetConfig, pool: np.ndarray, progress: bool) -> LutNet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         net = LutNet(cfg, *connect(cfg, pool))

@@ -212,3 +212,28 @@ def hw_multisite_rtl(hw_small_site_bundles, tmp_path_factory):
                 build_multisite([read_bundle(o) for o in onnxs], HwConfig(cutoff=2), d / "rtl", progress=False)
         return d / "rtl"
     return get
+
+
+LUTNET_TEST = {"layers": [32, 16, 1], "fan_in": [6], "bits": 1, "train_rows": 3000, "epochs": 4}
+LUTNET_HELDOUT = 1500       # held-out samples of the LUT net's bundle
+
+
+def lutnet_site_dir(root: Path, train: Path, test: Path, site: int, name: str) -> Path:
+    """`ncf lutnet`'s study (LUTNET_TEST) on ``site`` of the datasets, written once under ``root / name``."""
+    from ncf.quant.lutnet import LutNetConfig
+    from ncf.studies.lutnet import lutnet_site
+
+    with build_once(root, name) as (d, todo):
+        if todo:
+            lutnet_site(train, test, d, LutNetConfig(**LUTNET_TEST), site=site, max_rows=LUTNET_HELDOUT,
+                        progress=False)
+    return d
+
+
+@pytest.fixture(scope="session")
+def hw_lutnet(native, inputs_dir, tmp_path_factory):
+    """The quicksort LUT net of its first branch site, written by `ncf lutnet`'s study function once:
+    {"train", "test" (dataset dirs), "site", "out" (its -o directory: bundle, rtl/, lutnet.json)}."""
+    root = shared_dir(tmp_path_factory)
+    train, test = hw_datasets(root, "quicksort", inputs_dir)
+    return {"train": train, "test": test, "site": 0, "out": lutnet_site_dir(root, train, test, 0, "lutnet-quicksort")}
