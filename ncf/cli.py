@@ -945,7 +945,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "out_class 0). Exit status 1 if the tables and the trained model disagree on a held-out "
                         "sample.",
                         epilog="examples:\n  ncf lutnet --train DATASET --test DATASET --site 1 -o reports/lutnet/a\n"
-                        "  ncf lutnet --train DATASET --test DATASET --layers 64 32 1 --fan-in 6 3 3 --bits 2 -o DIR\n"
+                        "  ncf lutnet --train DATASET --test DATASET --layers 27 9 3 1 --fan-in 6 3 3 3 --bits 2 -o DIR\n"
                         "  ncf verify DIR/rtl && ncf synth DIR/rtl --targets ecp5 ice40",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ln.add_argument("--train", type=Path, required=True, help="training dataset (the site's training rows are used)")

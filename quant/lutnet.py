@@ -1,7 +1,7 @@
 """LUT-native networks for one branch site (the LogicNets / PolyLUT line): sparse layers of few-bit neurons,
 trained with Brevitas and enumerated into truth tables, so that the hardware is one table lookup per layer.
 
-    cfg = LutNetConfig(layers=[64, 32, 1], fan_in=[6], bits=1)
+    cfg = LutNetConfig(layers=[36, 6, 1], fan_in=[6], bits=1)
     net = train_lutnet(x_train, y_train, cfg)       # Brevitas QAT on the site's training split, CPU, seeded
     tables = enumerate_tables(net)                  # every neuron's truth table: the integer reference
     logit = table_forward(tables, x)[:, 0]          # numpy lookups only; taken = logit > 0
@@ -20,7 +20,9 @@ trained neuron in eval mode. Row r of a table holds the code for input k's code 
 
 Layer 0's inputs: the ``inputs`` feature bits (0/1, of the flat input [dyn (N*Fd), g (G)]) with the highest
 mutual information with the label on the training rows (``rank_inputs``); each neuron of every layer draws
-its fan-in at random (seeded) from the layer below. Only the bits some neuron reads stay (``LutNet.inputs``).
+its fan-in at random (seeded) from the layer below, the least read first (``draw``). Only the bits some neuron
+reads stay (``LutNet.inputs``). With one output, a layer wider than the next layer's neurons x fan-in cannot reach
+the logit (synthesis removes what does not): [36, 6, 1] at fan-in 6 is full, so is [216, 36, 6, 1].
 
 Bundle (``write_lutnet_bundle``; what hw/lutnet.py starts from):
     site<k>_lutnet.npz          inputs, per layer l: idx<l> [out, fan_in], table<l> [out, 2^(fan_in * ib)], ib, ob
@@ -46,7 +48,7 @@ LOGIT_RANGE = 2.0          # the logit's codes cover [-LOGIT_RANGE, LOGIT_RANGE)
 
 @dataclass
 class LutNetConfig:
-    layers: list = field(default_factory=lambda: [64, 32, 1])   # neurons per layer; the last is the branch logit
+    layers: list = field(default_factory=lambda: [36, 6, 1])    # neurons per layer; the last is the branch logit
     fan_in: list = field(default_factory=lambda: [6])   # inputs per neuron: one for every layer, or one per layer
     bits: int = 1                  # hidden activations (unsigned); the first layer's inputs are 1 bit
     out_bits: int = 3              # the branch logit (signed, on [-2, 2))
@@ -168,13 +170,24 @@ class LutNet(torch.nn.Module):
         return x[:, 0]
 
 
+def draw(rng, n: int, out: int, f: int) -> np.ndarray:
+    """[out, f]: each of ``out`` neurons reads ``f`` distinct of ``n`` inputs, at random among the least read so
+    far (so every input is read once before any is read twice)."""
+    used, idx = np.zeros(n, np.int64), []
+    for _ in range(out):
+        perm = rng.permutation(n)
+        pick = perm[np.argsort(used[perm], kind="stable")[:f]]
+        used[pick] += 1
+        idx.append(pick)
+    return np.stack(idx)
+
+
 def connect(cfg: LutNetConfig, pool: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Seeded random fan-in of every neuron: layer 0 from ``pool`` (feature columns), then from the layer
-    below. Returns (the input columns some neuron reads, in pool order; idx per layer)."""
+    """Seeded random fan-in of every neuron (``draw``): layer 0 from ``pool`` (feature columns), then from the
+    layer below. Returns (the input columns some neuron reads, in pool order; idx per layer)."""
     rng = np.random.default_rng(cfg.seed)
     below = [len(pool)] + cfg.layers[:-1]
-    idx = [np.stack([rng.choice(n, f, replace=False) for _ in range(out)])
-           for out, f, n in zip(cfg.layers, cfg.fan_ins, below)]
+    idx = [draw(rng, n, out, f) for out, f, n in zip(cfg.layers, cfg.fan_ins, below)]
     used = np.unique(idx[0])
     idx[0] = np.searchsorted(used, idx[0])
     return pool[used], idx

@@ -214,7 +214,7 @@ def hw_multisite_rtl(hw_small_site_bundles, tmp_path_factory):
     return get
 
 
-LUTNET_TEST = {"layers": [32, 16, 1], "fan_in": [6], "bits": 1, "train_rows": 3000, "epochs": 4}
+LUTNET_TEST = {"layers": [36, 6, 1], "fan_in": [6], "bits": 1, "train_rows": 3000, "epochs": 4}
 LUTNET_HELDOUT = 1500       # held-out samples of the LUT net's bundle
 
 

@@ -29,7 +29,7 @@ def test_truth_tables_equal_the_brevitas_model_on_heldout_samples(hw_lutnet):
     assert np.array_equal(model, table)
     assert len(np.unique(table)) > 1
     assert ((table > 0) == np.asarray(test_ds.arrays["taken"][held])).mean() > 0.55
-    assert [t["table"].shape for t in tables["layers"]] == [(32, 64), (16, 64), (1, 64)]
+    assert [t["table"].shape for t in tables["layers"]] == [(36, 64), (6, 64), (1, 64)]
     assert table_forward(tables, x[:, tables["inputs"]]).shape == (len(held), 1)
 
 
