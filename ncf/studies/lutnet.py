@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ncf.io import UsageError, check_output, save_table
+from ncf.io import DataError, UsageError, check_output, save_table
 from ncf.model.dataset import Dataset
 from ncf.quant.lutnet import LutNetConfig
 
@@ -35,6 +35,9 @@ def site_split(train_ds, test_ds, site: int | None, cfg: LutNetConfig, max_rows:
     site = hardest_site(test_ds, site)
     if int(test_ds.site_task[site]) != 0:
         raise UsageError(f"site {site} is a load: a LUT net predicts a branch (pick a branch site)")
+    if site >= len(train_ds.site_pc) or train_ds.site_pc[site] != test_ds.site_pc[site]:
+        raise DataError(f"site {site} of {test_ds.path} is not site {site} of {train_ds.path}: build the held-out "
+                        "dataset with the training trace's sites (`ncf dataset --sites-from`)")
     return site, spaced(split_rows(train_ds, [site])[0], cfg.train_rows), site_rows(test_ds, site, max_rows)
 
 

@@ -44,3 +44,16 @@ def test_lutnet_learns_from_the_training_rows_only(hw_lutnet, tmp_path):
     assert same(blind, ref)
     seen = tables_of(relabelled(train, tmp_path / "train_tr", tr), test, site, tmp_path / "seen")
     assert not same(seen, ref)
+
+
+def test_bad_lutnet_commands_say_what_is_wrong(hw_lutnet, tmp_path, capsys):
+    from ncf.cli import main
+
+    base = ["lutnet", "--train", str(hw_lutnet["train"]), "--test", str(hw_lutnet["test"]), "-o", str(tmp_path / "o")]
+    assert main(base + ["--layers", "8", "2"]) == 2
+    assert "the last 1 (the branch logit)" in capsys.readouterr().err
+    assert main(base + ["--site", "7"]) == 2
+    assert "sites (0..1)" in capsys.readouterr().err
+    assert main(base + ["--fan-in", "7", "--bits", "2"]) == 2
+    assert "at most 12" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
