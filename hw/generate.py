@@ -24,6 +24,7 @@ from ncf.quant.intref import input_value, intref_bits
 
 TOP = "ncf_predictor"
 WRAPPER = Path(__file__).parent / "verilog" / f"{TOP}.v"
+LIVE_INPUT_BITS = "bit k: live feature live_inputs[k] of the flat input [dyn (N*Fd), g (G)]"
 
 
 @dataclass
@@ -121,11 +122,10 @@ def lower_site(bundle: dict, cfg: HwConfig, core_dir: Path, name: str | None = N
             "check": {"samples": len(feats), "exact": exact}}
 
 
-def bundle_inputs(bundle: dict) -> dict:
+def bundle_inputs(bundle: dict, keys=("onnx", "intref", "samples")) -> dict:
     """The files a build started from, with their hashes (the manifest's ``inputs``)."""
     files = bundle["paths"]
-    return {k: {"file": str(Path(files[k]).resolve()), "sha256": file_sha256(files[k])}
-            for k in ("onnx", "intref", "samples")}
+    return {k: {"file": str(Path(files[k]).resolve()), "sha256": file_sha256(files[k])} for k in keys}
 
 
 def bundle_site(bundle: dict) -> dict:
@@ -133,7 +133,17 @@ def bundle_site(bundle: dict) -> dict:
 
 
 def class_width(n_logits: int) -> int:
-    return max(1, int(np.ceil(np.log2(n_logits - 1))))
+    """Bits of the delta class index (1 when there are no delta classes: a branch-only block)."""
+    return max(1, int(np.ceil(np.log2(max(n_logits - 1, 1)))))
+
+
+def rtl_manifest(params: dict, input_bits: str, sources: list[str], memfiles: list[str] = (), **fields) -> dict:
+    """The manifest of an ``ncf_predictor`` build (kind ncf-rtl): the top's parameters, its latency (the
+    core's CORE_LAT + the FIFO cycle), interface and sources (the top first), plus the build's own ``fields``."""
+    return {"format_version": 1, "kind": "ncf-rtl", "top": TOP, **fields, "parameters": params,
+            "latency": {"core_cycles": params["CORE_LAT"], "top_cycles": params["CORE_LAT"] + 1,
+                        "initiation_interval": 1},
+            "interface": interface(params, input_bits), "sources": [f"{TOP}.v", *sources], "memfiles": list(memfiles)}
 
 
 def build_rtl(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> dict:
@@ -148,22 +158,14 @@ def build_rtl(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> di
     class_w = class_width(n_logits)
     params = {"IN_W": len(bundle["live_inputs"]), "ELEM_W": core["out"]["width"], "OUT_F": core["out"]["f"],
               "N_LOGITS": n_logits, "CLASS_W": class_w, "CORE_LAT": core["core_latency"]}
-    manifest = {
-        "format_version": 1, "kind": "ncf-rtl", "top": TOP, "config": asdict(cfg),
-        "inputs": bundle_inputs(bundle), "site": bundle_site(bundle),
-        "bits": {"weights": bundle["quant"]["weight_bits"], "activations": bundle["quant"]["act_bits"],
-                 "input": "1 bit per live feature", "logit": core["out"]},
-        "parameters": params,
-        "latency": {"core_cycles": core["core_latency"], "top_cycles": core["core_latency"] + 1,
-                    "initiation_interval": 1},
-        "interface": interface(params, "bit k: live feature live_inputs[k] of the flat input [dyn (N*Fd), g (G)]"),
-        "live_inputs": bundle["live_inputs"].tolist(), "one": low["one"],
-        "output_exponent": low["output_exponent"],
-        "da4ml": {"cost": core["da4ml_cost"], "latency_cutoff": cfg.cutoff, "interpreter_check": low["check"]},
-        "sources": [f"{TOP}.v"] + [f"core/{s}" for s in core["sources"]],
-        "memfiles": [f"core/{s}" for s in core["memfiles"]],
-        "seconds": round(time.monotonic() - t0, 1),
-    }
+    manifest = rtl_manifest(
+        params, LIVE_INPUT_BITS, [f"core/{s}" for s in core["sources"]], [f"core/{s}" for s in core["memfiles"]],
+        config=asdict(cfg), inputs=bundle_inputs(bundle), site=bundle_site(bundle), reference="intref",
+        bits={"weights": bundle["quant"]["weight_bits"], "activations": bundle["quant"]["act_bits"],
+              "input": "1 bit per live feature", "logit": core["out"]},
+        live_inputs=bundle["live_inputs"].tolist(), one=low["one"], output_exponent=low["output_exponent"],
+        da4ml={"cost": core["da4ml_cost"], "latency_cutoff": cfg.cutoff, "interpreter_check": low["check"]},
+        seconds=round(time.monotonic() - t0, 1))
     write_json(tmp / "manifest.json", manifest)
     _commit(tmp, out_dir)
     if progress:

@@ -28,7 +28,7 @@ from pathlib import Path
 from ncf.io import UsageError, write_json
 
 from .generate import (TOP, WRAPPER, HwConfig, _commit, _fresh_dir, bundle_inputs, bundle_site, class_width,
-                       interface, lower_site)
+                       lower_site, rtl_manifest)
 
 MUX = "ncf_sites"
 
@@ -127,7 +127,7 @@ def build_multisite(bundles: list[dict], cfg: HwConfig, out_dir, progress: bool 
     fmt = common_format([c["out"] for c in cores])
     (tmp / f"{MUX}.v").write_text(mux_verilog(cores, feat_w, site_w, n_logits + 2, fmt))
     shutil.copy(WRAPPER, tmp / f"{TOP}.v")
-    sources = [f"{TOP}.v", f"{MUX}.v"]
+    sources = [f"{MUX}.v"]
     static = {}
     for k, c in enumerate(cores):
         for s in c["sources"]:
@@ -141,28 +141,22 @@ def build_multisite(bundles: list[dict], cfg: HwConfig, out_dir, progress: bool 
     lat = max(c["core_latency"] for c in cores) + 1
     params = {"IN_W": feat_w + site_w, "ELEM_W": fmt["width"], "OUT_F": fmt["f"], "N_LOGITS": n_logits,
               "CLASS_W": class_width(n_logits), "CORE_LAT": lat}
-    manifest = {
-        "format_version": 1, "kind": "ncf-rtl", "top": TOP, "config": asdict(cfg),
-        "multisite": {"design": "folded-mux", "feature_bits": feat_w, "site_bits": site_w, "n_sites": len(bundles),
-                      "mux": f"{MUX}.v"},
-        "sites": [{"id": k, **bundle_site(b), "inputs": bundle_inputs(b), "live_inputs": b["live_inputs"].tolist(),
-                   "feature_bits": c["in_w"], "core_cycles": c["core_latency"], "logit": c["out"],
-                   "one": low["one"], "output_exponent": low["output_exponent"],
-                   "bits": {"weights": b["quant"]["weight_bits"], "activations": b["quant"]["act_bits"]},
-                   "da4ml": {"cost": c["da4ml_cost"], "interpreter_check": low["check"]}}
-                  for k, (b, c, low) in enumerate(zip(bundles, cores, lows))],
-        "bits": {"input": f"site id ({site_w} bits) above the site's live feature bits ({feat_w} bits)",
-                 "logit": {"k": 1, "i": fmt["width"] - fmt["f"] - 1, "f": fmt["f"], "width": fmt["width"]}},
-        "parameters": params,
-        "latency": {"core_cycles": lat, "top_cycles": lat + 1, "initiation_interval": 1},
-        "interface": interface(params, f"in_data[{feat_w + site_w - 1}:{feat_w}] = site id k (manifest sites[k]); "
-                                        f"in_data[j] for j < {feat_w} = live feature sites[k].live_inputs[j] (0 above "
-                                        "the site's own count)"),
-        "da4ml": {"cost": sum(c["da4ml_cost"] for c in cores), "latency_cutoff": cfg.cutoff},
-        "sources": sources,
-        "memfiles": [f"core_s{k}/{s}" for k, c in enumerate(cores) for s in c["memfiles"]],
-        "seconds": round(time.monotonic() - t0, 1),
-    }
+    manifest = rtl_manifest(
+        params, f"in_data[{feat_w + site_w - 1}:{feat_w}] = site id k (manifest sites[k]); in_data[j] for j < {feat_w} "
+        "= live feature sites[k].live_inputs[j] (0 above the site's own count)", sources,
+        [f"core_s{k}/{s}" for k, c in enumerate(cores) for s in c["memfiles"]], config=asdict(cfg),
+        multisite={"design": "folded-mux", "feature_bits": feat_w, "site_bits": site_w, "n_sites": len(bundles),
+                   "mux": f"{MUX}.v"},
+        sites=[{"id": k, **bundle_site(b), "inputs": bundle_inputs(b), "live_inputs": b["live_inputs"].tolist(),
+                "feature_bits": c["in_w"], "core_cycles": c["core_latency"], "logit": c["out"],
+                "one": low["one"], "output_exponent": low["output_exponent"],
+                "bits": {"weights": b["quant"]["weight_bits"], "activations": b["quant"]["act_bits"]},
+                "da4ml": {"cost": c["da4ml_cost"], "interpreter_check": low["check"]}}
+               for k, (b, c, low) in enumerate(zip(bundles, cores, lows))],
+        bits={"input": f"site id ({site_w} bits) above the site's live feature bits ({feat_w} bits)",
+              "logit": {"k": 1, "i": fmt["width"] - fmt["f"] - 1, "f": fmt["f"], "width": fmt["width"]}},
+        da4ml={"cost": sum(c["da4ml_cost"] for c in cores), "latency_cutoff": cfg.cutoff},
+        seconds=round(time.monotonic() - t0, 1))
     write_json(tmp / "manifest.json", manifest)
     _commit(tmp, out_dir)
     if progress:

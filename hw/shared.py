@@ -33,7 +33,8 @@ import numpy as np
 
 from ncf.io import UsageError, write_json
 
-from .generate import TOP, WRAPPER, HwConfig, _commit, _fresh_dir, bundle_inputs, bundle_site, class_width, interface
+from .generate import (TOP, WRAPPER, HwConfig, _commit, _fresh_dir, bundle_inputs, bundle_site, class_width,
+                       rtl_manifest)
 from .multisite import check_sites
 
 CORE = "ncf_shared"
@@ -470,27 +471,21 @@ def build_shared(bundles: list[dict], cfg: HwConfig, out_dir, progress: bool = T
     params = {"IN_W": feat_w + site_w, "ELEM_W": fmt["width"], "OUT_F": fmt["f"], "N_LOGITS": n_logits,
               "CLASS_W": class_width(n_logits), "CORE_LAT": lat}
     rom_bits = sum(r["width"] * len(bundles) for r in v["roms"].values())
-    manifest = {
-        "format_version": 1, "kind": "ncf-rtl", "top": TOP, "config": asdict(cfg),
-        "multisite": {"design": "shared-rom", "feature_bits": feat_w, "site_bits": site_w, "n_sites": len(bundles),
-                      "core": f"{CORE}.v", "adder_levels_per_stage": max(1, int(cfg.cutoff)), "rom_bits": rom_bits},
-        "sites": [{"id": k, **bundle_site(b), "inputs": bundle_inputs(b), "live_inputs": feat_cols.tolist(),
-                   "feature_bits": feat_w, "core_cycles": lat, "logit": fmt,
-                   "one": float(input_value(b["params"], np.ones((1, 1), np.uint8))[0, 0]),
-                   "output_exponent": int(b["output_exponent"]),
-                   "bits": {"weights": b["quant"]["weight_bits"], "activations": b["quant"]["act_bits"]}}
-                  for k, b in enumerate(bundles)],
-        "bits": {"input": f"site id ({site_w} bits) above the union of the sites' live feature bits ({feat_w} bits)",
-                 "logit": {"k": 1, "i": fmt["width"] - fmt["f"] - 1, "f": fmt["f"], "width": fmt["width"]}},
-        "parameters": params,
-        "latency": {"core_cycles": lat, "top_cycles": lat + 1, "initiation_interval": 1},
-        "interface": interface(params, f"in_data[{feat_w + site_w - 1}:{feat_w}] = site id k (manifest sites[k]); "
-                                        f"in_data[j] for j < {feat_w} = flat input sites[k].live_inputs[j] (the same "
-                                        "for every site)"),
-        "sources": [f"{TOP}.v", f"{CORE}.v"],
-        "memfiles": [f"{name}.mem" for name in v["roms"]],
-        "seconds": round(time.monotonic() - t0, 1),
-    }
+    manifest = rtl_manifest(
+        params, f"in_data[{feat_w + site_w - 1}:{feat_w}] = site id k (manifest sites[k]); in_data[j] for j < {feat_w} "
+        "= flat input sites[k].live_inputs[j] (the same for every site)", [f"{CORE}.v"],
+        [f"{name}.mem" for name in v["roms"]], config=asdict(cfg),
+        multisite={"design": "shared-rom", "feature_bits": feat_w, "site_bits": site_w, "n_sites": len(bundles),
+                   "core": f"{CORE}.v", "adder_levels_per_stage": max(1, int(cfg.cutoff)), "rom_bits": rom_bits},
+        sites=[{"id": k, **bundle_site(b), "inputs": bundle_inputs(b), "live_inputs": feat_cols.tolist(),
+                "feature_bits": feat_w, "core_cycles": lat, "logit": fmt,
+                "one": float(input_value(b["params"], np.ones((1, 1), np.uint8))[0, 0]),
+                "output_exponent": int(b["output_exponent"]),
+                "bits": {"weights": b["quant"]["weight_bits"], "activations": b["quant"]["act_bits"]}}
+               for k, b in enumerate(bundles)],
+        bits={"input": f"site id ({site_w} bits) above the union of the sites' live feature bits ({feat_w} bits)",
+              "logit": {"k": 1, "i": fmt["width"] - fmt["f"] - 1, "f": fmt["f"], "width": fmt["width"]}},
+        seconds=round(time.monotonic() - t0, 1))
     write_json(tmp / "manifest.json", manifest)
     _commit(tmp, out_dir)
     if progress:

@@ -451,6 +451,17 @@ def cmd_hw_sweep(a) -> int:
     return 0
 
 
+def cmd_lutnet(a) -> int:
+    from ncf.quant.lutnet import LutNetConfig
+    from ncf.studies.lutnet import lutnet_site
+
+    r = lutnet_site(a.train, a.test, a.out, _settle(LutNetConfig, a), site=a.site, max_rows=a.max_rows)
+    print(r["text"])
+    print(f"bundle: {r['bundle']}; RTL: {r['rtl']} (next: `ncf verify {r['rtl']}`, `ncf synth {r['rtl']} --targets "
+          "ecp5 ice40`)")
+    return 0 if r["tables_equal_brevitas"] == r["heldout_samples"] else 1
+
+
 def cmd_classify(a) -> int:
     from ncf.studies.classify import PRESETS, SPLITS, ClassifyConfig, confusion_text, run_classify
 
@@ -469,7 +480,7 @@ def cmd_classify(a) -> int:
 CONFIGS = {"DatasetConfig": "ncf.model.dataset", "TrainConfig": "ncf.model.train", "HwConfig": "ncf.hw.generate",
            "ExperimentConfig": "ncf.studies.experiment", "BitsConfig": "ncf.studies.bits",
            "HwSweepConfig": "ncf.studies.hw_sweep", "HwSitesConfig": "ncf.studies.hw_sites",
-           "ClassifyConfig": "ncf.studies.classify"}
+           "ClassifyConfig": "ncf.studies.classify", "LutNetConfig": "ncf.quant.lutnet"}
 
 
 PARALLEL_OPTIONS = {"workers": "Ray tasks at once on this machine (0 = every CPU, 1 = serial, without Ray)",
@@ -521,7 +532,8 @@ def _config_options(parser, config: str, options: dict[str, str]) -> None:
         extra = {"nargs": "+"} if typing.get_origin(base) is list or base is list else \
             {"type": count if name in ("instructions", "skip") else base}
         if extra.get("nargs"):
-            extra["type"] = int if name in ("bits", "leads", "levels", "seeds", "train_inputs") else str
+            ints = ("bits", "leads", "levels", "seeds", "train_inputs", "layers", "fan_in")
+            extra["type"] = int if name in ints else str
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=name.upper(), **extra,
                             help=f"{text} (default {_default(config, name)})")
     _set_option(parser)
@@ -937,6 +949,35 @@ def build_parser() -> argparse.ArgumentParser:
                     help="da4ml cost estimates only (no yosys)")
     hs.add_argument("-o", "--out", type=Path, default=Path("reports/hw/sweep"))
     hs.set_defaults(func=cmd_hw_sweep)
+
+    ln = sub.add_parser("lutnet", help="a LUT-native network for one branch site (LogicNets style): tables + RTL",
+                        description="Train a sparse network of few-bit neurons (each reads FAN_IN outputs of the layer "
+                        "below; the first layer reads the feature bits with the highest mutual information with the "
+                        "label on the training rows) with Brevitas on one branch site's training samples (CPU, "
+                        "seeded), enumerate every neuron into a truth table (the integer reference: lookups only), "
+                        "check it against the trained model, score it against TAGE-SC-L on the same held-out samples "
+                        "as `ncf hw-sweep`, and write the bundle and its RTL: one registered table lookup per layer, "
+                        "module ncf_core_wrapper under the usual ncf_predictor top (branch only: N_LOGITS 1, "
+                        "out_class 0). Exit status 1 if the tables and the trained model disagree on a held-out "
+                        "sample.",
+                        epilog="examples:\n  ncf lutnet --train DATASET --test DATASET --site 1 -o reports/lutnet/a\n"
+                        "  ncf lutnet --train DATASET --test DATASET --layers 27 9 3 1 --fan-in 6 3 3 3 --bits 2 -o DIR\n"
+                        "  ncf verify DIR/rtl && ncf synth DIR/rtl --targets ecp5 ice40",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ln.add_argument("--train", type=Path, required=True, help="training dataset (the site's training rows are used)")
+    ln.add_argument("--test", type=Path, required=True, help="held-out dataset (scoring, the bundle's samples)")
+    ln.add_argument("--site", type=int, help="branch site id (default: the one TAGE-SC-L mispredicts most on --test)")
+    ln.add_argument("--max-rows", type=positive, default=4000, help="held-out samples scored (evenly spaced; "
+                    "default 4000, as hw-sweep)")
+    _config_options(ln, "LutNetConfig", {
+        "layers": "neurons per layer, the last 1 (the branch logit)",
+        "fan_in": "inputs per neuron: one value, or one per layer",
+        "bits": "hidden activation bits (1..4; the first layer's inputs are 1 bit)",
+        "out_bits": "the branch logit's bits (signed, on [-2, 2))",
+        "inputs": "feature bits the first layer draws from", "train_rows": "at most this many training samples",
+        "epochs": "training epochs", "lr": "Adam learning rate", "seed": "connections, initial weights and batches"})
+    ln.add_argument("-o", "--out", type=Path, default=Path("reports/lutnet"))
+    ln.set_defaults(func=cmd_lutnet)
     return p
 
 

@@ -40,8 +40,8 @@ def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int |
     from ncf.model.train import GraphBatches
 
     rows = np.flatnonzero(np.asarray(ds.arrays["site"]) == site)
-    if max_rows and len(rows) > max_rows:
-        rows = rows[np.unique(np.linspace(0, len(rows) - 1, max_rows).astype(np.int64))]
+    if max_rows:
+        rows = spaced(rows, max_rows)
     _, dyn, g = GraphBatches(ds, "fused", torch.device("cpu"))(rows)
     qc = quantize_compact(qmodel, ds.static[site], ds.adj[site], qcfg)
     with torch.no_grad():
@@ -63,6 +63,11 @@ def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int |
             "fake_quant==intref": same(y_fq, y_ref), "fake_quant==qonnx": same(y_fq, y_qonnx),
             "intref==qonnx": same(y_ref, y_qonnx), "output_exponent": int(e_out),
             "hls4ml_input_precision": input_precision(p), "qonnx": str(path)}
+
+
+def spaced(rows: np.ndarray, n: int) -> np.ndarray:
+    """At most ``n`` of ``rows``, evenly spaced (in time)."""
+    return rows if len(rows) <= n else rows[np.unique(np.linspace(0, len(rows) - 1, n).astype(np.int64))]
 
 
 def live_inputs(p: dict, dyn_can: np.ndarray, gcfg) -> np.ndarray:
@@ -90,20 +95,25 @@ def bundle_paths(onnx_path) -> dict:
 
 def write_bundle(onnx_path, p: dict, features: np.ndarray, rows: np.ndarray, live: np.ndarray, meta: dict) -> dict:
     """Write the intref parameters, the samples and the sidecar beside an exported QONNX file."""
-    from ncf.io import atomic_path
-
     paths = bundle_paths(onnx_path)
     if not np.all((features == 0) | (features == 1)):
         raise ValueError("the hardware bundle expects 0/1 input features")
     save_int_params(p, paths["intref"])
-    with atomic_path(paths["samples"]) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, bits=np.packbits(features.astype(np.uint8), axis=1), n_inputs=features.shape[1],
-                                rows=np.asarray(rows, np.int64))
+    write_samples(paths["samples"], features, rows)
     write_json(paths["sidecar"], {"format_version": 1, "kind": "ncf-site-bundle", **meta,
                                   "n_inputs": int(features.shape[1]), "live_inputs": live, "samples": len(rows),
                                   "files": {k: v.name for k, v in paths.items()}})
     return paths
+
+
+def write_samples(path, features: np.ndarray, rows: np.ndarray) -> None:
+    """A bundle's samples file: 0/1 features [S, n_inputs], bit-packed, and their dataset rows."""
+    from ncf.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, bits=np.packbits(features.astype(np.uint8), axis=1), n_inputs=features.shape[1],
+                                rows=np.asarray(rows, np.int64))
 
 
 def read_samples(path) -> tuple[np.ndarray, np.ndarray]:

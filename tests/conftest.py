@@ -113,6 +113,19 @@ HW_SIZES = {"test": (4, 2, 4), "small": (1, 1, 3)}     # hidden, steps, bits (sm
 HW_SITES = 3      # branch sites exported for the multi-site block's tests (at most; quicksort has 2)
 
 
+def hw_datasets(root: Path, w: str, inputs_dir) -> tuple[Path, Path]:
+    """``w``'s hardware datasets (HW_PLAN), built once under ``root``: input 0 (training) and input 1
+    (held out), the latter with the training trace's branch sites and delta vocabulary."""
+    from ncf.model.dataset import Dataset
+
+    skip, n_train, n_test = HW_PLAN[w]
+    tr = traced_dataset(root, f"hw-{w}-0", w, 0, skip, n_train, inputs_dir)
+    train_ds = Dataset(tr)
+    sites = {"branch": [int(pc) for pc, t in zip(train_ds.site_pc, train_ds.site_task) if t == 0],
+             "vocab": train_ds.meta["delta_vocabulary"]}
+    return tr, traced_dataset(root, f"hw-{w}-1", w, 1, skip, n_test, inputs_dir, sites)
+
+
 def hw_bundles(root: Path, w: str, inputs_dir, hidden: int = 4, steps: int = 2, bits: int = 4,
                max_rows: int | None = None, n_sites: int = 1) -> list[Path]:
     """The QONNX paths of ``w``'s site bundles, most held-out samples first (built once under ``root``):
@@ -124,18 +137,13 @@ def hw_bundles(root: Path, w: str, inputs_dir, hidden: int = 4, steps: int = 2, 
     from ncf.quant.qat import QuantConfig, finetune, quantize_model
     from ncf.quant.quantize import ladder
 
-    skip, n_train, n_test = HW_PLAN[w]
     name = f"hw-{w}" + (f"-h{hidden}t{steps}b{bits}" if (hidden, steps, bits) != HW_SIZES["test"] else "") \
         + (f"-s{n_sites}" if n_sites > 1 else "") + (f"-r{max_rows}" if max_rows else "")
     with build_once(root, name) as (d, todo):
         if todo:
             torch.set_num_threads(1)
-            tr = traced_dataset(root, f"hw-{w}-0", w, 0, skip, n_train, inputs_dir)
-            train_ds = Dataset(tr)
-            sites = {"branch": [int(pc) for pc, t in zip(train_ds.site_pc, train_ds.site_task) if t == 0],
-                     "vocab": train_ds.meta["delta_vocabulary"]}
-            te = traced_dataset(root, f"hw-{w}-1", w, 1, skip, n_test, inputs_dir, sites)
-            test_ds = Dataset(te)
+            tr, te = hw_datasets(root, w, inputs_dir)
+            train_ds, test_ds = Dataset(tr), Dataset(te)
             train(TrainConfig(train=str(tr), test=str(te), out=str(d / "run"), hidden=hidden, steps=steps,
                               gate=False, epochs=2, batch=256, threads=1), progress=False)
             qcfg = QuantConfig(weight_bits=bits, act_bits=bits, calib_batches=16)
@@ -224,3 +232,28 @@ def hw_shared_rtl(hw_small_site_bundles, tmp_path_factory):
                 build_shared([read_bundle(o) for o in onnxs], HwConfig(cutoff=2), d / "rtl", progress=False)
         return d / "rtl"
     return get
+
+
+LUTNET_TEST = {"layers": [36, 6, 1], "fan_in": [6], "bits": 1, "train_rows": 3000, "epochs": 4}
+LUTNET_HELDOUT = 1500       # held-out samples of the LUT net's bundle
+
+
+def lutnet_site_dir(root: Path, train: Path, test: Path, site: int, name: str) -> Path:
+    """`ncf lutnet`'s study (LUTNET_TEST) on ``site`` of the datasets, written once under ``root / name``."""
+    from ncf.quant.lutnet import LutNetConfig
+    from ncf.studies.lutnet import lutnet_site
+
+    with build_once(root, name) as (d, todo):
+        if todo:
+            lutnet_site(train, test, d, LutNetConfig(**LUTNET_TEST), site=site, max_rows=LUTNET_HELDOUT,
+                        progress=False)
+    return d
+
+
+@pytest.fixture(scope="session")
+def hw_lutnet(native, inputs_dir, tmp_path_factory):
+    """The quicksort LUT net of its first branch site, written by `ncf lutnet`'s study function once:
+    {"train", "test" (dataset dirs), "site", "out" (its -o directory: bundle, rtl/, lutnet.json)}."""
+    root = shared_dir(tmp_path_factory)
+    train, test = hw_datasets(root, "quicksort", inputs_dir)
+    return {"train": train, "test": test, "site": 0, "out": lutnet_site_dir(root, train, test, 0, "lutnet-quicksort")}

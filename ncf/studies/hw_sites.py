@@ -91,7 +91,7 @@ def accuracy(onnxs: list) -> dict:
     from ncf.quant.intref import intref_bits
     from ncf.quant.quantize import read_bundle
 
-    from .hw_sweep import outcome_agreement
+    from .hw_sweep import outcome_agreement, tage_accuracy
 
     hw = tage = n = 0
     for o in onnxs:
@@ -99,7 +99,7 @@ def accuracy(onnxs: list) -> dict:
         ds, rows = Dataset(b["dataset"]), b["rows"]
         y, _ = intref_bits(b["params"], b["features"])
         hw += outcome_agreement(y[:, 0] > 0, ds, rows) * len(rows)
-        tage += outcome_agreement(ds.arrays["tage_pred"][rows], ds, rows) * len(rows)
+        tage += tage_accuracy(ds, rows) * len(rows)
         n += len(rows)
     return {"accuracy": round(hw / n, 4), "TAGE-SC-L": round(tage / n, 4), "samples": n}
 

@@ -90,6 +90,18 @@ def hardest_site(test_ds, site: int | None = None) -> int:
     return int(np.bincount(sites[miss], minlength=len(test_ds.site_pc)).argmax())
 
 
+def site_rows(test_ds, site: int, max_rows: int) -> np.ndarray:
+    """The held-out samples a site's models are scored on: at most ``max_rows`` of its rows, evenly spaced."""
+    from ncf.quant.quantize import spaced
+
+    return spaced(np.flatnonzero(np.asarray(test_ds.arrays["site"]) == site), max_rows)
+
+
+def tage_accuracy(ds, rows) -> float:
+    """TAGE-SC-L's branch accuracy on dataset ``rows``."""
+    return outcome_agreement(ds.arrays["tage_pred"][rows], ds, rows)
+
+
 def site_accuracy(model, ds, rows) -> float:
     """Branch accuracy of ``model`` on dataset ``rows`` (one site)."""
     import torch
@@ -169,9 +181,8 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, cache: 
     out = check_output(out, directory=True)
     test_ds = Dataset(test_dir)
     site = hardest_site(test_ds, cfg.site)
-    rows_all = np.flatnonzero(np.asarray(test_ds.arrays["site"]) == site)
-    rows_eval = rows_all[np.unique(np.linspace(0, len(rows_all) - 1, min(cfg.max_rows, len(rows_all))).astype(np.int64))]
-    tage = outcome_agreement(test_ds.arrays["tage_pred"][rows_eval], test_ds, rows_eval)
+    rows_eval = site_rows(test_ds, site, cfg.max_rows)
+    tage = tage_accuracy(test_ds, rows_eval)
     rows = Engine(cfg.workers, cfg.ray_address).map(
         hw_point, [(cache, cfg, train_dir, test_dir, site, rows_eval, tage, point) for point in cfg.points],
         desc="hardware points")
