@@ -92,17 +92,22 @@ def mux_verilog(cores: list[dict], feat_w: int, site_w: int, n_elem: int, fmt: d
     return "\n".join(lines)
 
 
+def check_sites(bundles: list[dict]) -> None:
+    """At least two site bundles, each once."""
+    if len(bundles) < 2:
+        raise UsageError(f"a multi-site block needs at least 2 site bundles, not {len(bundles)}")
+    seen = set()
+    for b in bundles:
+        key = str(Path(b["paths"]["onnx"]).resolve())
+        if key in seen:
+            raise UsageError(f"{key} is given twice: each site bundle once")
+        seen.add(key)
+
+
 def build_multisite(bundles: list[dict], cfg: HwConfig, out_dir, progress: bool = True) -> dict:
     """The multi-site block of ``bundles`` (site id k = bundles[k]) in ``out_dir``; returns the manifest
     (also written as ``manifest.json``)."""
-    if len(bundles) < 2:
-        raise UsageError(f"a multi-site block needs at least 2 site bundles, not {len(bundles)}")
-    seen = {}
-    for b in bundles:
-        key = (str(Path(b["paths"]["onnx"]).resolve()))
-        if key in seen:
-            raise UsageError(f"{key} is given twice: each site bundle once")
-        seen[key] = True
+    check_sites(bundles)
     out_dir = Path(out_dir)
     tmp = _fresh_dir(out_dir, "manifest.json")
     t0 = time.monotonic()
@@ -140,7 +145,8 @@ def build_multisite(bundles: list[dict], cfg: HwConfig, out_dir, progress: bool 
         params, f"in_data[{feat_w + site_w - 1}:{feat_w}] = site id k (manifest sites[k]); in_data[j] for j < {feat_w} "
         "= live feature sites[k].live_inputs[j] (0 above the site's own count)", sources,
         [f"core_s{k}/{s}" for k, c in enumerate(cores) for s in c["memfiles"]], config=asdict(cfg),
-        multisite={"feature_bits": feat_w, "site_bits": site_w, "n_sites": len(bundles), "mux": f"{MUX}.v"},
+        multisite={"design": "folded-mux", "feature_bits": feat_w, "site_bits": site_w, "n_sites": len(bundles),
+                   "mux": f"{MUX}.v"},
         sites=[{"id": k, **bundle_site(b), "inputs": bundle_inputs(b), "live_inputs": b["live_inputs"].tolist(),
                 "feature_bits": c["in_w"], "core_cycles": c["core_latency"], "logit": c["out"],
                 "one": low["one"], "output_exponent": low["output_exponent"],

@@ -319,11 +319,17 @@ def cmd_rtl(a) -> int:
     from ncf.hw.multisite import build_multisite
     from ncf.quant.quantize import read_bundle
 
+    from ncf.hw.shared import build_shared
+    from ncf.io import UsageError
+
     cfg = _settle(HwConfig, a)
     if len(a.qonnx) == 1:
+        if a.design != "folded":
+            raise UsageError(f"--design {a.design} serves several sites: give at least 2 --qonnx files")
         m = build_rtl(read_bundle(a.qonnx[0]), cfg, a.output)
     else:
-        m = build_multisite([read_bundle(q) for q in a.qonnx], cfg, a.output)
+        build = build_shared if a.design == "shared" else build_multisite
+        m = build([read_bundle(q) for q in a.qonnx], cfg, a.output)
     print(json.dumps({k: m[k] for k in ("top", "parameters", "latency", "bits")}, indent=1))
     print(f"manifest: {a.output / 'manifest.json'}")
     return 0
@@ -428,13 +434,12 @@ def cmd_hw_sites(a) -> int:
 
     r = hw_sites(a.qonnx, a.out, _settle(HwSitesConfig, a))
     print(r["text"])
-    v = r["verify"]
-    if v is not None:
-        print(f"multi-site block on {v['simulator']}: {v['predictions_compared']:,} predictions compared, "
+    for name, v in r["verify"].items():
+        print(f"multi-site {name} block on {v['simulator']}: {v['predictions_compared']:,} predictions compared, "
               f"{v['mismatches']} mismatches, {v['tests_failed']} tests failed; per site: "
               + ", ".join(f"{s['id']}: {s['stream_mismatches']}/{s['samples']:,}" for s in v["sites"]))
     print(f"written to {a.out}/sites.md and sites.json")
-    return 0 if v is None or (v["mismatches"] == 0 and v["tests_failed"] == 0) else 1
+    return 0 if all(v["mismatches"] == 0 and v["tests_failed"] == 0 for v in r["verify"].values()) else 1
 
 
 def cmd_hw_sweep(a) -> int:
@@ -771,6 +776,13 @@ def build_parser() -> argparse.ArgumentParser:
         h.add_argument("--qonnx", type=Path, required=True, nargs="+" if name == "rtl" else None,
                        help="the site's QONNX file (or its _clean.onnx)" + (
                            "; several: one multi-site block, site id k = the k-th file" if name == "rtl" else ""))
+        if name == "rtl":
+            h.add_argument("--design", choices=("folded", "shared"), default="folded",
+                           help="several sites: folded = each site's weights folded into its own da4ml core, "
+                           "the cores behind a site-id multiplexer (hw/multisite.py); "
+                           "shared = one datapath for all sites, each site's weights in ROM addressed by the "
+                           "site id (hw/shared.py; its adder levels per stage = int(cutoff); the sites must share "
+                           "one model shape)")
         h.add_argument("-o", "--output", type=Path, default=Path(f"build/{name}"))
         _config_options(h, "HwConfig", {"cutoff": "da4ml latency_cutoff: adder delays per pipeline stage",
                                         "clock_ns": "target clock period in ns",
@@ -785,8 +797,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "gaps and backpressure, reset mid-stream, and replays the RTL's decisions through the "
                        "evaluation harness (MPKI or prefetch coverage must equal the software model's). With "
                        "--netlist, the same tests run on the gate-level netlist of `ncf synth` (Icarus). A "
-                       "multi-site block (`ncf rtl --qonnx A B ...`) is verified on every site's held-out samples, "
-                       "the site ids interleaved at random, with mismatches counted per site (no harness replay).",
+                       "multi-site block (`ncf rtl --qonnx A B ...`, either --design) is verified on every site's "
+                       "held-out samples, the site ids interleaved at random, with mismatches counted per site (no "
+                       "harness replay).",
                        epilog="examples:\n  ncf verify build/rtl --trace traces/demo/bzip2-1.ncft\n"
                               "  ncf synth build/rtl --targets ecp5 && ncf verify build/rtl --netlist ecp5 "
                               "--simulator icarus",
@@ -892,18 +905,21 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("-o", "--out", type=Path, help="default: <rtl>/synth")
     sy.set_defaults(func=cmd_synth)
 
-    ms = sub.add_parser("hw-sites", help="one folded block per site against one multi-site block (cells, Fmax)",
+    ms = sub.add_parser("hw-sites", help="one folded block per site against the two multi-site blocks (cells, Fmax)",
                         description="For the site bundles given (site id k = the k-th): RTL of each site's folded "
-                        "block and of one multi-site block (the site id comes in with the features), synthesis and "
-                        "place-and-route of every one (yosys + nextpnr), the multi-site block verified on every "
-                        "site's held-out samples; writes the table (LUT, FF, carry, BRAM, DSP, Fmax, cycles, ns) to "
+                        "block and of the two multi-site blocks (the site id comes in with the features): folded-mux "
+                        "(the folded cores behind a multiplexer) and shared-ROM (one datapath, per-site weights in "
+                        "ROM), synthesis and place-and-route of every one (yosys + nextpnr), both multi-site blocks "
+                        "verified on every site's held-out samples; writes the table (LUT, FF, carry, BRAM, DSP, "
+                        "Fmax, cycles, ns) to "
                         "--out/sites.md and .json. Everything goes through the stage cache.",
                         epilog="example:\n  ncf hw-sites --qonnx reports/quant/bzip2/site{0,1,2}_4bit.onnx "
                         "--targets ecp5 ice40",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ms.add_argument("--qonnx", type=Path, nargs="+", required=True, help="site bundles (QONNX files), 2 or more")
     _config_options(ms, "HwSitesConfig", {"targets": "synthesis targets (xilinx ecp5 ice40)",
-                                          "cutoff": "da4ml latency_cutoff", "freq_mhz": "nextpnr clock target, MHz",
+                                          "cutoff": "da4ml latency_cutoff (shared-ROM: "
+                                          "adder levels per stage)", "freq_mhz": "nextpnr clock target, MHz",
                                           "timeout_s": "seconds per design and target",
                                           "simulator": "verifying simulator (verilator, icarus; '' = none)",
                                           "verify_samples": "held-out samples verified, shared by the sites "

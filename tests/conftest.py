@@ -214,6 +214,26 @@ def hw_multisite_rtl(hw_small_site_bundles, tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="session")
+def hw_shared_rtl(hw_small_site_bundles, tmp_path_factory):
+    """workload -> the shared-datapath RTL directory (``hw.shared.build_shared``) of its hardware-sized site
+    bundles (``hw_small_site_bundles``), built once."""
+    from ncf.hw.generate import HwConfig
+    from ncf.hw.shared import build_shared
+    from ncf.quant.quantize import read_bundle
+
+    root = shared_dir(tmp_path_factory)
+
+    def get(w: str) -> Path:
+        onnxs = hw_small_site_bundles(w)
+        with build_once(root, f"rtl-shared-{w}") as (d, todo):
+            if todo:
+                d.mkdir(parents=True, exist_ok=True)
+                build_shared([read_bundle(o) for o in onnxs], HwConfig(cutoff=2), d / "rtl", progress=False)
+        return d / "rtl"
+    return get
+
+
 LUTNET_TEST = {"layers": [36, 6, 1], "fan_in": [6], "bits": 1, "train_rows": 3000, "epochs": 4}
 LUTNET_HELDOUT = 1500       # held-out samples of the LUT net's bundle
 

@@ -5,13 +5,15 @@
     print(r["text"])           # also reports/hw/sites/sites.md and .json
 
 For the site bundles given (site id k = the k-th bundle): each site's folded block (``hw.generate.build_rtl``,
-one ``ncf_predictor`` per site) and the multi-site block (``hw.multisite.build_multisite``), every one
-synthesized and placed and routed (``hw.synth``), and the multi-site block verified in a real simulator on
-every site's held-out samples, interleaved (``rtl_tests.sim.verify``: 0 mismatches expected). Per target,
+one ``ncf_predictor`` per site) and the two multi-site blocks, folded-mux (``hw.multisite.build_multisite``)
+and shared-ROM (``hw.shared.build_shared``), every one synthesized and placed and routed (``hw.synth``), and
+both multi-site blocks verified in a real simulator on every site's held-out samples, interleaved
+(``rtl_tests.sim.verify``: 0 mismatches expected). Per target,
 the folded design's row adds up its blocks' cells and takes the lowest Fmax and the largest latency: the
 cost of serving the same sites with one block each. FF leaves out the P&R harness's input shift register
-(``hw.synth``'s FF_without_harness). ns = cycles / Fmax. RTL, synthesis and verification
-go through the stage cache.
+(``hw.synth``'s FF_without_harness). ns = cycles / Fmax. accuracy: the hardware's branch decisions against the
+outcomes, beside TAGE-SC-L's, on the same held-out samples (every design computes the integer reference).
+RTL, synthesis and verification go through the stage cache.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from . import steps
 from .cache import StageCache
 
 COUNTS = ("LUT", "FF", "CARRY", "BRAM", "DSP")
+MULTI = {"folded-mux": "folded", "shared-ROM": "shared"}    # the multi-site designs: table name -> steps design
 
 
 @dataclass
@@ -81,10 +84,30 @@ def design_row(target: str, summaries: list[dict], latency: int) -> dict:
     return {"status": status, **row}
 
 
+def accuracy(onnxs: list) -> dict:
+    """Branch accuracy of the hardware (the integer reference's decision: every design is bit-exact with it)
+    and of TAGE-SC-L, on the sites' held-out samples pooled."""
+    from ncf.model.dataset import Dataset
+    from ncf.quant.intref import intref_bits
+    from ncf.quant.quantize import read_bundle
+
+    from .hw_sweep import outcome_agreement, tage_accuracy
+
+    hw = tage = n = 0
+    for o in onnxs:
+        b = read_bundle(o)
+        ds, rows = Dataset(b["dataset"]), b["rows"]
+        y, _ = intref_bits(b["params"], b["features"])
+        hw += outcome_agreement(y[:, 0] > 0, ds, rows) * len(rows)
+        tage += tage_accuracy(ds, rows) * len(rows)
+        n += len(rows)
+    return {"accuracy": round(hw / n, 4), "TAGE-SC-L": round(tage / n, 4), "samples": n}
+
+
 def hw_sites(onnxs: list, out, cfg: HwSitesConfig | None = None, cache: StageCache | None = None,
              progress: bool = True) -> dict:
     """The comparison table of the sites ``onnxs`` (written to ``out``/sites.md and .json); returns
-    {rows, text, verify, rtl: {folded: [...], multisite}}."""
+    {rows, text, verify: {design: summary}, rtl: {folded: [...], multisite, shared}}."""
     cfg = cfg or HwSitesConfig()
     cache = cache or StageCache(Path(cfg.cache))
     onnxs = [Path(o) for o in onnxs]
@@ -92,35 +115,40 @@ def hw_sites(onnxs: list, out, cfg: HwSitesConfig | None = None, cache: StageCac
         raise UsageError(f"give at least 2 site bundles (--qonnx), not {len(onnxs)}")
     out = check_output(out, directory=True)
     say = print if progress else (lambda *a, **k: None)
-    say(f"RTL of {len(onnxs)} folded blocks and of the multi-site block ...", flush=True)
+    say(f"RTL of {len(onnxs)} folded blocks, the multi-site folded-mux block and the shared-ROM block ...", flush=True)
     folded = [steps.rtl(cache, o, cfg.cutoff) for o in onnxs]
-    multi = steps.multisite_rtl(cache, onnxs, cfg.cutoff)
-    ver = None
+    blocks = {name: steps.multisite_rtl(cache, onnxs, cfg.cutoff, design=d) for name, d in MULTI.items()}
+    ver = {}
     if cfg.simulator:
-        say(f"verifying the multi-site block ({cfg.simulator}) ...", flush=True)
-        ver = steps.verify(cache, multi, cfg.simulator, n_stream=cfg.verify_samples, close_loop=False)
+        for name, d in blocks.items():
+            say(f"verifying the {name} block ({cfg.simulator}) ...", flush=True)
+            ver[name] = steps.verify(cache, d, cfg.simulator, n_stream=cfg.verify_samples, close_loop=False)
     syn = {}
-    for name, d in [(f"site {k}", r) for k, r in enumerate(folded)] + [("multi-site", multi)]:
+    for name, d in [(f"site {k}", r) for k, r in enumerate(folded)] + list(blocks.items()):
         say(f"synthesis of {name}: {', '.join(cfg.targets)} ...", flush=True)
         syn[name] = steps.synth(cache, d, tuple(cfg.targets), cfg.timeout_s, cfg.freq_mhz)
     conf = configuration(onnxs)
+    acc = accuracy(onnxs)
     lat_folded = max(steps.manifest(r)["latency"]["top_cycles"] for r in folded)
-    lat_multi = steps.manifest(multi)["latency"]["top_cycles"]
     rows = []
     for target in cfg.targets:
         rows.append({"configuration": conf, "design": f"folded per site ({len(onnxs)} blocks)", "target": target,
                      **design_row(target, [syn[f"site {k}"] for k in range(len(onnxs))], lat_folded)})
-        rows.append({"configuration": conf, "design": "multi-site (1 block)", "target": target,
-                     **design_row(target, [syn["multi-site"]], lat_multi)})
-    if ver is not None:
-        for r in rows:
-            r["verified"] = (f"{ver['mismatches']} mismatches / {ver['predictions_compared']:,}"
-                             if r["design"].startswith("multi") else None)      # `ncf verify` of each block
-    m = steps.manifest(multi)
-    text = save_table(out / "sites", rows, "One folded block per site against one multi-site block, same sites "
-                      f"(yosys + nextpnr, clock target {cfg.freq_mhz:g} MHz; folded: cells added up over the "
-                      "blocks, lowest Fmax; FF without the P&R input shift register; ns = cycles / Fmax)",
-                      extra={"sites": m["sites"], "verify": ver, "rtl": {"folded": [str(r) for r in folded],
-                                                                       "multisite": str(multi)},
+        for name, d in blocks.items():
+            rows.append({"configuration": conf, "design": f"multi-site {name} (1 block)", "target": target,
+                         **design_row(target, [syn[name]], steps.manifest(d)["latency"]["top_cycles"])})
+    for r in rows:
+        v = next((ver[name] for name in ver if r["design"].startswith(f"multi-site {name} ")), None)
+        r["verified"] = f"{v['mismatches']} mismatches / {v['predictions_compared']:,}" if v else None
+        r.update({k: acc[k] for k in ("accuracy", "TAGE-SC-L")})
+    m = steps.manifest(blocks["folded-mux"])
+    text = save_table(out / "sites", rows, "One folded block per site against one multi-site block, same sites: "
+                      "folded-mux (the sites' folded cores behind a site-id multiplexer) and shared-ROM (one datapath, "
+                      f"per-site weights in ROM) (yosys + nextpnr, clock target {cfg.freq_mhz:g} MHz; folded: cells "
+                      "added up over the blocks, lowest Fmax; FF without the P&R input shift register; "
+                      "ns = cycles / Fmax; accuracy: the hardware's branch decisions against the outcome, and "
+                      f"TAGE-SC-L's, on the same {acc['samples']:,} held-out samples of the sites)",
+                      extra={"sites": m["sites"], "verify": ver or None,
+                             "rtl": {"folded": [str(r) for r in folded], **{k: str(d) for k, d in blocks.items()}},
                              "config": {k: v for k, v in vars(cfg).items() if k != "cache"}})
-    return {"rows": rows, "text": text, "verify": ver, "rtl": {"folded": folded, "multisite": multi}}
+    return {"rows": rows, "text": text, "verify": ver, "rtl": {"folded": folded, **blocks}}

@@ -99,7 +99,7 @@ def site_rows(test_ds, site: int, max_rows: int) -> np.ndarray:
 
 def tage_accuracy(ds, rows) -> float:
     """TAGE-SC-L's branch accuracy on dataset ``rows``."""
-    return float((np.asarray(ds.arrays["tage_pred"][rows]) == np.asarray(ds.arrays["taken"][rows])).mean())
+    return outcome_agreement(ds.arrays["tage_pred"][rows], ds, rows)
 
 
 def site_accuracy(model, ds, rows) -> float:
@@ -110,8 +110,13 @@ def site_accuracy(model, ds, rows) -> float:
     dev = torch.device("cpu")
     with torch.no_grad():
         p, _ = predict_gnn(model, ds, GraphBatches(ds, "fused", dev), rows, dev)
-    taken = np.asarray(ds.arrays["taken"][rows]).astype(bool)
-    return float(((p > 0.5) == taken).mean())
+    return outcome_agreement(p > 0.5, ds, rows)
+
+
+def outcome_agreement(pred, ds, rows) -> float:
+    """Share of dataset ``rows`` (one branch site's) whose outcome equals ``pred`` (a guess per row): a
+    model's, the hardware's or TAGE-SC-L's accuracy on the same samples."""
+    return float((np.asarray(pred) == np.asarray(ds.arrays["taken"][rows])).mean())
 
 
 def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: int, bits: int,

@@ -1,5 +1,6 @@
 """`ncf hw-sites` on two real sites of a hardware-sized GNN: the folded designs (one block per site) and the
-multi-site block are built and synthesized (yosys synth_xilinx: the quick target; ECP5 and iCE40 place and
+two multi-site blocks (folded-mux, shared-ROM) are built and synthesized (yosys synth_xilinx: the quick
+target; ECP5 and iCE40 place and
 route run in the same code path with longer runs); the folded row adds up the blocks' cells, the table
 files are written, and bad settings are refused."""
 from __future__ import annotations
@@ -19,15 +20,19 @@ def test_hw_sites_table_compares_folded_blocks_with_the_multisite_block(hw_small
     print(capsys.readouterr().out)
     assert rc == 0
     t = json.loads((tmp_path / "out" / "sites.json").read_text())
-    folded, multi = t["rows"]
-    assert folded["design"] == f"folded per site ({len(onnxs)} blocks)" and multi["design"] == "multi-site (1 block)"
-    assert folded["status"] == multi["status"] == "ok"
+    folded, multi, shared = t["rows"]
+    assert folded["design"] == f"folded per site ({len(onnxs)} blocks)"
+    assert multi["design"] == "multi-site folded-mux (1 block)"
+    assert shared["design"] == "multi-site shared-ROM (1 block)"
+    assert folded["status"] == multi["status"] == shared["status"] == "ok"
     summaries = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "synth").glob("*/synth/summary.json")]
     per_block = {s["rtl_dir"]: s["targets"]["xilinx"]["counts"] for s in summaries}
     assert folded["LUT"] == sum(per_block[r]["LUT"] for r in t["rtl"]["folded"]) > 0
-    assert multi["LUT"] == per_block[t["rtl"]["multisite"]]["LUT"] > 0
+    assert multi["LUT"] == per_block[t["rtl"]["folded-mux"]]["LUT"] > 0
+    assert shared["LUT"] == per_block[t["rtl"]["shared-ROM"]]["LUT"] > 0 and shared["DSP"] == 0
     assert multi["cycles"] == max(s["core_cycles"] for s in t["sites"]) + 2
     assert [s["id"] for s in t["sites"]] == list(range(len(onnxs)))
+    assert all(0 < r["accuracy"] <= 1 and 0 < r["TAGE-SC-L"] <= 1 for r in t["rows"])
     assert "| folded per site" in (tmp_path / "out" / "sites.md").read_text()
 
 
