@@ -131,13 +131,15 @@ def _activation(x, layer):
 
 def argmax(values: list):
     """Index of the first largest value (np.argmax), as a da4ml variable: a tournament in which the
-    left (lower-index) operand wins ties."""
+    left (lower-index) operand wins ties. The choice is ``is_negative`` of the difference, which uses
+    its value range (a known-positive or constant difference is not a sign bit: its MSB is a magnitude
+    bit), then muxes on that 0/1 variable."""
     pool = [(v, _const(float(k), v)) for k, v in enumerate(values)]
     while len(pool) > 1:
         nxt = []
         for (va, ia), (vb, ib) in zip(pool[0::2], pool[1::2]):
-            d = va - vb                                     # negative <=> b strictly larger
-            nxt.append((d.msb_mux(vb, va), d.msb_mux(ib, ia)))
+            b_wins = (va - vb).is_negative()               # 1 <=> b strictly larger
+            nxt.append((b_wins.msb_mux(vb, va), b_wins.msb_mux(ib, ia)))
         if len(pool) % 2:
             nxt.append(pool[-1])
         pool = nxt

@@ -37,14 +37,23 @@ def test_cast_reproduces_ap_fixed_rounding_and_overflow():
 
 
 def test_argmax_takes_the_first_largest():
+    """Ties go to the lower index, also where some logits are constants or known non-negative
+    (a constant or unsigned difference has no sign bit: the tournament once read its top magnitude bit,
+    which gave the folded-mux block a wrong delta class on a real gnugo site)."""
     from da4ml.trace import FixedVariableArrayInput, comb_trace
     from da4ml.trace.ops import quantize
 
     inp = FixedVariableArrayInput((5,))
     v = quantize(inp, 1, 3, 0)
-    comb = comb_trace(inp, rtl._array([rtl.argmax(list(v._vars))], v))
     x = np.random.default_rng(0).integers(-3, 3, (500, 5)).astype(np.float64)   # many ties
-    np.testing.assert_array_equal(comb.predict(x)[:, 0], x.argmax(1))
+    c = [rtl._const(k, v) for k in (3.0, 1.0, 0.5, 0.0)]
+    r = [u.relu() for u in v._vars]
+    for name, vals in {"inputs": list(v._vars), "constants falling": c[:3], "constants rising": c[2::-1],
+                       "relu against 0": [r[0], c[3], r[1], c[3]], "mixed": [c[1], v._vars[0], c[1], r[2], c[0]],
+                       "all equal": [c[2]] * 4}.items():
+        comb = comb_trace(inp, rtl._array([rtl.argmax(vals)] + vals, v), keep_dead_inputs=True)
+        got = comb.predict(x)
+        np.testing.assert_array_equal(got[:, 0], got[:, 1:].argmax(1), err_msg=name)
 
 
 def test_hls_csim_and_c_testbench_equal_intref(hw_bundle, tmp_path):
