@@ -64,6 +64,17 @@ def _fresh_dir(path: Path, marker: str) -> Path:
     return tmp
 
 
+def finish_rtl(tmp: Path, out_dir: Path, manifest: dict, what: str, detail: str, progress: bool) -> dict:
+    """The end of every ``ncf_predictor`` build: write the manifest, move the directory onto ``out_dir``
+    (_commit), say what was written; returns the manifest."""
+    write_json(tmp / "manifest.json", manifest)
+    _commit(tmp, out_dir)
+    if progress:
+        print(f"{what} written to {out_dir}: latency {manifest['latency']['top_cycles']} cycles, II 1, {detail}",
+              flush=True)
+    return manifest
+
+
 def _commit(tmp: Path, path: Path) -> Path:
     if path.exists():
         shutil.rmtree(path)
@@ -167,12 +178,8 @@ def build_rtl(bundle: dict, cfg: HwConfig, out_dir, progress: bool = True) -> di
         live_inputs=bundle["live_inputs"].tolist(), one=low["one"], output_exponent=low["output_exponent"],
         da4ml={"cost": core["da4ml_cost"], "latency_cutoff": cfg.cutoff, "interpreter_check": low["check"]},
         seconds=round(time.monotonic() - t0, 1))
-    write_json(tmp / "manifest.json", manifest)
-    _commit(tmp, out_dir)
-    if progress:
-        print(f"RTL written to {out_dir}: latency {manifest['latency']['top_cycles']} cycles, II 1, "
-              f"{params['IN_W']} input bits, da4ml cost {core['da4ml_cost']:,.0f}", flush=True)
-    return manifest
+    return finish_rtl(tmp, out_dir, manifest, "RTL",
+                      f"{params['IN_W']} input bits, da4ml cost {core['da4ml_cost']:,.0f}", progress)
 
 
 def interface(params: dict, input_bits: str) -> dict:

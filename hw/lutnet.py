@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ncf.io import write_json
 
-from .generate import (LIVE_INPUT_BITS, TOP, WRAPPER, _commit, _fresh_dir, bundle_inputs, bundle_site, class_width,
+from .generate import (LIVE_INPUT_BITS, TOP, WRAPPER, _fresh_dir, bundle_inputs, bundle_site, class_width, finish_rtl,
                        rtl_manifest)
 
 CORE = "ncf_lutnet"
@@ -107,9 +106,5 @@ def build_lutnet_rtl(bundle: dict, out_dir, progress: bool = True) -> dict:
                 "table_bits": int(sum(t["table"].size * t["ob"] for t in layers))},
         seconds=round(time.monotonic() - t0, 1))
     manifest["interface"]["output"]["out_class"] = "always 0: a LUT net predicts the branch only (N_LOGITS 1)"
-    write_json(tmp / "manifest.json", manifest)
-    _commit(tmp, out_dir)
-    if progress:
-        print(f"LUT-net RTL written to {out_dir}: {len(layers)} layers, latency {params['CORE_LAT'] + 1} cycles, II 1, "
-              f"{params['IN_W']} input bits", flush=True)
-    return manifest
+    return finish_rtl(tmp, out_dir, manifest, "LUT-net RTL", f"{len(layers)} layers, {params['IN_W']} input bits",
+                      progress)

@@ -25,9 +25,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ncf.io import UsageError, write_json
+from ncf.io import UsageError
 
-from .generate import (TOP, WRAPPER, HwConfig, _commit, _fresh_dir, bundle_inputs, bundle_site, class_width,
+from .generate import (TOP, WRAPPER, HwConfig, _fresh_dir, bundle_inputs, bundle_site, class_width, finish_rtl,
                        lower_site, rtl_manifest)
 
 MUX = "ncf_sites"
@@ -157,9 +157,5 @@ def build_multisite(bundles: list[dict], cfg: HwConfig, out_dir, progress: bool 
               "logit": {"k": 1, "i": fmt["width"] - fmt["f"] - 1, "f": fmt["f"], "width": fmt["width"]}},
         da4ml={"cost": sum(c["da4ml_cost"] for c in cores), "latency_cutoff": cfg.cutoff},
         seconds=round(time.monotonic() - t0, 1))
-    write_json(tmp / "manifest.json", manifest)
-    _commit(tmp, out_dir)
-    if progress:
-        print(f"multi-site RTL written to {out_dir}: {len(bundles)} sites, latency {lat + 1} cycles, II 1, "
-              f"{feat_w} feature + {site_w} site-id bits, da4ml cost {manifest['da4ml']['cost']:,.0f}", flush=True)
-    return manifest
+    return finish_rtl(tmp, out_dir, manifest, "multi-site RTL", f"{len(bundles)} sites, {feat_w} feature + "
+                      f"{site_w} site-id bits, da4ml cost {manifest['da4ml']['cost']:,.0f}", progress)

@@ -31,9 +31,9 @@ from dataclasses import asdict
 
 import numpy as np
 
-from ncf.io import UsageError, write_json
+from ncf.io import UsageError
 
-from .generate import (TOP, WRAPPER, HwConfig, _commit, _fresh_dir, bundle_inputs, bundle_site, class_width,
+from .generate import (TOP, WRAPPER, HwConfig, _fresh_dir, bundle_inputs, bundle_site, class_width, finish_rtl,
                        rtl_manifest)
 from .multisite import check_sites
 
@@ -486,9 +486,19 @@ def build_shared(bundles: list[dict], cfg: HwConfig, out_dir, progress: bool = T
         bits={"input": f"site id ({site_w} bits) above the union of the sites' live feature bits ({feat_w} bits)",
               "logit": {"k": 1, "i": fmt["width"] - fmt["f"] - 1, "f": fmt["f"], "width": fmt["width"]}},
         seconds=round(time.monotonic() - t0, 1))
-    write_json(tmp / "manifest.json", manifest)
-    _commit(tmp, out_dir)
-    if progress:
-        print(f"shared-ROM RTL written to {out_dir}: {len(bundles)} sites, latency {lat + 1} cycles, II 1, "
-              f"{feat_w} feature + {site_w} site-id bits, {rom_bits:,} ROM bits", flush=True)
-    return manifest
+    return finish_rtl(tmp, out_dir, manifest, "shared-ROM RTL", f"{len(bundles)} sites, {feat_w} feature + "
+                      f"{site_w} site-id bits, {rom_bits:,} ROM bits", progress)
+
+
+DESIGNS = ("folded", "shared")
+
+
+def build_sites(bundles: list[dict], cfg: HwConfig, out_dir, design: str = "folded", progress: bool = True) -> dict:
+    """One multi-site block of ``bundles`` (site id k = bundles[k]): ``design`` "folded" (each site's weights
+    folded into its own core behind a site-id multiplexer, ``hw.multisite.build_multisite``) or "shared"
+    (one datapath, weights in ROM, ``build_shared``). Returns the manifest."""
+    from .multisite import build_multisite
+
+    if design not in DESIGNS:
+        raise UsageError(f"unknown multi-site design {design!r}: choose one of {', '.join(DESIGNS)}")
+    return (build_shared if design == "shared" else build_multisite)(bundles, cfg, out_dir, progress)

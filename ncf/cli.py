@@ -316,11 +316,9 @@ def cmd_hls(a) -> int:
 
 def cmd_rtl(a) -> int:
     from ncf.hw.generate import HwConfig, build_rtl
-    from ncf.hw.multisite import build_multisite
-    from ncf.quant.quantize import read_bundle
-
-    from ncf.hw.shared import build_shared
+    from ncf.hw.shared import build_sites
     from ncf.io import UsageError
+    from ncf.quant.quantize import read_bundle
 
     cfg = _settle(HwConfig, a)
     if len(a.qonnx) == 1:
@@ -328,8 +326,7 @@ def cmd_rtl(a) -> int:
             raise UsageError(f"--design {a.design} serves several sites: give at least 2 --qonnx files")
         m = build_rtl(read_bundle(a.qonnx[0]), cfg, a.output)
     else:
-        build = build_shared if a.design == "shared" else build_multisite
-        m = build([read_bundle(q) for q in a.qonnx], cfg, a.output)
+        m = build_sites([read_bundle(q) for q in a.qonnx], cfg, a.output, a.design)
     print(json.dumps({k: m[k] for k in ("top", "parameters", "latency", "bits")}, indent=1))
     print(f"manifest: {a.output / 'manifest.json'}")
     return 0

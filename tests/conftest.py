@@ -195,41 +195,21 @@ def hw_rtl(hw_bundle, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def hw_multisite_rtl(hw_small_site_bundles, tmp_path_factory):
-    """workload -> the multi-site RTL directory (``hw.multisite.build_multisite``) of its hardware-sized site
-    bundles (``hw_small_site_bundles``), built once."""
+def hw_sites_rtl(hw_small_site_bundles, tmp_path_factory):
+    """(workload, design) -> the multi-site RTL directory (``hw.shared.build_sites``, design "folded" or
+    "shared") of its hardware-sized site bundles (``hw_small_site_bundles``), built once."""
     from ncf.hw.generate import HwConfig
-    from ncf.hw.multisite import build_multisite
+    from ncf.hw.shared import build_sites
     from ncf.quant.quantize import read_bundle
 
     root = shared_dir(tmp_path_factory)
 
-    def get(w: str) -> Path:
+    def get(w: str, design: str) -> Path:
         onnxs = hw_small_site_bundles(w)
-        with build_once(root, f"rtl-sites-{w}") as (d, todo):
+        with build_once(root, f"rtl-{design}-{w}") as (d, todo):
             if todo:
                 d.mkdir(parents=True, exist_ok=True)
-                build_multisite([read_bundle(o) for o in onnxs], HwConfig(cutoff=2), d / "rtl", progress=False)
-        return d / "rtl"
-    return get
-
-
-@pytest.fixture(scope="session")
-def hw_shared_rtl(hw_small_site_bundles, tmp_path_factory):
-    """workload -> the shared-datapath RTL directory (``hw.shared.build_shared``) of its hardware-sized site
-    bundles (``hw_small_site_bundles``), built once."""
-    from ncf.hw.generate import HwConfig
-    from ncf.hw.shared import build_shared
-    from ncf.quant.quantize import read_bundle
-
-    root = shared_dir(tmp_path_factory)
-
-    def get(w: str) -> Path:
-        onnxs = hw_small_site_bundles(w)
-        with build_once(root, f"rtl-shared-{w}") as (d, todo):
-            if todo:
-                d.mkdir(parents=True, exist_ok=True)
-                build_shared([read_bundle(o) for o in onnxs], HwConfig(cutoff=2), d / "rtl", progress=False)
+                build_sites([read_bundle(o) for o in onnxs], HwConfig(cutoff=2), d / "rtl", design, progress=False)
         return d / "rtl"
     return get
 

@@ -139,18 +139,16 @@ def rtl(cache: StageCache, onnx, cutoff: float, check_samples: int | None = None
 
 def multisite_rtl(cache: StageCache, onnxs: list, cutoff: float, check_samples: int | None = None,
                   design: str = "folded") -> Path:
-    """The multi-site RTL directory of several site bundles (site id k = ``onnxs[k]``): ``design`` "folded"
-    (``hw.multisite.build_multisite``) or "shared" (``hw.shared.build_shared``)."""
+    """The multi-site RTL directory of several site bundles (site id k = ``onnxs[k]``), ``design`` "folded"
+    or "shared" (``hw.shared.build_sites``)."""
     from ncf.hw.generate import HwConfig
-    from ncf.hw.multisite import build_multisite
-    from ncf.hw.shared import build_shared
+    from ncf.hw.shared import build_sites
     from ncf.quant.quantize import read_bundle
 
-    build = {"folded": build_multisite, "shared": build_shared}[design]
     cfg = HwConfig(cutoff=cutoff, **({"check_samples": check_samples} if check_samples else {}))
     key = {"bundles": [bundle_key(o) for o in onnxs], "config": asdict(cfg), "design": design}
-    return cache.run("rtl", key, lambda d: {"latency": build([read_bundle(o) for o in onnxs], cfg, d / "rtl",
-                                                             progress=False)["latency"]},
+    return cache.run("rtl", key, lambda d: {"latency": build_sites([read_bundle(o) for o in onnxs], cfg, d / "rtl", design,
+                                                                   progress=False)["latency"]},
                      code=("hw",), label=f"sites{len(onnxs)}-{design}").path / "rtl"
 
 

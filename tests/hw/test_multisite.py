@@ -15,8 +15,8 @@ from ncf.quant.quantize import read_bundle
 WORKLOAD = "quicksort"
 
 
-def test_manifest_records_every_site_in_id_order(hw_multisite_rtl, hw_small_site_bundles):
-    rtl = hw_multisite_rtl(WORKLOAD)
+def test_manifest_records_every_site_in_id_order(hw_sites_rtl, hw_small_site_bundles):
+    rtl = hw_sites_rtl(WORKLOAD, "folded")
     m = load_manifest(rtl)
     bundles = [read_bundle(o) for o in hw_small_site_bundles(WORKLOAD)]
     assert len(m["sites"]) == len(bundles) >= 2

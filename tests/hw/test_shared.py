@@ -9,15 +9,15 @@ import re
 import numpy as np
 import pytest
 from ncf.hw.generate import HwConfig, load_manifest
-from ncf.hw.shared import build_shared
+from ncf.hw.shared import build_shared, build_sites
 from ncf.io import UsageError, file_sha256
 from ncf.quant.quantize import read_bundle
 
 WORKLOAD = "quicksort"
 
 
-def test_manifest_describes_one_datapath_with_every_sites_weights_in_rom(hw_shared_rtl, hw_small_site_bundles):
-    rtl = hw_shared_rtl(WORKLOAD)
+def test_manifest_describes_one_datapath_with_every_sites_weights_in_rom(hw_sites_rtl, hw_small_site_bundles):
+    rtl = hw_sites_rtl(WORKLOAD, "shared")
     m = load_manifest(rtl)
     bundles = [read_bundle(o) for o in hw_small_site_bundles(WORKLOAD)]
     ms, p = m["multisite"], m["parameters"]
@@ -46,4 +46,6 @@ def test_sites_of_different_shapes_or_one_site_are_refused(hw_small_site_bundles
                      progress=False)
     with pytest.raises(UsageError, match="at least 2 site bundles"):
         build_shared([a], HwConfig(), tmp_path / "c", progress=False)
-    assert not any((tmp_path / n).exists() for n in "abc")
+    with pytest.raises(UsageError, match="unknown multi-site design 'mux'"):
+        build_sites([a, b], HwConfig(), tmp_path / "d", "mux", progress=False)
+    assert not any((tmp_path / n).exists() for n in "abcd")

@@ -1,25 +1,30 @@
-"""The multi-site block (hw/multisite.py) in a real simulator (Icarus: the small block builds in seconds;
-`ncf hw-sites` runs Verilator on every held-out sample): every site's real held-out samples, the site
-ids interleaved at random, each prediction compared bit for bit with that site's integer reference, plus
-the protocol tests (latency == manifest, one result per cycle, gaps and backpressure, reset mid-stream);
-and a manifest whose site ids are swapped makes the same run fail (the check can fail)."""
+"""Both multi-site blocks in a real simulator (Icarus: the small blocks build in seconds; `ncf hw-sites`
+runs Verilator on every held-out sample): the folded-mux block (hw/multisite.py) and the shared-datapath
+block (hw/shared.py) on every site's real held-out samples, the site ids interleaved at random, each
+prediction compared bit for bit with that site's integer reference, plus the protocol tests (latency ==
+manifest, one result per cycle, gaps and backpressure, reset mid-stream); and a manifest whose site ids
+are swapped makes the same run fail (the check can fail). The shared block's own tests (a corrupted ROM
+word, sites whose scales differ) are in test_shared.py."""
 from __future__ import annotations
 
 import json
 import shutil
 
+import pytest
 from ncf.hw.generate import load_manifest
 from ncf.rtl_tests.sim import verify
 
 WORKLOAD = "quicksort"
-SAMPLES = 3000         # in all, shared evenly by the sites
+SAMPLES = 2500         # in all, shared evenly by the sites
 
 
-def test_multisite_block_predicts_what_each_sites_intref_predicts(hw_multisite_rtl, tmp_path):
-    rtl = hw_multisite_rtl(WORKLOAD)
+@pytest.mark.parametrize("design", ["folded", "shared"])
+def test_multisite_block_predicts_what_each_sites_intref_predicts(hw_sites_rtl, design, tmp_path):
+    rtl = hw_sites_rtl(WORKLOAD, design)
     m = load_manifest(rtl)
-    s = verify(rtl, simulator="icarus", work=tmp_path, n_stream=SAMPLES, n_handshake=300, progress=False)
+    s = verify(rtl, simulator="icarus", work=tmp_path, n_stream=SAMPLES, n_handshake=250, progress=False)
     print(json.dumps({k: v for k, v in s.items() if k != "first_mismatches"}))
+    assert m["multisite"]["design"] == {"folded": "folded-mux", "shared": "shared-rom"}[design]
     assert len(m["sites"]) >= 2
     assert s["tests_failed"] == 0 and s["mismatches"] == 0, s["first_mismatches"]
     assert [x["id"] for x in s["sites"]] == list(range(len(m["sites"])))
@@ -29,11 +34,11 @@ def test_multisite_block_predicts_what_each_sites_intref_predicts(hw_multisite_r
     assert s["stream_cycles"] == s["samples"] + m["latency"]["top_cycles"] and s["results_per_cycle"] == 1.0
 
 
-def test_swapped_site_ids_give_mismatches(hw_multisite_rtl, tmp_path):
+def test_swapped_site_ids_give_mismatches(hw_sites_rtl, tmp_path):
     """The same block with its manifest's first two sites swapped: the stimulus then sends site 0's
     snapshots with id 1 and the other way round, and both sites' predictions mismatch."""
     rtl = tmp_path / "rtl"
-    shutil.copytree(hw_multisite_rtl(WORKLOAD), rtl)
+    shutil.copytree(hw_sites_rtl(WORKLOAD, "folded"), rtl)
     m = json.loads((rtl / "manifest.json").read_text())
     m["sites"][0]["id"], m["sites"][1]["id"] = 1, 0
     m["sites"][:2] = m["sites"][1::-1]
