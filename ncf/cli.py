@@ -942,6 +942,9 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--points", nargs="+", type=point, help="configurations H,T,BITS[,CUTOFF] (hidden width, "
                     "message-passing steps, bit width, da4ml latency cutoff: adder delays per pipeline stage; "
                     f"default {' '.join(','.join(map(str, q)) for q in _default('HwSweepConfig', 'points'))})")
+    hs.add_argument("--lutnets", nargs="+", metavar="LAYERS/FAN_IN/BITS",
+                    help="also LUT-native networks of the same site as points (`ncf lutnet`): neurons per layer, fan-in "
+                    "(one, or one per layer), activation bits; e.g. 36-6-1/6/1 27-9-3-1/6-3-3-3/2")
     hs.add_argument("--no-synth", dest="synth", action="store_const", const=False,
                     help="da4ml cost estimates only (no yosys)")
     hs.add_argument("-o", "--out", type=Path, default=Path("reports/hw/sweep"))

@@ -12,8 +12,10 @@ and lowered to Verilog (``build_rtl``, with the point's da4ml latency cutoff), a
 LUT/FF counts (optional; the da4ml cost estimate is always there). With ``pnr`` (ecp5 or ice40) each point is
 also placed and routed by nextpnr: its Fmax, its latency in ns and the largest host clock at which the
 dataset's snapshot lead covers it (``hw.synth.lead_budget``), and the plot gains accuracy against latency in
-ns. The weight storage is compared with TAGE-SC-L's 64 KB budget. Training, bundles, RTL and synthesis go
-through the stage cache.
+ns. The weight storage is compared with TAGE-SC-L's 64 KB budget. ``lutnets`` adds LUT-native networks of the
+same site (``LAYERS/FAN_IN/BITS``, e.g. ``36-6-1/6/1``: ``ncf.studies.lutnet.lutnet_site``, truth tables as weight
+storage) as points of the same table and plot, lowered, synthesized and placed like the GNN points. Training,
+bundles, RTL and synthesis go through the stage cache.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import numpy as np
 from ncf.io import UsageError, at_least, check_output, figure, save_figure, save_table
 from ncf.model.dataset import Dataset
 from ncf.model.train import TrainConfig
+from ncf.quant.lutnet import LutNetConfig
 from ncf.quant.qat import QuantConfig
 
 from . import steps
@@ -38,6 +41,7 @@ PNR_TARGETS = ("ecp5", "ice40")
 @dataclass
 class HwSweepConfig:
     points: list = field(default_factory=lambda: [[1, 1, 3], [2, 2, 3], [2, 2, 4], [4, 2, 4]])  # [H, T, bits(, cutoff)]
+    lutnets: list = field(default_factory=list)   # LUT-native networks of the site: "LAYERS/FAN_IN/BITS", e.g. 36-6-1/6/1
     epochs: int = 20               # a site's model sees only its site's samples (~1/10 of the training set)
     qat_steps: int = 100
     site: int | None = None        # default: the branch site TAGE-SC-L mispredicts most on the held-out input
@@ -65,6 +69,8 @@ class HwSweepConfig:
                 raise UsageError(f"point {point}: {e}") from None
             if not self.point_cutoff(point) > 0:
                 raise UsageError(f"point {point}: the cutoff must be > 0")
+        for spec in self.lutnets:
+            lutnet_config(spec)
         at_least(self, epochs=1, qat_steps=0, max_rows=1)
         if not self.cutoff > 0:
             raise UsageError(f"cutoff {self.cutoff}: must be > 0")
@@ -78,6 +84,23 @@ class HwSweepConfig:
         """The float model of one point: trained on ``site``'s samples only."""
         return TrainConfig(hidden=hidden, steps=steps_, gate=False, epochs=self.epochs, batch=64, seed=self.seed,
                            sites=[site])
+
+
+def lutnet_config(spec: str) -> LutNetConfig:
+    """A sweep's LUT-net point ``LAYERS/FAN_IN/BITS`` (neurons per layer, fan-in: one or one per layer, activation
+    bits; e.g. ``36-6-1/6/1`` or ``27-9-3-1/6-3-3-3/2``) as the LUT net's own config (which checks it)."""
+    parts = str(spec).split("/")
+    try:
+        layers, fan_in, bits = ([int(v) for v in parts[0].split("-")], [int(v) for v in parts[1].split("-")],
+                                int(parts[2]))
+    except (ValueError, IndexError):
+        raise UsageError(f"LUT-net point {spec!r}: LAYERS/FAN_IN/BITS, e.g. 36-6-1/6/1 or 27-9-3-1/6-3-3-3/2") from None
+    if len(parts) != 3:
+        raise UsageError(f"LUT-net point {spec!r}: LAYERS/FAN_IN/BITS, e.g. 36-6-1/6/1 (three parts)")
+    try:
+        return LutNetConfig(layers=layers, fan_in=fan_in, bits=bits)
+    except UsageError as e:
+        raise UsageError(f"LUT-net point {spec!r}: {e}") from None
 
 
 def hardest_site(test_ds, site: int | None = None) -> int:
@@ -146,8 +169,6 @@ def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: 
 def hw_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: Path, site: int, rows_eval, tage: float,
              point: list) -> dict:
     """One point [H, T, bits(, cutoff)] of the sweep: train, quantize, RTL, (synthesis, place and route); its row."""
-    from ncf.hw.synth import lead_budget
-
     h, t, b = (int(v) for v in point[:3])
     cutoff = cfg.point_cutoff(point)
     test_ds = Dataset(test_dir)
@@ -156,17 +177,51 @@ def hw_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: P
     onnx, fig = bundle(cache, run, train_dir, test_dir, site, b, cfg, rows_eval)
     rtl = steps.rtl(cache, onnx, cutoff, check_samples=cfg.max_rows)
     m = steps.manifest(rtl)
-    row = {"hidden": h, "steps": t, "bits": b, "cutoff": cutoff, "site_pc": f"{int(test_ds.site_pc[site]):#x}",
+    row = {"model": f"GNN H{h}T{t}/{b}b" + (f" c{cutoff:g}" if cutoff != 2.0 else ""), "hidden": h, "steps": t,
+           "bits": b, "cutoff": cutoff, "site_pc": f"{int(test_ds.site_pc[site]):#x}",
            "branch_acc": fig["branch_acc"], "tage_acc": tage, "weight_storage_bits": fig["weight_storage_bits"],
            "da4ml_cost": m["da4ml"]["cost"], "latency_cycles": m["latency"]["top_cycles"],
            "input_bits": m["parameters"]["IN_W"], "ladder_exact": fig["ladder_exact"], "rtl": str(rtl)}
+    return hw_figures(cache, cfg, rtl, row, test_ds.meta["config"]["lead"])
+
+
+def lut_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: Path, site: int, tage: float,
+              spec: str) -> dict:
+    """One LUT-net point ``spec`` of the sweep (the same site and held-out samples as the GNN points): train,
+    tabulate, RTL (``lutnet_site``), then synthesis and place and route as for a GNN point; its row."""
+    from .lutnet import lutnet_site
+
+    lcfg = lutnet_config(spec)
+    key = {"train": steps.entry_key(train_dir), "test": steps.entry_key(test_dir), "site": site,
+           "lutnet": lcfg.as_dict(), "rows": cfg.max_rows}
+
+    def make(d):
+        r = lutnet_site(train_dir, test_dir, d, lcfg, site=site, max_rows=cfg.max_rows, progress=False)
+        return {k: v for k, v in r.items() if k not in ("text", "bundle", "rtl")}
+    e = cache.run("lutnet", key, make, code=("quant", "hw"), label=f"site{site}-lut-{spec.replace('/', '_')}")
+    r, rtl = e.result, e.path / "rtl"
+    if abs(r["tage_acc"] - tage) > 1e-12:
+        raise RuntimeError(f"LUT-net point {spec}: scored on other samples than the sweep's GNN points")
+    row = {"model": f"LUT {spec}", "hidden": None, "steps": None, "bits": lcfg.bits, "cutoff": None,
+           "site_pc": r["site_pc"], "branch_acc": r["branch_acc"], "tage_acc": tage,
+           "weight_storage_bits": r["table_bits"], "da4ml_cost": None, "latency_cycles": r["latency_cycles"],
+           "input_bits": r["input_bits"], "ladder_exact": r["tables_equal_brevitas"] == r["heldout_samples"],
+           "rtl": str(rtl)}
+    return hw_figures(cache, cfg, rtl, row, Dataset(test_dir).meta["config"]["lead"])
+
+
+def hw_figures(cache: StageCache, cfg: HwSweepConfig, rtl: Path, row: dict, lead: int) -> dict:
+    """``row`` with the point's synthesis counts (yosys synth_xilinx) and, with ``cfg.pnr``, its Fmax, latency
+    in ns and the largest host clock whose snapshot ``lead`` covers it."""
+    from ncf.hw.synth import lead_budget
+
     if cfg.synth:
         s = steps.synth(cache, rtl, ("xilinx",))["targets"]["xilinx"]
         row.update({"LUT": s.get("counts", {}).get("LUT"), "FF": s.get("counts", {}).get("FF"),
                     "synth_status": s["status"]})
     if cfg.pnr:
         s = steps.synth(cache, rtl, (cfg.pnr,))["targets"][cfg.pnr]
-        budget = lead_budget(row["latency_cycles"], s.get("fmax_mhz"), test_ds.meta["config"]["lead"])
+        budget = lead_budget(row["latency_cycles"], s.get("fmax_mhz"), lead)
         row.update({"pnr_status": s["status"], "fmax_mhz": s.get("fmax_mhz"), "latency_ns": budget.get("latency_ns"),
                     "host_ghz_max": budget.get("host_ghz_max")})
     return row
@@ -183,9 +238,11 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, cache: 
     site = hardest_site(test_ds, cfg.site)
     rows_eval = site_rows(test_ds, site, cfg.max_rows)
     tage = tage_accuracy(test_ds, rows_eval)
-    rows = Engine(cfg.workers, cfg.ray_address).map(
-        hw_point, [(cache, cfg, train_dir, test_dir, site, rows_eval, tage, point) for point in cfg.points],
-        desc="hardware points")
+    engine = Engine(cfg.workers, cfg.ray_address)
+    rows = engine.map(hw_point, [(cache, cfg, train_dir, test_dir, site, rows_eval, tage, point) for point in cfg.points],
+                      desc="hardware points")
+    rows += engine.map(lut_point, [(cache, cfg, train_dir, test_dir, site, tage, spec) for spec in cfg.lutnets],
+                       desc="LUT-net points")
     if progress:
         for row in rows:
             print({k: v for k, v in row.items() if k != "rtl"}, flush=True)
@@ -213,22 +270,23 @@ def plot(rows: list[dict], path: Path, tage_acc: float, cost_key: str = "LUT", p
     latency in ns after place and route (each point labelled with its Fmax and cycles)."""
     ok = [r for r in rows if r.get(cost_key)]
     placed = [r for r in rows if r.get("latency_ns")]
+    color = {True: "C4", False: "C0"}          # LUT-net points, GNN points
     fig, axes = figure(1, 3 if pnr else 2, figsize=(13.5 if pnr else 9, 3.6))
     a1, a2 = axes[:2]
     pts = [(r[cost_key], r["branch_acc"]) for r in ok]
     for r in ok:
-        a1.scatter(r[cost_key], r["branch_acc"], color="C0")
-        a1.annotate(point_label(r), (r[cost_key], r["branch_acc"]), fontsize=7, textcoords="offset points",
-                    xytext=(3, 3))
-        a2.scatter(r["weight_storage_bits"], r["branch_acc"], color="C0")
+        c = color[r["model"].startswith("LUT")]
+        a1.scatter(r[cost_key], r["branch_acc"], color=c)
+        a1.annotate(r["model"], (r[cost_key], r["branch_acc"]), fontsize=7, textcoords="offset points", xytext=(3, 3))
+        a2.scatter(r["weight_storage_bits"], r["branch_acc"], color=c)
     front = [ok[k] for k in pareto(pts)]
     a1.plot([r[cost_key] for r in front], [r["branch_acc"] for r in front], "o-", color="C2", ms=11, mfc="none",
             mew=2, label="Pareto front (no point is smaller and more accurate)")
     if pnr:
         a3 = axes[2]
         for r in placed:
-            a3.scatter(r["latency_ns"], r["branch_acc"], color="C1")
-            a3.annotate(f"{point_label(r)}: {r['fmax_mhz']:.0f} MHz x {r['latency_cycles']}", (r["latency_ns"],
+            a3.scatter(r["latency_ns"], r["branch_acc"], color=color[r["model"].startswith("LUT")])
+            a3.annotate(f"{r['model']}: {r['fmax_mhz']:.0f} MHz x {r['latency_cycles']}", (r["latency_ns"],
                         r["branch_acc"]), fontsize=7, textcoords="offset points", xytext=(3, 3))
         a3.set_xlabel(f"latency (ns) after {pnr} place and route")
         if not placed:
@@ -241,11 +299,8 @@ def plot(rows: list[dict], path: Path, tage_acc: float, cost_key: str = "LUT", p
     a1.set_xscale("log")
     a2.axvline(TAGE_BITS, color="C3", lw=1, label="TAGE-SC-L storage (523,374 bits)")
     a2.set_xscale("log")
-    a2.set_xlabel("weight + bias storage (bits)")
+    a2.set_xlabel("storage (bits): weights + biases, or a LUT net's truth tables")
     a1.legend(fontsize=7)
     a2.legend(fontsize=7)
     return save_figure(fig, path, dpi=120)
 
-
-def point_label(r: dict) -> str:
-    return f"H{r['hidden']}T{r['steps']}/{r['bits']}b" + (f" c{r['cutoff']:g}" if r.get("cutoff") != 2.0 else "")

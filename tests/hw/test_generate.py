@@ -119,6 +119,19 @@ def test_hw_config_round_trips(tmp_path):
         assert HwConfig.load(cfg.save(tmp_path / name)) == cfg
 
 
+def test_lutnet_points_parse_into_the_lut_nets_own_config():
+    from ncf.io import UsageError
+    from ncf.studies.hw_sweep import HwSweepConfig, lutnet_config
+
+    c = lutnet_config("27-9-3-1/6-3-3-3/2")
+    assert (c.layers, c.fan_in, c.bits) == ([27, 9, 3, 1], [6, 3, 3, 3], 2)
+    assert lutnet_config("36-6-1/6/1").fan_ins == [6, 6, 6]
+    for bad, why in (("36-6-1", "LAYERS/FAN_IN/BITS"), ("36-6-1/6/1/2", "three parts"), ("a/6/1", "LAYERS"),
+                     ("36-6-1/7-1/1", "fan_in"), ("36-6-1/6/5", "bits 5")):
+        with pytest.raises(UsageError, match=why):
+            HwSweepConfig(lutnets=[bad])
+
+
 def test_pareto_front_keeps_only_undominated_points():
     from ncf.studies.hw_sweep import pareto
 
@@ -132,10 +145,12 @@ def test_sweep_plot_adds_the_latency_panel_after_place_and_route(tmp_path):
     from ..helpers import png_size
 
     assert HwSweepConfig(points=[[1, 1, 3], [2, 1, 3, 1.0]]).point_cutoff([2, 1, 3, 1.0]) == 1.0
-    rows = [{"hidden": 1, "steps": 1, "bits": 3, "cutoff": 2.0, "LUT": 2000, "branch_acc": 0.9,
+    rows = [{"model": "GNN H1T1/3b", "LUT": 2000, "branch_acc": 0.9,
              "weight_storage_bits": 900, "latency_cycles": 16, "fmax_mhz": 100.0, "latency_ns": 160.0},
-            {"hidden": 2, "steps": 1, "bits": 3, "cutoff": 1.0, "LUT": 5000, "branch_acc": 0.92,
-             "weight_storage_bits": 1800, "latency_cycles": 30, "fmax_mhz": 126.6, "latency_ns": 237.0}]
+            {"model": "GNN H2T1/3b c1", "LUT": 5000, "branch_acc": 0.92,
+             "weight_storage_bits": 1800, "latency_cycles": 30, "fmax_mhz": 126.6, "latency_ns": 237.0},
+            {"model": "LUT 36-6-1/6/1", "LUT": 175, "branch_acc": 0.89,
+             "weight_storage_bits": 2400, "latency_cycles": 4, "fmax_mhz": 227.4, "latency_ns": 17.6}]
     w2, h2 = png_size(plot(rows, tmp_path / "two.png", 0.91))
     w3, h3 = png_size(plot(rows, tmp_path / "three.png", 0.91, pnr="ecp5"))
     assert h3 == h2 and w3 > 1.4 * w2          # a third panel: accuracy against latency in ns

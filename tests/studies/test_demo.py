@@ -45,6 +45,10 @@ def test_tiny_demo_runs_every_stage_from_a_clone_with_the_default_relative_out(t
     for sim in ("verilator", "icarus"):
         assert ver[sim]["predictions_compared"] > 0 and ver[sim]["mismatches"] == 0 and ver[sim]["tests_failed"] == 0
     assert ver["verilator"]["harness"]["equal"]
+    sweep = json.loads((report / "hw" / "sweep" / "sweep.json").read_text())["rows"]
+    lut = [r for r in sweep if r["model"].startswith("LUT")]       # the LUT-native point beside the GNN's
+    assert len(lut) == 1 and lut[0]["ladder_exact"] and lut[0]["LUT"] > 0 and lut[0]["latency_cycles"] == 4
+    assert lut[0]["tage_acc"] == sweep[0]["tage_acc"]
     syn = json.loads((report / "hw" / "synthesis.json").read_text())
     assert {row["target"] for row in syn["rows"]} >= {"ecp5 (P&R)", "ice40 (P&R)"}
     # the report's tables (ncf.io.save_table: markdown + JSON with a title and rows) hold results
