@@ -198,7 +198,7 @@ def lut_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: 
     def make(d):
         r = lutnet_site(train_dir, test_dir, d, lcfg, site=site, max_rows=cfg.max_rows, progress=False)
         return {k: v for k, v in r.items() if k not in ("text", "bundle", "rtl")}
-    e = cache.run("lutnet", key, make, code=("quant", "hw"), label=f"site{site}-lut-{spec.replace('/', '_')}")
+    e = cache.run("lutnet", key, make, code=("hw",), label=f"site{site}-lut-{spec.replace('/', '_')}")
     r, rtl = e.result, e.path / "rtl"
     if abs(r["tage_acc"] - tage) > 1e-12:
         raise RuntimeError(f"LUT-net point {spec}: scored on other samples than the sweep's GNN points")
