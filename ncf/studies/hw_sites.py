@@ -91,7 +91,7 @@ def accuracy(onnxs: list) -> dict:
     from ncf.quant.intref import intref_bits
     from ncf.quant.quantize import read_bundle
 
-    from .hw_sweep import outcome_agreement, tage_accuracy
+    from .site_eval import outcome_agreement, tage_accuracy
 
     hw = tage = n = 0
     for o in onnxs:

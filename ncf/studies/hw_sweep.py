@@ -33,6 +33,7 @@ from ncf.quant.qat import QuantConfig
 from . import steps
 from .cache import StageCache
 from .parallel import Engine, settings
+from .site_eval import hardest_site, outcome_agreement, site_rows, tage_accuracy
 
 TAGE_BITS = 523_374          # TAGE-SC-L storage (trace_eval/branch_predictors.py)
 PNR_TARGETS = ("ecp5", "ice40")
@@ -103,28 +104,6 @@ def lutnet_config(spec: str) -> LutNetConfig:
         raise UsageError(f"LUT-net point {spec!r}: {e}") from None
 
 
-def hardest_site(test_ds, site: int | None = None) -> int:
-    """The branch site where TAGE-SC-L mispredicts most often on the held-out input (or ``site``)."""
-    if site is not None:
-        return site
-    a = test_ds.arrays
-    sites, taken = np.asarray(a["site"]), np.asarray(a["taken"])
-    miss = (taken >= 0) & (np.asarray(a["tage_pred"]) != taken)
-    return int(np.bincount(sites[miss], minlength=len(test_ds.site_pc)).argmax())
-
-
-def site_rows(test_ds, site: int, max_rows: int) -> np.ndarray:
-    """The held-out samples a site's models are scored on: at most ``max_rows`` of its rows, evenly spaced."""
-    from ncf.quant.quantize import spaced
-
-    return spaced(np.flatnonzero(np.asarray(test_ds.arrays["site"]) == site), max_rows)
-
-
-def tage_accuracy(ds, rows) -> float:
-    """TAGE-SC-L's branch accuracy on dataset ``rows``."""
-    return outcome_agreement(ds.arrays["tage_pred"][rows], ds, rows)
-
-
 def site_accuracy(model, ds, rows) -> float:
     """Branch accuracy of ``model`` on dataset ``rows`` (one site)."""
     import torch
@@ -134,12 +113,6 @@ def site_accuracy(model, ds, rows) -> float:
     with torch.no_grad():
         p, _ = predict_gnn(model, ds, GraphBatches(ds, "fused", dev), rows, dev)
     return outcome_agreement(p > 0.5, ds, rows)
-
-
-def outcome_agreement(pred, ds, rows) -> float:
-    """Share of dataset ``rows`` (one branch site's) whose outcome equals ``pred`` (a guess per row): a
-    model's, the hardware's or TAGE-SC-L's accuracy on the same samples."""
-    return float((np.asarray(pred) == np.asarray(ds.arrays["taken"][rows])).mean())
 
 
 def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: int, bits: int,

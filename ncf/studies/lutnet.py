@@ -21,7 +21,7 @@ from ncf.io import DataError, UsageError, check_output, save_table
 from ncf.model.dataset import Dataset
 from ncf.quant.lutnet import LutNetConfig
 
-from .hw_sweep import hardest_site, site_rows, tage_accuracy
+from .site_eval import hardest_site, site_rows, tage_accuracy
 
 
 def site_split(train_ds, test_ds, site: int | None, cfg: LutNetConfig, max_rows: int) -> tuple[int, np.ndarray,
