@@ -124,11 +124,12 @@ def lower_site(bundle: dict, cfg: HwConfig, core_dir: Path, name: str | None = N
     feats = bundle["features"][:cfg.check_samples]
     got = comb.predict(feats[:, bundle["live_inputs"]].astype(np.float64))
     y, e = intref_bits(bundle["params"], feats)
-    want = np.column_stack([y[:, 0] > 0, y[:, 1:].argmax(1) if y.shape[1] > 1 else np.zeros(len(y)), y * 2.0 ** e])
+    want = np.column_stack([y[:, 0] > 0, y[:, 1:].argmax(1), y * 2.0 ** e])      # taken, delta class, logits
     exact = int(np.all(got == want, axis=1).sum())
     if exact != len(feats):
         raise RuntimeError(f"da4ml's trace of the hls4ml graph of site {bundle['site']} differs from intref (taken, "
-                           f"delta class or logits) on {len(feats) - exact} of {len(feats)} samples: not writing Verilog")
+                           f"delta class or logits) on {len(feats) - exact} of {len(feats)} samples: "
+                           "not writing Verilog")
     core = rtl.write_core(comb, core_dir, cfg.cutoff, cfg.clock_ns, name or rtl.CORE)
     return {"core": core, "n_logits": io["n_logits"], "one": one, "output_exponent": int(e),
             "check": {"samples": len(feats), "exact": exact}}

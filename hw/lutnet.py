@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from .generate import (LIVE_INPUT_BITS, TOP, WRAPPER, _fresh_dir, bundle_inputs, bundle_site, class_width, finish_rtl,
                        rtl_manifest)
 

@@ -58,7 +58,7 @@ class Preset:
     hw_points: list = field(default_factory=lambda: [[1, 1, 3], [2, 1, 3], [2, 1, 4]])   # [H, T, bits]
     hw_default: list = field(default_factory=lambda: [2, 1, 3])   # the default predictor (ECP5, verification)
     hw_small: list = field(default_factory=lambda: [1, 1, 3])     # the configuration placed on an iCE40 HX8K
-    hw_lutnets: list = field(default_factory=lambda: ["36-6-1/6/1"])  # LUT-native points of the sweep (LAYERS/FAN_IN/BITS)
+    hw_lutnets: list = field(default_factory=lambda: ["36-6-1/6/1"])  # LUT-net points (LAYERS/FAN_IN/BITS)
     hw_rows: int = 20_000                 # held-out samples of the site exported and verified
     hw_epochs: int = HwSweepConfig.epochs  # training of each hardware-sized GNN (on its site's samples)
     hw_qat_steps: int = 100
@@ -159,8 +159,8 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
 
     # hardware: the size x bits sweep (Pareto), then the default predictor end to end
     t0 = time.monotonic()
-    hcfg = HwSweepConfig(points=p.hw_points, lutnets=p.hw_lutnets, max_rows=p.hw_rows, epochs=p.hw_epochs, qat_steps=p.hw_qat_steps,
-                         cache=str(cache_root), workers=workers, ray_address=ray_address)
+    hcfg = HwSweepConfig(points=p.hw_points, lutnets=p.hw_lutnets, max_rows=p.hw_rows, epochs=p.hw_epochs,
+                         qat_steps=p.hw_qat_steps, cache=str(cache_root), workers=workers, ray_address=ray_address)
     save_config(hcfg, configs / "hw_sweep.yaml")
     hw = hw_sweep(train_ds, test_ds, out / "hw" / "sweep", hcfg, cache, progress=False)
     sections += [hw["text"], "![LUTs against accuracy](hw/sweep/sweep.png)\n"]

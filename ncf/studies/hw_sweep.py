@@ -42,7 +42,7 @@ PNR_TARGETS = ("ecp5", "ice40")
 @dataclass
 class HwSweepConfig:
     points: list = field(default_factory=lambda: [[1, 1, 3], [2, 2, 3], [2, 2, 4], [4, 2, 4]])  # [H, T, bits(, cutoff)]
-    lutnets: list = field(default_factory=list)   # LUT-native networks of the site: "LAYERS/FAN_IN/BITS", e.g. 36-6-1/6/1
+    lutnets: list = field(default_factory=list)   # LUT-native nets of the site: "LAYERS/FAN_IN/BITS", e.g. 36-6-1/6/1
     epochs: int = 20               # a site's model sees only its site's samples (~1/10 of the training set)
     qat_steps: int = 100
     site: int | None = None        # default: the branch site TAGE-SC-L mispredicts most on the held-out input
@@ -95,7 +95,8 @@ def lutnet_config(spec: str) -> LutNetConfig:
         layers, fan_in, bits = ([int(v) for v in parts[0].split("-")], [int(v) for v in parts[1].split("-")],
                                 int(parts[2]))
     except (ValueError, IndexError):
-        raise UsageError(f"LUT-net point {spec!r}: LAYERS/FAN_IN/BITS, e.g. 36-6-1/6/1 or 27-9-3-1/6-3-3-3/2") from None
+        raise UsageError(f"LUT-net point {spec!r}: LAYERS/FAN_IN/BITS, e.g. 36-6-1/6/1 or 27-9-3-1/6-3-3-3/2") \
+            from None
     if len(parts) != 3:
         raise UsageError(f"LUT-net point {spec!r}: LAYERS/FAN_IN/BITS, e.g. 36-6-1/6/1 (three parts)")
     try:
@@ -212,8 +213,8 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, cache: 
     rows_eval = site_rows(test_ds, site, cfg.max_rows)
     tage = tage_accuracy(test_ds, rows_eval)
     engine = Engine(cfg.workers, cfg.ray_address)
-    rows = engine.map(hw_point, [(cache, cfg, train_dir, test_dir, site, rows_eval, tage, point) for point in cfg.points],
-                      desc="hardware points")
+    rows = engine.map(hw_point, [(cache, cfg, train_dir, test_dir, site, rows_eval, tage, point)
+                                 for point in cfg.points], desc="hardware points")
     rows += engine.map(lut_point, [(cache, cfg, train_dir, test_dir, site, tage, spec) for spec in cfg.lutnets],
                        desc="LUT-net points")
     if progress:

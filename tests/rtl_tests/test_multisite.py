@@ -15,14 +15,14 @@ from ncf.hw.generate import load_manifest
 from ncf.rtl_tests.sim import verify
 
 WORKLOAD = "quicksort"
-SAMPLES = 2500         # in all, shared evenly by the sites
+SAMPLES = 3000         # in all, shared evenly by the sites
 
 
 @pytest.mark.parametrize("design", ["folded", "shared"])
 def test_multisite_block_predicts_what_each_sites_intref_predicts(hw_sites_rtl, design, tmp_path):
     rtl = hw_sites_rtl(WORKLOAD, design)
     m = load_manifest(rtl)
-    s = verify(rtl, simulator="icarus", work=tmp_path, n_stream=SAMPLES, n_handshake=250, progress=False)
+    s = verify(rtl, simulator="icarus", work=tmp_path, n_stream=SAMPLES, n_handshake=300, progress=False)
     print(json.dumps({k: v for k, v in s.items() if k != "first_mismatches"}))
     assert m["multisite"]["design"] == {"folded": "folded-mux", "shared": "shared-rom"}[design]
     assert len(m["sites"]) >= 2

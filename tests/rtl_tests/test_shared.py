@@ -10,7 +10,6 @@ import shutil
 from ncf.rtl_tests.sim import verify
 
 WORKLOAD = "quicksort"
-SAMPLES = 2000         # in all, shared evenly by the sites
 
 
 def test_a_corrupted_rom_weight_gives_mismatches(hw_sites_rtl, tmp_path):
