@@ -115,6 +115,8 @@ class DatasetConfig:
 
 def check_lead(lead: int) -> int:
     """``lead`` if the honesty rule holds for it: the snapshot is taken before the predicted instruction."""
+    if isinstance(lead, bool) or not isinstance(lead, (int, np.integer)):
+        raise UsageError(f"lead {lead!r}: must be a whole number of instructions")
     if lead < 0:
         raise UsageError(f"lead {lead}: a negative lead takes the snapshot after the predicted instruction, "
                          "so the features would see the outcome; the lead must be >= 0")

@@ -146,10 +146,14 @@ def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], policies:
 
 
 def evaluate_prefetch(ds: Dataset, predictions: dict[str, np.ndarray], config: CacheConfig = CacheConfig(),
-                      baselines=("ip-stride", "bop", "berti")) -> list[dict]:
+                      baselines=("ip-stride", "bop", "berti"), beside=("bop", "berti"),
+                      paired=None) -> list[dict]:
     """Rows: k-step delta accuracy/precision/recall on the delinquent loads, and coverage, accuracy and
     late fraction of each model driving the cache model, with the built-in ``baselines`` for scale
-    (``distance``: the loads' k, for the models and IP-stride).
+    (``distance``: the loads' k, for the models and IP-stride); then each model of ``paired`` (default:
+    all) deployed beside each prefetcher of ``beside`` ("<model>+<prefetcher>"): the model's requests
+    for its delinquent loads after the built-in's own for every access, as a learned branch predictor
+    overrides TAGE-SC-L only on its hard branches.
 
     ``predictions[name]`` = delta class per dataset row (-1 = none)."""
     mem = memory_stream(TraceReader(ds.meta["trace"]))
@@ -167,7 +171,7 @@ def evaluate_prefetch(ds: Dataset, predictions: dict[str, np.ndarray], config: C
     issue = np.maximum(prev_pos, np.searchsorted(mem.idx, idx - lead))
     delinquent = np.isin(mem.pc, np.unique(site_pc)) & ~mem.is_store
     base = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, config=config, n_insn=mem.n_insn)
-    out = []
+    out, composite = [], []
     for name in baselines:
         params = {"ip_distance": distance} if name == "ip-stride" else {}
         res = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, prefetcher=name, config=config, n_insn=mem.n_insn,
@@ -185,10 +189,14 @@ def evaluate_prefetch(ds: Dataset, predictions: dict[str, np.ndarray], config: C
             if fill[p] < MAX_PREFETCH_COLUMNS and t > 0:
                 pf[p, fill[p]] = t
                 fill[p] += 1
-        res = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, prefetcher="external", prefetch_addr=pf,
-                       config=config, n_insn=mem.n_insn)
-        out.append(_prefetch_row(name, shown, cls, label, other, base, res, delinquent))
-    return out
+        for kind in ("external", *(beside if paired is None or name in paired else ())):
+            res = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, prefetcher=kind, prefetch_addr=pf,
+                           config=config, n_insn=mem.n_insn)
+            if kind == "external":
+                out.append(_prefetch_row(name, shown, cls, label, other, base, res, delinquent))
+            else:
+                composite.append(_prefetch_row(f"{name}+{kind}", shown, None, label, other, base, res, delinquent))
+    return out + composite
 
 
 def _access_positions(mem, site_pc: np.ndarray, idx: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

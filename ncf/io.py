@@ -192,9 +192,9 @@ TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 def typed(value, kind, name: str):
-    """``value`` as a value of ``kind`` (bool, int, float, str, ``X | None``; other kinds unchecked):
-    text is parsed (bool: true/false, 1/0, yes/no, on/off; None: none/null), a value of another
-    type is a UsageError naming ``name``."""
+    """``value`` as a value of ``kind`` (bool, int, float, str, list, ``X | None``; other kinds unchecked):
+    text is parsed (bool: true/false, 1/0, yes/no, on/off; None: none/null; list: a YAML list such as
+    ``[0, 10]`` or ``[]``), a value of another type is a UsageError naming ``name``."""
     if type(None) in typing.get_args(kind):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
@@ -217,6 +217,15 @@ def typed(value, kind, name: str):
         raise UsageError(f"{name}: {value!r} is not {'an integer' if kind is int else 'a number'}")
     if kind is str and not text:
         raise UsageError(f"{name}: {value!r} is not text")
+    if kind is list or typing.get_origin(kind) is list:
+        if text:
+            import yaml
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass
+        if not isinstance(value, list):
+            raise UsageError(f"{name}: {value!r} is not a list (write it as [a, b] or [])")
     return value
 
 

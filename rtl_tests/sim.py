@@ -344,7 +344,7 @@ def replay(ds, rows: np.ndarray, task: str, software: dict, rtl_taken: np.ndarra
             c = np.full(n, -1, np.int64)
             c[rows] = cls
             preds[name] = c
-        res = evaluate_prefetch(ds, preds, baselines=())
+        res = evaluate_prefetch(ds, preds, baselines=(), beside=())
         keys = ("coverage", "accuracy", "delta_accuracy")
     by = {r["model"]: r for r in res}
     return {"task": task, "software": {k: by["software"][k] for k in keys}, "rtl": {k: by["rtl"][k] for k in keys},

@@ -378,6 +378,13 @@ def test_settings_are_parsed_as_their_field_types_then_validated():
     assert with_settings(HwSweepConfig(site=3), ["site=none"]).site is None
     with pytest.raises(UsageError, match="hidden 0"):
         with_settings(cfg, ["hidden=0"])
+    from ncf.studies.experiment import ExperimentConfig   # lists: YAML, then the field's own checks
+
+    exp = with_settings(ExperimentConfig(), ["leads=[0, 10]", "ablations=[]"])
+    assert (exp.leads, exp.ablations) == ([0, 10], [])
+    for bad, says in (("leads=x", "not a list"), ("leads=[a]", "lead 'a'"), ("leads=[-1]", "lead -1")):
+        with pytest.raises(UsageError, match=says):
+            with_settings(exp, [bad])
 
 
 def test_a_build_does_not_replace_a_directory_it_did_not_make(tmp_path):

@@ -82,7 +82,9 @@ they follow and how they differ):
   are requested, in order, as byte addresses (the line containing each), with the same
   drop / issue / fill / latency / useful / late / useless accounting; 0 = no request.
   ``pf_requested`` counts the nonzero entries. For example, ``(addr // 64 + 1) * 64`` (K = 1)
-  reproduces ``"next-line"`` exactly.
+  reproduces ``"next-line"`` exactly. ``prefetch_addr`` may also come with a built-in prefetcher
+  (a learned prefetcher for its own loads beside the baseline for the rest): row ``i`` then
+  follows the built-in's requests of access ``i``.
 
 ``simulate`` runs the compiled core (``build/native/libcache.so``, built by ``make native``); ``simulate_ref`` is a straightforward per-access Python model giving identical
 outcomes and statistics, and also runs any :class:`Prefetcher` subclass.
@@ -491,20 +493,8 @@ class Berti(Prefetcher):
         return out
 
 
-class External(Prefetcher):
-    """Requests computed outside: row ``self.index`` of ``prefetch_addr`` (uint64 ``[n, K]`` or
-    ``[n]``), its nonzero entries, in order. The reference version of ``"external"``."""
-
-    def __init__(self, prefetch_addr):
-        a = np.asarray(prefetch_addr)
-        self.rows = (a[:, None] if a.ndim == 1 else a).tolist()
-
-    def operate(self, addr, ip, hit):
-        return [a for a in self.rows[self.index] if a]
-
-
 PY_PREFETCHERS = {"none": NoPrefetcher, "next-line": NextLine, "ip-stride": IPStride,
-                  "bop": BestOffset, "berti": Berti, "external": External}
+                  "bop": BestOffset, "berti": Berti, "external": NoPrefetcher}   # external: rows only
 
 
 def _params(prefetcher: str, params: dict) -> dict:
@@ -542,14 +532,18 @@ def _as_arrays(pc, addr, is_store, insn_idx):
 
 
 def _external_rows(prefetcher, prefetch_addr, n: int):
-    """Check ``prefetch_addr`` against ``prefetcher`` and the stream length ``n``; for
-    ``"external"`` return it as a C-contiguous uint64 [n, K] array, else None."""
-    if not (isinstance(prefetcher, str) and prefetcher == "external"):
+    """Check ``prefetch_addr`` against ``prefetcher`` and the stream length ``n``; return it as a
+    C-contiguous uint64 [n, K] array, or None when there is none."""
+    if not isinstance(prefetcher, str):
         if prefetch_addr is not None:
-            raise ValueError(f"prefetch_addr is only for prefetcher='external', not {prefetcher!r}")
+            raise ValueError("prefetch_addr goes with a built-in prefetcher's name, not a Prefetcher object")
         return None
     if prefetch_addr is None:
-        raise ValueError("prefetcher='external' needs prefetch_addr (uint64 [n, K] or [n])")
+        if prefetcher == "external":
+            raise ValueError("prefetcher='external' needs prefetch_addr (uint64 [n, K] or [n])")
+        return None
+    if prefetcher == "none":
+        raise ValueError("prefetch_addr with prefetcher='none': name it 'external'")
     a = np.asarray(prefetch_addr)
     if a.dtype.kind == "i":
         if a.size and a.min() < 0:
@@ -645,7 +639,8 @@ def simulate(pc, addr, is_store, insn_idx, prefetcher="none", config: CacheConfi
     ``prefetcher`` is a built-in name (``"none"``, ``"next-line"``, ``"ip-stride"``, ``"bop"``,
     ``"berti"``, parameters as keywords, see ``PREFETCHER_PARAMS``) or a :class:`Prefetcher`
     object (then the Python reference model runs it). ``"external"`` takes its requests from ``prefetch_addr``
-    (uint64 ``[n, K]`` or ``[n]``, row i = byte addresses to prefetch after access i, 0 = none).
+    (uint64 ``[n, K]`` or ``[n]``, row i = byte addresses to prefetch after access i, 0 = none); with
+    another built-in, ``prefetch_addr``'s requests follow the built-in's own.
     The first ``warmup`` accesses train the caches and the
     prefetcher but are left out of the statistics (their outcomes are still in ``l1``/``l2``).
     ``n_insn`` (instructions covered by the measured part) is needed only for MPKI.
@@ -716,18 +711,17 @@ def simulate_ref(pc, addr, is_store, insn_idx, prefetcher="none",
                  config: CacheConfig = CacheConfig(), n_insn: int | None = None, warmup: int = 0,
                  prefetch_addr=None, **params) -> CacheResult:
     """Straightforward per-access Python version of :func:`simulate` (same model, same results);
-    ``prefetcher`` may be a built-in name (``"external"`` with ``prefetch_addr``) or any
-    :class:`Prefetcher` object."""
+    ``prefetcher`` may be a built-in name (with ``prefetch_addr`` or not) or any :class:`Prefetcher`
+    object."""
     ext = _external_rows(prefetcher, prefetch_addr, len(addr))
     if isinstance(prefetcher, Prefetcher):
         if params:
             raise TypeError("parameters go to the Prefetcher object's constructor")
         pf = prefetcher
-    elif ext is not None:
-        _params(prefetcher, params)             # no parameters
-        pf = External(ext)
     else:
-        pf = PY_PREFETCHERS[prefetcher](**_params(prefetcher, params))
+        prm = _params(prefetcher, params)
+        pf = PY_PREFETCHERS[prefetcher](**({} if prefetcher == "external" else prm))
+    rows = ext.tolist() if ext is not None else None
     pf.line_size, pf.page_size, pf.prefetch_latency = (config.line_size, config.page_size,
                                                        config.prefetch_latency)
     pass_useful = _wants(pf.operate, "useful_prefetch")
@@ -823,6 +817,8 @@ def simulate_ref(pc, addr, is_store, insn_idx, prefetcher="none",
         if pass_store:
             kw["is_store"] = store
         cands = pf.operate(addrs[i], pcs[i], c1 != MISS, **kw)
+        if rows is not None:
+            cands = [*cands, *(a for a in rows[i] if a)]
         if c1 == MISS and has_fill:
             inflight.append((now + lat, line, False))
         for a in cands:
@@ -835,5 +831,5 @@ def simulate_ref(pc, addr, is_store, insn_idx, prefetcher="none",
 
 
 __all__ = ["CacheConfig", "CacheResult", "Prefetcher", "NextLine", "IPStride", "BestOffset",
-           "Berti", "External", "NativeCache", "simulate", "simulate_ref", "coverage", "STAT_FIELDS",
+           "Berti", "NativeCache", "simulate", "simulate_ref", "coverage", "STAT_FIELDS",
            "PREFETCHER_PARAMS", "MISS", "HIT", "LATE", "NOT_ACCESSED"]

@@ -321,7 +321,8 @@ def score_models(cfg: ExperimentConfig, cache: StageCache, train_dir: Path, test
             policies[THREE_WAY] = policy_of(train_ds, {m: train_p[m] for m in ("fused", "branchnet", THREE_WAY)})
         per_seed.append({"seed": seed, "hybrid_policies": policies,
                          "branch": evaluate_branches(test_ds, branch_models, policies) if has_branch else [],
-                         "prefetch": evaluate_prefetch(test_ds, load_models) if has_load else []})
+                         "prefetch": evaluate_prefetch(test_ds, load_models, paired=cfg.models if models is None
+                                                       else models) if has_load else []})
     return {"branch": mean_rows([s["branch"] for s in per_seed]),
             "prefetch": mean_rows([s["prefetch"] for s in per_seed]), "seeds": per_seed,
             "train_samples": len(train_ds), "test_samples": len(test_ds),
@@ -439,9 +440,10 @@ def summarise(per: list[dict]) -> list[dict]:
             lstm = p.get("delta-lstm", {}).get("delta_accuracy")
             row["delta_acc_fused"], row["delta_acc_lstm"] = p["fused"]["delta_accuracy"], lstm
             row["fused_over_lstm"] = p["fused"]["delta_accuracy"] / lstm if lstm else None
-            row["coverage_fused"] = p["fused"]["coverage"]
-            row["coverage_ip_stride"], row["coverage_bop"], row["coverage_berti"] = (
-                p.get(b, {}).get("coverage") for b in ("ip-stride", "bop", "berti"))
+            row["coverage_ip_stride"] = p.get("ip-stride", {}).get("coverage")
+            for m in ("fused", "bop", "berti", "fused+bop", "fused+berti"):   # the goal: coverage at no lower accuracy
+                for key in ("coverage", "accuracy"):
+                    row[f"{key}_{m.replace('+', '_')}"] = p.get(m, {}).get(key)
         rows.append(row)
     return rows
 

@@ -139,6 +139,12 @@ def test_prefetch_evaluation_of_an_oracle_and_of_silence(train_ds):
     k = "/".join(str(k) for pc, k in sorted((int(p, 16), k) for p, k in train_ds.meta["prefetch_distance"].items()))
     assert rows["oracle"]["distance"] == rows["ip-stride"]["distance"] == k and rows["bop"]["distance"] is None
     assert 0 <= rows["oracle"]["late_fraction"] <= 1 and "berti" in rows
+    # beside a baseline: the silent model's rows add nothing, the oracle's cover what the baseline missed
+    for b in ("bop", "berti"):
+        for key in ("coverage", "accuracy", "issued", "delinquent_coverage"):
+            assert rows[f"silent+{b}"][key] == rows[b][key]
+        assert rows[f"oracle+{b}"]["delinquent_coverage"] > rows[b]["delinquent_coverage"]
+        assert "delta_accuracy" not in rows[f"oracle+{b}"]
 
 
 def test_prediction_in_chunks_equals_one_mixed_batch(train_ds):

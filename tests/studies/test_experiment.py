@@ -20,8 +20,9 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     (w,) = r["per_workload"]
     models = {row["model"] for row in w["branch"]}
     assert models == {"tage-sc-l", "fused", "static", "history", "branchnet", "fused-no-frontend", "fused+branchnet"}
-    assert {row["model"] for row in w["prefetch"]} == {"ip-stride", "bop", "berti", "fused", "static", "history",
-                                                       "delta-lstm", "fused-no-frontend"}
+    learned = ("fused", "static", "history", "delta-lstm")    # each also beside BOP and Berti; ablations not
+    assert {row["model"] for row in w["prefetch"]} == {"ip-stride", "bop", "berti", *learned, "fused-no-frontend",
+                                                       *(f"{m}+{b}" for m in learned for b in ("bop", "berti"))}
     tage = next(row for row in w["branch"] if row["model"] == "tage-sc-l")
     for row in w["branch"]:
         assert row["hard_branch_instances"] == tage["hard_branch_instances"] > 0
@@ -34,7 +35,8 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
                                                                    for m in ("fused", "branchnet"))
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"][0]
     assert {"fused_vs_branchnet_hard", "fused_vs_tage_hard", "fused_over_lstm", "coverage_ip_stride",
-            "coverage_bop", "coverage_berti", "three_way_vs_tage_hard_hybrid"} <= set(summary)
+            "coverage_bop", "coverage_berti", "three_way_vs_tage_hard_hybrid", "coverage_fused_berti",
+            "accuracy_fused_bop"} <= set(summary)
     sites = json.loads((tmp_path / "out" / "sites.json").read_text())["rows"]
     assert sum(r["tage-sc-l"] for r in sites) == tage["hard_mispredictions"]
     assert all(r["fused and tage-sc-l wrong"] <= min(r["fused"], r["tage-sc-l"]) for r in sites)

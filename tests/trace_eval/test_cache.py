@@ -424,6 +424,23 @@ def test_external_all_zero_requests_equal_none(stream):
                              prefetch_addr=zero[:, 0]), r)
 
 
+@pytest.mark.parametrize("name", ["bop", "berti", "ip-stride"])
+def test_external_requests_beside_a_built_in_prefetcher(stream, name):
+    """A learned prefetcher's rows beside a baseline (its loads' requests after the built-in's own): the
+    compiled model matches the reference and all-zero rows leave the built-in alone. (The union may cover
+    less than the rows alone: the built-in's requests evict.)"""
+    cfg = CacheConfig(l1_size=4096, l1_ways=4, l2_size=32768, l2_ways=8, fill_level=1)
+    req = external_requests(stream)
+    both = simulate(*stream, name, cfg, prefetch_addr=req)
+    assert_same(both, simulate_ref(*stream, name, cfg, prefetch_addr=req))
+    alone = simulate(*stream, name, cfg)
+    assert_same(simulate(*stream, name, cfg, prefetch_addr=np.zeros_like(req)), alone)
+    assert both.pf_requested > np.count_nonzero(req)   # the built-in's own (BOP and Berti learn from the rows')
+    assert not np.array_equal(both.l1, alone.l1)
+    w = simulate(*stream, name, cfg, warmup=5000, prefetch_addr=req)
+    assert_same(w, simulate_ref(*stream, name, cfg, warmup=5000, prefetch_addr=req))
+
+
 def test_external_bad_arguments_are_rejected(stream):
     n = len(stream[1])
     ok = np.zeros(n, dtype=np.uint64)
@@ -436,7 +453,7 @@ def test_external_bad_arguments_are_rejected(stream):
         with pytest.raises(ValueError, match="prefetch_addr"):
             run(*stream, "external", SMALL)
         with pytest.raises(ValueError, match="prefetch_addr"):
-            run(*stream, "next-line", SMALL, prefetch_addr=ok)
+            run(*stream, "none", SMALL, prefetch_addr=ok)
         with pytest.raises(ValueError, match="prefetch_addr"):
             run(*stream, NextTwo(), SMALL, prefetch_addr=ok)
         with pytest.raises(TypeError):

@@ -44,7 +44,9 @@
  *   external    Requests computed outside (e.g. by a learned model, offline): cache_run's
  *               pf_addr[n][pf_k] holds, per access, up to pf_k byte addresses to prefetch
  *               (0 = no request); the nonzero ones of row i are issued after access i, where
- *               the built-in prefetchers' candidates are issued, with the same accounting.
+ *               the built-in prefetchers' candidates are issued, with the same accounting. The
+ *               rows may also come with a built-in prefetcher (a learned prefetcher for its loads
+ *               beside the baseline for the rest): then they follow the built-in's requests.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -616,8 +618,9 @@ static int64_t count_unused(const level_t *c)
 
 /* Run n accesses. The cache and prefetcher state persist across calls on the same object (the
  * prefetcher is re-initialised when kind or params change); stats_out[ST_N] is for this call.
- * pf_addr / pf_k are used only by PF_EXTERNAL (pass NULL / 0 otherwise): pf_addr is a row-major
- * n x pf_k array of byte addresses to prefetch after each access, 0 = no request. */
+ * pf_addr / pf_k (NULL / 0 for none; PF_EXTERNAL needs them) are requests computed outside, with any
+ * kind: pf_addr is a row-major n x pf_k array of byte addresses to prefetch after each access (after the
+ * built-in prefetcher's own requests), 0 = no request. */
 void cache_run(void *handle, int kind, const int64_t *pf_params, const uint64_t *pc,
                const uint64_t *addr, const uint8_t *is_store, const uint64_t *insn_idx, int64_t n,
                uint8_t *l1_out, uint8_t *l2_out, int64_t *st, const uint64_t *pf_addr,
@@ -698,21 +701,18 @@ void cache_run(void *handle, int kind, const int64_t *pf_params, const uint64_t 
         case PF_BERTI:
             nc = berti_operate(s, line, pc[i], c1 != MISS, useful, now, cand);
             break;
-        case PF_EXTERNAL:                       /* issued straight from row i (any length) */
-            if (!pf_addr) break;
-            for (int64_t k = 0; k < pf_k; k++) {
-                uint64_t a = pf_addr[i * pf_k + k];
-                if (!a) continue;
-                st[ST_PF_REQUESTED]++;
-                st[ST_PF_ISSUED] += issue(s, a >> s->lshift, now, st);
-            }
-            break;
-        default:
+        default:                                /* PF_NONE, PF_EXTERNAL: no built-in requests */
             break;
         }
         for (int k = 0; k < nc; k++) {
             st[ST_PF_REQUESTED]++;
             st[ST_PF_ISSUED] += issue(s, cand[k], now, st);
+        }
+        for (int64_t k = 0; pf_addr && k < pf_k; k++) {  /* then row i's requests (any length) */
+            uint64_t a = pf_addr[i * pf_k + k];
+            if (!a) continue;
+            st[ST_PF_REQUESTED]++;
+            st[ST_PF_ISSUED] += issue(s, a >> s->lshift, now, st);
         }
     }
     st[ST_PF_UNUSED_AT_END] = count_unused(&s->l1) + count_unused(&s->l2);
