@@ -334,7 +334,10 @@ def _headline(study: dict, lead: int, branchnet: str, ver: dict, big: dict, smal
              "MPKI TAGE-SC-L / fused hybrid": f"{r['mpki_tage']:.3f} / {r['mpki_fused_hybrid']:.3f}",
              "k-step delta acc. fused / delta-LSTM": f"{r['delta_acc_fused']:.3f} / {r['delta_acc_lstm']:.3f}",
              "L1D coverage fused / IP-stride (same k) / BOP / Berti":
-                 " / ".join(f"{r[f'coverage_{m}']:.3f}" for m in ("fused", "ip_stride", "bop", "berti"))}
+                 " / ".join(f"{r[f'coverage_{m}']:.3f}" for m in ("fused", "ip_stride", "bop", "berti")),
+             "coverage (accuracy) BOP / fused beside BOP / Berti / fused beside Berti":
+                 " / ".join(f"{r[f'coverage_{m}']:.3f} ({r[f'accuracy_{m}']:.2f})"
+                            for m in ("bop", "fused_bop", "berti", "fused_berti"))}
             for r in study.get("summary", []) if "mpki_tage" in r and "delta_acc_fused" in r]
     text = save_table(out / "headline", rows, f"Headline numbers: held-out inputs, snapshot lead D = {lead} "
                       "(negative = fewer mispredictions)") + "\n"

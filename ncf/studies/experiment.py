@@ -444,8 +444,20 @@ def summarise(per: list[dict]) -> list[dict]:
             for m in ("fused", "bop", "berti", "fused+bop", "fused+berti"):   # the goal: coverage at no lower accuracy
                 for key in ("coverage", "accuracy"):
                     row[f"{key}_{m.replace('+', '_')}"] = p.get(m, {}).get(key)
+            row["prefetch_goal_met_by"] = prefetch_goal(p)
         rows.append(row)
     return rows
+
+
+def prefetch_goal(rows: dict) -> str:
+    """The fused GNN's deployments (alone, beside BOP, beside Berti) whose L1D coverage is above both BOP's and
+    Berti's at an accuracy no lower than either's ("none" if no deployment is; "" without BOP or Berti)."""
+    if not {"bop", "berti"} <= rows.keys():
+        return ""
+    cov, acc = (max(rows[b][key] for b in ("bop", "berti")) for key in ("coverage", "accuracy"))
+    met = [m for m in ("fused", "fused+bop", "fused+berti")
+           if m in rows and rows[m]["coverage"] > cov and rows[m]["accuracy"] >= acc]
+    return ", ".join(met) or "none"
 
 
 def run_lead_sweep(cfg: ExperimentConfig, cache: StageCache | None = None) -> dict:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ncf.studies.experiment import ExperimentConfig, run_experiment
+from ncf.studies.experiment import ExperimentConfig, prefetch_goal, run_experiment
 
 from ..helpers import png_size, render_check
 
@@ -36,7 +36,7 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"][0]
     assert {"fused_vs_branchnet_hard", "fused_vs_tage_hard", "fused_over_lstm", "coverage_ip_stride",
             "coverage_bop", "coverage_berti", "three_way_vs_tage_hard_hybrid", "coverage_fused_berti",
-            "accuracy_fused_bop"} <= set(summary)
+            "accuracy_fused_bop", "prefetch_goal_met_by"} <= set(summary)
     sites = json.loads((tmp_path / "out" / "sites.json").read_text())["rows"]
     assert sum(r["tage-sc-l"] for r in sites) == tage["hard_mispredictions"]
     assert all(r["fused and tage-sc-l wrong"] <= min(r["fused"], r["tage-sc-l"]) for r in sites)
@@ -77,3 +77,13 @@ def test_the_example_user_workload_runs_through_the_tiny_experiment(native, tmp_
     assert [json.loads(p.read_text())["input"] for p in held_out] == [1]                # the held-out input, recorded as such
     cfg = ExperimentConfig(**{**PRESETS["tiny"], "workload_files": [example], "cache": "cache", "out": "out"})
     assert load_config(ExperimentConfig, save_config(cfg, tmp_path / "exp.yaml")) == cfg
+
+
+def test_the_prefetch_goal_asks_for_more_coverage_than_both_baselines_at_no_lower_accuracy():
+    r = lambda cov, acc: {"coverage": cov, "accuracy": acc}  # noqa: E731
+    rows = {"bop": r(0.536, 0.9636), "berti": r(0.571, 0.9348), "fused": r(0.268, 0.9995),
+            "fused+bop": r(0.593, 0.9639), "fused+berti": r(0.591, 0.9350)}
+    assert prefetch_goal(rows) == "fused+bop"                 # beside Berti: less accurate than BOP alone
+    assert prefetch_goal({**rows, "fused+bop": r(0.593, 0.9600)}) == "none"
+    assert prefetch_goal({**rows, "fused": r(0.6, 0.97)}) == "fused, fused+bop"
+    assert prefetch_goal({"fused": r(0.6, 0.97)}) == ""
