@@ -70,9 +70,14 @@ def test_the_history_models_train_on_the_training_traces_and_score_the_held_out_
         assert 0 < bn["hard_mispredictions"] < bn["hard_branch_instances"] and bn["mpki"] > 0
         assert bn["hard_mispredictions_hybrid"] >= 0 and bn["mpki_hybrid"] > 0      # the hybrid with TAGE-SC-L
     prefetch = {r["model"]: r for r in json.loads((tmp_path / "out" / "champsim_prefetch.json").read_text())["rows"]}
-    assert list(prefetch) == ["ip-stride", "bop", "berti", "delta-lstm", "history"]
+    assert list(prefetch) == ["ip-stride", "bop", "berti", "delta-lstm", "history",   # each learned model beside each
+                              "delta-lstm+bop", "delta-lstm+berti", "history+bop", "history+berti"]
     for m in ("delta-lstm", "history"):
         assert 0 <= prefetch[m]["delta_accuracy"] <= 1 and prefetch[m]["l1_mpki_without"] > 30
+        for base in ("bop", "berti"):       # its requests after the baseline's own, scored against the same baseline run
+            beside = prefetch[f"{m}+{base}"]
+            assert "delta_accuracy" not in beside and beside["l1_mpki_without"] == prefetch[m]["l1_mpki_without"]
+            assert beside["issued"] > 0 and 0 <= beside["accuracy"] <= 1
     full = json.loads((tmp_path / "out" / "champsim.json").read_text())
     assert set(full["models_not_run"]) == {"fused", "static"}
     assert full["models"]["train_samples"] > 0 and full["models"]["test_samples"] > 1000
