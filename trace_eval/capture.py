@@ -61,7 +61,7 @@ GUEST_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 GUEST_ROOT = Path("/tmp/ncf-guest")  # a fixed place, not $TMPDIR: its path is part of what the guest sees
 GUEST_SEED = 1
 GUEST_STACK = "8M"
-GUEST_VERSION = 3  # bumped when what the guest sees changes: older traces are not reused
+GUEST_VERSION = 4  # bumped when what the guest sees changes: older traces are not reused
 
 
 class CaptureError(Exception):

@@ -69,14 +69,20 @@ def test_a_dynamic_program_gives_the_same_trace_twice(native, inputs_dir, tmp_pa
     assert metas[0]["guest"]["pid_namespace"]  # CI machines allow user namespaces
 
 
-def _run_probe(tmp_path, k: int) -> tuple[str, str]:
+def _run_probe(tmp_path, k: int, progress_fd: int | None = None) -> tuple[str, str]:
+    """The probe's output and trace; with ``progress_fd``, QEMU starts with that fd open (/dev/null)
+    and the plugin's progress=FD naming it, as record() does with its pipe."""
     exe = tmp_path / "guest_probe"
     if not exe.exists():
         subprocess.run(["gcc", "-O1", "-o", str(exe), str(PROBE)], check=True)
     inv = custom([str(exe)])
     out = tmp_path / f"probe{k}.ncft"
     plugin = f"{capture.plugin_path()},out={out},seed={capture.GUEST_SEED}"
+    if progress_fd is not None:
+        plugin += f",progress={progress_fd}"
     cmd, cwd, env, _ = capture.guest_command(inv, [capture.qemu_binary(), "-singlestep", "-plugin", plugin])
+    if progress_fd is not None:
+        cmd = ["sh", "-c", f'exec "$@" {progress_fd}>/dev/null', "sh", *cmd]
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=True)
     return r.stdout, file_sha256(out)
 
@@ -94,6 +100,15 @@ def test_the_guest_sees_the_virtual_environment_not_the_host(native, tmp_path):
     assert 0 < tsc0 < tsc1 < 10**6          # one tick per executed instruction
     assert lines["stat"].endswith("mtime 1767225600 blksize 4096")
     assert lines["pid"] == "2"              # the guest is pid 2 of its own pid namespace
+    assert lines["fd"] == "3"               # the first file it opens: QEMU's and the tracer's fds are out of the way
+
+
+def test_the_progress_pipe_does_not_take_a_guest_fd_number(native, tmp_path):
+    """record() hands the tracer a progress pipe whose number is whatever the caller had free (a
+    shell's first free fd, a Ray worker's hundredth): the plugin moves it away, or the guest's own
+    files get other numbers (xz's input was fd 5 or 6) and its registers, and trace, differ."""
+    (plain, sha_plain), (piped, sha_piped) = _run_probe(tmp_path, 0), _run_probe(tmp_path, 1, progress_fd=3)
+    assert "fd 3" in piped.splitlines() and piped == plain and sha_piped == sha_plain
 
 
 def test_stdin_and_env_reach_the_program_and_are_part_of_the_identity(native, tmp_path, monkeypatch):

@@ -984,10 +984,16 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         fprintf(stderr, "qtrace: the option out=PATH is required\n");
         return -1;
     }
-    if (S.progress_fd >= 0) { /* keep it away from the guest's low fd numbers */
+    if (S.progress_fd >= 0) { /* move it away from the guest's low fd numbers: the caller's number for it
+                                  * depends on what the caller had open, and the guest's open() returns
+                                  * the lowest free number (xz's input file was fd 5 or 6 by the caller) */
         int fd = fcntl(S.progress_fd, F_DUPFD_CLOEXEC, 900);
-        if (fd >= 0)
-            S.progress_fd = fd;
+        if (fd < 0) {
+            fprintf(stderr, "qtrace: cannot move progress=%d: %s\n", S.progress_fd, strerror(errno));
+            return -1;
+        }
+        close(S.progress_fd);
+        S.progress_fd = fd;
     }
     S.next_prog = PROGRESS_EVERY;
     S.check_left = MEMCHECK;

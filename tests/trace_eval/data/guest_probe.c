@@ -52,5 +52,6 @@ int main(void)
     printf("stat dev %lu ino %lu mtime %lld blksize %ld\n", (unsigned long)st.st_dev, (unsigned long)st.st_ino,
            (long long)st.st_mtime, (long)st.st_blksize);
     printf("pid %d\n", (int)getpid());
+    printf("fd %d\n", fd); /* the lowest free number: what the tracer itself holds open must not move it */
     return 0;
 }
