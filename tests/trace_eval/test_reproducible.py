@@ -111,6 +111,21 @@ def test_the_progress_pipe_does_not_take_a_guest_fd_number(native, tmp_path):
     assert "fd 3" in piped.splitlines() and piped == plain and sha_piped == sha_plain
 
 
+def test_an_open_file_limit_too_low_for_the_moved_fds_is_an_error_that_says_how_to_raise_it(native, tmp_path):
+    """The plugin's fds must sit at 900 and above (see above); under `ulimit -n 512` it cannot move
+    them, and it stops with the fix rather than tracing with its files among the guest's numbers."""
+    exe = tmp_path / "guest_probe"
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(PROBE)], check=True)
+    out = tmp_path / "probe.ncft"
+    plugin = f"{capture.plugin_path()},out={out},seed={capture.GUEST_SEED}"
+    cmd, cwd, env, _ = capture.guest_command(custom([str(exe)]), [capture.qemu_binary(), "-singlestep", "-plugin",
+                                                                   plugin])
+    r = subprocess.run(["sh", "-c", 'ulimit -n 512 && exec "$@"', "sh", *cmd], cwd=cwd, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "open-file limit is 512" in r.stderr and "ulimit -n 1024" in r.stderr
+    assert not out.exists() and not list(tmp_path.glob("probe.ncft.tmp.*"))
+
+
 def test_stdin_and_env_reach_the_program_and_are_part_of_the_identity(native, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "in.txt").write_text("3\n1\n2\n")

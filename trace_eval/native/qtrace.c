@@ -61,6 +61,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -905,6 +906,27 @@ static int parse_u64(const char *key, const char *v, uint64_t *out)
     return 0;
 }
 
+/* The plugin's own fds (progress pipe, trace file, log) live at HIGH_FD and above, close-on-exec: the
+ * guest's open() returns the lowest free number, so an fd of ours at a low number would change the
+ * guest's fd numbers, hence its registers and its trace, with whatever the caller had open (xz's input
+ * was fd 5 from a shell, 6 elsewhere). With `replace`, fd is closed (the copy replaces it, or the plugin
+ * stops). No fallback to a low number: an error the user can fix beats a trace that depends on the caller. */
+#define HIGH_FD 900
+static int move_high(int fd, const char *what, int replace) {
+    int hi = fcntl(fd, F_DUPFD_CLOEXEC, HIGH_FD);
+    if (hi < 0) {
+        struct rlimit rl = {0};
+        getrlimit(RLIMIT_NOFILE, &rl);
+        fprintf(stderr, "qtrace: cannot move the %s (fd %d) to fd %d or above: %s; the open-file limit is "
+                "%llu, raise it above %d (ulimit -n 1024)\n", what, fd, HIGH_FD, strerror(errno),
+                (unsigned long long)rl.rlim_cur, HIGH_FD);
+        hi = -1;
+    }
+    if (replace)
+        close(fd);
+    return hi;
+}
+
 static int parse_onoff(const char *key, const char *v, int *out)
 {
     if (!strcmp(v, "on") || !strcmp(v, "1") || !strcmp(v, "true"))
@@ -984,17 +1006,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         fprintf(stderr, "qtrace: the option out=PATH is required\n");
         return -1;
     }
-    if (S.progress_fd >= 0) { /* move it away from the guest's low fd numbers: the caller's number for it
-                                  * depends on what the caller had open, and the guest's open() returns
-                                  * the lowest free number (xz's input file was fd 5 or 6 by the caller) */
-        int fd = fcntl(S.progress_fd, F_DUPFD_CLOEXEC, 900);
-        if (fd < 0) {
-            fprintf(stderr, "qtrace: cannot move progress=%d: %s\n", S.progress_fd, strerror(errno));
-            return -1;
-        }
-        close(S.progress_fd);
-        S.progress_fd = fd;
-    }
+    if (S.progress_fd >= 0 && (S.progress_fd = move_high(S.progress_fd, "progress pipe", 1)) < 0)
+        return -1;
     S.next_prog = PROGRESS_EVERY;
     S.check_left = MEMCHECK;
     S.evt = S.progress_fd >= 0 && S.next_prog < S.skip ? S.next_prog : S.skip;
@@ -1018,8 +1031,10 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
     load_buf(&S.bufs[0]);
     S.next_buf = 1;
     S.pid = getpid();
-    int lfd = fcntl(2, F_DUPFD_CLOEXEC, 900);
-    S.log = lfd >= 0 ? fdopen(lfd, "w") : NULL;
+    int lfd = move_high(2, "log copy of stderr", 0);
+    if (lfd < 0)
+        return -1;
+    S.log = fdopen(lfd, "w");
     if (!S.log)
         S.log = stderr;
 
@@ -1030,11 +1045,10 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         fprintf(stderr, "qtrace: cannot create %s: %s\n", S.tmp, strerror(errno));
         return -1;
     }
-    S.fd = fcntl(fd, F_DUPFD_CLOEXEC, 900);
-    if (S.fd >= 0)
-        close(fd);
-    else
-        S.fd = fd;
+    if ((S.fd = move_high(fd, "trace file", 1)) < 0) {
+        unlink(S.tmp);
+        return -1;
+    }
     uint8_t hdr[64] = "NCFTRACE";
     uint16_t ver = 1, hsz = 64;
     uint32_t flags = FLAGS, nreg = NREG, chunk = CHUNK;
