@@ -65,7 +65,7 @@ def imported(cache: StageCache, src: Path) -> Path:
 
     name = src.name.split(".")[0] + ".ncft"
     entry = cache.run("champsim", {"file": file_sha256(src)}, lambda d: {"trace": str(import_champsim(src, d / name))},
-                      code=("trace_eval",), label=src.name.split(".")[0])
+                      code=("ncf.trace_eval.champsim",), label=src.name.split(".")[0])
     return entry.path / name
 
 

@@ -194,12 +194,13 @@ def prepare_program(cache: StageCache, p: Program, cfg: ClassifyConfig, samples:
     inv = replace(custom([str(p.binary), str(p.seed)]), workload=p.key, input=p.seed)
     trace = steps.trace(cache, inv, cfg.skip, cfg.instructions, progress=False)
     sha = steps.trace_sha(trace)
-    opcodes = cache.run("opcodes", {"trace": sha}, lambda d: opcode_histogram(trace), code=("model",),
+    opcodes = cache.run("opcodes", {"trace": sha}, lambda d: opcode_histogram(trace), code=("ncf.model.classify",),
                         label=p.key).result
     data = {"trace": trace, "opcodes": opcodes, "ds": None}
     if samples:
         site_list = cache.run("sites", {"trace": sha, "limits": [cfg.max_branches, cfg.max_loads], "fill": True},
-                              lambda d: fill_sites(trace, cfg.max_branches, cfg.max_loads), code=("model",),
+                              lambda d: fill_sites(trace, cfg.max_branches, cfg.max_loads),
+                              code=("ncf.model.classify",),
                               label=p.key).result
         data["ds"] = Dataset(steps.dataset(cache, trace, site_list, cfg.dataset_config(), vocab=list(DELTA_VOCAB),
                                            label=p.key))
@@ -219,7 +220,7 @@ def evaluate_split(cache: StageCache, sp: dict, data: dict, classes: list[str], 
 
         def merge(d):
             merge_datasets(parts, list(y_train), d / "data", cfg.seed)
-        merged = cache.run("merged", key, merge, code=("model",), label=sp["tag"]).path / "data"
+        merged = cache.run("merged", key, merge, code=("ncf.model.classify",), label=sp["tag"]).path / "data"
     if {"fused", "static"} & set(cfg.methods):
         run = steps.train(cache, cfg.train_config(cfg.epochs), merged, label="classify-pretrain",
                           progress=False)
@@ -241,7 +242,7 @@ def evaluate_split(cache: StageCache, sp: dict, data: dict, classes: list[str], 
 
         def fit_scratch(d):
             torch.save(train_scratch(merged, len(classes), tcfg, progress=False).state_dict(), d / "scratch.pt")
-        entry = cache.run("scratch", key, fit_scratch, code=("model",), label=sp["tag"])
+        entry = cache.run("scratch", key, fit_scratch, code=("ncf.model.classify",), label=sp["tag"])
         model = scratch_model(Dataset(merged), len(classes), tcfg)
         model.load_state_dict(torch.load(entry.path / "scratch.pt", weights_only=True))
         preds["scratch"] = np.array([int(np.argmax(scratch_predict(model, data[p]["ds"]))) for p in test_p])

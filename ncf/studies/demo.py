@@ -149,7 +149,8 @@ def run(out: str | Path = "reports/demo", preset: str = "default", fresh: bool =
     save_config(bits, configs / "bits.yaml")
     q = cache.run("bits", {"run": steps.entry_key(run_dir), "train": steps.entry_key(train_ds),
                            "test": steps.entry_key(test_ds), "config": asdict(bits)},
-                  lambda d: {"rows": _bits(run_dir, train_ds, test_ds, bits, exp.engine())}, code=("quant",),
+                  lambda d: {"rows": _bits(run_dir, train_ds, test_ds, bits, exp.engine())},
+                  code=("ncf.studies.bits", "ncf.model.train"),
                   label=sweep_workload).result
     sections += [write_bits(q["rows"], out / "quant" / "bits", {"config": asdict(bits)}),
                  "![accuracy against bit width](quant/bits.png)\n"]

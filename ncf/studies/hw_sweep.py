@@ -136,7 +136,8 @@ def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: 
                 "ladder_exact": lad["fake_quant==intref"] == lad["samples"] == lad["intref==qonnx"]}
     key = {"run": steps.entry_key(run), "train": steps.entry_key(train_dir), "test": steps.entry_key(test_dir),
            "site": site, "bits": bits, "qat_steps": cfg.qat_steps, "seed": cfg.seed, "rows": cfg.max_rows}
-    e = cache.run("bundle", key, make, code=("quant",), label=f"site{site}-b{bits}")
+    e = cache.run("bundle", key, make, code=("ncf.studies.bits", "ncf.model.train", "ncf.quant.quantize"),
+                  label=f"site{site}-b{bits}")
     return e.path / f"site{site}_{bits}bit.onnx", e.result
 
 
@@ -172,7 +173,7 @@ def lut_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: 
     def make(d):
         r = lutnet_site(train_dir, test_dir, d, lcfg, site=site, max_rows=cfg.max_rows, progress=False)
         return {k: v for k, v in r.items() if k not in ("text", "bundle", "rtl")}
-    e = cache.run("lutnet", key, make, code=("hw",), label=f"site{site}-lut-{spec.replace('/', '_')}")
+    e = cache.run("lutnet", key, make, code=("ncf.studies.lutnet",), label=f"site{site}-lut-{spec.replace('/', '_')}")
     r, rtl = e.result, e.path / "rtl"
     if abs(r["tage_acc"] - tage) > 1e-12:
         raise RuntimeError(f"LUT-net point {spec}: scored on other samples than the sweep's GNN points")

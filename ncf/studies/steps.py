@@ -32,7 +32,7 @@ def trace(cache: StageCache, inv, skip: int, count: int, progress: bool = True) 
     name = f"{label}.ncft"
     return cache.run("trace", key, lambda d: {"sidecar": record(inv, d / name, skip=skip, count=count,
                                                                 progress=progress)},
-                     code=("trace_eval",), label=label).path / name
+                     code=("ncf.trace_eval.capture",), label=label).path / name
 
 
 def trace_sha(path) -> str:
@@ -45,7 +45,7 @@ def baselines(cache: StageCache, trace_path: Path) -> dict:
     from ncf.trace_eval.baseline import evaluate
 
     return cache.run("baselines", {"trace": trace_sha(trace_path)}, lambda d: evaluate(trace_path),
-                     code=("trace_eval",), label=Path(trace_path).stem).result
+                     code=("ncf.trace_eval.baseline",), label=Path(trace_path).stem).result
 
 
 # ------------------------------------------------------------------------------------ model
@@ -58,7 +58,7 @@ def sites(cache: StageCache, trace_path: Path, max_branches: int, max_loads: int
         s["from_trace"] = Path(trace_path).name
         return s
     return cache.run("sites", {"trace": trace_sha(trace_path), "limits": [max_branches, max_loads]}, fn,
-                     code=("model",), label=Path(trace_path).stem).result
+                     code=("ncf.model.dataset",), label=Path(trace_path).stem).result
 
 
 def dataset(cache: StageCache, trace_path: Path, site_list: dict, cfg, vocab: list | None = None,
@@ -79,7 +79,7 @@ def dataset(cache: StageCache, trace_path: Path, site_list: dict, cfg, vocab: li
 
     key = {"trace": trace_sha(trace_path), "sites": site_list, "config": asdict(cfg), "vocab": vocab,
            "distance": distance}
-    entry = cache.run("dataset", key, fn, code=("model",), label=label or Path(trace_path).stem)
+    entry = cache.run("dataset", key, fn, code=("ncf.model.dataset",), label=label or Path(trace_path).stem)
     return entry.path / "data" if entry.result["samples"] else None
 
 
@@ -90,7 +90,8 @@ def merged(cache: StageCache, parts: list, label: str = "") -> Path:
     def fn(d):
         meta = concat_datasets(parts, d / "data")
         return {"samples": meta["samples"], "dropped": meta["samples_dropped"]}
-    return cache.run("merge", {"parts": [entry_key(p) for p in parts]}, fn, code=("model",), label=label).path / "data"
+    return cache.run("merge", {"parts": [entry_key(p) for p in parts]}, fn, code=("ncf.model.dataset",),
+                     label=label).path / "data"
 
 
 def train(cache: StageCache, cfg, train_ds: Path, test_ds: Path | None = None, label: str = "",
@@ -102,7 +103,7 @@ def train(cache: StageCache, cfg, train_ds: Path, test_ds: Path | None = None, l
     key = {"train": entry_key(train_ds), "config": settings}
     return cache.run("train", key, lambda d: train_run(replace(cfg, train=str(train_ds), out=str(d / "run"),
                                                               test=str(test_ds or "")), progress=progress),
-                     code=("model",), label=label or cfg.model).path / "run"
+                     code=("ncf.model.train",), label=label or cfg.model).path / "run"
 
 
 def entry_key(path) -> str:
@@ -134,7 +135,8 @@ def rtl(cache: StageCache, onnx, cutoff: float, check_samples: int | None = None
     cfg = HwConfig(cutoff=cutoff, **({"check_samples": check_samples} if check_samples else {}))
     return cache.run("rtl", {"bundle": bundle_key(onnx), "config": asdict(cfg)},
                      lambda d: {"latency": build_rtl(read_bundle(onnx), cfg, d / "rtl", progress=False)["latency"]},
-                     code=("hw",), label=Path(onnx).stem.removesuffix("_clean")).path / "rtl"
+                     code=("ncf.hw.generate", "ncf.quant.quantize"),
+                     label=Path(onnx).stem.removesuffix("_clean")).path / "rtl"
 
 
 def multisite_rtl(cache: StageCache, onnxs: list, cutoff: float, check_samples: int | None = None,
@@ -149,7 +151,8 @@ def multisite_rtl(cache: StageCache, onnxs: list, cutoff: float, check_samples: 
     key = {"bundles": [bundle_key(o) for o in onnxs], "config": asdict(cfg), "design": design}
     return cache.run("rtl", key, lambda d: {"latency": build_sites([read_bundle(o) for o in onnxs], cfg, d / "rtl", design,
                                                                    progress=False)["latency"]},
-                     code=("hw",), label=f"sites{len(onnxs)}-{design}").path / "rtl"
+                     code=("ncf.hw.generate", "ncf.hw.shared", "ncf.quant.quantize"),
+                     label=f"sites{len(onnxs)}-{design}").path / "rtl"
 
 
 def manifest(rtl_dir) -> dict:
@@ -165,7 +168,8 @@ def hls(cache: StageCache, onnx) -> dict:
 
     return cache.run("hls", {"bundle": bundle_key(onnx), "config": asdict(HwConfig())},
                      lambda d: build_hls(read_bundle(onnx), HwConfig(), d / "hls", progress=False),
-                     code=("hw",), label=Path(onnx).stem.removesuffix("_clean")).result
+                     code=("ncf.hw.generate", "ncf.quant.quantize"),
+                     label=Path(onnx).stem.removesuffix("_clean")).result
 
 
 def verify(cache: StageCache, rtl_dir, simulator: str, n_stream: int | None = None, n_handshake: int = 2000,
@@ -180,7 +184,8 @@ def verify(cache: StageCache, rtl_dir, simulator: str, n_stream: int | None = No
                                                          n_stream=n_stream, n_handshake=n_handshake,
                                                          close_loop=close_loop, progress=False, netlist=netlist,
                                                          synth_dir=synth_dir),
-                     code=("rtl_tests",), label=simulator if netlist is None else f"{simulator}-{netlist}").result
+                     code=("ncf.rtl_tests.sim",),
+                     label=simulator if netlist is None else f"{simulator}-{netlist}").result
 
 
 def synth(cache: StageCache, rtl_dir, targets: tuple, timeout_s: float | None = None, freq_mhz: float = 200,
@@ -193,4 +198,4 @@ def synth(cache: StageCache, rtl_dir, targets: tuple, timeout_s: float | None = 
     return cache.run("synth", key, lambda d: run_synth(rtl_dir, targets=targets, out_dir=d / "synth",
                                                        freq_mhz=freq_mhz, seed=seed, progress=False,
                                                        timeout_s=timeout_s),
-                     code=("hw",), label="-".join(targets)).result
+                     code=("ncf.hw.synth",), label="-".join(targets)).result

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from ncf.studies.cache import StageCache, code_version
+import ncf.studies.cache as cache_mod
+from ncf.studies.cache import StageCache, code_sources, code_version
 
 
 def counting(calls: list):
@@ -22,20 +24,61 @@ def counting(calls: list):
 
 def test_same_key_reuses_and_another_key_or_code_recomputes(tmp_path):
     cache, calls = StageCache(tmp_path, log=None), []
-    a = cache.run("step", {"x": 1}, counting(calls), code=("model",), label="lab")
-    b = cache.run("step", {"x": 1}, counting(calls), code=("model",), label="lab")
+    a = cache.run("step", {"x": 1}, counting(calls), code=("ncf.model.dataset",), label="lab")
+    b = cache.run("step", {"x": 1}, counting(calls), code=("ncf.model.dataset",), label="lab")
     assert (a.result, a.reused, b.result, b.reused) == ({"n": 1}, False, {"n": 1}, True) and a.path == b.path
     assert a.path.name.startswith("lab-") and (a.path / "out.txt").read_text() == "call 1\\n"
-    c = cache.run("step", {"x": 2}, counting(calls), code=("model",), label="lab")
-    d = cache.run("step", {"x": 1}, counting(calls), code=("quant",), label="lab")   # other code version
+    c = cache.run("step", {"x": 2}, counting(calls), code=("ncf.model.dataset",), label="lab")
+    d = cache.run("step", {"x": 1}, counting(calls), code=("ncf.model.train",), label="lab")   # other code version
     assert (c.result, d.result) == ({"n": 2}, {"n": 3}) and len({a.path, c.path, d.path}) == 3
     rec = json.loads((a.path / "stage.json").read_text())
     assert rec["key"] == {"x": 1} and rec["result"] == {"n": 1} and rec["step"] == "step"
 
 
-def test_code_version_covers_the_upstream_stages():
-    assert code_version("trace_eval") != code_version("model") != code_version("hw")
-    assert code_version("model") == code_version("trace_eval", "model")
+def _rel(module: str) -> set[str]:
+    return {str(f.relative_to(cache_mod.REPO)) for f in code_sources(module)}
+
+
+def test_a_step_depends_on_the_code_it_runs_and_nothing_else():
+    """The sources a step's modules import (also inside functions), name as a module in a string (cocotb's
+    testbench) or as a native library ("libbp.so"), and the non-Python sources of their stage folders."""
+    trace = _rel("ncf.trace_eval.capture")
+    assert {"trace_eval/capture.py", "trace_eval/selfcheck.py", "trace_eval/native/qtrace.c",
+            "trace_eval/native/qemu-plugin-min.h", "trace_eval/native/selfcheck.c", "ncf/io.py"} <= trace
+    assert not trace & {"trace_eval/branch_predictors.py", "trace_eval/cache.py", "trace_eval/native/bp.c",
+                        "trace_eval/native/cache.c"} and not any(f.startswith("model/") for f in trace)
+    data = _rel("ncf.model.dataset")
+    assert {"model/dataset.py", "model/graph.py", "trace_eval/branch_predictors.py", "trace_eval/native/bp.c"} <= data
+    assert not data & {"model/gnn.py", "model/train.py", "trace_eval/capture.py", "trace_eval/native/qtrace.c"}
+    assert {"rtl_tests/predictor_tb.py", "rtl_tests/hdl/ncf_tb_top.v", "hw/verilog/ncf_predictor.v",
+            "model/gnn.py"} <= _rel("ncf.rtl_tests.sim")
+    with pytest.raises(ValueError, match="ncf.model.nothing is not a module"):
+        code_version("ncf.model.nothing")
+
+
+def test_a_change_redoes_the_steps_that_run_it_and_only_those(tmp_path, monkeypatch):
+    """On a copy of the sources: a baseline predictor's change keeps the trace step's version and
+    changes the dataset step's; the tracer plugin's change does the opposite."""
+    repo = tmp_path / "repo"
+    for d in ("ncf", *cache_mod.STAGES):
+        shutil.copytree(cache_mod.REPO / d, repo / d, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache_mod, "REPO", repo)
+    monkeypatch.setattr(cache_mod, "NATIVE", repo / "trace_eval" / "native")
+
+    def versions() -> tuple[str, str]:
+        code_version.cache_clear()
+        code_sources.cache_clear()
+        return code_version("ncf.trace_eval.capture"), code_version("ncf.model.dataset")
+    trace0, data0 = versions()
+    with open(repo / "trace_eval" / "branch_predictors.py", "a") as f:
+        f.write("# a change to TAGE-SC-L\n")
+    trace1, data1 = versions()
+    with open(repo / "trace_eval" / "native" / "qtrace.c", "a") as f:
+        f.write("/* a change to the tracer */\n")
+    trace2, data2 = versions()
+    code_version.cache_clear()
+    code_sources.cache_clear()
+    assert trace1 == trace0 and data1 != data0 and trace2 != trace1 and data2 == data1
 
 
 def test_a_failed_step_leaves_nothing_and_is_redone(tmp_path):
