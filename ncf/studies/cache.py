@@ -14,8 +14,8 @@ sources the named modules (the ones whose functions the step calls) depend on (`
 change to the code a step runs redoes it, and a change elsewhere does not. ``fn`` writes into the
 entry's directory (so that what it records of its own paths stays true), which is removed if ``fn``
 fails; ``stage.json`` is written last, atomically, and an entry without it (a killed run) is never
-used: it is removed and redone. A lock per entry lets concurrent processes (pytest-xdist workers, Ray tasks) share it: the
-second waits, then reuses. ``fresh=True`` redoes each entry once in this run: an entry records the
+used: it is removed and redone. A lock per entry lets concurrent processes (pytest-xdist workers, Ray
+tasks) share it: the second waits, then reuses. ``fresh=True`` redoes each entry once in this run: an entry records the
 run that made it, and the run's id travels with the cache object into its Ray tasks.
 """
 from __future__ import annotations
@@ -90,7 +90,7 @@ def code_sources(*modules: str) -> tuple[Path, ...]:
                     c = NATIVE / f"{lib[1]}.c"
                     files |= {c, *(NATIVE / h.decode() for h in C_INCLUDE.findall(c.read_bytes()))}
         todo = [t for t in todo if t == "ncf" or t.startswith("ncf.")]
-    for stage in {f.relative_to(REPO).parts[0] for f in set(files)} - {"ncf"}:
+    for stage in {f.relative_to(REPO).parts[0] for f in files} - {"ncf"}:
         files |= {f for f in (REPO / stage).rglob("*") if f.suffix in RESOURCES and NATIVE not in f.parents}
     return tuple(sorted(files))
 
