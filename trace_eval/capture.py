@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,9 @@ SUMMARY = re.compile(r"qtrace: executed=(\d+) recorded=(\d+) seconds=([\d.]+) ei
 # * pids and tids: a pid namespace, where the guest is always pid 2 (glibc stores its tid at
 #   start-up); also uid/gid 0 inside. Where user namespaces are not allowed the guest sees the host's
 #   pids and the sidecar says so (guest.pid_namespace = false);
+# * signals: every signal's handling is the default and none is blocked (both are inherited across
+#   exec, and QEMU hands them to the guest: xz keeps a signal ignored that its caller ignored, and
+#   `nohup` or a shell's `&` ignore some);
 # * time-stamp counter, clocks, getrandom, sysinfo, uname, stat's device/inode numbers and times:
 #   the plugin's virtual environment (native/qtrace.c, "determinism").
 # Not fixed: file owners (stat's uid/gid) and the host's pids where namespaces are not available.
@@ -61,7 +65,7 @@ GUEST_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 GUEST_ROOT = Path("/tmp/ncf-guest")  # a fixed place, not $TMPDIR: its path is part of what the guest sees
 GUEST_SEED = 1
 GUEST_STACK = "8M"
-GUEST_VERSION = 4  # bumped when what the guest sees changes: older traces are not reused
+GUEST_VERSION = 5  # bumped when what the guest sees changes: older traces are not reused
 
 
 class CaptureError(Exception):
@@ -108,9 +112,13 @@ def record(inv: Invocation, out: str | os.PathLike, skip: int = 0, count: int = 
         rfd, wfd = os.pipe()
         cmd, cwd, env, guest = guest_command(inv, [qemu, "-singlestep", "-plugin", f"{plugin},{opts},progress={wfd}"])
         t0 = time.monotonic()
-        with open(tmp_stdout, "wb") as so, open(inv.stdin or os.devnull, "rb") as si:
-            proc = subprocess.Popen(cmd, cwd=cwd, stdout=so, stderr=subprocess.PIPE, stdin=si, pass_fds=(wfd,),
-                                    env=env)
+        blocked = signal.pthread_sigmask(signal.SIG_SETMASK, ())   # the child inherits this thread's mask
+        try:
+            with open(tmp_stdout, "wb") as so, open(inv.stdin or os.devnull, "rb") as si:
+                proc = subprocess.Popen(cmd, cwd=cwd, stdout=so, stderr=subprocess.PIPE, stdin=si, pass_fds=(wfd,),
+                                        env=env)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(wfd)
         err_lines: list[bytes] = []
         reader = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
@@ -185,11 +193,13 @@ def guest_command(inv: Invocation, qemu_cmd: list[str]) -> tuple[list[str], Path
            *inv.argv[1:]]
     ns = pid_namespace()
     if ns:  # sh stays pid 1 (the namespace's init) so that the guest is an ordinary process, pid 2;
-        # sh exports PWD (the caller's directory): env removes it again
-        cmd = [*ns, "/bin/sh", "-c", 'env -u PWD "$@"; exit $?', "ncf-guest", *cmd]
+        # sh exports PWD (the caller's directory): env removes it again; env resets every signal's handling
+        cmd = [*ns, "/bin/sh", "-c", 'env -u PWD --default-signal "$@"; exit $?', "ncf-guest", *cmd]
+    else:
+        cmd = ["env", "--default-signal", *cmd]
     guest = {"version": GUEST_VERSION, "exe": str(exe), "argv0": exe.name, "cwd": str(cwd) if inv.own_dir else "(caller's)",
              "env": env, "stdin": {"file": inv.stdin.name, "sha256": inv.input_files["<stdin>"]} if inv.stdin else None,
-             "seed": GUEST_SEED, "stack": GUEST_STACK, "pid_namespace": bool(ns)}
+             "seed": GUEST_SEED, "stack": GUEST_STACK, "signals": "default", "pid_namespace": bool(ns)}
     return cmd, cwd, env, guest
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import resource
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def test_the_guest_sees_the_virtual_environment_not_the_host(native, tmp_path):
     assert lines["stat"].endswith("mtime 1767225600 blksize 4096")
     assert lines["pid"] == "2"              # the guest is pid 2 of its own pid namespace
     assert lines["fd"] == "3"               # the first file it opens: QEMU's and the tracer's fds are out of the way
+    assert lines["signals"] == "ignored 0 blocked 0"
 
 
 def test_the_progress_pipe_does_not_take_a_guest_fd_number(native, tmp_path):
@@ -109,6 +111,25 @@ def test_the_progress_pipe_does_not_take_a_guest_fd_number(native, tmp_path):
     files get other numbers (xz's input was fd 5 or 6) and its registers, and trace, differ."""
     (plain, sha_plain), (piped, sha_piped) = _run_probe(tmp_path, 0), _run_probe(tmp_path, 1, progress_fd=3)
     assert "fd 3" in piped.splitlines() and piped == plain and sha_piped == sha_plain
+
+
+def test_signals_the_caller_ignores_or_blocks_do_not_reach_the_guest(native, tmp_path):
+    """Ignored and blocked signals survive exec and QEMU hands them to the guest: `nohup` or a shell's
+    `&` made xz run other instructions (it keeps an ignored SIGINT ignored), so a study started in the
+    background traced another xz window than `ncf trace` did from a terminal."""
+    exe = tmp_path / "guest_probe"
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(PROBE)], check=True)
+    inv = custom([str(exe)])
+    plain = record(inv, tmp_path / "plain.ncft", count=10**7, run_to_end=True, selfcheck=False, progress=False)
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN), signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        odd = record(inv, tmp_path / "odd.ncft", count=10**7, run_to_end=True, selfcheck=False, progress=False)
+    finally:
+        signal.signal(signal.SIGHUP, old[0])
+        signal.pthread_sigmask(signal.SIG_SETMASK, old[1])
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, ()) == old[1]   # the caller's mask is back
+    assert odd["program_output_sha256"] == plain["program_output_sha256"]
+    assert file_sha256(tmp_path / "odd.ncft") == file_sha256(tmp_path / "plain.ncft")
 
 
 def test_an_open_file_limit_too_low_for_the_moved_fds_is_an_error_that_says_how_to_raise_it(native, tmp_path):

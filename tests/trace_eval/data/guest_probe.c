@@ -1,6 +1,7 @@
 /* What a program can learn about its host, printed: tests/trace_eval/test_reproducible.py traces it
  * and checks that every line is the tracer's virtual environment, not the host's. */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -53,5 +54,14 @@ int main(void)
            (long long)st.st_mtime, (long)st.st_blksize);
     printf("pid %d\n", (int)getpid());
     printf("fd %d\n", fd); /* the lowest free number: what the tracer itself holds open must not move it */
+    int ignored = 0, blocked = 0; /* inherited across exec: xz, for one, keeps an ignored SIGINT ignored */
+    sigset_t mask;
+    sigprocmask(SIG_SETMASK, NULL, &mask);
+    for (int s = 1; s < NSIG; s++) {
+        struct sigaction sa;
+        ignored += sigaction(s, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN;
+        blocked += sigismember(&mask, s) == 1;
+    }
+    printf("signals ignored %d blocked %d\n", ignored, blocked);
     return 0;
 }
