@@ -87,13 +87,16 @@ def train_history_model(cfg, resume: bool = False, progress: bool = True) -> dic
     return summary
 
 
-def predict_history(run_dir: str | Path, ds_dir: str | Path) -> dict:
-    """Per-sample predictions on a (test) dataset: p_taken for branch samples of trained hard
-    branches (NaN elsewhere), delta class for load samples (-1 elsewhere)."""
+def predict_history(run_dir: str | Path, ds_dir: str | Path, wanted: np.ndarray | None = None) -> dict:
+    """Per-sample predictions on a (test) dataset's rows ``wanted`` (default: all): p_taken for branch
+    samples of trained hard branches (NaN elsewhere), delta class for load samples (-1 elsewhere)."""
     saved = load_checkpoint(checkpoint_path(run_dir))
     model_name = saved["config"]["model"]
     ds = Dataset(ds_dir)
     a = ds.arrays
+    wanted = np.arange(len(ds)) if wanted is None else np.asarray(wanted, np.int64)
+    keep = np.zeros(len(ds), bool)
+    keep[wanted] = True
     p_taken = np.full(len(ds), np.nan)
     cls = np.full(len(ds), -1, np.int64)
     pcs = _site_pc(ds)
@@ -101,6 +104,7 @@ def predict_history(run_dir: str | Path, ds_dir: str | Path) -> dict:
         for k, pc in enumerate(pcs):
             state = saved["sites"].get(str(int(pc)))
             rows = _rows(ds, 0, k)
+            rows = rows[keep[rows]]
             if state is None or not len(rows):
                 continue
             model = BranchNet(**BRANCHNET_SHAPES[saved["config"].get("branchnet", "big")])
@@ -112,8 +116,9 @@ def predict_history(run_dir: str | Path, ds_dir: str | Path) -> dict:
         model = DeltaLSTM(n_sites=len(train_pcs), n_classes=ds.meta["config"]["delta_classes"])
         model.load_state_dict(saved["sites"]["all"])
         rows = _rows(ds, 1)
+        rows = rows[keep[rows]]
         to_train = {pc: k for k, pc in enumerate(train_pcs)}
         site = np.array([to_train.get(int(pcs[s]), -1) for s in np.asarray(a["site"][rows])], np.int64)
         ok = site >= 0
         cls[rows[ok]] = predict(model, (np.asarray(a["dhist"][rows[ok]], np.int64), site[ok]))
-    return {"p_taken": p_taken, "delta_class": cls}
+    return {"p_taken": p_taken[wanted], "delta_class": cls[wanted]}

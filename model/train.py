@@ -344,14 +344,14 @@ def load_model(run_dir: str | Path, dev=torch.device("cpu")):
     return model.eval(), TrainConfig(**{k: v for k, v in saved["config"].items() if k in known})
 
 
-def predict(run_dir: str | Path, ds_dir: str | Path) -> dict:
-    """Per-sample predictions of a trained run (any model) on a dataset: p_taken (NaN where the model
-    makes none), delta class (-1 where none)."""
+def predict(run_dir: str | Path, ds_dir: str | Path, rows: np.ndarray | None = None) -> dict:
+    """Per-sample predictions of a trained run (any model) on a dataset's ``rows`` (default: all): p_taken
+    (NaN where the model makes none), delta class (-1 where none)."""
     if TrainConfig.load(Path(run_dir) / "config.yaml").model in HISTORY_MODELS:
-        return predict_history(run_dir, ds_dir)
+        return predict_history(run_dir, ds_dir, rows)
     model, cfg = load_model(run_dir)
     ds = graph_dataset(ds_dir, cfg.model)
-    rows = np.arange(len(ds))
+    rows = np.arange(len(ds)) if rows is None else np.asarray(rows, np.int64)
     batches = GraphBatches(ds, cfg.model, torch.device("cpu"), drop=cfg.drop)
     p, cls = predict_gnn(model, ds, batches, rows, torch.device("cpu"))
     return {"p_taken": p, "delta_class": cls}

@@ -8,7 +8,9 @@ are unchanged.
     Dataset(entry.path / "data"); entry.result    # the files fn wrote, and what it returned
 
 An entry is the directory ``root/<step>/<label>-<digest>/``: the files ``fn`` wrote into it and
-``stage.json`` (format version, step, key, code version, result, seconds), written last. The digest
+``stage.json`` (format version, step, key, code version, result, seconds), written last. The label only
+names the directory: a finished entry of the same step and digest under another label is reused (the
+lead sweep's model at the study's lead is the main table's first seed). The digest
 is the sha256 of the key (the inputs' content hashes and the settings) and of the code version: the
 sources the named modules (the ones whose functions the step calls) depend on (``code_sources``), so a
 change to the code a step runs redoes it, and a change elsewhere does not. ``fn`` writes into the
@@ -136,12 +138,11 @@ class StageCache:
         with open(path.parent / f".{name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             done = path / "stage.json"
-            if done.exists():
-                rec = json.loads(done.read_text())
-                if (rec.get("format_version") == FORMAT_VERSION and rec.get("digest") == d
-                        and (not self.fresh or rec.get("run") == self._run)):
-                    self._say(f"[{step}] {name}: reused")
-                    return Entry(path, rec["result"], True)
+            for entry in [path, *sorted(p for p in path.parent.glob(f"*{d[:16]}") if p != path)]:
+                rec = self._record(entry, d)
+                if rec is not None:
+                    self._say(f"[{step}] {name}: reused" + (f" ({entry.name})" if entry != path else ""))
+                    return Entry(entry, rec["result"], True)
             self._say(f"[{step}] {name}: running ...")
             t0 = time.monotonic()
             shutil.rmtree(path, ignore_errors=True)
@@ -156,6 +157,15 @@ class StageCache:
                               "run": self._run})
             self._say(f"[{step}] {name}: done in {time.monotonic() - t0:.1f} s")
             return Entry(path, result, False)
+
+    def _record(self, entry: Path, d: str) -> dict | None:
+        """The record of a finished entry of digest ``d`` that this run may use (None if there is none)."""
+        done = entry / "stage.json"
+        if not done.exists():
+            return None
+        rec = json.loads(done.read_text())
+        ok = rec.get("format_version") == FORMAT_VERSION and rec.get("digest") == d
+        return rec if ok and (not self.fresh or rec.get("run") == self._run) else None
 
     def _say(self, msg: str) -> None:
         if self.log:

@@ -149,14 +149,19 @@ def trace_task(cache: StageCache, workload: str | UserWorkload, inp: int, skip: 
     return steps.trace(cache, prepare(workload, inp), skip, count)
 
 
+def validation_rows(train_ds: Dataset) -> np.ndarray:
+    """The training set's validation split (its last 10% in time): where the hybrid's policy is chosen."""
+    return split_by_time(len(train_ds))[1]
+
+
 def policy_of(train_ds: Dataset, candidates: dict[str, np.ndarray]) -> dict:
-    """The hybrid's override policy over ``candidates`` (p_taken per training row; model.evaluate.hybrid_policy),
-    chosen on the training set's validation split (its last 10% in time) only."""
+    """The hybrid's override policy over ``candidates`` (p_taken per row of ``validation_rows``;
+    model.evaluate.hybrid_policy), chosen on the training set's validation split only."""
     a = train_ds.arrays
-    _, val = split_by_time(len(train_ds))
+    val = validation_rows(train_ds)
     taken, tage, conf, site = (np.asarray(a[k])[val] for k in ("taken", "tage_pred", "tage_conf", "site"))
     br = taken >= 0
-    return hybrid_policy({m: np.asarray(p)[val][br] for m, p in candidates.items()}, taken[br], tage[br], conf[br],
+    return hybrid_policy({m: np.asarray(p)[br] for m, p in candidates.items()}, taken[br], tage[br], conf[br],
                          np.asarray(train_ds.site_pc, np.uint64)[site[br].astype(np.int64)])
 
 
@@ -170,7 +175,7 @@ PREFETCH_COLUMNS = ["model", "distance", "delta_accuracy", "delta_precision", "d
 
 def with_three_way(test_p: dict, train_p: dict) -> tuple[dict, dict]:
     """The three-way hybrid's candidates when both the fused GNN and BranchNet ran: each, and their mean
-    (the mean is also its override-all prediction), on the test and on the training rows."""
+    (the mean is also its override-all prediction), on the test rows and on the training set's validation rows."""
     if not {"fused", "branchnet"} <= test_p.keys():
         return test_p, train_p
     mean = lambda d: (np.asarray(d["fused"], np.float64) + np.asarray(d["branchnet"], np.float64)) / 2  # noqa: E731
@@ -312,7 +317,8 @@ def score_models(cfg: ExperimentConfig, cache: StageCache, train_dir: Path, test
                               label=f"{label}-{name}" + (f"-s{seed}" if cfg.seeds > 1 else ""))
             pred = predict(run, test_ds.path)
             if m != "delta-lstm":
-                branch_models[name], train_p[name] = pred["p_taken"], predict(run, train_ds.path)["p_taken"]
+                branch_models[name] = pred["p_taken"]
+                train_p[name] = predict(run, train_ds.path, validation_rows(train_ds))["p_taken"]
             if m != "branchnet":
                 load_models[name] = pred["delta_class"]
         branch_models, train_p = with_three_way(branch_models, train_p)

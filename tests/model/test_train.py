@@ -109,6 +109,22 @@ def test_the_fused_gnn_learns_the_hard_branches_better_than_chance(train_ds, tmp
     assert s["epochs"][-1]["val_branch_acc"] > 0.6
     p = predict(tmp_path / "f", train_ds.path)
     assert p["p_taken"].shape == (len(train_ds),) and np.isfinite(p["p_taken"]).all()
+    rows = np.array([len(train_ds) - 1, 0, 7])   # the hybrid's policy reads the validation rows only
+    part = predict(tmp_path / "f", train_ds.path, rows)
+    assert np.allclose(part["p_taken"], p["p_taken"][rows], rtol=0, atol=1e-6)   # batch shapes round differently
+    assert np.array_equal(part["delta_class"], p["delta_class"][rows])
+
+
+@pytest.mark.parametrize("model", ["branchnet", "delta-lstm"])
+def test_a_history_model_predicts_some_rows_as_it_predicts_them_all(train_ds, tmp_path, model):
+    train(TrainConfig(train=str(train_ds.path), out=str(tmp_path / model), model=model, branchnet="mini", epochs=1,
+                      threads=1), progress=False)
+    full = predict(tmp_path / model, train_ds.path)
+    column = "p_taken" if model == "branchnet" else "delta_class"
+    made = np.nonzero(np.isfinite(full["p_taken"]) if model == "branchnet" else full["delta_class"] >= 0)[0]
+    rows = np.concatenate([made[-5:], [0, len(train_ds) - 1], made[:3]])
+    part = predict(tmp_path / model, train_ds.path, rows)
+    assert len(made) and np.array_equal(part[column], full[column][rows], equal_nan=True)
 
 
 def test_evaluation_of_an_oracle_and_of_tage_itself(train_ds):

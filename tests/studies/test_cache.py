@@ -35,6 +35,20 @@ def test_same_key_reuses_and_another_key_or_code_recomputes(tmp_path):
     assert rec["key"] == {"x": 1} and rec["result"] == {"n": 1} and rec["step"] == "step"
 
 
+def test_the_label_only_names_the_directory(tmp_path):
+    """A finished entry is reused under another label (the lead sweep's model at the study's lead is the main
+    table's seed 0, labelled with its seed); another key under that label is not."""
+    cache, calls = StageCache(tmp_path, log=None), []
+    a = cache.run("step", {"x": 1}, counting(calls), label="bzip2-fused-s0")
+    b = cache.run("step", {"x": 1}, counting(calls), label="bzip2-fused")
+    assert b.reused and b.path == a.path and b.result == {"n": 1} and len(calls) == 1
+    c = cache.run("step", {"x": 2}, counting(calls), label="bzip2-fused-s0")
+    other_step = cache.run("other", {"x": 1}, counting(calls), label="bzip2-fused")
+    assert not c.reused and not other_step.reused and len(calls) == 3
+    (a.path / "stage.json").unlink()     # a killed entry is not reused under any label
+    assert not cache.run("step", {"x": 1}, counting(calls), label="bzip2-fused").reused and len(calls) == 4
+
+
 def _rel(module: str) -> set[str]:
     return {str(f.relative_to(cache_mod.REPO)) for f in code_sources(module)}
 
