@@ -203,9 +203,10 @@ class FusedGNN(nn.Module):
         states are gathered, multiplied by their relation's W_e (one grouped matmul over the
         relation-sorted edges) and summed into the receivers (index_add_)."""
         B, N, H = h.shape
-        pad = -H % 4     # grouped_mm wants rows of a multiple of 16 bytes: zero columns, sliced off again
-        sent = F.pad(h.reshape(B * N, H).index_select(0, graph.src), (0, pad))
-        w = F.pad(self.message_weights(step).transpose(1, 2), (0, pad, 0, pad))
+        sent = h.reshape(B * N, H).index_select(0, graph.src)
+        w = self.message_weights(step).transpose(1, 2)
+        if pad := -H % 4:   # grouped_mm wants rows of a multiple of 16 bytes: zero columns, sliced off again
+            sent, w = F.pad(sent, (0, pad)), F.pad(w, (0, pad, 0, pad))
         m = step.q_msg(F.grouped_mm(sent, w, offs=graph.offs)[:, :H])
         return h.new_zeros(B * N, H).index_add_(0, graph.dst, m).view(B, N, H)
 
