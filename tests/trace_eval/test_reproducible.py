@@ -70,13 +70,18 @@ def test_a_dynamic_program_gives_the_same_trace_twice(native, inputs_dir, tmp_pa
     assert metas[0]["guest"]["pid_namespace"]  # CI machines allow user namespaces
 
 
-def _run_probe(tmp_path, k: int, progress_fd: int | None = None) -> tuple[str, str]:
-    """The probe's output and trace; with ``progress_fd``, QEMU starts with that fd open (/dev/null)
-    and the plugin's progress=FD naming it, as record() does with its pipe."""
+def _probe(tmp_path) -> Path:
+    """The probe program (data/guest_probe.c), compiled once per test directory."""
     exe = tmp_path / "guest_probe"
     if not exe.exists():
         subprocess.run(["gcc", "-O1", "-o", str(exe), str(PROBE)], check=True)
-    inv = custom([str(exe)])
+    return exe
+
+
+def _run_probe(tmp_path, k: int, progress_fd: int | None = None) -> tuple[str, str]:
+    """The probe's output and trace; with ``progress_fd``, QEMU starts with that fd open (/dev/null)
+    and the plugin's progress=FD naming it, as record() does with its pipe."""
+    inv = custom([str(_probe(tmp_path))])
     out = tmp_path / f"probe{k}.ncft"
     plugin = f"{capture.plugin_path()},out={out},seed={capture.GUEST_SEED}"
     if progress_fd is not None:
@@ -117,9 +122,7 @@ def test_signals_the_caller_ignores_or_blocks_do_not_reach_the_guest(native, tmp
     """Ignored and blocked signals survive exec and QEMU hands them to the guest: `nohup` or a shell's
     `&` made xz run other instructions (it keeps an ignored SIGINT ignored), so a study started in the
     background traced another xz window than `ncf trace` did from a terminal."""
-    exe = tmp_path / "guest_probe"
-    subprocess.run(["gcc", "-O1", "-o", str(exe), str(PROBE)], check=True)
-    inv = custom([str(exe)])
+    inv = custom([str(_probe(tmp_path))])
     plain = record(inv, tmp_path / "plain.ncft", count=10**7, run_to_end=True, selfcheck=False, progress=False)
     old = signal.signal(signal.SIGHUP, signal.SIG_IGN), signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     try:
@@ -135,12 +138,10 @@ def test_signals_the_caller_ignores_or_blocks_do_not_reach_the_guest(native, tmp
 def test_an_open_file_limit_too_low_for_the_moved_fds_is_an_error_that_says_how_to_raise_it(native, tmp_path):
     """The plugin's fds must sit at 900 and above (see above); under `ulimit -n 512` it cannot move
     them, and it stops with the fix rather than tracing with its files among the guest's numbers."""
-    exe = tmp_path / "guest_probe"
-    subprocess.run(["gcc", "-O1", "-o", str(exe), str(PROBE)], check=True)
     out = tmp_path / "probe.ncft"
     plugin = f"{capture.plugin_path()},out={out},seed={capture.GUEST_SEED}"
-    cmd, cwd, env, _ = capture.guest_command(custom([str(exe)]), [capture.qemu_binary(), "-singlestep", "-plugin",
-                                                                   plugin])
+    qemu = [capture.qemu_binary(), "-singlestep", "-plugin", plugin]
+    cmd, cwd, env, _ = capture.guest_command(custom([str(_probe(tmp_path))]), qemu)
     r = subprocess.run(["sh", "-c", 'ulimit -n 512 && exec "$@"', "sh", *cmd], cwd=cwd, env=env,
                        capture_output=True, text=True)
     assert r.returncode != 0 and "open-file limit is 512" in r.stderr and "ulimit -n 1024" in r.stderr
