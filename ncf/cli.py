@@ -735,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--preset", choices=list(_experiment_presets()), default="default",
                     help="settings to start from (study: 3 training inputs x 2 windows x 10M instructions, up to 8,000 "
                     "samples per site, 3 seeds, the feature ablations and the lead sweep, about an hour on 2 cores; "
-                    "large: the same study with 4 windows x 25M instructions, up to 64,000 samples per site and "
+                    "large: the same study with 4 windows x 25M instructions, up to 64,000 samples per site, 8 epochs and "
                     "Big-BranchNet, for a Ray cluster or a GPU); the other options apply on top")
     ex.add_argument("--data-only", action="store_true", help="build the traces and datasets only and write "
                     "data.md/.json: training samples per site, held-out samples, bytes on disk")
