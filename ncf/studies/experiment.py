@@ -120,7 +120,7 @@ class ExperimentConfig:
 # feature ablations and the lead sweep. ``large`` runs the same study on issue 16's data at scale (3 training
 # inputs x 4 windows x 25M instructions, up to 64,000 samples per site: >= 50,000 where a site runs that
 # often, since some windows run a site less than its share) with Big-BranchNet, 8 epochs (at 64,000 per site
-# 8 epochs beat 4 on all four programs: README, "The study"): a Ray cluster or a GPU.
+# 8 epochs beat 4 on the hard branches of all four programs: README, "The study"): a Ray cluster or a GPU.
 STUDY = {"train_inputs": [0, 2, 3], "windows": 2, "window_stride": 100_000_000, "instructions": 10_000_000,
          "train_cap": 8_000, "epochs": 4, "batch": 256, "seeds": 3, "models": ["fused", "branchnet", "delta-lstm"],
          "branchnet": "mini", "ablations": ["frontend", "memory", "tage-internals", "snapshot"], "leads": LEADS}
