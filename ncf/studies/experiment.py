@@ -155,21 +155,45 @@ def validation_rows(train_ds: Dataset) -> np.ndarray:
     return split_by_time(len(train_ds))[1]
 
 
+def validation_branches(train_ds: Dataset) -> tuple[np.ndarray, dict]:
+    """Which rows of ``validation_rows`` are hard-branch samples (a mask), and their taken, TAGE-SC-L
+    prediction and confidence level and site index."""
+    a = train_ds.arrays
+    val = validation_rows(train_ds)
+    cols = {k: np.asarray(a[k])[val] for k in ("taken", "tage_pred", "tage_conf", "site")}
+    br = cols["taken"] >= 0
+    return br, {k: v[br] for k, v in cols.items()}
+
+
 def policy_of(train_ds: Dataset, candidates: dict[str, np.ndarray]) -> dict:
     """The hybrid's override policy over ``candidates`` (p_taken per row of ``validation_rows``;
     model.evaluate.hybrid_policy), chosen on the training set's validation split only."""
-    a = train_ds.arrays
-    val = validation_rows(train_ds)
-    taken, tage, conf, site = (np.asarray(a[k])[val] for k in ("taken", "tage_pred", "tage_conf", "site"))
-    br = taken >= 0
-    return hybrid_policy({m: np.asarray(p)[br] for m, p in candidates.items()}, taken[br], tage[br], conf[br],
-                         np.asarray(train_ds.site_pc, np.uint64)[site[br].astype(np.int64)])
+    br, v = validation_branches(train_ds)
+    return hybrid_policy({m: np.asarray(p)[br] for m, p in candidates.items()}, v["taken"], v["tage_pred"],
+                         v["tage_conf"], np.asarray(train_ds.site_pc, np.uint64)[v["site"].astype(np.int64)])
+
+
+def validation_mispredictions(train_ds: Dataset, candidates: dict[str, np.ndarray]) -> dict[str, list[int]]:
+    """Per site, the hard-branch mispredictions on the training inputs' validation split (their last 10% in
+    time) of TAGE-SC-L and of each of ``candidates`` (p_taken per row of ``validation_rows``) overriding it
+    on every hard branch. Beside the held-out input's figures this separates what a model cannot learn from
+    the inputs it was trained on from what does not carry over to another input."""
+    br, v = validation_branches(train_ds)
+    taken, tage = v["taken"].astype(bool), v["tage_pred"].astype(bool)
+    site, n = v["site"].astype(np.int64), len(train_ds.site_pc)
+    out = {"tage-sc-l": np.bincount(site[tage != taken], minlength=n).tolist()}
+    for m, p in candidates.items():
+        p = np.asarray(p, np.float64)[br]
+        wrong = np.where(np.isnan(p), tage, p > 0.5) != taken
+        out[m] = np.bincount(site[wrong], minlength=n).tolist()
+    return out
 
 
 THREE_WAY = "fused+branchnet"
-BRANCH_COLUMNS = ["model", "hard_branch_instances", "hard_mispredictions", "vs_tage_hard", "hard_mpki", "mpki",
-                  "hard_mispredictions_hybrid", "vs_tage_hard_hybrid", "mpki_hybrid", "hybrid_changed",
-                  "hybrid_changed_right"]   # the branch table's columns (model.evaluate.evaluate_branches)
+# the branch table's columns (model.evaluate.evaluate_branches, with_validation)
+BRANCH_COLUMNS = ["model", "hard_branch_instances", "hard_mispredictions", "vs_tage_hard", "vs_tage_hard_val",
+                  "hard_mpki", "mpki", "hard_mispredictions_hybrid", "vs_tage_hard_hybrid", "mpki_hybrid",
+                  "hybrid_changed", "hybrid_changed_right"]
 PREFETCH_COLUMNS = ["model", "distance", "delta_accuracy", "delta_precision", "delta_recall", "coverage",
                     "delinquent_coverage", "accuracy", "late_fraction", "l1_mpki_with", "l1_mpki_without"]
 
@@ -327,7 +351,8 @@ def score_models(cfg: ExperimentConfig, cache: StageCache, train_dir: Path, test
         if THREE_WAY in branch_models:
             policies[THREE_WAY] = policy_of(train_ds, {m: train_p[m] for m in ("fused", "branchnet", THREE_WAY)})
         per_seed.append({"seed": seed, "hybrid_policies": policies,
-                         "branch": evaluate_branches(test_ds, branch_models, policies) if has_branch else [],
+                         "branch": with_validation(evaluate_branches(test_ds, branch_models, policies),
+                                                   validation_mispredictions(train_ds, train_p)) if has_branch else [],
                          "prefetch": evaluate_prefetch(test_ds, load_models, paired=cfg.models if models is None
                                                        else models) if has_load else []})
     return {"branch": mean_rows([s["branch"] for s in per_seed]),
@@ -336,8 +361,21 @@ def score_models(cfg: ExperimentConfig, cache: StageCache, train_dir: Path, test
             "site_pc": [f"{int(pc):#x}" for pc in test_ds.site_pc]}
 
 
-SPREAD = ("hard_mispredictions", "vs_tage_hard", "hard_mispredictions_hybrid", "vs_tage_hard_hybrid", "mpki",
-          "mpki_hybrid", "delta_accuracy", "coverage")
+def with_validation(rows: list[dict], val: dict[str, list[int]]) -> list[dict]:
+    """The branch rows with each model's override-all figures on the training inputs' validation split
+    (``validation_mispredictions``): ``site_mispredictions_val``, ``hard_mispredictions_val``,
+    ``vs_tage_hard_val``."""
+    tage = sum(val["tage-sc-l"])
+    for r in rows:
+        if r["model"] in val:
+            misp = sum(val[r["model"]])
+            r.update(site_mispredictions_val=val[r["model"]], hard_mispredictions_val=misp,
+                     vs_tage_hard_val=misp / tage - 1 if tage else float("nan"))
+    return rows
+
+
+SPREAD = ("hard_mispredictions", "vs_tage_hard", "vs_tage_hard_val", "hard_mispredictions_hybrid",
+          "vs_tage_hard_hybrid", "mpki", "mpki_hybrid", "delta_accuracy", "coverage")
 
 
 def with_sd(rows: list[dict], columns: list[str]) -> list[str]:
@@ -380,7 +418,8 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
     tables = [
         save_table(out / "branch", branch_rows, f"Hard branches and overall MPKI on the held-out input (lead D = "
                    f"{cfg.lead}); learned models override TAGE-SC-L on all hard branches, and as a hybrid where a "
-                   "policy chosen on the training inputs' validation split says so",
+                   "policy chosen on the training inputs' validation split says so (vs_tage_hard_val: overriding "
+                   "all on that split)",
                    columns=with_sd(branch_rows, ["workload", *BRANCH_COLUMNS])),
         save_table(out / "prefetch", pf_rows, "Delinquent loads on the held-out input: accuracy of the delta to "
                    "the k-th next access (k per load: distance) and cache-model coverage, accuracy and late fraction "
@@ -390,7 +429,8 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
                    "TAGE-SC-L, IP-stride (same distance), BOP and Berti"),
         save_table(out / "sites", site_rows(per), "Hard branches one by one (held-out input): TAGE-SC-L's "
                    "mispredictions against the models' (override all, hybrid; means over seeds), and how often the "
-                   "model and TAGE-SC-L are both wrong (what no choice between them recovers)"),
+                   "model and TAGE-SC-L are both wrong (what no choice between them recovers); *val*: TAGE-SC-L and "
+                   "the models overriding all on the training inputs' validation split (their last 10% in time)"),
     ]
     write_json(out / "experiment.json", {"config": settings(cfg), "workloads": per, "summary": summary})
     if cfg.leads:
@@ -401,22 +441,27 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
 
 
 def site_rows(per: list[dict], models=("fused", "branchnet", THREE_WAY)) -> list[dict]:
-    """Per workload and hard branch: mispredictions of TAGE-SC-L and of ``models`` (means over seeds),
-    most TAGE-SC-L mispredictions first: which sites hold the gain and which the remaining loss."""
+    """Per workload and hard branch: mispredictions of TAGE-SC-L and of ``models`` (means over seeds), on the
+    held-out input and (*val*) on the training inputs' validation split, most TAGE-SC-L mispredictions first:
+    which sites hold the gain and which the remaining loss, and where a model's loss is the input's."""
     rows = []
     for r in per:
         seeds = [{x["model"]: x for x in s["branch"]} for s in r["seeds"] if s["branch"]]
         if not seeds:
             continue
         tage = seeds[0]["tage-sc-l"]
+        val = tage.get("site_mispredictions_val")
         for k in np.argsort(-np.asarray(tage["site_mispredictions"]), kind="stable"):
-            if not tage["site_instances"][k]:
-                continue
+            if not tage["site_instances"][k] and not (val and val[k]):
+                continue   # nothing to show: no held-out instance, no misprediction on validation
             row = {"workload": r["workload"], "site_pc": r["site_pc"][k], "instances": tage["site_instances"][k],
                    "tage-sc-l": tage["site_mispredictions"][k]}
+            if val:
+                row["tage-sc-l val"] = val[k]
             for m in (m for m in models if m in seeds[0]):
                 for key, col in (("site_mispredictions", m), ("site_mispredictions_hybrid", f"{m} hybrid"),
-                                 ("site_both_wrong", f"{m} and tage-sc-l wrong")):
+                                 ("site_both_wrong", f"{m} and tage-sc-l wrong"),
+                                 ("site_mispredictions_val", f"{m} val")):
                     if key in seeds[0][m]:
                         row[col] = float(np.mean([s[m][key][k] for s in seeds]))
             rows.append(row)

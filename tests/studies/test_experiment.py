@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from ncf.studies.experiment import ExperimentConfig, prefetch_goal, run_experiment
+from ncf.studies.experiment import (ExperimentConfig, prefetch_goal, run_experiment, validation_branches,
+                                    validation_mispredictions, validation_rows)
 
 from ..helpers import png_size, render_check
 
@@ -33,6 +35,12 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
         assert v["hybrid_mispredictions"] <= v["tage_mispredictions"]
     assert val["fused+branchnet"]["hybrid_mispredictions"] <= min(val[m]["hybrid_mispredictions"]
                                                                    for m in ("fused", "branchnet"))
+    # each model overriding all on that split: counted apart from the policy, which may always override there
+    assert (tage["hard_mispredictions_val"] == sum(tage["site_mispredictions_val"])
+            == val["fused"]["tage_mispredictions"])
+    for m, v in val.items():
+        row = next(row for row in w["seeds"][0]["branch"] if row["model"] == m)
+        assert v["hybrid_mispredictions"] <= row["hard_mispredictions_val"] == sum(row["site_mispredictions_val"])
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"][0]
     assert {"fused_vs_branchnet_hard", "fused_vs_tage_hard", "fused_over_lstm", "coverage_ip_stride",
             "coverage_bop", "coverage_berti", "three_way_vs_tage_hard_hybrid", "coverage_fused_berti",
@@ -40,6 +48,7 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     sites = json.loads((tmp_path / "out" / "sites.json").read_text())["rows"]
     assert sum(r["tage-sc-l"] for r in sites) == tage["hard_mispredictions"]
     assert all(r["fused and tage-sc-l wrong"] <= min(r["fused"], r["tage-sc-l"]) for r in sites)
+    assert sum(r["tage-sc-l val"] for r in sites) == tage["hard_mispredictions_val"]
     sweep = json.loads((tmp_path / "out" / "lead_sweep.json").read_text())["rows"]
     assert [r["lead"] for r in sweep] == [0, 100] and (tmp_path / "out" / "lead_sweep.png").exists()
     shown = render_check(r["pages"]["html"])                  # the page: every table with its rows, the figure
@@ -52,6 +61,22 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     stamp = ckpt.stat().st_mtime_ns
     run_experiment(cfg)
     assert ckpt.stat().st_mtime_ns == stamp                   # the second run reuses the cached steps
+
+
+def test_validation_mispredictions_count_overriding_all_on_the_validation_split(train_ds):
+    """Per site, on the validation split's hard-branch rows: no prediction or TAGE-SC-L's own leaves TAGE-SC-L's
+    count, the outcome itself none, its opposite every row."""
+    br, v = validation_branches(train_ds)
+    n_val = len(validation_rows(train_ds))
+    taken = np.full(n_val, np.nan)
+    taken[br] = v["taken"]
+    tage = np.full(n_val, np.nan)
+    tage[br] = v["tage_pred"]
+    got = validation_mispredictions(train_ds, {"none": np.full(n_val, np.nan), "tage": tage, "oracle": taken,
+                                               "wrong": 1 - taken})
+    rows = np.bincount(v["site"].astype(int), minlength=len(train_ds.site_pc)).tolist()
+    assert got["none"] == got["tage"] == got["tage-sc-l"] and sum(got["tage-sc-l"]) > 0
+    assert got["oracle"] == [0] * len(rows) and got["wrong"] == rows and sum(rows) == br.sum() > 0
 
 
 def test_the_example_user_workload_runs_through_the_tiny_experiment(native, tmp_path, capsys, monkeypatch):
