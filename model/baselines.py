@@ -191,25 +191,25 @@ def _evaluate(model: nn.Module, xs: list[torch.Tensor], y: torch.Tensor, batch: 
     return total / len(y), correct / len(y)
 
 
-def time_split(n: int, val_fraction: float = 0.1) -> int:
+def time_split(n: int) -> int:
     """Index of the first validation sample: samples [0, k) train, [k, n) validate (the last,
-    latest ``val_fraction`` of them — never shuffled across time). At least one of each when n ≥ 2
-    and val_fraction > 0."""
-    if val_fraction <= 0 or n < 2:
-        return n
-    return n - min(n - 1, max(1, round(n * val_fraction)))
+    latest ``VAL_FRACTION`` of them — never shuffled across time). At least one of each when n ≥ 2."""
+    from .loop import VAL_FRACTION
+
+    return n if n < 2 else n - min(n - 1, max(1, round(n * VAL_FRACTION)))
 
 
 def train_classifier(model: nn.Module, inputs: Sequence[np.ndarray], labels: np.ndarray, epochs: int = 20,
                      batch: int = 256, lr: float = 1e-3, seed: int = 0, progress: bool = True, *,
-                     val_fraction: float = 0.1, patience: int = 3, world=None) -> dict:
+                     val_start: int | None = None, patience: int = 3, world=None) -> dict:
     """Train ``model`` in place with Adam (model/train.py's ``fit``); return the per-epoch history.
 
     ``inputs`` are the model's forward arguments as arrays with the sample axis first (e.g.
     ``(tokens,)`` or ``(dhist, site)``), in time order; ``labels`` [M] are 0/1 for a
     one-logit model (BCE-with-logits) or class ids for a C-logit model (cross-entropy).
 
-    The last ``val_fraction`` of the samples (by time, i.e. by index) are held out for validation;
+    The samples from ``val_start`` on are held out for validation (default: the last 10% by time, i.e. by
+    index, ``time_split``; from ncf datasets: their validation split, model.loop.split_rows);
     training batches come from a seeded shuffle of the earlier samples only. Training stops once the
     validation loss has not improved for ``patience`` epochs, and the best epoch's weights are
     restored; without validation samples all ``epochs`` run. Deterministic for a given ``seed``,
@@ -229,7 +229,7 @@ def train_classifier(model: nn.Module, inputs: Sequence[np.ndarray], labels: np.
     n = len(y)
     if any(len(x) != n for x in xs):
         raise ValueError("inputs and labels differ in length")
-    k = time_split(n, val_fraction)
+    k = time_split(n) if val_start is None else val_start
     if k == 0:
         raise ValueError("no training samples")
     torch.manual_seed(seed)

@@ -778,7 +778,7 @@ def concat_datasets(parts: list, out_dir: str | Path) -> dict:
                        [s for d in ds for s in d.meta["sites_skipped"]],
                        {key: sum(d.meta["memory_lookahead"][key] for d in ds) for key in LOOKAHEAD_KEYS})
     meta.update({"parts": [{"path": str(d.path), "trace_sha256": d.meta["trace_sha256"], "input": d.meta["input"],
-                            "samples": len(d)} for d in ds], "samples_dropped": dropped})
+                            "samples": len(d), "rows": int(k)} for d, k in zip(ds, kept)], "samples_dropped": dropped})
     write_json(out_dir / "dataset.json", meta)
     return meta
 
@@ -821,3 +821,14 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.arrays["idx"])
+
+    @property
+    def part_rows(self) -> list[int]:
+        """The rows of each part of a merged dataset (``concat_datasets``: one training trace each, in time
+        order, one part after the other); one part of every row otherwise."""
+        parts = self.meta.get("parts")
+        if not parts:
+            return [len(self)]
+        if any("rows" not in p for p in parts) or sum(p["rows"] for p in parts) != len(self):
+            raise DataError(f"{self.path}: merged by an older ncf (its parts' rows are not recorded); merge it again")
+        return [p["rows"] for p in parts]

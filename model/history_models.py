@@ -24,7 +24,7 @@ from ncf.io import atomic_path, check_output, write_json
 
 from .baselines import BRANCHNET_SHAPES, BranchNet, DeltaLSTM, predict, train_classifier
 from .dataset import Dataset
-from .loop import CHECKPOINT_VERSION, World, checkpoint_path, load_checkpoint
+from .loop import CHECKPOINT_VERSION, World, checkpoint_path, load_checkpoint, split_rows
 
 
 def _rows(ds: Dataset, task: int, site: int | None = None) -> np.ndarray:
@@ -33,6 +33,13 @@ def _rows(ds: Dataset, task: int, site: int | None = None) -> np.ndarray:
     if site is not None:
         sel = sel & (a["site"] == site)
     return np.nonzero(sel)[0]
+
+
+def _split(rows: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, int]:
+    """``rows`` (sorted) reordered as their training rows, then their validation rows (in ``val``, the
+    dataset's validation split: model.loop.split_rows, as for the GNNs), and where the latter start."""
+    is_val = np.isin(rows, val)
+    return np.concatenate([rows[~is_val], rows[is_val]]), int((~is_val).sum())
 
 
 def _site_pc(ds: Dataset) -> np.ndarray:
@@ -53,12 +60,13 @@ def train_history_model(cfg, resume: bool = False, progress: bool = True) -> dic
     saved = load_checkpoint(ckpt) if resume and ckpt.exists() else {
         "format_version": CHECKPOINT_VERSION, "sites": {}, "seconds": 0.0, "history": {}}
     pcs = _site_pc(ds)
+    val = split_rows(ds)[1]
     if cfg.model == "branchnet":
-        jobs = [(int(pcs[k]), _rows(ds, 0, k)) for k in range(len(pcs)) if ds.site_task[k] == 0]
+        jobs = [(int(pcs[k]), *_split(_rows(ds, 0, k), val)) for k in range(len(pcs)) if ds.site_task[k] == 0]
     else:
-        jobs = [("all", _rows(ds, 1))]
-    for key, rows in jobs:
-        if str(key) in saved["sites"] or len(rows) < 20:
+        jobs = [("all", *_split(_rows(ds, 1), val))]
+    for key, rows, val_start in jobs:
+        if str(key) in saved["sites"] or len(rows) < 20 or val_start == 0:
             continue
         t0 = time.monotonic()
         if cfg.model == "branchnet":
@@ -70,7 +78,7 @@ def train_history_model(cfg, resume: bool = False, progress: bool = True) -> dic
             inputs = (np.asarray(a["dhist"][rows], np.int64), np.asarray(a["site"][rows], np.int64))
             y = np.asarray(a["delta"][rows], np.int64)
         hist = train_classifier(model, inputs, y, epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed,
-                                progress=progress and world.main, world=world)
+                                val_start=val_start, progress=progress and world.main, world=world)
         saved["sites"][str(key)] = model.state_dict()
         saved["history"][str(key)] = {k: v for k, v in hist.items() if k in ("best_epoch", "epochs_run", "n_train",
                                                                                "n_val", "val_acc")}

@@ -1,4 +1,4 @@
-"""The one training loop of every model, and the checkpoint format.
+"""The one training loop of every model, the training / validation split, and the checkpoint format.
 
     hist = fit(model, loss_of, rows, epochs=8, batch=256, opt=opt, sched=sched, seed=0,
                validate=lambda: {...}, on_epoch=save_checkpoint)
@@ -11,6 +11,10 @@ batches (same seed), takes its share of each (``world.share``: every size-th row
 DistributedSampler deals them) and returns its share of the global batch's loss times the number
 of processes; DDP averages the gradients, so the update is the one of the whole batch in one
 process. The GNNs and the history baselines train this way.
+
+The split (``split_rows``): of each trace a dataset was built from, its samples' last 10% in time
+validate (early stopping, model selection, the hybrids' policies) and the rest train; every model of a
+study trains on the same rows.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import torch
 from ncf.io import DataError, UsageError
 
 CHECKPOINT_VERSION = 1          # of checkpoint.pt and train.json
+VAL_FRACTION = 0.1              # of every part of a dataset: its validation tail (split_by_time)
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,34 @@ def epoch_batches(rows: np.ndarray, batch: int, seed: int, epoch: int, drop_last
     perm = np.random.default_rng([seed, epoch]).permutation(rows)
     cut = len(perm) - len(perm) % batch if drop_last and len(perm) >= batch else len(perm)
     return [np.sort(perm[k:k + batch]) for k in range(0, cut, batch)]
+
+
+def split_by_time(part_rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows and validation rows of a dataset of parts with ``part_rows`` rows each (one trace per
+    part, its samples in time order): the last VAL_FRACTION of every part validates, so that each training
+    trace (input and window) has its share of the validation split, after the part's training rows in time."""
+    tr, va, start = [np.arange(0)], [np.arange(0)], 0
+    for n in part_rows:
+        cut = start + int(n * (1 - VAL_FRACTION))
+        tr.append(np.arange(start, cut))
+        va.append(np.arange(cut, start + n))
+        start += n
+    return np.concatenate(tr), np.concatenate(va)
+
+
+def split_rows(ds, sites: list = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation rows of ``ds`` (``split_by_time`` over its parts), of ``sites`` only if any
+    are given. Every model trains on the first and is selected on the second; the hybrids' policies too."""
+    tr, va = split_by_time(ds.part_rows)
+    if not sites:
+        return tr, va
+    if max(sites) >= len(ds.site_pc):
+        raise UsageError(f"sites {list(sites)}: the dataset has {len(ds.site_pc)} sites (0..{len(ds.site_pc) - 1})")
+    keep = np.isin(np.asarray(ds.arrays["site"]), sites)
+    tr, va = tr[keep[tr]], va[keep[va]]
+    if not len(tr):
+        raise DataError(f"sites {list(sites)}: no training samples in {ds.path}")
+    return tr, va
 
 
 def fit(model, loss_of, rows: np.ndarray, *, epochs: int, batch: int, opt, sched=None, seed: int = 0,

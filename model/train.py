@@ -29,17 +29,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ncf.io import DataError, UsageError, at_least, atomic_path, check_output, load_config, save_config, write_json
+from ncf.io import UsageError, at_least, atomic_path, check_output, load_config, save_config, write_json
 
 from .dataset import G_TAGE, G_TAGE_DETAIL, Dataset
 from .graph import DYN_COUNT, DYN_MEMORY, DYN_VALUE, F_DYN, N_VALUE_BITS, encode_counts, encode_values
 from .history_models import predict_history, train_history_model
-from .loop import CHECKPOINT_VERSION, World, checkpoint_path, epoch_batches, fit, load_checkpoint
+from .loop import CHECKPOINT_VERSION, World, checkpoint_path, epoch_batches, fit, load_checkpoint, split_rows
 
 GNN_MODELS = ("fused", "static", "history")
 HISTORY_MODELS = ("branchnet", "delta-lstm")
 MODELS = GNN_MODELS + HISTORY_MODELS
-VAL_FRACTION = 0.1
 
 
 def _zero_dyn(part: slice):
@@ -191,26 +190,6 @@ def multitask_loss(branch_logit, delta_logits, taken, delta, counts: tuple[int, 
     if m.any():
         loss = loss + F.cross_entropy(delta_logits[m], delta[m])
     return loss
-
-
-def split_by_time(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training rows and validation rows (the last VAL_FRACTION of the samples in time)."""
-    cut = int(n * (1 - VAL_FRACTION))
-    return np.arange(cut), np.arange(cut, n)
-
-
-def split_rows(ds: Dataset, sites: list = ()) -> tuple[np.ndarray, np.ndarray]:
-    """Training and validation rows of ``ds`` (``split_by_time``), of ``sites`` only if any are given."""
-    tr, va = split_by_time(len(ds))
-    if not sites:
-        return tr, va
-    if max(sites) >= len(ds.site_pc):
-        raise UsageError(f"sites {list(sites)}: the dataset has {len(ds.site_pc)} sites (0..{len(ds.site_pc) - 1})")
-    keep = np.isin(np.asarray(ds.arrays["site"]), sites)
-    tr, va = tr[keep[tr]], va[keep[va]]
-    if not len(tr):
-        raise DataError(f"sites {list(sites)}: no training samples in {ds.path}")
-    return tr, va
 
 
 def graph_dataset(path, model: str) -> Dataset:

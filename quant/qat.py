@@ -237,10 +237,10 @@ def calibrate(qmodel: FusedGNN, ds, rows: np.ndarray | None = None, batches: int
     per-batch, not power-of-two, scales) and leave the model in eval mode."""
     from brevitas.graph.calibrate import finalize_collect_stats
     from ncf.model.loop import epoch_batches
-    from ncf.model.train import GraphBatches, split_by_time
+    from ncf.model.train import GraphBatches, split_rows
 
     batches = batches or getattr(qmodel, "qcfg", QuantConfig()).calib_batches
-    rows = split_by_time(len(ds))[0] if rows is None else rows
+    rows = split_rows(ds)[0] if rows is None else rows
     gb = GraphBatches(ds, kind, torch.device("cpu"))
     qmodel.train()
     todo = epoch_batches(rows, batch, seed, 10**6)
@@ -256,12 +256,12 @@ def finetune(qmodel: FusedGNN, train_ds, qcfg: QuantConfig | None = None, epochs
     """Calibrate, then a short deterministic QAT fine-tune of the weight-shared form on the training
     part of ``train_ds`` (model/train.py's batches, loss and time split). Returns a small summary."""
     from ncf.model.loop import fit
-    from ncf.model.train import GraphBatches, labels, multitask_loss, split_by_time
+    from ncf.model.train import GraphBatches, labels, multitask_loss, split_rows
 
     if threads:
         torch.set_num_threads(threads)
     qcfg = qcfg or getattr(qmodel, "qcfg", QuantConfig())
-    rows = split_by_time(len(train_ds))[0] if rows is None else rows
+    rows = split_rows(train_ds)[0] if rows is None else rows
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(seed)
         calibrate(qmodel, train_ds, rows, qcfg.calib_batches, batch, seed, kind)

@@ -260,7 +260,7 @@ def _train_rates(ds, epochs: int, batch: int):
     from ncf.model.baselines import BRANCHNET_SHAPES, BranchNet, DeltaLSTM, train_classifier
     from ncf.model.gnn import DenseGNN, FusedGNN
     from ncf.model.loop import fit
-    from ncf.model.train import GraphBatches, TrainConfig, build_gnn, labels, multitask_loss, split_by_time
+    from ncf.model.train import GraphBatches, TrainConfig, build_gnn, labels, multitask_loss, split_rows
 
     a, dev = ds.arrays, torch.device("cpu")
     cfg = build_gnn(TrainConfig(), ds).cfg
@@ -269,7 +269,7 @@ def _train_rates(ds, epochs: int, batch: int):
                                   ("history-only GNN", "edge lists (no edges)", FusedGNN, "history")]:
         t0 = time.perf_counter()
         model, gb = cls(cfg), GraphBatches(ds, kind, dev)
-        hist = fit(model, lambda r: multitask_loss(*model(*gb(r)), *labels(ds, r, dev)), split_by_time(len(ds))[0],
+        hist = fit(model, lambda r: multitask_loss(*model(*gb(r)), *labels(ds, r, dev)), split_rows(ds)[0],
                    epochs=epochs, batch=batch, opt=torch.optim.Adam(model.parameters(), lr=3e-3), progress=False)
         yield _rate(name, path, sum(h["steps"] for h in hist) * batch, t0, hist[-1]["train_loss"])
 
@@ -286,7 +286,7 @@ def _train_rates(ds, epochs: int, batch: int):
     for name, model, inputs, y in classifiers():
         t0 = time.perf_counter()
         h = train_classifier(model, [np.asarray(x, np.int64) for x in inputs], y, epochs=epochs, batch=batch, lr=3e-3,
-                             progress=False, val_fraction=0)
+                             progress=False, val_start=len(y))
         n = h["n_train"] - h["n_train"] % batch if h["n_train"] >= batch else h["n_train"]   # full batches only
         yield _rate(name, "-", h["epochs_run"] * n, t0, h["train_loss"][-1])
 

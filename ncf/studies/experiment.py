@@ -29,7 +29,7 @@ import numpy as np
 from ncf.io import UsageError, at_least, check_output, figure, read_json, save_figure, save_table, write_json
 from ncf.model.dataset import Dataset, DatasetConfig, check_lead
 from ncf.model.evaluate import evaluate_branches, evaluate_prefetch, hybrid_policy
-from ncf.model.train import GNN_MODELS, MODELS, TrainConfig, predict, split_by_time
+from ncf.model.train import GNN_MODELS, MODELS, TrainConfig, predict, split_rows
 from ncf.trace_eval.workloads import KERNELS, N_INPUTS, TEST_INPUT, UserWorkload, load_workloads, names, prepare
 
 from . import steps
@@ -151,8 +151,9 @@ def trace_task(cache: StageCache, workload: str | UserWorkload, inp: int, skip: 
 
 
 def validation_rows(train_ds: Dataset) -> np.ndarray:
-    """The training set's validation split (its last 10% in time): where the hybrid's policy is chosen."""
-    return split_by_time(len(train_ds))[1]
+    """The training set's validation split (the last 10% in time of each of its traces; model.loop.split_rows),
+    on which no model trained: where the hybrid's policy is chosen."""
+    return split_rows(train_ds)[1]
 
 
 def validation_branches(train_ds: Dataset) -> tuple[np.ndarray, dict]:
@@ -174,8 +175,8 @@ def policy_of(train_ds: Dataset, candidates: dict[str, np.ndarray]) -> dict:
 
 
 def validation_mispredictions(train_ds: Dataset, candidates: dict[str, np.ndarray]) -> dict[str, list[int]]:
-    """Per site, the hard-branch mispredictions on the training inputs' validation split (their last 10% in
-    time) of TAGE-SC-L and of each of ``candidates`` (p_taken per row of ``validation_rows``) overriding it
+    """Per site, the hard-branch mispredictions on the training inputs' validation split (the last 10%
+    in time of each training trace) of TAGE-SC-L and of each of ``candidates`` (p_taken per row of ``validation_rows``) overriding it
     on every hard branch. Beside the held-out input's figures this separates what a model cannot learn from
     the inputs it was trained on from what does not carry over to another input."""
     br, v = validation_branches(train_ds)

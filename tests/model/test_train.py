@@ -42,14 +42,14 @@ def test_a_site_model_learns_from_its_own_site_only(train_ds, tmp_path):
     import shutil
 
     from ncf.model.dataset import Dataset
-    from ncf.model.train import split_by_time, split_rows
+    from ncf.model.train import split_rows
 
     site = np.asarray(train_ds.arrays["site"])
     k = int(np.asarray(train_ds.site_task == 0).nonzero()[0][0])         # a branch site
     tr, va = split_rows(train_ds, [k])
     assert len(tr) and (site[tr] == k).all() and (site[va] == k).all()
     assert np.array_equal(np.sort(np.concatenate([split_rows(train_ds, [j])[0] for j in range(len(train_ds.site_pc))])),
-                          split_by_time(len(train_ds))[0])
+                          split_rows(train_ds)[0])
     flipped = tmp_path / "flipped"
     shutil.copytree(train_ds.path, flipped)
     classes = train_ds.meta["config"]["delta_classes"]
@@ -125,6 +125,38 @@ def test_a_history_model_predicts_some_rows_as_it_predicts_them_all(train_ds, tm
     rows = np.concatenate([made[-5:], [0, len(train_ds) - 1], made[:3]])
     part = predict(tmp_path / model, train_ds.path, rows)
     assert len(made) and np.array_equal(part[column], full[column][rows], equal_nan=True)
+
+
+def test_a_merged_dataset_validates_on_the_tail_of_every_part_and_every_model_trains_on_the_rest(train_ds, tmp_path):
+    """Two traces merged: each part's last 10% in time validates (not the second part's tail alone), and
+    BranchNet and the delta-LSTM train and stop on exactly those rows, as the GNNs do. A merged dataset
+    that does not record its parts' rows is refused."""
+    import json
+
+    from ncf.io import DataError
+    from ncf.model.dataset import Dataset, concat_datasets
+    from ncf.model.train import split_rows
+
+    concat_datasets([train_ds.path, train_ds.path], tmp_path / "merged")
+    merged, n = Dataset(tmp_path / "merged"), len(train_ds)
+    tr1, va1 = split_rows(train_ds)
+    tr, va = split_rows(merged)
+    assert merged.part_rows == [n, n] and len(va1) == n - int(n * 0.9)
+    assert np.array_equal(tr, np.concatenate([tr1, tr1 + n])) and np.array_equal(va, np.concatenate([va1, va1 + n]))
+    taken, delta, site = (np.asarray(merged.arrays[k]) for k in ("taken", "delta", "site"))
+    pcs = [int(pc) for pc in merged.site_pc]
+    for model in ("branchnet", "delta-lstm"):
+        summary = train(TrainConfig(train=str(merged.path), out=str(tmp_path / model), model=model, branchnet="mini",
+                                    epochs=1, threads=1), progress=False)
+        for key, h in summary["sites"].items():      # BranchNet: per hard branch (pc); the delta-LSTM: "all" loads
+            rows = (taken >= 0) & (site == pcs.index(int(key))) if model == "branchnet" else delta >= 0
+            assert (h["n_train"], h["n_val"]) == (rows[tr].sum(), rows[va].sum()) and h["n_val"] > 0
+    meta = json.loads((merged.path / "dataset.json").read_text())
+    for part in meta["parts"]:
+        del part["rows"]
+    (merged.path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="merge it again"):
+        split_rows(Dataset(merged.path))
 
 
 def test_evaluation_of_an_oracle_and_of_tage_itself(train_ds):

@@ -22,7 +22,7 @@ from ncf.model.train import (
     build_gnn,
     labels,
     multitask_loss,
-    split_by_time,
+    split_rows,
 )
 from ncf.quant.export import export_compact, input_precision, op_types, run_qonnx
 from ncf.quant.intref import extract_int_params, intref
@@ -77,7 +77,7 @@ def float_model(big_ds):
     torch.set_num_threads(1)
     model = build_gnn(TrainConfig(hidden=8, steps=2), big_ds)
     gb, dev = GraphBatches(big_ds, "fused", torch.device("cpu")), torch.device("cpu")
-    tr = split_by_time(len(big_ds))[0]
+    tr = split_rows(big_ds)[0]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -183,7 +183,7 @@ def test_fake_quant_intref_and_qonnx_are_bit_exact(big_ds, branch_site, float_mo
     assert len(np.unique(y_int[:, 0])) > 4
 
     # accuracy after QAT on the site's held-out rows (the last 10% in time, never trained on)
-    held = np.intersect1d(split_by_time(len(big_ds))[1], np.flatnonzero(np.asarray(big_ds.arrays["site"]) == s))
+    held = np.intersect1d(split_rows(big_ds)[1], np.flatnonzero(np.asarray(big_ds.arrays["site"]) == s))
     hx = site_inputs(big_ds, held)[2]
     taken = np.asarray(big_ds.arrays["taken"][held])
     with torch.no_grad():
