@@ -175,10 +175,10 @@ def policy_of(train_ds: Dataset, candidates: dict[str, np.ndarray]) -> dict:
 
 
 def validation_mispredictions(train_ds: Dataset, candidates: dict[str, np.ndarray]) -> dict[str, list[int]]:
-    """Per site, the hard-branch mispredictions on the training inputs' validation split (the last 10%
-    in time of each training trace) of TAGE-SC-L and of each of ``candidates`` (p_taken per row of ``validation_rows``) overriding it
-    on every hard branch. Beside the held-out input's figures this separates what a model cannot learn from
-    the inputs it was trained on from what does not carry over to another input."""
+    """Per site, the hard-branch mispredictions on the training inputs' validation split (the last 10% in
+    time of each training trace) of TAGE-SC-L and of each of ``candidates`` (p_taken per row of
+    ``validation_rows``) overriding it on every hard branch. Beside the held-out input's figures this separates
+    what a model cannot learn from the inputs it was trained on from what does not carry over to another input."""
     br, v = validation_branches(train_ds)
     taken, tage = v["taken"].astype(bool), v["tage_pred"].astype(bool)
     site, n = v["site"].astype(np.int64), len(train_ds.site_pc)
@@ -431,7 +431,8 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
         save_table(out / "sites", site_rows(per), "Hard branches one by one (held-out input): TAGE-SC-L's "
                    "mispredictions against the models' (override all, hybrid; means over seeds), and how often the "
                    "model and TAGE-SC-L are both wrong (what no choice between them recovers); *val*: TAGE-SC-L and "
-                   "the models overriding all on the training inputs' validation split (their last 10% in time)"),
+                   "the models overriding all on the training inputs' validation split (the last 10% in time of each "
+                   "training trace)"),
     ]
     write_json(out / "experiment.json", {"config": settings(cfg), "workloads": per, "summary": summary})
     if cfg.leads:
