@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,20 @@ def test_the_label_only_names_the_directory(tmp_path):
     assert not c.reused and not other_step.reused and len(calls) == 3
     (a.path / "stage.json").unlink()     # a killed entry is not reused under any label
     assert not cache.run("step", {"x": 1}, counting(calls), label="bzip2-fused").reused and len(calls) == 4
+
+
+def test_a_gnn_trained_beside_either_branchnet_shape_is_one_entry(train_ds, tmp_path):
+    """BranchNet's shape keys BranchNet's runs only: the fused GNN of a Big-BranchNet study is the Mini one's."""
+    from ncf.model.train import TrainConfig
+    from ncf.studies import steps
+
+    cache = StageCache(tmp_path, log=None)
+    cfg = TrainConfig(model="fused", epochs=1, branchnet="mini")
+    mini = steps.train(cache, cfg, train_ds.path, progress=False)
+    stamp = (mini / "checkpoint.pt").stat().st_mtime_ns
+    assert steps.train(cache, replace(cfg, branchnet="big"), train_ds.path, progress=False) == mini
+    assert (mini / "checkpoint.pt").stat().st_mtime_ns == stamp and len(list((tmp_path / "train").glob("*/stage.json"))) == 1
+    assert steps.train(cache, replace(cfg, epochs=2, branchnet="big"), train_ds.path, progress=False) != mini
 
 
 def _rel(module: str) -> set[str]:
