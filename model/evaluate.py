@@ -166,17 +166,17 @@ def evaluate_prefetch(ds: Dataset, predictions: dict[str, np.ndarray], config: C
     site_pc = np.asarray(ds.site_pc, np.uint64)[np.asarray(a["site"][rows], np.int64)]
     idx = np.asarray(a["idx"][rows], np.int64)
     distance = {int(pc, 16): k for pc, k in ds.meta["prefetch_distance"].items()}
-    shown = "/".join(str(distance[int(pc)]) for pc in np.unique(site_pc))   # the distances of the scored loads
+    loads = _loads(np.unique(site_pc), mem, distance)
+    shown = "/".join(map(str, loads["distance"]))   # the distances of the scored loads
     prev_pos, target_pos = _access_positions(mem, site_pc, idx, np.array([distance[int(p)] for p in site_pc], np.int64))
     issue = np.maximum(prev_pos, np.searchsorted(mem.idx, idx - lead))
-    delinquent = np.isin(mem.pc, np.unique(site_pc)) & ~mem.is_store
     base = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, config=config, n_insn=mem.n_insn)
     out, composite = [], []
     for name in baselines:
         params = {"ip_distance": distance} if name == "ip-stride" else {}
         res = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, prefetcher=name, config=config, n_insn=mem.n_insn,
                        **params)
-        out.append(_prefetch_row(name, shown if params else None, None, label, other, base, res, delinquent))
+        out.append(_prefetch_row(name, shown if params else None, None, label, other, base, res, loads))
     for name, cls in predictions.items():
         cls = np.asarray(cls, np.int64)[rows]
         made = (cls >= 0) & (cls != other)
@@ -193,9 +193,9 @@ def evaluate_prefetch(ds: Dataset, predictions: dict[str, np.ndarray], config: C
             res = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, prefetcher=kind, prefetch_addr=pf,
                            config=config, n_insn=mem.n_insn)
             if kind == "external":
-                out.append(_prefetch_row(name, shown, cls, label, other, base, res, delinquent))
+                out.append(_prefetch_row(name, shown, cls, label, other, base, res, loads))
             else:
-                composite.append(_prefetch_row(f"{name}+{kind}", shown, None, label, other, base, res, delinquent))
+                composite.append(_prefetch_row(f"{name}+{kind}", shown, None, label, other, base, res, loads))
     return out + composite
 
 
@@ -210,13 +210,33 @@ def _access_positions(mem, site_pc: np.ndarray, idx: np.ndarray, k: np.ndarray) 
     return prev, target
 
 
-def _prefetch_row(name, distance, cls, label, other, base, res, delinquent) -> dict:
-    miss_base = (base.l1 == 0) & delinquent
-    miss_with = (res.l1 == 0) & delinquent
+def _loads(pcs: np.ndarray, mem, distance: dict[int, int]) -> dict:
+    """The delinquent loads ``pcs`` (pc, prefetch distance k) and, per access of ``mem``, its load's index
+    (``len(pcs)``: any other load; -1: a store)."""
+    of = np.where(mem.is_store, -1, len(pcs)).astype(np.int64)
+    for k, pc in enumerate(pcs):
+        of[(mem.pc == pc) & ~mem.is_store] = k
+    return {"pc": [f"{int(pc):#x}" for pc in pcs], "distance": [distance[int(pc)] for pc in pcs], "of": of}
+
+
+def _load_misses(res, loads: dict) -> np.ndarray:
+    """L1D misses per delinquent load, then of all other loads (late prefetches are not misses)."""
+    of = loads["of"]
+    return np.bincount(of[(res.l1 == 0) & (of >= 0)], minlength=len(loads["pc"]) + 1)
+
+
+def _prefetch_row(name, distance, cls, label, other, base, res, loads) -> dict:
+    """Coverage, accuracy and lateness of one prefetcher (``res``) against no prefetching (``base``); per
+    load (``load_misses``, ``load_misses_without``: each delinquent load of ``load_pc`` at its distance
+    ``load_distance``, then all other loads) the L1D misses with and without it: where coverage is won and
+    where it is not; with ``cls``, the delta accuracy on the delinquent loads' samples."""
+    with_pf, without = _load_misses(res, loads), _load_misses(base, loads)
     row = {"model": name, "distance": distance, "coverage": coverage(base, res), "accuracy": res.accuracy,
            "late_fraction": res.late_fraction,
-           "delinquent_coverage": 1 - miss_with.sum() / max(miss_base.sum(), 1),
-           "l1_mpki_with": res.l1_mpki, "l1_mpki_without": base.l1_mpki, "issued": res.pf_issued}
+           "delinquent_coverage": 1 - with_pf[:-1].sum() / max(without[:-1].sum(), 1),
+           "l1_mpki_with": res.l1_mpki, "l1_mpki_without": base.l1_mpki, "issued": res.pf_issued,
+           "load_pc": loads["pc"], "load_distance": loads["distance"], "load_misses": with_pf.tolist(),
+           "load_misses_without": without.tolist()}
     if cls is not None:
         made = (cls >= 0) & (cls != other)
         correct = made & (cls == label)

@@ -433,6 +433,10 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
                    "model and TAGE-SC-L are both wrong (what no choice between them recovers); *val*: TAGE-SC-L and "
                    "the models overriding all on the training inputs' validation split (the last 10% in time of each "
                    "training trace)"),
+        save_table(out / "loads", load_rows(per), "Delinquent loads one by one (held-out input), then all other "
+                   "loads: L1D misses without prefetching (share: of all L1D load misses) and with each prefetcher "
+                   "(means over seeds), most misses first: which loads hold the coverage a model wins and which the "
+                   "rest"),
     ]
     write_json(out / "experiment.json", {"config": settings(cfg), "workloads": per, "summary": summary})
     if cfg.leads:
@@ -466,6 +470,28 @@ def site_rows(per: list[dict], models=("fused", "branchnet", THREE_WAY)) -> list
                                  ("site_mispredictions_val", f"{m} val")):
                     if key in seeds[0][m]:
                         row[col] = float(np.mean([s[m][key][k] for s in seeds]))
+            rows.append(row)
+    return rows
+
+
+def load_rows(per: list[dict], models=("ip-stride", "bop", "berti", "fused", "delta-lstm", "fused+bop",
+                                         "fused+berti")) -> list[dict]:
+    """Per workload, each delinquent load (its distance k) and then all other loads: L1D misses on the held-out
+    input without prefetching and with each of ``models`` (means over seeds; model.evaluate ``load_misses``),
+    delinquent loads with the most misses first."""
+    rows = []
+    for r in per:
+        seeds = [{x["model"]: x for x in s["prefetch"]} for s in r["seeds"] if s["prefetch"]]
+        if not seeds:
+            continue
+        first = next(iter(seeds[0].values()))
+        without, total = first["load_misses_without"], sum(first["load_misses_without"])
+        names, ks = [*first["load_pc"], "other loads"], [*first["load_distance"], None]
+        for k in [*np.argsort(-np.asarray(without[:-1]), kind="stable"), len(without) - 1]:
+            row = {"workload": r["workload"], "load": names[k], "distance": ks[k], "misses without": without[k],
+                   "share": without[k] / total if total else float("nan")}
+            for m in (m for m in models if m in seeds[0]):
+                row[m] = float(np.mean([s[m]["load_misses"][k] for s in seeds]))
             rows.append(row)
     return rows
 

@@ -8,6 +8,8 @@ import torch
 
 from ncf.model.evaluate import evaluate_branches, evaluate_prefetch
 from ncf.model.train import TrainConfig, load_model, predict, train
+from ncf.trace_eval.format import TraceReader
+from ncf.trace_eval.streams import memory_stream
 
 from ..helpers import train_until_epoch_two
 
@@ -193,6 +195,17 @@ def test_prefetch_evaluation_of_an_oracle_and_of_silence(train_ds):
             assert rows[f"silent+{b}"][key] == rows[b][key]
         assert rows[f"oracle+{b}"]["delinquent_coverage"] > rows[b]["delinquent_coverage"]
         assert "delta_accuracy" not in rows[f"oracle+{b}"]
+    # per load: misses with and without prefetching, each delinquent load then the other loads, adding up to
+    # the L1D misses; the silent model misses as often as no prefetching, the oracle less on its loads
+    n_insn = memory_stream(TraceReader(train_ds.meta["trace"])).n_insn
+    for r in rows.values():
+        assert len(r["load_misses"]) == len(r["load_misses_without"]) == len(r["load_pc"]) + 1 == len(
+            r["load_distance"]) + 1
+        assert sum(r["load_misses"]) == round(r["l1_mpki_with"] * n_insn / 1000)
+        assert sum(r["load_misses_without"]) == round(r["l1_mpki_without"] * n_insn / 1000)
+        assert r["delinquent_coverage"] == 1 - sum(r["load_misses"][:-1]) / sum(r["load_misses_without"][:-1])
+    assert rows["silent"]["load_misses"] == rows["silent"]["load_misses_without"]
+    assert sum(rows["oracle"]["load_misses"][:-1]) < sum(rows["oracle"]["load_misses_without"][:-1])
 
 
 def test_prediction_in_chunks_equals_one_mixed_batch(train_ds):

@@ -49,13 +49,20 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     assert sum(r["tage-sc-l"] for r in sites) == tage["hard_mispredictions"]
     assert all(r["fused and tage-sc-l wrong"] <= min(r["fused"], r["tage-sc-l"]) for r in sites)
     assert sum(r["tage-sc-l val"] for r in sites) == tage["hard_mispredictions_val"]
+    loads = json.loads((tmp_path / "out" / "loads.json").read_text())["rows"]   # each load once, then the rest
+    pf = {row["model"]: row for row in w["prefetch"]}
+    assert [r["load"] for r in loads] == [*sorted(pf["bop"]["load_pc"], key=lambda pc: -dict(
+        zip(pf["bop"]["load_pc"], pf["bop"]["load_misses_without"]))[pc]), "other loads"]
+    for m in ("bop", "fused", "fused+berti"):
+        assert sum(r[m] for r in loads) * 1000 / sum(r["misses without"] for r in loads) == pytest.approx(
+            1000 * pf[m]["l1_mpki_with"] / pf[m]["l1_mpki_without"])
     sweep = json.loads((tmp_path / "out" / "lead_sweep.json").read_text())["rows"]
     assert [r["lead"] for r in sweep] == [0, 100] and (tmp_path / "out" / "lead_sweep.png").exists()
     shown = render_check(r["pages"]["html"])                  # the page: every table with its rows, the figure
     assert shown["images"] == shown["images_loaded"] == shown["images_whole"] == 1
     assert [len(t["rows"]) for t in shown["tables"]] == [
         len(json.loads((tmp_path / "out" / f"{t}.json").read_text())["rows"])
-        for t in ("branch", "prefetch", "summary", "sites", "lead_sweep")]
+        for t in ("branch", "prefetch", "summary", "sites", "loads", "lead_sweep")]
     assert png_size(r["pages"]["screenshot"]) == (1280, 900)
     (ckpt,) = (tmp_path / "cache" / "train").glob("bzip2-fused-no-frontend-*/run/checkpoint.pt")
     stamp = ckpt.stat().st_mtime_ns
