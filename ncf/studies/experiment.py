@@ -496,8 +496,12 @@ def load_rows(per: list[dict], models=("ip-stride", "bop", "berti", "fused", "de
     return rows
 
 
+GOAL_VS_TAGE = -0.05        # the fused hybrid's hard-branch mispredictions against TAGE-SC-L's (and a lower MPKI)
+GOAL_VS_BRANCHNET = -0.26   # the fused GNN's against BranchNet's, both overriding TAGE-SC-L on the hard branches
+
+
 def summarise(per: list[dict]) -> list[dict]:
-    """One row per workload with the issue's goals as ratios."""
+    """One row per workload with the issue's goals as ratios, and whether each is met."""
     rows = []
     for r in per:
         b = {x["model"]: x for x in r["branch"]}
@@ -510,6 +514,10 @@ def summarise(per: list[dict]) -> list[dict]:
             row["fused_vs_tage_hard_hybrid"] = b["fused"]["vs_tage_hard_hybrid"]
             row["mpki_tage"], row["mpki_fused_override"] = b["tage-sc-l"]["mpki"], b["fused"]["mpki"]
             row["mpki_fused_hybrid"] = b["fused"]["mpki_hybrid"]
+            row["branch_goal_met"] = bool(row["fused_vs_tage_hard_hybrid"] <= GOAL_VS_TAGE
+                                          and row["mpki_fused_hybrid"] < row["mpki_tage"])
+            row["branchnet_goal_met"] = (None if row["fused_vs_branchnet_hard"] is None
+                                         else bool(row["fused_vs_branchnet_hard"] <= GOAL_VS_BRANCHNET))
             if THREE_WAY in b:
                 row["three_way_vs_tage_hard_hybrid"] = b[THREE_WAY]["vs_tage_hard_hybrid"]
                 row["mpki_three_way_hybrid"] = b[THREE_WAY]["mpki_hybrid"]

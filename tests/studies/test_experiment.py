@@ -45,6 +45,9 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     assert {"fused_vs_branchnet_hard", "fused_vs_tage_hard", "fused_over_lstm", "coverage_ip_stride",
             "coverage_bop", "coverage_berti", "three_way_vs_tage_hard_hybrid", "coverage_fused_berti",
             "accuracy_fused_bop", "prefetch_goal_met_by"} <= set(summary)
+    assert summary["branch_goal_met"] == (summary["fused_vs_tage_hard_hybrid"] <= -0.05
+                                          and summary["mpki_fused_hybrid"] < summary["mpki_tage"])
+    assert summary["branchnet_goal_met"] == (summary["fused_vs_branchnet_hard"] <= -0.26)
     sites = json.loads((tmp_path / "out" / "sites.json").read_text())["rows"]
     assert sum(r["tage-sc-l"] for r in sites) == tage["hard_mispredictions"]
     assert all(r["fused and tage-sc-l wrong"] <= min(r["fused"], r["tage-sc-l"]) for r in sites)
