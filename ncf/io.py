@@ -241,8 +241,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 # ------------------------------------------------------------------------------------ tables, figures
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """Rows of dicts -> a markdown table; floats get 4 significant digits (from 10,000 on, no decimals: never an
-    exponent), ints thousands separators."""
+    """Rows of dicts -> a markdown table; floats get 4 significant digits, ints thousands separators."""
     columns = columns or (list(rows[0]) if rows else [])
 
     def fmt(v):
@@ -253,7 +252,7 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
         if isinstance(v, int):
             return f"{v:,}"
         if isinstance(v, float):
-            return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+            return f"{v:,.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
         return str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -91,9 +91,3 @@ def test_without_chromium_the_error_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(UsageError, match=r"apt-get install chromium.*make setup"):
         write_report(tmp_path, "# r\n\ntext\n")
-
-
-def test_table_numbers_are_read_without_exponents():
-    """Means over seeds of counts are floats: from 10,000 on they print as whole numbers, never as 1.581e+04."""
-    line = markdown_table([{"a": 15813.667, "b": 1.65612, "c": 16562, "d": 580.333, "e": 2.5e7, "f": -0.045183}])
-    assert line.splitlines()[-1] == "| 15,814 | 1.656 | 16,562 | 580.3 | 25,000,000 | -0.04518 |"
