@@ -477,8 +477,8 @@ def site_rows(per: list[dict], models=("fused", "branchnet", THREE_WAY)) -> list
 def load_rows(per: list[dict], models=("ip-stride", "bop", "berti", "fused", "delta-lstm", "fused+bop",
                                          "fused+berti")) -> list[dict]:
     """Per workload, each delinquent load (its distance k) and then all other loads: L1D misses on the held-out
-    input without prefetching and with each of ``models`` (means over seeds; model.evaluate ``load_misses``),
-    delinquent loads with the most misses first."""
+    input without prefetching and with each of ``models`` (means over seeds, to the nearest miss; model.evaluate
+    ``load_misses``), delinquent loads with the most misses first."""
     rows = []
     for r in per:
         seeds = [{x["model"]: x for x in s["prefetch"]} for s in r["seeds"] if s["prefetch"]]
@@ -490,8 +490,8 @@ def load_rows(per: list[dict], models=("ip-stride", "bop", "berti", "fused", "de
         for k in [*np.argsort(-np.asarray(without[:-1]), kind="stable"), len(without) - 1]:
             row = {"workload": r["workload"], "load": names[k], "distance": ks[k], "misses without": without[k],
                    "share": without[k] / total if total else float("nan")}
-            for m in (m for m in models if m in seeds[0]):
-                row[m] = float(np.mean([s[m]["load_misses"][k] for s in seeds]))
+            for m in (m for m in models if m in seeds[0]):   # the seeds' mean to the nearest miss
+                row[m] = int(round(float(np.mean([s[m]["load_misses"][k] for s in seeds]))))
             rows.append(row)
     return rows
 
