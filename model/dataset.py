@@ -167,13 +167,17 @@ def predicted_addresses(a0: np.ndarray, a1: np.ndarray, known: np.ndarray, n: np
 
 
 # --------------------------------------------------------------------------------------- sites
-def find_sites(trace: str | Path, share: float = 0.5, max_branches: int = 16, max_loads: int = 16) -> dict:
-    """Hard branches (TAGE-SC-L's worst) and delinquent loads (most L1D misses) of a trace, in one
-    pass over its chunks (memory: a chunk, the predictor, the cache model and counts per pc)."""
+def find_sites(trace: str | Path, max_branches: int = 16, max_loads: int = 16, branch_share: float = 0.5,
+               load_share: float = 0.5) -> dict:
+    """Hard branches (TAGE-SC-L's worst: the fewest holding ``branch_share`` of its mispredictions, at most
+    ``max_branches``) and delinquent loads (the fewest holding ``load_share`` of the L1D load misses, at most
+    ``max_loads``) of a trace, in one pass over its chunks (memory: a chunk, the predictor, the cache model
+    and counts per pc)."""
     from ncf.trace_eval.cache import MISS, NativeCache
 
     if max_branches < 0 or max_loads < 0 or max_branches + max_loads == 0:
         raise UsageError(f"sites to find: {max_branches} branches, {max_loads} loads (each >= 0, not both 0)")
+    check_share(branch_share=branch_share, load_share=load_share)
     r = TraceReader(trace)
     r.require_instructions("finding hard branches and delinquent loads")
     tage, cache = TageScL(), NativeCache()
@@ -189,9 +193,16 @@ def find_sites(trace: str | Path, share: float = 0.5, max_branches: int = 16, ma
             missed.add(pc[load], l1[load] == MISS)
     finally:
         cache.close()
-    return {"branch": [int(mispredicted.keys[i]) for i in top_sites(mispredicted.counts[:, 0], share, max_branches)],
-            "load": [int(missed.keys[i]) for i in top_sites(missed.counts[:, 0], share, max_loads)],
+    return {"branch": [int(mispredicted.keys[i]) for i in top_sites(mispredicted.counts[:, 0], branch_share, max_branches)],
+            "load": [int(missed.keys[i]) for i in top_sites(missed.counts[:, 0], load_share, max_loads)],
             "from_trace": str(trace)}
+
+
+def check_share(**shares: float) -> None:
+    """Each share of events that sites are picked to hold is in (0, 1]."""
+    bad = {k: v for k, v in shares.items() if not 0 < v <= 1}
+    if bad:
+        raise UsageError(", ".join(f"{k} {v}" for k, v in bad.items()) + ": give a share of events in (0, 1]")
 
 
 def site_graphs(static: StaticTable, sites: dict, n_nodes: int) -> list[SiteGraph]:

@@ -217,7 +217,8 @@ def cmd_baseline(a) -> int:
 def cmd_dataset(a) -> int:
     from ncf.model.dataset import Dataset, DatasetConfig, build_dataset, find_sites
 
-    sites = find_sites(a.sites_from or a.trace, max_branches=a.max_branches, max_loads=a.max_loads)
+    sites = find_sites(a.sites_from or a.trace, max_branches=a.max_branches, max_loads=a.max_loads,
+                       load_share=a.load_share)
     ref = Dataset(a.vocab_from).meta if a.vocab_from else {}
     cfg = DatasetConfig(lead=a.lead, task=a.task, max_per_site=a.max_per_site, prefetch_distance=a.prefetch_distance,
                         history_only=a.history_only)
@@ -669,6 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--max-per-site", type=int, help="keep at most this many samples per site (evenly in time)")
     ds.add_argument("--max-branches", type=int, default=8)
     ds.add_argument("--max-loads", type=int, default=8)
+    ds.add_argument("--load-share", type=float, default=0.5, help="delinquent loads: the fewest holding this share "
+                    "of the trace's L1D load misses, at most --max-loads (default 0.5)")
     ds.add_argument("--history-only", action="store_true", help="no site graphs, registers, memory values or "
                     "front-end counts: for a trace without them (a ChampSim import); BranchNet and the delta-LSTM "
                     "train on it, the GNN models refuse it")

@@ -382,7 +382,8 @@ def test_settings_are_parsed_as_their_field_types_then_validated():
 
     exp = with_settings(ExperimentConfig(), ["leads=[0, 10]", "ablations=[]"])
     assert (exp.leads, exp.ablations) == ([0, 10], [])
-    for bad, says in (("leads=x", "not a list"), ("leads=[a]", "lead 'a'"), ("leads=[-1]", "lead -1")):
+    for bad, says in (("leads=x", "not a list"), ("leads=[a]", "lead 'a'"), ("leads=[-1]", "lead -1"),
+                      ("load_share=0", "load_share 0"), ("load_share=1.5", "load_share 1.5")):
         with pytest.raises(UsageError, match=says):
             with_settings(exp, [bad])
 

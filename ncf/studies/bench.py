@@ -240,7 +240,7 @@ def bench_train(dataset: Path | None, trace: Path | None, instructions: int, ski
                 trace = Path(tmp) / "bzip2-0.ncft"
                 record(prepare("bzip2", 0), trace, skip=skip, count=instructions, selfcheck=False)
             dataset = Path(tmp) / "ds"
-            build_dataset(trace, find_sites(trace, share=1.0, **BENCH_SITES), dataset,
+            build_dataset(trace, find_sites(trace, branch_share=1.0, load_share=1.0, **BENCH_SITES), dataset,
                           DatasetConfig(lead=100, max_per_site=1500), progress=False)
         ds = Dataset(dataset)
         rows = [dict(r, epochs=epochs, batch=batch, threads=threads) for r in _train_rates(ds, epochs, batch)]

@@ -74,7 +74,7 @@ def model_data(cfg, cache: StageCache, train: list[Path], test: Path) -> tuple[P
     (``train_cap`` samples per site in all) and the held-out trace's (every sample; None when none of the
     training sites runs in it), for the sites of every training trace. The delta vocabulary and prefetch
     distances are those of ``train[0]``'s dataset (the reference, as the first training window is for ncf)."""
-    lists = [steps.sites(cache, t, cfg.max_branches, cfg.max_loads) for t in train]
+    lists = [steps.sites(cache, t, cfg.max_branches, cfg.max_loads, cfg.load_share) for t in train]
     site_list = {task: list(dict.fromkeys(pc for s in lists for pc in s[task])) for task in ("branch", "load")}
     site_list["from_trace"] = ", ".join(s["from_trace"] for s in lists)
     dcfg = DatasetConfig(lead=cfg.lead, max_per_site=math.ceil(cfg.train_cap / len(train)),

@@ -2,7 +2,7 @@
 
     cache = StageCache("work/cache")
     t = trace(cache, prepare("bzip2", 0), skip=10**8, count=5 * 10**6)     # .../trace.ncft
-    s = sites(cache, t, max_branches=6, max_loads=4)
+    s = sites(cache, t, max_branches=6, max_loads=4, load_share=0.5)
     d = dataset(cache, t, s, DatasetConfig(lead=100, max_per_site=1500), label="bzip2-0")
     run = train(cache, TrainConfig(model="fused", epochs=8), train_ds=d)
 
@@ -49,15 +49,16 @@ def baselines(cache: StageCache, trace_path: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------ model
-def sites(cache: StageCache, trace_path: Path, max_branches: int, max_loads: int) -> dict:
-    """Hard branches and delinquent loads of a (training) trace."""
+def sites(cache: StageCache, trace_path: Path, max_branches: int, max_loads: int, load_share: float) -> dict:
+    """Hard branches and delinquent loads of a (training) trace (model.dataset.find_sites)."""
     from ncf.model.dataset import find_sites
 
     def fn(d):
-        s = find_sites(trace_path, max_branches=max_branches, max_loads=max_loads)
+        s = find_sites(trace_path, max_branches=max_branches, max_loads=max_loads, load_share=load_share)
         s["from_trace"] = Path(trace_path).name
         return s
-    return cache.run("sites", {"trace": trace_sha(trace_path), "limits": [max_branches, max_loads]}, fn,
+    return cache.run("sites", {"trace": trace_sha(trace_path), "limits": [max_branches, max_loads],
+                               "load_share": load_share}, fn,
                      code=("ncf.model.dataset",), label=Path(trace_path).stem).result
 
 

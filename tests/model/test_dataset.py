@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import ncf.model.dataset as dsmod
+from ncf.io import UsageError
 from ncf.model.dataset import (G_TAGE_DETAIL, HIST_BITS, MAX_DISTANCE, Dataset, DatasetConfig, branch_tokens,
                                build_dataset, encode_tage, find_sites, predicted_addresses)
 from ncf.trace_eval.cache import CacheConfig
@@ -299,6 +300,23 @@ def rechunked(bzip2_trace, tmp_path_factory):
 def test_sites_do_not_depend_on_the_chunk_size(rechunked, sites):
     assert {k: v for k, v in find_sites(rechunked).items() if k != "from_trace"} == \
         {k: v for k, v in sites.items() if k != "from_trace"}
+
+
+def test_a_larger_load_share_adds_the_next_most_missing_loads(bzip2_trace, sites):
+    """The loads holding 90% of the misses are the baseline harness's delinquent loads at that share (the
+    whole trace's memory stream through the cache model at once, not chunk by chunk) and start with those
+    holding 50%; a share that is no share is refused before the trace is read."""
+    from ncf.trace_eval.cache import simulate
+    from ncf.trace_eval.harness import delinquent_loads
+
+    more = find_sites(bzip2_trace, max_loads=64, load_share=0.9)
+    mem = memory_stream(TraceReader(bzip2_trace))
+    base = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, prefetcher="none", n_insn=mem.n_insn)
+    assert more["load"] == [d["pc"] for d in delinquent_loads(mem, base, 0.9, max_n=64)]
+    assert more["branch"] == sites["branch"] and len(more["load"]) > len(sites["load"])
+    assert more["load"][:len(sites["load"])] == sites["load"]
+    with pytest.raises(UsageError, match="load_share 0"):
+        find_sites(bzip2_trace, load_share=0)
 
 
 @pytest.mark.parametrize("lead", [0, 1, 100, 1000])
