@@ -98,14 +98,11 @@ def merged(cache: StageCache, parts: list, label: str = "") -> Path:
 def train(cache: StageCache, cfg, train_ds: Path, test_ds: Path | None = None, label: str = "",
           progress: bool = True) -> Path:
     """A trained run of ``cfg.model`` on ``train_ds`` (model.train.train); the run directory. BranchNet's shape
-    keys BranchNet's runs only: a GNN trained beside Big-BranchNet is the one trained beside Mini-BranchNet.
-    The other models' keys hold "mini", the shape the study and demo presets name, so that the runs cached
-    before the shape left their keys stay valid."""
+    keys BranchNet's runs only: a GNN trained beside Big-BranchNet is the one trained beside Mini-BranchNet."""
     from ncf.model.train import train as train_run
 
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("train", "test", "out")}
-    if cfg.model != "branchnet":
-        settings["branchnet"] = "mini"
+    settings = {k: v for k, v in asdict(cfg).items()
+                if k not in ("train", "test", "out") and (k != "branchnet" or cfg.model == "branchnet")}
     key = {"train": entry_key(train_ds), "config": settings}
     return cache.run("train", key, lambda d: train_run(replace(cfg, train=str(train_ds), out=str(d / "run"),
                                                               test=str(test_ds or "")), progress=progress),
