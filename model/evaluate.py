@@ -85,6 +85,12 @@ def hybrid_prediction(policy: dict, candidates: dict[str, np.ndarray], tage_conf
     return out
 
 
+def override(p: np.ndarray, tage: np.ndarray) -> np.ndarray:
+    """A model overriding TAGE-SC-L (``tage``: its directions): taken where ``p`` (p_taken) > 0.5, TAGE-SC-L's
+    direction where the model makes no prediction (NaN)."""
+    return np.where(np.isnan(p), tage, p > 0.5)
+
+
 def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], policies: dict | None = None) -> list[dict]:
     """Rows: TAGE-SC-L alone, then each model overriding it on the hard branches: on all of them
     (as BranchNet is deployed), and (``*_hybrid``) where ``policies[name]`` (``hybrid_policy``, chosen
@@ -115,7 +121,7 @@ def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], policies:
     def score(name, p):
         final = base.copy()
         if p is not None:
-            final[pos] = np.where(np.isnan(p), base[pos], p > 0.5)
+            final[pos] = override(p, base[pos])
         wrong = final[pos] != taken
         return score_branches(name, br, final).mpki, int(wrong.sum()), wrong
 
@@ -130,7 +136,7 @@ def evaluate_branches(ds: Dataset, predictions: dict[str, np.ndarray], policies:
         if p is not None and name in policies:
             ph = hybrid_prediction(policies[name], {m: np.asarray(q, np.float64)[rows] for m, q in predictions.items()},
                                    tage_conf, row_pc)
-            changed = ~np.isnan(ph) & ((ph > 0.5) != base[pos])
+            changed = override(ph, base[pos]) != base[pos]
             row["mpki_hybrid"], row["hard_mispredictions_hybrid"], wrong = score(name, ph)
             row["site_mispredictions_hybrid"] = per_site(wrong)
             row["hard_accuracy_hybrid"] = 1 - row["hard_mispredictions_hybrid"] / max(len(rows), 1)
@@ -166,11 +172,11 @@ def evaluate_prefetch(ds: Dataset, predictions: dict[str, np.ndarray], config: C
     site_pc = np.asarray(ds.site_pc, np.uint64)[np.asarray(a["site"][rows], np.int64)]
     idx = np.asarray(a["idx"][rows], np.int64)
     distance = {int(pc, 16): k for pc, k in ds.meta["prefetch_distance"].items()}
-    loads = _loads(np.unique(site_pc), mem, distance)
-    shown = "/".join(map(str, loads["distance"]))   # the distances of the scored loads
-    prev_pos, target_pos = _access_positions(mem, site_pc, idx, np.array([distance[int(p)] for p in site_pc], np.int64))
-    issue = np.maximum(prev_pos, np.searchsorted(mem.idx, idx - lead))
     base = simulate(mem.pc, mem.addr, mem.is_store, mem.idx, config=config, n_insn=mem.n_insn)
+    loads = _loads(np.unique(site_pc), mem, distance, base)
+    shown = "/".join(map(str, loads["distance"]))   # the distances of the scored loads
+    prev_pos, target_pos = _access_positions(mem, loads, site_pc, idx)
+    issue = np.maximum(prev_pos, np.searchsorted(mem.idx, idx - lead))
     out, composite = [], []
     for name in baselines:
         params = {"ip_distance": distance} if name == "ip-stride" else {}
@@ -199,24 +205,26 @@ def evaluate_prefetch(ds: Dataset, predictions: dict[str, np.ndarray], config: C
     return out + composite
 
 
-def _access_positions(mem, site_pc: np.ndarray, idx: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions in ``mem`` of the access before each sample's (j-1) and of the one ``k`` after that (j-1+k)."""
+def _access_positions(mem, loads: dict, site_pc: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``mem`` of the access before each sample's (j-1) and of the one its load's distance k
+    after that (j-1+k)."""
     prev, target = np.zeros(len(idx), np.int64), np.zeros(len(idx), np.int64)
-    for pc in np.unique(site_pc):
-        q = np.nonzero((mem.pc == pc) & ~mem.is_store)[0]
-        sel = np.nonzero(site_pc == pc)[0]
+    for n, (pc, k) in enumerate(zip(loads["pc"], loads["distance"])):
+        q = np.nonzero(loads["of"] == n)[0]
+        sel = np.nonzero(site_pc == np.uint64(int(pc, 16)))[0]
         j = np.searchsorted(mem.idx[q], idx[sel])
-        prev[sel], target[sel] = q[j - 1], q[j - 1 + k[sel]]
+        prev[sel], target[sel] = q[j - 1], q[j - 1 + k]
     return prev, target
 
 
-def _loads(pcs: np.ndarray, mem, distance: dict[int, int]) -> dict:
-    """The delinquent loads ``pcs`` (pc, prefetch distance k) and, per access of ``mem``, its load's index
-    (``len(pcs)``: any other load; -1: a store)."""
+def _loads(pcs: np.ndarray, mem, distance: dict[int, int], base) -> dict:
+    """The delinquent loads ``pcs`` (pc, prefetch distance k), per access of ``mem`` its load's index
+    (``len(pcs)``: any other load; -1: a store), and the L1D misses per load without prefetching (``base``)."""
     of = np.where(mem.is_store, -1, len(pcs)).astype(np.int64)
     for k, pc in enumerate(pcs):
         of[(mem.pc == pc) & ~mem.is_store] = k
-    return {"pc": [f"{int(pc):#x}" for pc in pcs], "distance": [distance[int(pc)] for pc in pcs], "of": of}
+    loads = {"pc": [f"{int(pc):#x}" for pc in pcs], "distance": [distance[int(pc)] for pc in pcs], "of": of}
+    return {**loads, "misses_without": _load_misses(base, loads)}
 
 
 def _load_misses(res, loads: dict) -> np.ndarray:
@@ -230,7 +238,7 @@ def _prefetch_row(name, distance, cls, label, other, base, res, loads) -> dict:
     load (``load_misses``, ``load_misses_without``: each delinquent load of ``load_pc`` at its distance
     ``load_distance``, then all other loads) the L1D misses with and without it: where coverage is won and
     where it is not; with ``cls``, the delta accuracy on the delinquent loads' samples."""
-    with_pf, without = _load_misses(res, loads), _load_misses(base, loads)
+    with_pf, without = _load_misses(res, loads), loads["misses_without"]
     row = {"model": name, "distance": distance, "coverage": coverage(base, res), "accuracy": res.accuracy,
            "late_fraction": res.late_fraction,
            "delinquent_coverage": 1 - with_pf[:-1].sum() / max(without[:-1].sum(), 1),

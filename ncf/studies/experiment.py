@@ -28,7 +28,7 @@ import numpy as np
 
 from ncf.io import UsageError, at_least, check_output, figure, read_json, save_figure, save_table, write_json
 from ncf.model.dataset import Dataset, DatasetConfig, check_lead, check_share
-from ncf.model.evaluate import evaluate_branches, evaluate_prefetch, hybrid_policy
+from ncf.model.evaluate import evaluate_branches, evaluate_prefetch, hybrid_policy, override
 from ncf.model.train import GNN_MODELS, MODELS, TrainConfig, predict, split_rows
 from ncf.trace_eval.workloads import KERNELS, N_INPUTS, TEST_INPUT, UserWorkload, load_workloads, names, prepare
 
@@ -188,8 +188,7 @@ def validation_mispredictions(train_ds: Dataset, candidates: dict[str, np.ndarra
     site, n = v["site"].astype(np.int64), len(train_ds.site_pc)
     out = {"tage-sc-l": np.bincount(site[tage != taken], minlength=n).tolist()}
     for m, p in candidates.items():
-        p = np.asarray(p, np.float64)[br]
-        wrong = np.where(np.isnan(p), tage, p > 0.5) != taken
+        wrong = override(np.asarray(p, np.float64)[br], tage) != taken
         out[m] = np.bincount(site[wrong], minlength=n).tolist()
     return out
 
