@@ -388,15 +388,17 @@ def with_sd(rows: list[dict], columns: list[str]) -> list[str]:
 
 
 def mean_rows(tables: list[list[dict]]) -> list[dict]:
-    """One table of the seeds' tables (same models in the same order): each number their mean and,
-    with more than one seed, the standard deviation of the ``SPREAD`` columns as ``<column>_sd``."""
+    """One table of the seeds' tables (same models in the same order): each number their mean (of counts, to
+    the nearest count; each seed's own in experiment.json) and, with more than one seed, the standard deviation
+    of the ``SPREAD`` columns as ``<column>_sd``."""
     out = []
     for rows in zip(*tables):
         row = {}
         for key, v in rows[0].items():
             vs = [r[key] for r in rows]
             if isinstance(v, (int, float)) and not isinstance(v, bool) and None not in vs:
-                row[key] = float(np.mean(vs)) if len(vs) > 1 else v
+                counts = all(isinstance(x, int) for x in vs)
+                row[key] = v if len(vs) == 1 else int(round(np.mean(vs))) if counts else float(np.mean(vs))
                 if len(vs) > 1 and key in SPREAD:
                     row[f"{key}_sd"] = float(np.std(vs))
             else:

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from ncf.studies.experiment import (ExperimentConfig, prefetch_goal, run_experiment, validation_branches,
+from ncf.io import markdown_table
+from ncf.studies.experiment import (ExperimentConfig, mean_rows, prefetch_goal, run_experiment, validation_branches,
                                     validation_mispredictions, validation_rows)
 
 from ..helpers import png_size, render_check
@@ -122,3 +123,13 @@ def test_the_prefetch_goal_asks_for_more_coverage_than_both_baselines_at_no_lowe
     assert prefetch_goal({**rows, "fused+bop": r(0.593, 0.9600)}) == "none"
     assert prefetch_goal({**rows, "fused": r(0.6, 0.97)}) == "fused, fused+bop"
     assert prefetch_goal({"fused": r(0.6, 0.97)}) == ""
+
+
+def test_the_seeds_mean_of_a_count_is_a_count_and_prints_in_full():
+    seeds = [[{"model": "fused", "hard_mispredictions": n, "mpki": m, "hybrid_changed_right": None}]
+             for n, m in ((15_831, 3.25), (15_902, 3.5), (15_798, 3.0))]
+    row = mean_rows(seeds)[0]
+    assert (row["hard_mispredictions"], row["mpki"], row["hybrid_changed_right"]) == (15_844, 3.25, None)
+    assert row["hard_mispredictions_sd"] == pytest.approx(np.std([15_831, 15_902, 15_798]))
+    assert "| fused | 15,844 | 3.25 |" in markdown_table([row], ["model", "hard_mispredictions", "mpki"])
+    assert mean_rows(seeds[:1])[0] == seeds[0][0]
