@@ -452,9 +452,10 @@ def run_experiment(cfg: ExperimentConfig, cache: StageCache | None = None) -> di
 
 
 def site_rows(per: list[dict], models=("fused", "branchnet", THREE_WAY)) -> list[dict]:
-    """Per workload and hard branch: mispredictions of TAGE-SC-L and of ``models`` (means over seeds), on the
-    held-out input and (*val*) on the training inputs' validation split, most TAGE-SC-L mispredictions first:
-    which sites hold the gain and which the remaining loss, and where a model's loss is the input's."""
+    """Per workload and hard branch: mispredictions of TAGE-SC-L and of ``models`` (means over seeds, to the
+    nearest misprediction; each seed's own in experiment.json), on the held-out input and (*val*) on the training
+    inputs' validation split, most TAGE-SC-L mispredictions first: which sites hold the gain and which the
+    remaining loss, and where a model's loss is the input's."""
     rows = []
     for r in per:
         seeds = [{x["model"]: x for x in s["branch"]} for s in r["seeds"] if s["branch"]]
@@ -474,7 +475,7 @@ def site_rows(per: list[dict], models=("fused", "branchnet", THREE_WAY)) -> list
                                  ("site_both_wrong", f"{m} and tage-sc-l wrong"),
                                  ("site_mispredictions_val", f"{m} val")):
                     if key in seeds[0][m]:
-                        row[col] = float(np.mean([s[m][key][k] for s in seeds]))
+                        row[col] = int(round(np.mean([s[m][key][k] for s in seeds])))
             rows.append(row)
     return rows
 

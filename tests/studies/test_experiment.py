@@ -52,6 +52,7 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     sites = json.loads((tmp_path / "out" / "sites.json").read_text())["rows"]
     assert sum(r["tage-sc-l"] for r in sites) == tage["hard_mispredictions"]
     assert all(r["fused and tage-sc-l wrong"] <= min(r["fused"], r["tage-sc-l"]) for r in sites)
+    assert all(isinstance(r[c], int) for r in sites for c in r if c not in ("workload", "site_pc"))   # counts
     assert sum(r["tage-sc-l val"] for r in sites) == tage["hard_mispredictions_val"]
     loads = json.loads((tmp_path / "out" / "loads.json").read_text())["rows"]   # each load once, then the rest
     pf = {row["model"]: row for row in w["prefetch"]}
