@@ -4,7 +4,7 @@
     train(cfg)            # or: ncf train --config cfg.yaml [--resume]
 
 Models (``TrainConfig.model``):
-  fused      the GNN on the fused graph: static code + dynamic snapshot + front-end counts + history/TAGE-SC-L (g)
+  fused      the GNN on the fused graph: static code + dynamic snapshot + front-end counts + history/TAGE-SC-L/deltas (g)
   static     the same GNN without dynamic node features (ablation: static graph + history)
   history    the same network without the graph (ablation: history + TAGE-SC-L only)
   branchnet  a BranchNet-style CNN per hard branch over the last 200 branches (learned baseline)
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ncf.io import UsageError, at_least, atomic_path, check_output, load_config, save_config, write_json
 
-from .dataset import G_TAGE, G_TAGE_DETAIL, Dataset
+from .dataset import G_DELTAS, G_TAGE, G_TAGE_DETAIL, HIST_BITS, TASKS, Dataset
 from .graph import DYN_COUNT, DYN_MEMORY, DYN_VALUE, F_DYN, N_VALUE_BITS, encode_counts, encode_values
 from .history_models import predict_history, train_history_model
 from .loop import CHECKPOINT_VERSION, World, checkpoint_path, epoch_batches, fit, load_checkpoint, split_rows
@@ -117,10 +117,34 @@ def device_of(cfg: TrainConfig) -> torch.device:
 
 
 # --------------------------------------------------------------------------------------- GNN inputs
+def class_history(dhist: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """The delta classes of a load's last accesses before i (``dhist`` [B, T], the delta-LSTM's input; a
+    branch sample's and a missing access's entry is ``n_classes``) one-hot [B, T * n_classes], zeros where none."""
+    return F.one_hot(dhist.long(), n_classes + 1)[..., :n_classes].flatten(1).float()
+
+
+def g_width(ds: Dataset) -> int:
+    """The width of the g the GNNs read (``GraphBatches``): the dataset's g, then ``class_history``."""
+    return ds.meta["g_dim"] + ds.meta["config"]["delta_history"] * ds.meta["config"]["delta_classes"]
+
+
+def g_columns(ds: Dataset, task: str) -> np.ndarray:
+    """Which columns of the GNNs' g a sample of ``task`` can set (bool [g_width]): the task bit and the branch
+    history, then TAGE-SC-L's prediction, confidence and internals (branch) or the load's deltas and
+    class history (load); the others are 0 for every sample of the task."""
+    can = np.zeros(g_width(ds), bool)
+    can[TASKS.index(task)] = True
+    can[2:2 + HIST_BITS] = True
+    for part in (G_TAGE, G_TAGE_DETAIL) if task == "branch" else (G_DELTAS, slice(ds.meta["g_dim"], None)):
+        can[part] = True
+    return can
+
+
 class GraphBatches:
     """Turns dataset rows into the GNN's inputs (graph, dyn, g); the ablations (``model``, ``drop``)
     blank out what they must not see. dyn per node: [value bits | front-end count bits | predicted-memory
-    value bits, ok] (graph.F_DYN). The value encodings of every row are computed once, here, not per batch."""
+    value bits, ok] (graph.F_DYN); g: the dataset's g, then the load's delta-class history (``class_history``).
+    The value encodings of every row are computed once, here, not per batch."""
 
     def __init__(self, ds: Dataset, model: str, device: torch.device, chunk: int = 1 << 16, drop=()):
         from .gnn import SiteGraphs
@@ -134,6 +158,7 @@ class GraphBatches:
         self.graphs = SiteGraphs(static, adj)
         self.site = torch.from_numpy(np.asarray(a["site"], np.int64))
         self.g = torch.tensor(np.asarray(a["g"]))
+        self.dhist, self.n_classes = torch.from_numpy(np.asarray(a["dhist"])), ds.meta["config"]["delta_classes"]
         self.n_nodes = ds.static.shape[1]
         if model in ("static", "history"):   # their dyn is blank: no value encodings (a history-only dataset has none)
             return
@@ -155,7 +180,7 @@ class GraphBatches:
     def __call__(self, rows: np.ndarray) -> tuple:
         r = torch.from_numpy(np.asarray(rows, np.int64))
         site = self.site[r]
-        g = self.g[r].float()
+        g = torch.cat([self.g[r].float(), class_history(self.dhist[r], self.n_classes)], 1)
         if self.model in ("static", "history"):
             dyn = torch.zeros(len(r), self.n_nodes, F_DYN)
         else:
@@ -212,7 +237,7 @@ def build_gnn(cfg: TrainConfig, ds: Dataset):
     from .gnn import FusedGNN, GNNConfig
 
     gcfg = GNNConfig(n_nodes=ds.static.shape[1], f_static=ds.static.shape[2], f_dyn=F_DYN,
-                     g_dim=ds.meta["g_dim"], hidden=cfg.hidden, steps=cfg.steps, edge_types=ds.adj.shape[1],
+                     g_dim=g_width(ds), hidden=cfg.hidden, steps=cfg.steps, edge_types=ds.adj.shape[1],
                      delta_classes=ds.meta["config"]["delta_classes"], gate=cfg.gate, seed=cfg.seed)
     return FusedGNN(gcfg)
 

@@ -13,7 +13,7 @@ Each exported site is a bundle the hardware stage (``ncf hls`` / ``ncf rtl``) st
     site<k>_<b>bit.samples.npz    the held-out samples' input features (0/1, bit-packed) and rows
 The model's inputs are 0/1 features (value encodings, front-end count bits, history bits), so the
 hardware takes them as bits; ``live`` lists the inputs that can be nonzero (value bits of operand
-nodes that carry a value, count bits of instruction nodes, and the graph-level vector) and have a
+nodes that carry a value, count bits of instruction nodes, and the graph-level bits of the site's task) and have a
 nonzero weight: the others are constant 0 for this site.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int |
     from ncf.model.dataset import TASKS
     from ncf.model.gnn import flat_input
     from ncf.model.graph import dyn_inputs
-    from ncf.model.train import GraphBatches
+    from ncf.model.train import GraphBatches, g_columns
 
     rows = np.flatnonzero(np.asarray(ds.arrays["site"]) == site)
     if max_rows:
@@ -54,9 +54,10 @@ def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int |
     y_qonnx = np.asarray(run_qonnx(export_compact(qc, path), xq.numpy()), np.float64)
     same = lambda a, b: int(np.all(a == b, axis=1).sum())
     features = flat_input(dyn, g).numpy()
-    live = live_inputs(p, dyn_inputs(ds.dyn_slot[site], ds.node_pc[site]), qmodel.cfg)
+    task = TASKS[int(ds.site_task[site])]
+    live = live_inputs(p, dyn_inputs(ds.dyn_slot[site], ds.node_pc[site]), g_columns(ds, task), qmodel.cfg)
     write_bundle(path, p, features, rows, live, {
-        "site": site, "site_pc": int(ds.site_pc[site]), "task": TASKS[int(ds.site_task[site])],
+        "site": site, "site_pc": int(ds.site_pc[site]), "task": task,
         "dataset": str(ds.path), "quant": qcfg.as_dict(), "gnn": asdict(qmodel.cfg),
         "hls4ml_input_precision": input_precision(p), "output_exponent": int(e_out)})
     return {"site_pc": int(ds.site_pc[site]), "samples": len(rows), "outputs": int(y_fq.shape[1]),
@@ -70,13 +71,13 @@ def spaced(rows: np.ndarray, n: int) -> np.ndarray:
     return rows if len(rows) <= n else rows[np.unique(np.linspace(0, len(rows) - 1, n).astype(np.int64))]
 
 
-def live_inputs(p: dict, dyn_can: np.ndarray, gcfg) -> np.ndarray:
+def live_inputs(p: dict, dyn_can: np.ndarray, g_can: np.ndarray, gcfg) -> np.ndarray:
     """Indices of the flat inputs [dyn (N*Fd), g (G)] that can change this site's outputs: the
-    dynamic features a node can have (``dyn_can`` [N, Fd], model.graph.dyn_inputs), every
-    graph-level bit, and only where some input weight (the input layer or the readout's direct
-    path) is nonzero."""
+    dynamic features a node can have (``dyn_can`` [N, Fd], model.graph.dyn_inputs), the graph-level
+    bits the site's task can set (``g_can`` [G], model.train.g_columns), and only where some input weight
+    (the input layer or the readout's direct path) is nonzero."""
     n_dyn = gcfg.n_nodes * gcfg.f_dyn
-    can = np.concatenate([np.asarray(dyn_can, bool).reshape(n_dyn), np.ones(gcfg.g_dim, bool)])
+    can = np.concatenate([np.asarray(dyn_can, bool).reshape(n_dyn), np.asarray(g_can, bool)])
     used = np.zeros(n_dyn + gcfg.g_dim, bool)
     for name in ("inp", "read_x"):
         for _, cols, wb in p[name]["w"]["blocks"]:

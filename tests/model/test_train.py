@@ -296,3 +296,24 @@ def test_compact_hardware_form_equals_the_trained_model_on_real_samples(train_ds
             bl, dl = trained(graph, dyn, g)
             out = compact(flat_input(dyn, g))
         assert torch.allclose(out, torch.cat([bl[:, None], dl], 1), atol=1e-4), int(s)
+
+
+def test_g_carries_the_loads_class_history_and_each_task_sets_only_its_columns(train_ds):
+    from ncf.model.train import GraphBatches, g_columns, g_width
+
+    a, cpu = train_ds.arrays, torch.device("cpu")
+    C, T = train_ds.meta["config"]["delta_classes"], train_ds.meta["config"]["delta_history"]
+    rows = np.arange(len(train_ds))
+    _, _, g = GraphBatches(train_ds, "fused", cpu)(rows)
+    assert g.shape[1] == g_width(train_ds) == train_ds.meta["g_dim"] + T * C
+    assert torch.equal(g[:, :train_ds.meta["g_dim"]], torch.from_numpy(np.asarray(a["g"])).float())
+    hist, dhist = g[:, train_ds.meta["g_dim"]:].view(len(rows), T, C), np.asarray(a["dhist"])
+    some = dhist < C                                   # a known access's class: its one-hot; none: zeros
+    assert torch.equal(hist.sum(-1), torch.from_numpy(some).float())
+    assert np.array_equal(hist.argmax(-1).numpy()[some], dhist[some])
+    loads = np.asarray(a["delta"]) >= 0
+    assert some[loads].any() and not some[np.asarray(a["taken"]) >= 0].any()
+    for task, rows_of in (("branch", np.asarray(a["taken"]) >= 0), ("load", loads)):
+        can = torch.from_numpy(g_columns(train_ds, task))
+        assert not g[rows_of][:, ~can].any() and g[rows_of][:, can].any(0).sum() > 0
+    assert (g_columns(train_ds, "branch") & g_columns(train_ds, "load")).sum() == 32   # the branch history
