@@ -4,7 +4,8 @@
     train(cfg)            # or: ncf train --config cfg.yaml [--resume]
 
 Models (``TrainConfig.model``):
-  fused      the GNN on the fused graph: static code + dynamic snapshot + front-end counts + history/TAGE-SC-L/deltas (g)
+  fused      the GNN on the fused graph: static code + dynamic snapshot + front-end counts + g (history,
+             TAGE-SC-L, the load's deltas and delta-class history)
   static     the same GNN without dynamic node features (ablation: static graph + history)
   history    the same network without the graph (ablation: history + TAGE-SC-L only)
   branchnet  a BranchNet-style CNN per hard branch over the last 200 branches (learned baseline)

@@ -127,7 +127,8 @@ class ExperimentConfig:
 # 8 epochs beat 4 on the hard branches of all four programs: README, "The study"): a Ray cluster or a GPU.
 STUDY = {"train_inputs": [0, 2, 3], "windows": 2, "window_stride": 100_000_000, "instructions": 10_000_000,
          "max_loads": 8, "load_share": 0.75, "train_cap": 8_000, "epochs": 4, "batch": 256, "seeds": 3,
-         "models": ["fused", "branchnet", "delta-lstm"], "branchnet": "mini", "ablations": ["frontend", "memory", "tage-internals", "snapshot"], "leads": LEADS}
+         "models": ["fused", "branchnet", "delta-lstm"], "branchnet": "mini",
+         "ablations": ["frontend", "memory", "tage-internals", "snapshot"], "leads": LEADS}
 # ``tiny`` checks that a workload runs through the whole study in about a minute (what CI runs on the example
 # user workload): 400k-instruction windows, 2 hard branches, 1 delinquent load, 300 samples per site, 1 epoch.
 PRESETS = {
@@ -387,6 +388,11 @@ def with_sd(rows: list[dict], columns: list[str]) -> list[str]:
     return [c for col in columns for c in (col, f"{col}_sd") if c == col or any(c in r for r in rows)]
 
 
+def mean_count(counts: list[int]) -> int:
+    """The seeds' mean of a count, to the nearest count (a table prints 15,844, not 1.584e+04)."""
+    return int(round(float(np.mean(counts))))
+
+
 def mean_rows(tables: list[list[dict]]) -> list[dict]:
     """One table of the seeds' tables (same models in the same order): each number their mean (of counts, to
     the nearest count; each seed's own in experiment.json) and, with more than one seed, the standard deviation
@@ -398,7 +404,7 @@ def mean_rows(tables: list[list[dict]]) -> list[dict]:
             vs = [r[key] for r in rows]
             if isinstance(v, (int, float)) and not isinstance(v, bool) and None not in vs:
                 counts = all(isinstance(x, int) for x in vs)
-                row[key] = v if len(vs) == 1 else int(round(np.mean(vs))) if counts else float(np.mean(vs))
+                row[key] = v if len(vs) == 1 else mean_count(vs) if counts else float(np.mean(vs))
                 if len(vs) > 1 and key in SPREAD:
                     row[f"{key}_sd"] = float(np.std(vs))
             else:
@@ -475,7 +481,7 @@ def site_rows(per: list[dict], models=("fused", "branchnet", THREE_WAY)) -> list
                                  ("site_both_wrong", f"{m} and tage-sc-l wrong"),
                                  ("site_mispredictions_val", f"{m} val")):
                     if key in seeds[0][m]:
-                        row[col] = int(round(np.mean([s[m][key][k] for s in seeds])))
+                        row[col] = mean_count([s[m][key][k] for s in seeds])
             rows.append(row)
     return rows
 
@@ -496,8 +502,8 @@ def load_rows(per: list[dict], models=("ip-stride", "bop", "berti", "fused", "de
         for k in [*np.argsort(-np.asarray(without[:-1]), kind="stable"), len(without) - 1]:
             row = {"workload": r["workload"], "load": names[k], "distance": ks[k], "misses without": without[k],
                    "share": without[k] / total if total else float("nan")}
-            for m in (m for m in models if m in seeds[0]):   # the seeds' mean to the nearest miss
-                row[m] = int(round(float(np.mean([s[m]["load_misses"][k] for s in seeds]))))
+            for m in (m for m in models if m in seeds[0]):
+                row[m] = mean_count([s[m]["load_misses"][k] for s in seeds])
             rows.append(row)
     return rows
 
