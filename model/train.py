@@ -159,7 +159,7 @@ class GraphBatches:
         self.graphs = SiteGraphs(static, adj)
         self.site = torch.from_numpy(np.asarray(a["site"], np.int64))
         self.g = torch.tensor(np.asarray(a["g"]))
-        self.dhist, self.n_classes = torch.from_numpy(np.asarray(a["dhist"])), ds.meta["config"]["delta_classes"]
+        self.dhist, self.n_classes = torch.tensor(np.asarray(a["dhist"])), ds.meta["config"]["delta_classes"]
         self.n_nodes = ds.static.shape[1]
         if model in ("static", "history"):   # their dyn is blank: no value encodings (a history-only dataset has none)
             return
