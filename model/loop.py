@@ -28,7 +28,7 @@ import torch
 
 from ncf.io import DataError, UsageError
 
-CHECKPOINT_VERSION = 1          # of checkpoint.pt and train.json
+CHECKPOINT_VERSION = 2          # of checkpoint.pt and train.json (2: the GNNs' g ends with the class history)
 VAL_FRACTION = 0.1              # of every part of a dataset: its validation tail (split_by_time)
 
 

@@ -317,3 +317,13 @@ def test_g_carries_the_loads_class_history_and_each_task_sets_only_its_columns(t
         can = torch.from_numpy(g_columns(train_ds, task))
         assert not g[rows_of][:, ~can].any() and g[rows_of][:, can].any(0).sum() > 0
     assert (g_columns(train_ds, "branch") & g_columns(train_ds, "load")).sum() == 32   # the branch history
+
+
+def test_a_checkpoint_of_an_older_format_is_refused_plainly(tmp_path):
+    from ncf.io import DataError
+    from ncf.model.loop import CHECKPOINT_VERSION
+
+    torch.save({"format_version": CHECKPOINT_VERSION - 1, "model": {}}, tmp_path / "checkpoint.pt")
+    with pytest.raises(DataError, match=f"checkpoint format {CHECKPOINT_VERSION - 1} is not {CHECKPOINT_VERSION}; "
+                                        "train the run again"):
+        load_model(tmp_path)
