@@ -74,7 +74,7 @@ def merge_datasets(parts: list, labels: list[int], out: Path, seed: int) -> Path
     ``seed`` so that the validation tail is a random 10%); ``label.npy`` holds each row's class."""
     from .dataset import FORMAT_VERSION
 
-    keys = ("site", "idx", "g", "taken", "delta", "dynval", "fe_count", "mem_pred", "mem_pred_ok")
+    keys = ("site", "idx", "g", "taken", "delta", "dhist", "dynval", "fe_count", "mem_pred", "mem_pred_ok")
     cols = {k: [] for k in keys + ("label", "program")}
     statics, adjs, slots, node_pcs, pcs, tasks = [], [], [], [], [], []
     offset = 0

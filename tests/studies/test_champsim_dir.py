@@ -77,7 +77,12 @@ def test_the_history_models_train_on_the_training_traces_and_score_the_held_out_
         for base in ("bop", "berti"):       # its requests after the baseline's own, scored against the same baseline run
             beside = prefetch[f"{m}+{base}"]
             assert "delta_accuracy" not in beside and beside["l1_mpki_without"] == prefetch[m]["l1_mpki_without"]
-            assert beside["issued"] > 0 and 0 <= beside["accuracy"] <= 1
+            if prefetch[m]["issued"]:
+                assert beside["issued"] > prefetch[base]["issued"]
+            else:                           # a model that issues nothing of its own leaves the baseline's run as it is
+                assert (beside["issued"], beside["coverage"]) == (prefetch[base]["issued"], prefetch[base]["coverage"])
+            assert 0 <= beside["accuracy"] <= 1
+    assert prefetch["delta-lstm"]["issued"] > 0
     full = json.loads((tmp_path / "out" / "champsim.json").read_text())
     assert set(full["models_not_run"]) == {"fused", "static"}
     assert full["models"]["train_samples"] > 0 and full["models"]["test_samples"] > 1000
