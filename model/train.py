@@ -7,7 +7,8 @@ Models (``TrainConfig.model``):
   fused      the GNN on the fused graph: static code + dynamic snapshot + front-end counts + g (history,
              TAGE-SC-L, the load's deltas and delta-class history)
   static     the same GNN without dynamic node features (ablation: static graph + history)
-  history    the same network without the graph (ablation: history + TAGE-SC-L only)
+  history    the same network with blank graphs (ablation: g only: history, TAGE-SC-L, the load's deltas
+             and delta-class history)
   branchnet  a BranchNet-style CNN per hard branch over the last 200 branches (learned baseline)
   delta-lstm the delta-LSTM of Hashemi et al. 2018 over the last 16 deltas of each load (baseline)
 

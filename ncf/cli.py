@@ -704,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog="examples:\n  ncf experiment --workloads bzip2 xz --epochs 4\n"
                         "  ncf experiment --config reports/demo/configs/experiment.yaml   # what the demo ran\n"
                         "  ncf experiment --workloads bzip2 --leads 0 10 30 100 300 1000\n"
-                        "  ncf experiment --preset study   # issue 17's study: 3 seeds, ablations, lead sweep (~40 min)\n"
+                        "  ncf experiment --preset study   # issue 17's study: 3 seeds, ablations, lead sweep (~1 h)\n"
                         "  ncf experiment --preset large --data-only --workers 1   # the data at scale, serially",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _workload_file_option(ex, "run", dest="workload_files")
@@ -737,8 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "cache": "the stage cache", **PARALLEL_OPTIONS})
     ex.add_argument("--preset", choices=list(_experiment_presets()), default="default",
                     help="settings to start from (study: 3 training inputs x 2 windows x 10M instructions, up to 8,000 "
-                    "samples per site, 3 seeds, the feature ablations and the lead sweep, about 40 minutes on 2 cores; "
-                    "large: the same study with 4 windows x 25M instructions, up to 64,000 samples per site, 8 epochs and "
+                    "samples per site, 8 epochs, 3 seeds, the feature ablations and the lead sweep, about an hour on 2 "
+                    "cores; large: the same study with 4 windows x 25M instructions, up to 64,000 samples per site and "
                     "Big-BranchNet, for a Ray cluster or a GPU); the other options apply on top")
     ex.add_argument("--data-only", action="store_true", help="build the traces and datasets only and write "
                     "data.md/.json: training samples per site, held-out samples, bytes on disk")
