@@ -929,11 +929,13 @@ def build_parser() -> argparse.ArgumentParser:
     ms.set_defaults(func=cmd_hw_sites)
 
     hs = sub.add_parser("hw-sweep", help="hardware size x bit width -> accuracy against LUTs (the Pareto plot)",
-                        description="For each point H,T,BITS: train the compact GNN on one branch site's training "
-                        "samples (the site TAGE-SC-L mispredicts most, or --set site=K), quantize it (QAT on the same "
-                        "samples), export the site, generate its RTL and synthesize it (yosys synth_xilinx; with --pnr "
-                        "also place and route it for Fmax and latency in ns); plot accuracy against LUTs (and latency) "
-                        "with TAGE-SC-L on the same samples for scale.")
+                        description="For each point H,T,BITS: train the compact GNN on one site's training "
+                        "samples (the branch site TAGE-SC-L mispredicts most, or --set site=K, a branch or a delinquent "
+                        "load), quantize it (QAT on the same samples), export the site, generate its RTL and synthesize "
+                        "it (yosys synth_xilinx; with --pnr also place and route it for Fmax and latency in ns); plot "
+                        "accuracy against LUTs (and latency) with a reference on the same samples for scale: TAGE-SC-L "
+                        "at a branch site, at a load site its last known delta class repeated (what a stride "
+                        "prefetcher predicts).")
     hs.add_argument("--train", type=Path, required=True)
     hs.add_argument("--test", type=Path, required=True)
     _config_options(hs, "HwSweepConfig", {"epochs": "training epochs per (H, T)", "qat_steps": "QAT steps per point",

@@ -126,6 +126,20 @@ def hw_datasets(root: Path, w: str, inputs_dir) -> tuple[Path, Path]:
     return tr, traced_dataset(root, f"hw-{w}-1", w, 1, skip, n_test, inputs_dir, sites)
 
 
+def hw_load_datasets(root: Path, inputs_dir) -> tuple[Path, Path]:
+    """bzip2's hardware training dataset (``hw_datasets``) and a held-out dataset of input 1 with all of its
+    training sites, delinquent loads included (the one of ``hw_datasets`` has its branch sites only)."""
+    from ncf.model.dataset import Dataset
+
+    tr, _ = hw_datasets(root, "bzip2", inputs_dir)
+    train_ds = Dataset(tr)
+    sites = {task: [int(pc) for pc, t in zip(train_ds.site_pc, train_ds.site_task) if t == k]
+             for k, task in enumerate(("branch", "load"))}
+    skip, _, n_test = HW_PLAN["bzip2"]
+    return tr, traced_dataset(root, "hw-bzip2-1-loads", "bzip2", 1, skip, n_test, inputs_dir,
+                              {**sites, "vocab": train_ds.meta["delta_vocabulary"]})
+
+
 def hw_bundles(root: Path, w: str, inputs_dir, hidden: int = 4, steps: int = 2, bits: int = 4,
                max_rows: int | None = None, n_sites: int = 1) -> list[Path]:
     """The QONNX paths of ``w``'s site bundles, most held-out samples first (built once under ``root``):

@@ -3,11 +3,13 @@ quantized (QAT), lowered to RTL and synthesized; accuracy against LUTs is the Pa
 
     r = hw_sweep("work/data/train", "work/data/test", "reports/hw/sweep", HwSweepConfig())
 
-The exported block serves one branch site (the one TAGE-SC-L mispredicts most on the held-out input,
-or ``site``), so each model is that site's: for every point (H, T, b) — hidden width H, message-passing
-steps T (a float model trained once per (H, T), no gate, on the site's training samples only: its
-branch task) and bit width b: QAT at b bits on the same samples, the branch accuracy on the site's
-held-out samples (TAGE-SC-L's accuracy on the same samples for scale), the site exported as a bundle
+The exported block serves one site (the branch site TAGE-SC-L mispredicts most on the held-out input,
+or ``site``, a branch or a load), so each model is that site's: for every point (H, T, b) — hidden width H,
+message-passing steps T (a float model trained once per (H, T), no gate, on the site's training samples
+only: its task) and bit width b: QAT at b bits on the same samples, the accuracy on the site's held-out
+samples (``ACCURACY``: a branch site's direction against TAGE-SC-L's on the same samples, a load site's
+delta class against its last known delta class repeated, as a stride prefetcher does; a load's block takes
+its delta-class history as input), the site exported as a bundle
 and lowered to Verilog (``build_rtl``, with the point's da4ml latency cutoff), and yosys ``synth_xilinx``
 LUT/FF counts (optional; the da4ml cost estimate is always there). With ``pnr`` (ecp5 or ice40) each point is
 also placed and routed by nextpnr: its Fmax, its latency in ns and the largest host clock at which the
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ncf.io import UsageError, at_least, check_output, figure, save_figure, save_table
+from ncf.io import DataError, UsageError, at_least, check_output, figure, save_figure, save_table
 from ncf.model.dataset import Dataset
 from ncf.model.train import TrainConfig
 from ncf.quant.lutnet import LutNetConfig
@@ -33,10 +35,13 @@ from ncf.quant.qat import QuantConfig
 from . import steps
 from .cache import StageCache
 from .parallel import Engine, settings
-from .site_eval import hardest_site, outcome_agreement, site_rows, tage_accuracy
+from .site_eval import hardest_site, label_agreement, reference_accuracy, site_rows, site_task
 
 TAGE_BITS = 523_374          # TAGE-SC-L storage (trace_eval/branch_predictors.py)
 PNR_TARGETS = ("ecp5", "ice40")
+# per site task: the rows' accuracy column, the reference's column and the reference's name (site_eval)
+ACCURACY = {"branch": ("branch_acc", "tage_acc", "TAGE-SC-L"),
+            "load": ("delta_acc", "last_delta_acc", "the last delta class repeated (stride)")}
 
 
 @dataclass
@@ -45,7 +50,7 @@ class HwSweepConfig:
     lutnets: list = field(default_factory=list)   # LUT-native nets of the site: "LAYERS/FAN_IN/BITS", e.g. 36-6-1/6/1
     epochs: int = 20               # a site's model sees only its site's samples (~1/10 of the training set)
     qat_steps: int = 100
-    site: int | None = None        # default: the branch site TAGE-SC-L mispredicts most on the held-out input
+    site: int | None = None        # default: the branch site TAGE-SC-L mispredicts most on the held-out input; or a load
     max_rows: int = 4000           # held-out samples of the site per exported bundle
     cutoff: float = 2.0            # da4ml latency_cutoff of the points that do not give their own
     synth: bool = True             # yosys synth_xilinx per point (else: da4ml cost only)
@@ -105,15 +110,15 @@ def lutnet_config(spec: str) -> LutNetConfig:
         raise UsageError(f"LUT-net point {spec!r}: {e}") from None
 
 
-def site_accuracy(model, ds, rows) -> float:
-    """Branch accuracy of ``model`` on dataset ``rows`` (one site)."""
+def site_accuracy(model, ds, rows, task: str) -> float:
+    """Accuracy of ``model`` on dataset ``rows`` (one site's): its direction (branch) or delta class (load)."""
     import torch
     from ncf.model.train import GraphBatches, predict_gnn
 
     dev = torch.device("cpu")
     with torch.no_grad():
-        p, _ = predict_gnn(model, ds, GraphBatches(ds, "fused", dev), rows, dev)
-    return outcome_agreement(p > 0.5, ds, rows)
+        p, cls = predict_gnn(model, ds, GraphBatches(ds, "fused", dev), rows, dev)
+    return label_agreement(p > 0.5 if task == "branch" else cls, ds, rows, task)
 
 
 def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: int, bits: int,
@@ -132,16 +137,18 @@ def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: 
         q, qcfg, _ = quantized(model, tcfg.model, train_ds, bits, BitsConfig(steps=cfg.qat_steps, seed=cfg.seed),
                                rows=split_rows(train_ds, [site])[0])
         lad = ladder(q, qcfg, test_ds, site, d / f"site{site}_{bits}bit.onnx", cfg.max_rows)
-        return {"branch_acc": site_accuracy(q, test_ds, rows_eval), "weight_storage_bits": storage(q, bits, qcfg.bias_bits),
+        return {"acc": site_accuracy(q, test_ds, rows_eval, site_task(test_ds, site)),
+                "weight_storage_bits": storage(q, bits, qcfg.bias_bits),
                 "ladder_exact": lad["fake_quant==intref"] == lad["samples"] == lad["intref==qonnx"]}
     key = {"run": steps.entry_key(run), "train": steps.entry_key(train_dir), "test": steps.entry_key(test_dir),
            "site": site, "bits": bits, "qat_steps": cfg.qat_steps, "seed": cfg.seed, "rows": cfg.max_rows}
-    e = cache.run("bundle", key, make, code=("ncf.studies.bits", "ncf.model.train", "ncf.quant.quantize"),
+    e = cache.run("bundle", key, make, code=("ncf.studies.bits", "ncf.model.train", "ncf.quant.quantize",
+                                             "ncf.studies.hw_sweep", "ncf.studies.site_eval"),
                   label=f"site{site}-b{bits}")
     return e.path / f"site{site}_{bits}bit.onnx", e.result
 
 
-def hw_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: Path, site: int, rows_eval, tage: float,
+def hw_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: Path, site: int, rows_eval, ref: float,
              point: list) -> dict:
     """One point [H, T, bits(, cutoff)] of the sweep: train, quantize, RTL, (synthesis, place and route); its row."""
     h, t, b = (int(v) for v in point[:3])
@@ -152,9 +159,10 @@ def hw_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: P
     onnx, fig = bundle(cache, run, train_dir, test_dir, site, b, cfg, rows_eval)
     rtl = steps.rtl(cache, onnx, cutoff, check_samples=cfg.max_rows)
     m = steps.manifest(rtl)
+    acc_key, ref_key, _ = ACCURACY[site_task(test_ds, site)]
     row = {"model": f"GNN H{h}T{t}/{b}b" + (f" c{cutoff:g}" if cutoff != 2.0 else ""), "hidden": h, "steps": t,
            "bits": b, "cutoff": cutoff, "site_pc": f"{int(test_ds.site_pc[site]):#x}",
-           "branch_acc": fig["branch_acc"], "tage_acc": tage, "weight_storage_bits": fig["weight_storage_bits"],
+           acc_key: fig["acc"], ref_key: ref, "weight_storage_bits": fig["weight_storage_bits"],
            "da4ml_cost": m["da4ml"]["cost"], "latency_cycles": m["latency"]["top_cycles"],
            "input_bits": m["parameters"]["IN_W"], "ladder_exact": fig["ladder_exact"], "rtl": str(rtl)}
     return hw_figures(cache, cfg, rtl, row, test_ds.meta["config"]["lead"])
@@ -210,22 +218,30 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, cache: 
     train_dir, test_dir = Path(train_dir), Path(test_dir)
     out = check_output(out, directory=True)
     test_ds = Dataset(test_dir)
+    if cfg.site is not None and not 0 <= cfg.site < len(test_ds.site_pc):
+        raise UsageError(f"site {cfg.site}: {test_dir} has {len(test_ds.site_pc)} sites (0..{len(test_ds.site_pc) - 1})")
     site = hardest_site(test_ds, cfg.site)
+    task = site_task(test_ds, site)
+    if task != "branch" and cfg.lutnets:
+        raise UsageError(f"site {site} is a load: a LUT net predicts a branch (drop lutnets or pick a branch site)")
     rows_eval = site_rows(test_ds, site, cfg.max_rows)
-    tage = tage_accuracy(test_ds, rows_eval)
+    if not len(rows_eval):
+        raise DataError(f"site {site} has no labelled samples in {test_dir}")
+    ref = reference_accuracy(test_ds, rows_eval, task)
     engine = Engine(cfg.workers, cfg.ray_address)
-    rows = engine.map(hw_point, [(cache, cfg, train_dir, test_dir, site, rows_eval, tage, point)
+    rows = engine.map(hw_point, [(cache, cfg, train_dir, test_dir, site, rows_eval, ref, point)
                                  for point in cfg.points], desc="hardware points")
-    rows += engine.map(lut_point, [(cache, cfg, train_dir, test_dir, site, tage, spec) for spec in cfg.lutnets],
+    rows += engine.map(lut_point, [(cache, cfg, train_dir, test_dir, site, ref, spec) for spec in cfg.lutnets],
                        desc="LUT-net points")
     if progress:
         for row in rows:
             print({k: v for k, v in row.items() if k != "rtl"}, flush=True)
     text = save_table(out / "sweep", [{k: v for k, v in r.items() if k != "rtl"} for r in rows],
-                      "Hardware size against accuracy (one site's held-out samples)",
+                      f"Hardware size against accuracy (one {task} site's held-out samples, against "
+                      f"{ACCURACY[task][2]} on the same samples)",
                       extra={"config": {k: v for k, v in settings(cfg).items() if k != "cache"}, "site": site,
-                             "samples": len(rows_eval), "tage_sc_l_bits": TAGE_BITS})
-    plot(rows, out / "sweep.png", tage, "LUT" if cfg.synth else "da4ml_cost", cfg.pnr)
+                             "task": task, "samples": len(rows_eval), "tage_sc_l_bits": TAGE_BITS})
+    plot(rows, out / "sweep.png", ref, "LUT" if cfg.synth else "da4ml_cost", cfg.pnr, task)
     return {"rows": rows, "text": text, "plot": out / "sweep.png", "site": site}
 
 
@@ -240,35 +256,37 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def plot(rows: list[dict], path: Path, tage_acc: float, cost_key: str = "LUT", pnr: str = "") -> Path:
+def plot(rows: list[dict], path: Path, ref_acc: float, cost_key: str = "LUT", pnr: str = "", task: str = "branch") -> Path:
     """Accuracy against LUTs (with the Pareto front) and against weight storage; with ``pnr``, also against
-    latency in ns after place and route (each point labelled with its Fmax and cycles)."""
+    latency in ns after place and route (each point labelled with its Fmax and cycles); the reference
+    (``ACCURACY[task]``) on the same samples as a line."""
+    acc, _, ref_name = ACCURACY[task]
     ok = [r for r in rows if r.get(cost_key)]
     placed = [r for r in rows if r.get("latency_ns")]
     color = {True: "C4", False: "C0"}          # LUT-net points, GNN points
     fig, axes = figure(1, 3 if pnr else 2, figsize=(13.5 if pnr else 9, 3.6))
     a1, a2 = axes[:2]
-    pts = [(r[cost_key], r["branch_acc"]) for r in ok]
+    pts = [(r[cost_key], r[acc]) for r in ok]
     for r in ok:
         c = color[r["model"].startswith("LUT")]
-        a1.scatter(r[cost_key], r["branch_acc"], color=c)
-        a1.annotate(r["model"], (r[cost_key], r["branch_acc"]), fontsize=7, textcoords="offset points", xytext=(3, 3))
-        a2.scatter(r["weight_storage_bits"], r["branch_acc"], color=c)
+        a1.scatter(r[cost_key], r[acc], color=c)
+        a1.annotate(r["model"], (r[cost_key], r[acc]), fontsize=7, textcoords="offset points", xytext=(3, 3))
+        a2.scatter(r["weight_storage_bits"], r[acc], color=c)
     front = [ok[k] for k in pareto(pts)]
-    a1.plot([r[cost_key] for r in front], [r["branch_acc"] for r in front], "o-", color="C2", ms=11, mfc="none",
+    a1.plot([r[cost_key] for r in front], [r[acc] for r in front], "o-", color="C2", ms=11, mfc="none",
             mew=2, label="Pareto front (no point is smaller and more accurate)")
     if pnr:
         a3 = axes[2]
         for r in placed:
-            a3.scatter(r["latency_ns"], r["branch_acc"], color=color[r["model"].startswith("LUT")])
+            a3.scatter(r["latency_ns"], r[acc], color=color[r["model"].startswith("LUT")])
             a3.annotate(f"{r['model']}: {r['fmax_mhz']:.0f} MHz x {r['latency_cycles']}", (r["latency_ns"],
-                        r["branch_acc"]), fontsize=7, textcoords="offset points", xytext=(3, 3))
+                        r[acc]), fontsize=7, textcoords="offset points", xytext=(3, 3))
         a3.set_xlabel(f"latency (ns) after {pnr} place and route")
         if not placed:
             a3.text(0.5, 0.5, "no point placed", ha="center", transform=a3.transAxes)
     for ax in axes:
-        ax.axhline(tage_acc, color="C3", ls="--", lw=1, label="TAGE-SC-L on the same samples")
-        ax.set_ylabel("branch accuracy (site, held-out)")
+        ax.axhline(ref_acc, color="C3", ls="--", lw=1, label=f"{ref_name} on the same samples")
+        ax.set_ylabel(f"{'branch' if task == 'branch' else 'delta-class'} accuracy (site, held-out)")
         ax.grid(alpha=0.3)
     a1.set_xlabel("Xilinx LUTs (yosys synth_xilinx)" if cost_key == "LUT" else "da4ml cost (LUT estimate)")
     a1.set_xscale("log")

@@ -1,10 +1,12 @@
-"""One branch site's held-out samples, and how a predictor scores on them: shared by the hardware studies
+"""One site's held-out samples, and how a predictor scores on them: shared by the hardware studies
 (``hw_sweep``: GNN and LUT-net points; ``lutnet``; ``hw_sites``) so that every row of theirs is scored on the
-same samples against TAGE-SC-L on the same samples.
+same samples against a reference on the same samples: TAGE-SC-L at a branch site, at a load site the
+class of the load's last known delta (``dhist``'s latest entry: what a stride prefetcher repeats).
 
     site = hardest_site(test_ds)                  # the site TAGE-SC-L mispredicts most on the held-out input
-    rows = site_rows(test_ds, site, 4000)         # at most 4,000 of its rows, evenly spaced in time
+    rows = site_rows(test_ds, site, 4000)         # at most 4,000 of its (labelled) rows, evenly spaced in time
     tage_accuracy(test_ds, rows), outcome_agreement(pred, test_ds, rows)
+    reference_accuracy(test_ds, rows, "load"), label_agreement(delta_class, test_ds, rows, "load")
 """
 from __future__ import annotations
 
@@ -21,11 +23,21 @@ def hardest_site(test_ds, site: int | None = None) -> int:
     return int(np.bincount(sites[miss], minlength=len(test_ds.site_pc)).argmax())
 
 
+def site_task(ds, site: int) -> str:
+    """"branch" or "load" (model.dataset.TASKS)."""
+    from ncf.model.dataset import TASKS
+
+    return TASKS[int(ds.site_task[site])]
+
+
 def site_rows(test_ds, site: int, max_rows: int) -> np.ndarray:
-    """The held-out samples a site's models are scored on: at most ``max_rows`` of its rows, evenly spaced."""
+    """The held-out samples a site's models are scored on: at most ``max_rows`` of its rows with a label
+    (a load's last k - 1 accesses of the window have none), evenly spaced."""
     from ncf.quant.quantize import spaced
 
-    return spaced(np.flatnonzero(np.asarray(test_ds.arrays["site"]) == site), max_rows)
+    a = test_ds.arrays
+    label = np.asarray(a["taken" if site_task(test_ds, site) == "branch" else "delta"])
+    return spaced(np.flatnonzero((np.asarray(a["site"]) == site) & (label >= 0)), max_rows)
 
 
 def tage_accuracy(ds, rows) -> float:
@@ -37,3 +49,19 @@ def outcome_agreement(pred, ds, rows) -> float:
     """Share of dataset ``rows`` (one branch site's) whose outcome equals ``pred`` (a guess per row): a
     model's, the hardware's or TAGE-SC-L's accuracy on the same samples."""
     return float((np.asarray(pred) == np.asarray(ds.arrays["taken"][rows])).mean())
+
+
+def label_agreement(pred, ds, rows, task: str) -> float:
+    """Share of dataset ``rows`` (one site's) whose label equals ``pred``: the outcome at a branch site, the
+    delta class at a load site."""
+    if task == "branch":
+        return outcome_agreement(pred, ds, rows)
+    return float((np.asarray(pred) == np.asarray(ds.arrays["delta"][rows])).mean())
+
+
+def reference_accuracy(ds, rows, task: str) -> float:
+    """The reference on the same samples: TAGE-SC-L (branch), or the class of the load's last known k-step
+    delta repeated (load; the delta-LSTM's latest input, known before the access)."""
+    if task == "branch":
+        return tage_accuracy(ds, rows)
+    return label_agreement(np.asarray(ds.arrays["dhist"][rows])[:, -1], ds, rows, task)

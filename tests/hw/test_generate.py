@@ -154,3 +154,33 @@ def test_sweep_plot_adds_the_latency_panel_after_place_and_route(tmp_path):
     w2, h2 = png_size(plot(rows, tmp_path / "two.png", 0.91))
     w3, h3 = png_size(plot(rows, tmp_path / "three.png", 0.91, pnr="ecp5"))
     assert h3 == h2 and w3 > 1.4 * w2          # a third panel: accuracy against latency in ns
+
+
+def test_sweep_serves_a_load_site_against_its_last_delta_class(native, inputs_dir, tmp_path_factory, tmp_path):
+    """A delinquent load's point: trained on its load samples, quantized, exported with its delta-class history as
+    input, lowered to RTL; scored by delta class against the class of its last known delta repeated."""
+    from ncf.io import UsageError, read_json
+    from ncf.model.dataset import Dataset
+    from ncf.studies.cache import StageCache
+    from ncf.studies.hw_sweep import HwSweepConfig, hw_sweep
+    from ncf.studies.site_eval import reference_accuracy, site_rows
+
+    from ..conftest import hw_load_datasets, shared_dir
+
+    tr, te = hw_load_datasets(shared_dir(tmp_path_factory), inputs_dir)
+    test_ds = Dataset(te)
+    load = int(np.flatnonzero(np.asarray(test_ds.site_task) == 1)[0])
+    cfg = HwSweepConfig(points=[[1, 1, 3]], site=load, epochs=1, qat_steps=20, max_rows=300, synth=False, workers=1)
+    with pytest.raises(UsageError, match="is a load: a LUT net predicts a branch"):
+        hw_sweep(tr, te, tmp_path / "lut", HwSweepConfig(**{**cfg.__dict__, "lutnets": ["36-6-1/6/1"]}))
+    r = hw_sweep(tr, te, tmp_path / "sweep", cfg, StageCache(tmp_path / "cache"), progress=False)
+    row = r["rows"][0]
+    rows = site_rows(test_ds, load, 300)
+    last = np.asarray(test_ds.arrays["dhist"][rows])[:, -1]
+    assert row["last_delta_acc"] == reference_accuracy(test_ds, rows, "load") == float(
+        (last == np.asarray(test_ds.arrays["delta"][rows])).mean())
+    assert 0 <= row["delta_acc"] <= 1 and "branch_acc" not in row and row["ladder_exact"]
+    bundle = read_json(next((tmp_path / "cache").rglob(f"site{load}_3bit.json")))
+    assert bundle["task"] == "load"
+    assert read_json(tmp_path / "sweep" / "sweep.json")["task"] == "load"
+    assert row["input_bits"] > 0 and row["latency_cycles"] > 0
