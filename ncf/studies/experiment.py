@@ -180,18 +180,26 @@ def policy_of(train_ds: Dataset, candidates: dict[str, np.ndarray]) -> dict:
                          v["tage_conf"], np.asarray(train_ds.site_pc, np.uint64)[v["site"].astype(np.int64)])
 
 
-def validation_mispredictions(train_ds: Dataset, candidates: dict[str, np.ndarray]) -> dict[str, list[int]]:
-    """Per site, the hard-branch mispredictions on the training inputs' validation split (the last 10% in
-    time of each training trace) of TAGE-SC-L and of each of ``candidates`` (p_taken per row of
-    ``validation_rows``) overriding it on every hard branch. Beside the held-out input's figures this separates
-    what a model cannot learn from the inputs it was trained on from what does not carry over to another input."""
+def validation_mispredictions(train_ds: Dataset, candidates: dict[str, np.ndarray],
+                              site_pc: np.ndarray) -> dict[str, list[int]]:
+    """The hard-branch mispredictions on the training inputs' validation split (the last 10% in time of each
+    training trace) of TAGE-SC-L and of each of ``candidates`` (p_taken per row of ``validation_rows``)
+    overriding it on every hard branch, per site of ``site_pc`` (the held-out dataset's sites in its order:
+    it lacks a training site that its window never ran), then one entry for the training sites it lacks.
+    Beside the held-out input's figures this separates what a model cannot learn from the inputs it was
+    trained on from what does not carry over to another input."""
     br, v = validation_branches(train_ds)
     taken, tage = v["taken"].astype(bool), v["tage_pred"].astype(bool)
-    site, n = v["site"].astype(np.int64), len(train_ds.site_pc)
-    out = {"tage-sc-l": np.bincount(site[tage != taken], minlength=n).tolist()}
+    where = {int(pc): k for k, pc in enumerate(np.asarray(site_pc, np.uint64))}
+    position = np.array([where.get(int(pc), len(site_pc)) for pc in np.asarray(train_ds.site_pc, np.uint64)],
+                        np.int64)                                     # of each training site in ``site_pc``
+    site, n = position[v["site"].astype(np.int64)], len(site_pc) + 1
+
+    def per_site(wrong):
+        return np.bincount(site[wrong], minlength=n).tolist()
+    out = {"tage-sc-l": per_site(tage != taken)}
     for m, p in candidates.items():
-        wrong = override(np.asarray(p, np.float64)[br], tage) != taken
-        out[m] = np.bincount(site[wrong], minlength=n).tolist()
+        out[m] = per_site(override(np.asarray(p, np.float64)[br], tage) != taken)
     return out
 
 
@@ -358,7 +366,8 @@ def score_models(cfg: ExperimentConfig, cache: StageCache, train_dir: Path, test
             policies[THREE_WAY] = policy_of(train_ds, {m: train_p[m] for m in ("fused", "branchnet", THREE_WAY)})
         per_seed.append({"seed": seed, "hybrid_policies": policies,
                          "branch": with_validation(evaluate_branches(test_ds, branch_models, policies),
-                                                   validation_mispredictions(train_ds, train_p)) if has_branch else [],
+                                                   validation_mispredictions(train_ds, train_p, test_ds.site_pc))
+                         if has_branch else [],
                          "prefetch": evaluate_prefetch(test_ds, load_models, paired=cfg.models if models is None
                                                        else models) if has_load else []})
     return {"branch": mean_rows([s["branch"] for s in per_seed]),

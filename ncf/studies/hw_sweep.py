@@ -35,7 +35,7 @@ from ncf.quant.qat import QuantConfig
 from . import steps
 from .cache import StageCache
 from .parallel import Engine, settings
-from .site_eval import hardest_site, label_agreement, reference_accuracy, site_rows, site_task
+from .site_eval import hardest_site, label_agreement, reference_accuracy, site_rows, site_task, training_site
 
 TAGE_BITS = 523_374          # TAGE-SC-L storage (trace_eval/branch_predictors.py)
 PNR_TARGETS = ("ecp5", "ice40")
@@ -50,7 +50,8 @@ class HwSweepConfig:
     lutnets: list = field(default_factory=list)   # LUT-native nets of the site: "LAYERS/FAN_IN/BITS", e.g. 36-6-1/6/1
     epochs: int = 20               # a site's model sees only its site's samples (~1/10 of the training set)
     qat_steps: int = 100
-    site: int | None = None        # default: the branch site TAGE-SC-L mispredicts most on the held-out input; or a load
+    site: int | None = None        # the held-out dataset's site index (default: the branch site TAGE-SC-L mispredicts
+                                   # most on the held-out input); a branch or a load
     max_rows: int = 4000           # held-out samples of the site per exported bundle
     cutoff: float = 2.0            # da4ml latency_cutoff of the points that do not give their own
     synth: bool = True             # yosys synth_xilinx per point (else: da4ml cost only)
@@ -124,7 +125,8 @@ def site_accuracy(model, ds, rows, task: str) -> float:
 def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: int, bits: int,
            cfg: HwSweepConfig, rows_eval: np.ndarray) -> tuple[Path, dict]:
     """QAT at ``bits`` of the run's model on the site's training samples, its accuracy on ``rows_eval``,
-    and the site's bundle (``quant.quantize.ladder``); returns the bundle's QONNX path and the figures."""
+    and the site's bundle (``quant.quantize.ladder``); returns the bundle's QONNX path and the figures.
+    ``site`` is the held-out dataset's index (``training_site``: the training dataset's)."""
     from ncf.model.train import load_model, split_rows
     from ncf.quant.qat import storage
     from ncf.quant.quantize import ladder
@@ -135,7 +137,7 @@ def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: 
         train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
         model, tcfg = load_model(run)
         q, qcfg, _ = quantized(model, tcfg.model, train_ds, bits, BitsConfig(steps=cfg.qat_steps, seed=cfg.seed),
-                               rows=split_rows(train_ds, [site])[0])
+                               rows=split_rows(train_ds, [training_site(train_ds, test_ds, site)])[0])
         lad = ladder(q, qcfg, test_ds, site, d / f"site{site}_{bits}bit.onnx", cfg.max_rows)
         return {"acc": site_accuracy(q, test_ds, rows_eval, site_task(test_ds, site)),
                 "weight_storage_bits": storage(q, bits, qcfg.bias_bits),
@@ -154,8 +156,8 @@ def hw_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: P
     h, t, b = (int(v) for v in point[:3])
     cutoff = cfg.point_cutoff(point)
     test_ds = Dataset(test_dir)
-    run = steps.train(cache, cfg.train_config(h, t, site), train_dir, label=f"hw-site{site}-h{h}-t{t}",
-                      progress=False)
+    run = steps.train(cache, cfg.train_config(h, t, training_site(Dataset(train_dir), test_ds, site)), train_dir,
+                      label=f"hw-site{site}-h{h}-t{t}", progress=False)
     onnx, fig = bundle(cache, run, train_dir, test_dir, site, b, cfg, rows_eval)
     rtl = steps.rtl(cache, onnx, cutoff, check_samples=cfg.max_rows)
     m = steps.manifest(rtl)
@@ -221,6 +223,7 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, cache: 
     if cfg.site is not None and not 0 <= cfg.site < len(test_ds.site_pc):
         raise UsageError(f"site {cfg.site}: {test_dir} has {len(test_ds.site_pc)} sites (0..{len(test_ds.site_pc) - 1})")
     site = hardest_site(test_ds, cfg.site)
+    training_site(Dataset(train_dir), test_ds, site)      # the site must be one of the training dataset's
     task = site_task(test_ds, site)
     if task != "branch" and cfg.lutnets:
         raise UsageError(f"site {site} is a load: a LUT net predicts a branch (drop lutnets or pick a branch site)")

@@ -30,6 +30,19 @@ def site_task(ds, site: int) -> str:
     return TASKS[int(ds.site_task[site])]
 
 
+def training_site(train_ds, test_ds, site: int) -> int:
+    """The training dataset's index of the held-out dataset's site ``site`` (the same pc): a held-out dataset
+    lacks the training sites its window never ran, so the two indices can differ."""
+    from ncf.io import DataError
+
+    pc = np.uint64(test_ds.site_pc[site])
+    found = np.flatnonzero(np.asarray(train_ds.site_pc, np.uint64) == pc)
+    if not len(found):
+        raise DataError(f"site {site} ({int(pc):#x}) of {test_ds.path} is not a site of {train_ds.path}: build the "
+                        "held-out dataset with the training trace's sites (`ncf dataset --sites-from`)")
+    return int(found[0])
+
+
 def site_rows(test_ds, site: int, max_rows: int) -> np.ndarray:
     """The held-out samples a site's models are scored on: at most ``max_rows`` of its rows with a label
     (a load's last k - 1 accesses of the window have none), evenly spaced."""

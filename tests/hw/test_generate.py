@@ -184,3 +184,18 @@ def test_sweep_serves_a_load_site_against_its_last_delta_class(native, inputs_di
     assert bundle["task"] == "load"
     assert read_json(tmp_path / "sweep" / "sweep.json")["task"] == "load"
     assert row["input_bits"] > 0 and row["latency_cycles"] > 0
+
+
+def test_a_held_out_site_maps_to_the_training_datasets_index_of_its_pc():
+    """hmmer's held-out window never runs two of its training branch sites, so the held-out dataset's site k can be
+    the training dataset's k + 2: the sweep trains a site's model on the training rows of the same pc."""
+    from types import SimpleNamespace
+
+    from ncf.io import DataError
+    from ncf.studies.site_eval import training_site
+
+    train = SimpleNamespace(site_pc=np.array([0x10, 0x20, 0x30, 0x40], np.uint64), path="train")
+    test = SimpleNamespace(site_pc=np.array([0x10, 0x40, 0x50], np.uint64), path="test")
+    assert [training_site(train, test, k) for k in (0, 1)] == [0, 3]
+    with pytest.raises(DataError, match="0x50\\) of test is not a site of train"):
+        training_site(train, test, 2)

@@ -84,11 +84,16 @@ def test_validation_mispredictions_count_overriding_all_on_the_validation_split(
     taken[br] = v["taken"]
     tage = np.full(n_val, np.nan)
     tage[br] = v["tage_pred"]
-    got = validation_mispredictions(train_ds, {"none": np.full(n_val, np.nan), "tage": tage, "oracle": taken,
-                                               "wrong": 1 - taken})
+    cands = {"none": np.full(n_val, np.nan), "tage": tage, "oracle": taken, "wrong": 1 - taken}
+    got = validation_mispredictions(train_ds, cands, train_ds.site_pc)
     rows = np.bincount(v["site"].astype(int), minlength=len(train_ds.site_pc)).tolist()
     assert got["none"] == got["tage"] == got["tage-sc-l"] and sum(got["tage-sc-l"]) > 0
-    assert got["oracle"] == [0] * len(rows) and got["wrong"] == rows and sum(rows) == br.sum() > 0
+    assert got["oracle"] == [0] * (len(rows) + 1) and got["wrong"] == rows + [0] and sum(rows) == br.sum() > 0
+    # a held-out dataset without the first site (its window never ran it), the others in reverse order: the
+    # counts follow the held-out sites, the missing site's go to the last entry, and the total stays
+    held_out = np.asarray(train_ds.site_pc)[1:][::-1]
+    moved = validation_mispredictions(train_ds, cands, held_out)
+    assert moved["wrong"] == rows[1:][::-1] + [rows[0]] and rows[0] > 0
 
 
 def test_the_example_user_workload_runs_through_the_tiny_experiment(native, tmp_path, capsys, monkeypatch):
