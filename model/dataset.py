@@ -750,7 +750,7 @@ def concat_datasets(parts: list, out_dir: str | Path) -> dict:
     for d in ds:
         remap = np.full(len(d.site_pc), -1, np.int64)
         for k, pc in enumerate(d.site_pc):
-            g = SiteGraph(pc=int(pc), task=TASKS[int(d.site_task[k])], static=d.static[k], adj=d.adj[k],
+            g = SiteGraph(pc=int(pc), task=d.task(k), static=d.static[k], adj=d.adj[k],
                           dyn_slot=d.dyn_slot[k], node_pc=d.node_pc[k], mem_pcs=d.meta["sites"][k]["mem_pcs"],
                           nodes=d.meta["sites"][k]["nodes"])
             j = where.setdefault((g.task, g.pc), len(graphs))
@@ -832,6 +832,10 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.arrays["idx"])
+
+    def task(self, site: int) -> str:
+        """Site ``site``'s task: "branch" or "load" (``TASKS``)."""
+        return TASKS[int(self.site_task[site])]
 
     @property
     def part_rows(self) -> list[int]:

@@ -34,7 +34,6 @@ from .qat import QuantConfig, quantize_compact
 def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int | None = None) -> dict:
     """Exact matches of the three paths on the held-out samples of ``site`` (at most ``max_rows``,
     evenly spaced in time)."""
-    from ncf.model.dataset import TASKS
     from ncf.model.gnn import flat_input
     from ncf.model.graph import dyn_inputs
     from ncf.model.train import GraphBatches, g_columns
@@ -54,7 +53,7 @@ def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int |
     y_qonnx = np.asarray(run_qonnx(export_compact(qc, path), xq.numpy()), np.float64)
     same = lambda a, b: int(np.all(a == b, axis=1).sum())
     features = flat_input(dyn, g).numpy()
-    task = TASKS[int(ds.site_task[site])]
+    task = ds.task(site)
     live = live_inputs(p, dyn_inputs(ds.dyn_slot[site], ds.node_pc[site]), g_columns(ds, task), qmodel.cfg)
     write_bundle(path, p, features, rows, live, {
         "site": site, "site_pc": int(ds.site_pc[site]), "task": task,

@@ -35,7 +35,7 @@ from ncf.quant.qat import QuantConfig
 from . import steps
 from .cache import StageCache
 from .parallel import Engine, settings
-from .site_eval import hardest_site, label_agreement, reference_accuracy, site_rows, site_task, training_site
+from .site_eval import hardest_site, label_agreement, reference_accuracy, site_rows, training_site
 
 TAGE_BITS = 523_374          # TAGE-SC-L storage (trace_eval/branch_predictors.py)
 PNR_TARGETS = ("ecp5", "ice40")
@@ -122,11 +122,11 @@ def site_accuracy(model, ds, rows, task: str) -> float:
     return label_agreement(p > 0.5 if task == "branch" else cls, ds, rows, task)
 
 
-def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: int, bits: int,
+def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: int, train_index: int, bits: int,
            cfg: HwSweepConfig, rows_eval: np.ndarray) -> tuple[Path, dict]:
     """QAT at ``bits`` of the run's model on the site's training samples, its accuracy on ``rows_eval``,
     and the site's bundle (``quant.quantize.ladder``); returns the bundle's QONNX path and the figures.
-    ``site`` is the held-out dataset's index (``training_site``: the training dataset's)."""
+    ``site`` is the held-out dataset's index, ``train_index`` the training dataset's (``training_site``)."""
     from ncf.model.train import load_model, split_rows
     from ncf.quant.qat import storage
     from ncf.quant.quantize import ladder
@@ -137,9 +137,9 @@ def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: 
         train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
         model, tcfg = load_model(run)
         q, qcfg, _ = quantized(model, tcfg.model, train_ds, bits, BitsConfig(steps=cfg.qat_steps, seed=cfg.seed),
-                               rows=split_rows(train_ds, [training_site(train_ds, test_ds, site)])[0])
+                               rows=split_rows(train_ds, [train_index])[0])
         lad = ladder(q, qcfg, test_ds, site, d / f"site{site}_{bits}bit.onnx", cfg.max_rows)
-        return {"acc": site_accuracy(q, test_ds, rows_eval, site_task(test_ds, site)),
+        return {"acc": site_accuracy(q, test_ds, rows_eval, test_ds.task(site)),
                 "weight_storage_bits": storage(q, bits, qcfg.bias_bits),
                 "ladder_exact": lad["fake_quant==intref"] == lad["samples"] == lad["intref==qonnx"]}
     key = {"run": steps.entry_key(run), "train": steps.entry_key(train_dir), "test": steps.entry_key(test_dir),
@@ -150,18 +150,18 @@ def bundle(cache: StageCache, run: Path, train_dir: Path, test_dir: Path, site: 
     return e.path / f"site{site}_{bits}bit.onnx", e.result
 
 
-def hw_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: Path, site: int, rows_eval, ref: float,
-             point: list) -> dict:
+def hw_point(cache: StageCache, cfg: HwSweepConfig, train_dir: Path, test_dir: Path, site: int, train_index: int,
+             rows_eval, ref: float, point: list) -> dict:
     """One point [H, T, bits(, cutoff)] of the sweep: train, quantize, RTL, (synthesis, place and route); its row."""
     h, t, b = (int(v) for v in point[:3])
     cutoff = cfg.point_cutoff(point)
     test_ds = Dataset(test_dir)
-    run = steps.train(cache, cfg.train_config(h, t, training_site(Dataset(train_dir), test_ds, site)), train_dir,
-                      label=f"hw-site{site}-h{h}-t{t}", progress=False)
-    onnx, fig = bundle(cache, run, train_dir, test_dir, site, b, cfg, rows_eval)
+    run = steps.train(cache, cfg.train_config(h, t, train_index), train_dir, label=f"hw-site{site}-h{h}-t{t}",
+                      progress=False)
+    onnx, fig = bundle(cache, run, train_dir, test_dir, site, train_index, b, cfg, rows_eval)
     rtl = steps.rtl(cache, onnx, cutoff, check_samples=cfg.max_rows)
     m = steps.manifest(rtl)
-    acc_key, ref_key, _ = ACCURACY[site_task(test_ds, site)]
+    acc_key, ref_key, _ = ACCURACY[test_ds.task(site)]
     row = {"model": f"GNN H{h}T{t}/{b}b" + (f" c{cutoff:g}" if cutoff != 2.0 else ""), "hidden": h, "steps": t,
            "bits": b, "cutoff": cutoff, "site_pc": f"{int(test_ds.site_pc[site]):#x}",
            acc_key: fig["acc"], ref_key: ref, "weight_storage_bits": fig["weight_storage_bits"],
@@ -223,8 +223,8 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, cache: 
     if cfg.site is not None and not 0 <= cfg.site < len(test_ds.site_pc):
         raise UsageError(f"site {cfg.site}: {test_dir} has {len(test_ds.site_pc)} sites (0..{len(test_ds.site_pc) - 1})")
     site = hardest_site(test_ds, cfg.site)
-    training_site(Dataset(train_dir), test_ds, site)      # the site must be one of the training dataset's
-    task = site_task(test_ds, site)
+    train_index = training_site(Dataset(train_dir), test_ds, site)
+    task = test_ds.task(site)
     if task != "branch" and cfg.lutnets:
         raise UsageError(f"site {site} is a load: a LUT net predicts a branch (drop lutnets or pick a branch site)")
     rows_eval = site_rows(test_ds, site, cfg.max_rows)
@@ -232,7 +232,7 @@ def hw_sweep(train_dir, test_dir, out, cfg: HwSweepConfig | None = None, cache: 
         raise DataError(f"site {site} has no labelled samples in {test_dir}")
     ref = reference_accuracy(test_ds, rows_eval, task)
     engine = Engine(cfg.workers, cfg.ray_address)
-    rows = engine.map(hw_point, [(cache, cfg, train_dir, test_dir, site, rows_eval, ref, point)
+    rows = engine.map(hw_point, [(cache, cfg, train_dir, test_dir, site, train_index, rows_eval, ref, point)
                                  for point in cfg.points], desc="hardware points")
     rows += engine.map(lut_point, [(cache, cfg, train_dir, test_dir, site, ref, spec) for spec in cfg.lutnets],
                        desc="LUT-net points")

@@ -17,28 +17,28 @@ from pathlib import Path
 
 import numpy as np
 
-from ncf.io import DataError, UsageError, check_output, save_table
+from ncf.io import UsageError, check_output, save_table
 from ncf.model.dataset import Dataset
 from ncf.quant.lutnet import LutNetConfig
 
-from .site_eval import hardest_site, site_rows, tage_accuracy
+from .site_eval import hardest_site, site_rows, tage_accuracy, training_site
 
 
-def site_split(train_ds, test_ds, site: int | None, cfg: LutNetConfig, max_rows: int) -> tuple[int, np.ndarray,
+def site_split(train_ds, test_ds, site: int | None, cfg: LutNetConfig, max_rows: int) -> tuple[int, int, np.ndarray,
                                                                                                 np.ndarray]:
-    """(site, its training rows of the training input, its held-out rows of the held-out input)."""
+    """(site: the held-out dataset's index, the training dataset's index of the same pc, its training rows of the
+    training input, its held-out rows of the held-out input)."""
     from ncf.model.train import split_rows
     from ncf.quant.quantize import spaced
 
     if site is not None and not 0 <= site < len(test_ds.site_pc):
         raise UsageError(f"site {site}: the dataset has {len(test_ds.site_pc)} sites (0..{len(test_ds.site_pc) - 1})")
     site = hardest_site(test_ds, site)
-    if int(test_ds.site_task[site]) != 0:
+    if test_ds.task(site) != "branch":
         raise UsageError(f"site {site} is a load: a LUT net predicts a branch (pick a branch site)")
-    if site >= len(train_ds.site_pc) or train_ds.site_pc[site] != test_ds.site_pc[site]:
-        raise DataError(f"site {site} of {test_ds.path} is not site {site} of {train_ds.path}: build the held-out "
-                        "dataset with the training trace's sites (`ncf dataset --sites-from`)")
-    return site, spaced(split_rows(train_ds, [site])[0], cfg.train_rows), site_rows(test_ds, site, max_rows)
+    train_index = training_site(train_ds, test_ds, site)
+    return (site, train_index, spaced(split_rows(train_ds, [train_index])[0], cfg.train_rows),
+            site_rows(test_ds, site, max_rows))
 
 
 def train_site(train_ds, rows: np.ndarray, cfg: LutNetConfig):
@@ -61,12 +61,12 @@ def lutnet_site(train_dir, test_dir, out, cfg: LutNetConfig | None = None, site:
         raise UsageError(f"max_rows {max_rows}: must be >= 1")
     out = check_output(out, directory=True)
     train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
-    site, rows, rows_eval = site_split(train_ds, test_ds, site, cfg, max_rows)
+    site, train_index, rows, rows_eval = site_split(train_ds, test_ds, site, cfg, max_rows)
     net, tables = train_site(train_ds, rows, cfg)
     x = site_features(test_ds, rows_eval)
     taken = np.asarray(test_ds.arrays["taken"][rows_eval])
     code = lutnet_logits(tables, x)
-    val = split_rows(train_ds, [site])[1]
+    val = split_rows(train_ds, [train_index])[1]
     val_acc = float(((lutnet_logits(tables, site_features(train_ds, val)) > 0) == np.asarray(
         train_ds.arrays["taken"][val])).mean()) if len(val) else None
     layers = tables["layers"]

@@ -23,13 +23,6 @@ def hardest_site(test_ds, site: int | None = None) -> int:
     return int(np.bincount(sites[miss], minlength=len(test_ds.site_pc)).argmax())
 
 
-def site_task(ds, site: int) -> str:
-    """"branch" or "load" (model.dataset.TASKS)."""
-    from ncf.model.dataset import TASKS
-
-    return TASKS[int(ds.site_task[site])]
-
-
 def training_site(train_ds, test_ds, site: int) -> int:
     """The training dataset's index of the held-out dataset's site ``site`` (the same pc): a held-out dataset
     lacks the training sites its window never ran, so the two indices can differ."""
@@ -49,7 +42,7 @@ def site_rows(test_ds, site: int, max_rows: int) -> np.ndarray:
     from ncf.quant.quantize import spaced
 
     a = test_ds.arrays
-    label = np.asarray(a["taken" if site_task(test_ds, site) == "branch" else "delta"])
+    label = np.asarray(a["taken" if test_ds.task(site) == "branch" else "delta"])
     return spaced(np.flatnonzero((np.asarray(a["site"]) == site) & (label >= 0)), max_rows)
 
 

@@ -23,7 +23,7 @@ def test_truth_tables_equal_the_brevitas_model_on_heldout_samples(hw_lutnet):
 
     cfg = LutNetConfig(**LUTNET_TEST)
     train_ds, test_ds = Dataset(hw_lutnet["train"]), Dataset(hw_lutnet["test"])
-    site, rows, held = site_split(train_ds, test_ds, hw_lutnet["site"], cfg, LUTNET_HELDOUT)
+    site, _, rows, held = site_split(train_ds, test_ds, hw_lutnet["site"], cfg, LUTNET_HELDOUT)
     net = train_lutnet(site_features(train_ds, rows), np.asarray(train_ds.arrays["taken"][rows]), cfg)
     tables = enumerate_tables(net)
     x = site_features(test_ds, held)

@@ -57,3 +57,32 @@ def test_bad_lutnet_commands_say_what_is_wrong(hw_lutnet, tmp_path, capsys):
     assert main(base + ["--fan-in", "7", "--bits", "2"]) == 2
     assert "at most 12" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def reordered(src, dst) -> str:
+    """A copy of dataset ``src`` (links) with its sites in reverse order (as a held-out window that runs the
+    training sites in another order, or lacks one, numbers them differently)."""
+    from ncf.io import read_json, write_json
+
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.name not in ("sites.npz", "site.npy", "dataset.json"):
+            (dst / f.name).symlink_to(f.resolve())
+    sites = dict(np.load(src / "sites.npz"))
+    np.savez(dst / "sites.npz", **{k: v[::-1] for k, v in sites.items()})
+    site = np.load(src / "site.npy")
+    np.save(dst / "site.npy", (len(sites["pc"]) - 1 - site).astype(site.dtype))
+    meta = read_json(src / "dataset.json")
+    write_json(dst / "dataset.json", {**meta, "sites": meta["sites"][::-1]})
+    return dst
+
+
+def test_lutnet_maps_a_held_out_site_to_the_training_site_of_its_pc(hw_lutnet, tmp_path):
+    """A held-out dataset numbering the sites otherwise: the held-out site of the same pc gets the same tables
+    (trained on the training rows of that pc, not of the training dataset's site of the same index)."""
+    train, test, site = hw_lutnet["train"], hw_lutnet["test"], hw_lutnet["site"]
+    ref = load_tables(hw_lutnet["out"] / f"site{site}_lutnet.npz")["layers"]
+    flipped = reordered(test, tmp_path / "test")
+    other = len(Dataset(test).site_pc) - 1 - site
+    assert other != site and Dataset(flipped).site_pc[other] == Dataset(test).site_pc[site]
+    assert same(tables_of(train, flipped, other, tmp_path / "o"), ref)
