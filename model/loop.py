@@ -28,7 +28,8 @@ import torch
 
 from ncf.io import DataError, UsageError
 
-CHECKPOINT_VERSION = 2          # of checkpoint.pt and train.json (2: the GNNs' g ends with the class history)
+CHECKPOINT_VERSION = 3          # of checkpoint.pt and train.json (2: the GNNs' g ends with the class history;
+                                # 3: the comparisons of the predicted memory values before it)
 VAL_FRACTION = 0.1              # of every part of a dataset: its validation tail (split_by_time)
 
 

@@ -5,7 +5,7 @@
 
 Models (``TrainConfig.model``):
   fused      the GNN on the fused graph: static code + dynamic snapshot + front-end counts + g (history,
-             TAGE-SC-L, the load's deltas and delta-class history)
+             TAGE-SC-L, the load's deltas, the comparisons of the predicted memory values, the delta-class history)
   static     the same GNN without dynamic node features (ablation: static graph + history)
   history    the same network with blank graphs (ablation: g only: history, TAGE-SC-L, the load's deltas
              and delta-class history)
@@ -16,7 +16,7 @@ The three GNN variants share one network and one budget (epochs, batch, learning
 their inputs differ, and ``TrainConfig.drop`` blanks more inputs of a GNN at training and prediction
 time (``DROPS``: "frontend" the front-end counts, "snapshot" the register/memory values, "tage"
 TAGE-SC-L's prediction, confidence and internals in g, "tage-internals" its internals only, "memory"
-memory at the memory slots' predicted addresses).
+memory at the memory slots' predicted addresses and the comparisons of those values, ``value_relations``).
 Validation is the last 10% of the training input's samples in time; the test set is another
 program input. Evaluation (``predict``) returns per-sample predictions that ``model/evaluate.py``
 scores through the trace_eval harness.
@@ -33,8 +33,8 @@ import torch.nn.functional as F
 
 from ncf.io import UsageError, at_least, atomic_path, check_output, load_config, save_config, write_json
 
-from .dataset import G_DELTAS, G_TAGE, G_TAGE_DETAIL, HIST_BITS, TASKS, Dataset
-from .graph import DYN_COUNT, DYN_MEMORY, DYN_VALUE, F_DYN, N_VALUE_BITS, encode_counts, encode_values
+from .dataset import G_DELTAS, G_DIM, G_TAGE, G_TAGE_DETAIL, HIST_BITS, TASKS, Dataset
+from .graph import DYN_COUNT, DYN_MEMORY, DYN_VALUE, F_DYN, MAX_MEM_SLOTS, N_VALUE_BITS, encode_counts, encode_values
 from .history_models import predict_history, train_history_model
 from .loop import CHECKPOINT_VERSION, World, checkpoint_path, epoch_batches, fit, load_checkpoint, split_rows
 
@@ -43,26 +43,40 @@ HISTORY_MODELS = ("branchnet", "delta-lstm")
 MODELS = GNN_MODELS + HISTORY_MODELS
 
 
-def _zero_dyn(part: slice):
-    """A drop that zeroes this slice of every node's dynamic features."""
-    def drop(dyn: torch.Tensor, g: torch.Tensor) -> None:
-        dyn[..., part] = 0
-    return drop
+SLOT_PAIRS = tuple((s, t) for s in range(MAX_MEM_SLOTS) for t in range(s + 1, MAX_MEM_SLOTS))
+RELATIONS = ("equal", "less", "less_signed")
+G_RELATIONS = slice(G_DIM, G_DIM + len(RELATIONS) * len(SLOT_PAIRS))   # the GNNs' g: after the dataset's g
 
 
-def _zero_g(*parts: slice):
-    """A drop that zeroes these slices of g."""
+def value_relations(mem: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """The comparisons of a sample's predicted memory values (``mem_pred`` [n, MAX_MEM_SLOTS] u64, where
+    ``mem_pred_ok``), uint8 [n, len(RELATIONS) * len(SLOT_PAIRS)]: for every pair of slots (s, t), s < t, with
+    both values, v_s == v_t, then v_s < v_t unsigned, then signed (relation-major); 0 where a value is missing.
+    What a branch on two loaded values tests (bzip2's ``block[i1] != block[i2]``), given as such instead of
+    left to be learnt from the values' encodings (``encode_values``, 16 low bits). A function of ``mem_pred``
+    only: as honest as it is."""
+    s, t = (np.array(x, np.int64) for x in zip(*SLOT_PAIRS))
+    mem, ok = np.asarray(mem, np.uint64), np.asarray(ok).astype(bool)
+    a, b, both = mem[:, s], mem[:, t], ok[:, s] & ok[:, t]
+    return np.concatenate([both & (a == b), both & (a < b), both & (a.view(np.int64) < b.view(np.int64))],
+                          1).astype(np.uint8)
+
+
+def _zero(dyn_part: slice | None = None, *g_parts: slice):
+    """A drop that zeroes this slice of every node's dynamic features and these slices of g."""
     def drop(dyn: torch.Tensor, g: torch.Tensor) -> None:
-        for p in parts:
+        if dyn_part is not None:
+            dyn[..., dyn_part] = 0
+        for p in g_parts:
             g[:, p] = 0
     return drop
 
 
 # ablations: name -> blanks that input of a batch (dyn, g) in place
-DROPS = {"frontend": _zero_dyn(DYN_COUNT), "snapshot": _zero_dyn(DYN_VALUE),
-         "tage": _zero_g(G_TAGE, G_TAGE_DETAIL),          # all of TAGE-SC-L: prediction, confidence, internals
-         "tage-internals": _zero_g(G_TAGE_DETAIL),        # its internals only
-         "memory": _zero_dyn(DYN_MEMORY)}                 # memory at the predicted addresses
+DROPS = {"frontend": _zero(DYN_COUNT), "snapshot": _zero(DYN_VALUE),
+         "tage": _zero(None, G_TAGE, G_TAGE_DETAIL),      # all of TAGE-SC-L: prediction, confidence, internals
+         "tage-internals": _zero(None, G_TAGE_DETAIL),    # its internals only
+         "memory": _zero(DYN_MEMORY, G_RELATIONS)}        # memory at the predicted addresses, and its comparisons
 
 
 @dataclass
@@ -126,18 +140,22 @@ def class_history(dhist: torch.Tensor, n_classes: int) -> torch.Tensor:
 
 
 def g_width(ds: Dataset) -> int:
-    """The width of the g the GNNs read (``GraphBatches``): the dataset's g, then ``class_history``."""
-    return ds.meta["g_dim"] + ds.meta["config"]["delta_history"] * ds.meta["config"]["delta_classes"]
+    """The width of the g the GNNs read (``GraphBatches``): the dataset's g, ``value_relations``, then
+    ``class_history``."""
+    return G_RELATIONS.stop + ds.meta["config"]["delta_history"] * ds.meta["config"]["delta_classes"]
 
 
-def g_columns(ds: Dataset, task: str) -> np.ndarray:
-    """Which columns of the GNNs' g a sample of ``task`` can set (bool [g_width]): the task bit and the branch
-    history, then TAGE-SC-L's prediction, confidence and internals (branch) or the load's deltas and
-    class history (load); the others are 0 for every sample of the task."""
+def g_columns(ds: Dataset, task: str, slots: int = MAX_MEM_SLOTS) -> np.ndarray:
+    """Which columns of the GNNs' g a sample of ``task`` at a site with ``slots`` memory slots can set (bool
+    [g_width]): the task bit and the branch history, the relations of its slots' values, then TAGE-SC-L's
+    prediction, confidence and internals (branch) or the load's deltas and class history (load); the others
+    are 0 for every such sample."""
     can = np.zeros(g_width(ds), bool)
     can[TASKS.index(task)] = True
     can[2:2 + HIST_BITS] = True
-    for part in (G_TAGE, G_TAGE_DETAIL) if task == "branch" else (G_DELTAS, slice(ds.meta["g_dim"], None)):
+    pairs = np.array([t < slots for _, t in SLOT_PAIRS])
+    can[G_RELATIONS] = np.tile(pairs, len(RELATIONS))
+    for part in (G_TAGE, G_TAGE_DETAIL) if task == "branch" else (G_DELTAS, slice(G_RELATIONS.stop, None)):
         can[part] = True
     return can
 
@@ -145,8 +163,10 @@ def g_columns(ds: Dataset, task: str) -> np.ndarray:
 class GraphBatches:
     """Turns dataset rows into the GNN's inputs (graph, dyn, g); the ablations (``model``, ``drop``)
     blank out what they must not see. dyn per node: [value bits | front-end count bits | predicted-memory
-    value bits, ok] (graph.F_DYN); g: the dataset's g, then the load's delta-class history (``class_history``).
-    The value encodings of every row are computed once, here, not per batch."""
+    value bits, ok] (graph.F_DYN); g: the dataset's g, the comparisons of the predicted-memory values
+    (``value_relations``; 0 for the static and history GNNs, which see no values), then the load's
+    delta-class history (``class_history``). The value encodings of every row are computed once, here, not
+    per batch; the comparisons per batch."""
 
     def __init__(self, ds: Dataset, model: str, device: torch.device, chunk: int = 1 << 16, drop=()):
         from .gnn import SiteGraphs
@@ -162,8 +182,10 @@ class GraphBatches:
         self.g = torch.tensor(np.asarray(a["g"]))
         self.dhist, self.n_classes = torch.tensor(np.asarray(a["dhist"])), ds.meta["config"]["delta_classes"]
         self.n_nodes = ds.static.shape[1]
+        self.mem_val = None
         if model in ("static", "history"):   # their dyn is blank: no value encodings (a history-only dataset has none)
             return
+        self.mem_val, self.mem_ok = np.asarray(a["mem_pred"]), np.asarray(a["mem_pred_ok"])
         n, slots = a["dynval"].shape
         self.enc = torch.zeros(n, slots + 1, N_VALUE_BITS, dtype=torch.uint8)      # slot ``slots``: no value
         for k in range(0, n, chunk):
@@ -182,7 +204,11 @@ class GraphBatches:
     def __call__(self, rows: np.ndarray) -> tuple:
         r = torch.from_numpy(np.asarray(rows, np.int64))
         site = self.site[r]
-        g = torch.cat([self.g[r].float(), class_history(self.dhist[r], self.n_classes)], 1)
+        if self.mem_val is None:
+            rel = torch.zeros(len(r), G_RELATIONS.stop - G_RELATIONS.start)
+        else:
+            rel = torch.from_numpy(value_relations(self.mem_val[r.numpy()], self.mem_ok[r.numpy()])).float()
+        g = torch.cat([self.g[r].float(), rel, class_history(self.dhist[r], self.n_classes)], 1)
         if self.model in ("static", "history"):
             dyn = torch.zeros(len(r), self.n_nodes, F_DYN)
         else:

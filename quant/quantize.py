@@ -54,7 +54,8 @@ def ladder(qmodel, qcfg: QuantConfig, ds, site: int, path: Path, max_rows: int |
     same = lambda a, b: int(np.all(a == b, axis=1).sum())
     features = flat_input(dyn, g).numpy()
     task = ds.task(site)
-    live = live_inputs(p, dyn_inputs(ds.dyn_slot[site], ds.node_pc[site]), g_columns(ds, task), qmodel.cfg)
+    slots = len(ds.meta["sites"][site]["mem_pcs"])
+    live = live_inputs(p, dyn_inputs(ds.dyn_slot[site], ds.node_pc[site]), g_columns(ds, task, slots), qmodel.cfg)
     write_bundle(path, p, features, rows, live, {
         "site": site, "site_pc": int(ds.site_pc[site]), "task": task,
         "dataset": str(ds.path), "quant": qcfg.as_dict(), "gnn": asdict(qmodel.cfg),

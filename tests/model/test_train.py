@@ -78,7 +78,7 @@ def test_a_site_model_learns_from_its_own_site_only(train_ds, tmp_path):
 
 def test_drop_blanks_the_named_inputs_and_rejects_unknown_names(train_ds):
     from ncf.model.graph import DYN_COUNT, DYN_MEMORY, DYN_VALUE, F_DYN
-    from ncf.model.train import GraphBatches
+    from ncf.model.train import G_RELATIONS, GraphBatches
 
     with pytest.raises(ValueError, match="drop \\['tage_typo'\\]: give a list of input names among frontend, snapshot"):
         TrainConfig(model="fused", drop=["tage_typo"])
@@ -89,7 +89,10 @@ def test_drop_blanks_the_named_inputs_and_rejects_unknown_names(train_ds):
         _, dyn, g2 = GraphBatches(train_ds, "fused", torch.device("cpu"), drop=[drop])(rows)
         kept = torch.ones(F_DYN, dtype=torch.bool)
         kept[gone] = False
-        assert torch.equal(dyn[..., kept], full[..., kept]) and not dyn[..., gone].any() and torch.equal(g2, g)
+        g_kept = g.clone()
+        if drop == "memory":                 # the comparisons of the predicted memory values go with them
+            g_kept[:, G_RELATIONS] = 0
+        assert torch.equal(dyn[..., kept], full[..., kept]) and not dyn[..., gone].any() and torch.equal(g2, g_kept)
 
 
 def test_resuming_gives_the_same_model_as_a_straight_run(train_ds, tmp_path, monkeypatch):
@@ -299,15 +302,15 @@ def test_compact_hardware_form_equals_the_trained_model_on_real_samples(train_ds
 
 
 def test_g_carries_the_loads_class_history_and_each_task_sets_only_its_columns(train_ds):
-    from ncf.model.train import GraphBatches, g_columns, g_width
+    from ncf.model.train import G_RELATIONS, GraphBatches, g_columns, g_width
 
     a, cpu = train_ds.arrays, torch.device("cpu")
     C, T = train_ds.meta["config"]["delta_classes"], train_ds.meta["config"]["delta_history"]
     rows = np.arange(len(train_ds))
     _, _, g = GraphBatches(train_ds, "fused", cpu)(rows)
-    assert g.shape[1] == g_width(train_ds) == train_ds.meta["g_dim"] + T * C
+    assert G_RELATIONS.start == train_ds.meta["g_dim"] and g.shape[1] == g_width(train_ds) == G_RELATIONS.stop + T * C
     assert torch.equal(g[:, :train_ds.meta["g_dim"]], torch.from_numpy(np.asarray(a["g"])).float())
-    hist, dhist = g[:, train_ds.meta["g_dim"]:].view(len(rows), T, C), np.asarray(a["dhist"])
+    hist, dhist = g[:, G_RELATIONS.stop:].view(len(rows), T, C), np.asarray(a["dhist"])
     some = dhist < C                                   # a known access's class: its one-hot; none: zeros
     assert torch.equal(hist.sum(-1), torch.from_numpy(some).float())
     assert np.array_equal(hist.argmax(-1).numpy()[some], dhist[some])
@@ -316,7 +319,46 @@ def test_g_carries_the_loads_class_history_and_each_task_sets_only_its_columns(t
     for task, rows_of in (("branch", np.asarray(a["taken"]) >= 0), ("load", loads)):
         can = torch.from_numpy(g_columns(train_ds, task))
         assert not g[rows_of][:, ~can].any() and g[rows_of][:, can].any(0).sum() > 0
-    assert (g_columns(train_ds, "branch") & g_columns(train_ds, "load")).sum() == 32   # the branch history
+    shared = g_columns(train_ds, "branch") & g_columns(train_ds, "load")      # the branch history, the relations
+    assert shared.sum() == 32 + G_RELATIONS.stop - G_RELATIONS.start
+    for k, site in enumerate(train_ds.meta["sites"]):     # a site's relations: of the pairs of slots it has
+        n = len(site["mem_pcs"])
+        can = g_columns(train_ds, train_ds.task(k), n)
+        assert can[G_RELATIONS].sum() == 3 * n * (n - 1) // 2
+        assert not g[np.asarray(a["site"]) == k][:, ~torch.from_numpy(can)].any()
+
+
+def test_value_relations_compare_the_predicted_memory_values_and_the_memory_drop_blanks_them(train_ds):
+    """Equal, unsigned less and signed less of every pair of slots with both values (0 where one is missing),
+    from ``mem_pred`` alone; dropping "memory" blanks them with the values, the "snapshot" drop does not."""
+    from ncf.model.train import G_RELATIONS, SLOT_PAIRS, GraphBatches, value_relations
+
+    big, minus_one = np.uint64(1 << 63), np.uint64(2 ** 64 - 1)
+    mem = np.zeros((3, 8), np.uint64)
+    mem[0, :3] = [5, 5, 7]
+    mem[1, :3] = [minus_one, 1, big]
+    ok = np.zeros((3, 8), np.uint8)
+    ok[:2, :3] = 1
+    ok[2, :3] = [1, 0, 1]                       # the middle value is missing: its pairs say nothing
+    mem[2, :3] = [3, 9, 4]
+    rel = value_relations(mem, ok).reshape(3, 3, len(SLOT_PAIRS))   # [row, relation, pair]
+    at = {p: k for k, p in enumerate(SLOT_PAIRS)}
+    assert rel[0, :, at[0, 1]].tolist() == [1, 0, 0] and rel[0, :, at[0, 2]].tolist() == [0, 1, 1]
+    assert rel[1, :, at[0, 1]].tolist() == [0, 0, 1]     # 2^64 - 1 is above 1 unsigned, -1 below it signed
+    assert rel[1, :, at[1, 2]].tolist() == [0, 1, 0]     # 1 < 2^63 unsigned; 2^63 is the most negative signed
+    assert rel[2, :, at[0, 2]].tolist() == [0, 1, 1] and not rel[2, :, [at[0, 1], at[1, 2]]].any()
+    assert rel[:, :, [at[s, t] for s, t in SLOT_PAIRS if t >= 3]].sum() == 0
+
+    cpu, rows = torch.device("cpu"), np.arange(0, len(train_ds), 3)
+    a = train_ds.arrays
+    _, dyn, g = GraphBatches(train_ds, "fused", cpu)(rows)
+    expect = value_relations(np.asarray(a["mem_pred"])[rows], np.asarray(a["mem_pred_ok"])[rows])
+    assert np.array_equal(g[:, G_RELATIONS].numpy(), expect) and expect.any()
+    _, _, g_m = GraphBatches(train_ds, "fused", cpu, drop=["memory"])(rows)
+    _, _, g_s = GraphBatches(train_ds, "fused", cpu, drop=["snapshot"])(rows)
+    assert not g_m[:, G_RELATIONS].any() and torch.equal(g_s, g)
+    for model in ("static", "history"):                  # they see no values, so no comparisons of them
+        assert not GraphBatches(train_ds, model, cpu)(rows)[2][:, G_RELATIONS].any()
 
 
 def test_a_checkpoint_of_an_older_format_is_refused_plainly(tmp_path):
