@@ -99,6 +99,7 @@ class DatasetConfig:
     delta_history: int = 16       # deltas seen by the delta-LSTM
     delta_classes: int = 16       # most frequent training deltas + "other"
     max_per_site: int | None = None  # keep at most this many samples per site, evenly spaced in time
+    since: int = 0                # only instances at or after this instruction of the window (a validation split)
     prefetch_distance: int = 0    # k of the prefetch label; 0 = per load, chosen for timeliness (timely_distance)
     history_only: bool = False    # no site graphs, registers, values or front-end counts (a trace without them)
 
@@ -109,6 +110,8 @@ class DatasetConfig:
                              "delta k accesses on) or 0 (chosen per load for timeliness)")
         if self.task not in ("branch", "prefetch", "both"):
             raise UsageError(f"task must be branch, prefetch or both, not {self.task!r}")
+        if isinstance(self.since, bool) or not isinstance(self.since, (int, np.integer)) or self.since < 0:
+            raise UsageError(f"since {self.since!r}: must be an instruction index >= 0 (0: the whole window)")
         if self.max_per_site is not None and self.max_per_site < 1:
             raise UsageError(f"max_per_site {self.max_per_site}: must be >= 1 (or None: all samples)")
 
@@ -126,6 +129,13 @@ def check_lead(lead: int) -> int:
 def snapshot_index(i: np.ndarray, lead: int) -> np.ndarray:
     """The instruction before which the dynamic state of the prediction for ``i`` is taken."""
     return np.asarray(i, np.int64) - check_lead(lead)
+
+
+def eligible(i: np.ndarray, cfg: DatasetConfig) -> np.ndarray:
+    """Which instances ``i`` have a sample: their snapshot lies inside the trace, and they come at or after
+    ``cfg.since``."""
+    i = np.asarray(i, np.int64)
+    return (snapshot_index(i, cfg.lead) >= 0) & (i >= cfg.since)
 
 
 def frontend_window(i: np.ndarray, lead: int) -> tuple[np.ndarray, np.ndarray]:
@@ -363,8 +373,8 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
     scan = TraceReader(trace, verify=False)   # the file was verified when ``reader`` opened it
     keep = max([cfg.prefetch_distance or MAX_DISTANCE, *(distance or {}).values()])
     ks = [cfg.prefetch_distance] if cfg.prefetch_distance else list(range(1, keep + 1))
-    eligible, deltas, gaps, heads, n_branches = _count(scan, wanted, cfg.lead, ks, keep, progress,
-                                                       tally=vocab is None or distance is None)
+    instances, deltas, gaps, heads, n_branches = _count(scan, wanted, cfg, ks, keep, progress,
+                                                        tally=vocab is None or distance is None)
     graphs = ([history_site(pc, t) for t in TASKS for pc in wanted[t]] if cfg.history_only
               else site_graphs(scan.static, wanted, cfg.n_nodes))
     distance = _distances(cfg, wanted["load"], distance, gaps, ks)
@@ -378,14 +388,15 @@ def build_dataset(trace: str | Path, sites: dict, out_dir: str | Path, cfg: Data
     executed = {(g.task, g.pc) for g in graphs}
     skipped = [{"pc": pc, "task": t, "why": "not executed in this window"}
                for t in TASKS for pc in wanted[t] if (t, pc) not in executed]
-    skipped += [{"pc": g.pc, "task": g.task, "why": f"no instance {cfg.lead} or more instructions into the window"}
-                for g in graphs if not eligible[g.task, g.pc]]
-    graphs = [g for g in graphs if eligible[g.task, g.pc]]
+    where = f"{cfg.lead} or more instructions into the window" + (f" and at or after instruction {cfg.since}"
+                                                                   if cfg.since else "")
+    skipped += [{"pc": g.pc, "task": g.task, "why": f"no instance {where}"} for g in graphs
+                if not instances[g.task, g.pc]]
+    graphs = [g for g in graphs if instances[g.task, g.pc]]
     if not graphs:
-        raise NoSamples(f"{trace}: no samples: none of the {len(skipped)} sites ({cfg.task}) has an instance "
-                        f"{cfg.lead} or more instructions into this window")
-    picks = [_spaced(eligible[g.task, g.pc], cfg.max_per_site) for g in graphs]
-    kept = [eligible[g.task, g.pc] if p is None else len(p) for g, p in zip(graphs, picks)]
+        raise NoSamples(f"{trace}: no samples: none of the {len(skipped)} sites ({cfg.task}) has an instance {where}")
+    picks = [_spaced(instances[g.task, g.pc], cfg.max_per_site) for g in graphs]
+    kept = [instances[g.task, g.pc] if p is None else len(p) for g, p in zip(graphs, picks)]
     lookahead = dict.fromkeys(LOOKAHEAD_KEYS, 0)
     samples = _samples(scan, graphs, picks, cfg, vocab, distance, heads, progress, lookahead)
     _write_columns(out_dir, samples, _columns(cfg), sum(kept), n_branches)
@@ -417,13 +428,13 @@ def _chunks(reader: TraceReader, desc: str, progress: bool):
             bar.update(len(ch.insn))
 
 
-def _count(reader: TraceReader, sites: dict, lead: int, ks: list[int], keep: int, progress: bool,
+def _count(reader: TraceReader, sites: dict, cfg: DatasetConfig, ks: list[int], keep: int, progress: bool,
            tally: bool) -> tuple[dict, dict, dict, dict, int]:
-    """Pass 1: each site's instances whose snapshot lies inside the trace, keyed (task, pc); per load
+    """Pass 1: each site's ``eligible`` instances, keyed (task, pc); per load
     site (with ``tally``) the k-step line deltas and instruction gaps (Tally, one column per k of
     ``ks``) and the lines of its first ``keep`` accesses in each chunk; the number of branches. Fills
     ``reader.static``."""
-    eligible = {(t, pc): 0 for t in TASKS for pc in sites[t]}
+    counts = {(t, pc): 0 for t in TASKS for pc in sites[t]}
     deltas = {pc: Tally(np.int64, len(ks)) for pc in sites["load"]}
     gaps = {pc: Tally(np.int64, len(ks)) for pc in sites["load"]}
     loads, heads = {pc: _LoadLines(pc, keep) for pc in sites["load"]}, {pc: [] for pc in sites["load"]}
@@ -432,16 +443,16 @@ def _count(reader: TraceReader, sites: dict, lead: int, ks: list[int], keep: int
         n_branches += len(br.idx)
         for pc in sites["branch"]:
             i = br.idx[br.cond & (br.pc == pc)].astype(np.int64)
-            eligible["branch", pc] += int((snapshot_index(i, lead) >= 0).sum())
+            counts["branch", pc] += int(eligible(i, cfg).sum())
         access_pc = _access_pcs(ch)
         for pc in sites["load"]:
             idx, line, carried = loads[pc].take(ch, access_pc)
-            eligible["load", pc] += int((snapshot_index(idx[max(carried, 1):], lead) >= 0).sum())
+            counts["load", pc] += int(eligible(idx[max(carried, 1):], cfg).sum())
             heads[pc].append(line[carried:carried + keep])
             if tally:
                 _tally_steps(deltas[pc], _steps(line, carried, ks))
                 _tally_steps(gaps[pc], _steps(idx, carried, ks))
-    return eligible, deltas, gaps, heads, n_branches
+    return counts, deltas, gaps, heads, n_branches
 
 
 def _columns(cfg: DatasetConfig) -> dict:
@@ -476,7 +487,7 @@ def _samples(reader: TraceReader, graphs: list[SiteGraph], picks: list, cfg: Dat
         slot_node[k, :len(g.mem_pcs)] = [int(np.nonzero(g.node_pc == pc)[0][0]) for pc in g.mem_pcs]
 
     def keep(k: int, i: np.ndarray) -> np.ndarray:
-        ok = np.nonzero(snapshot_index(i, lead) >= 0)[0]
+        ok = np.nonzero(eligible(i, cfg))[0]
         first, seen[k] = seen[k], seen[k] + len(ok)
         return ok if picks[k] is None else ok[np.isin(np.arange(first, seen[k]), picks[k])]
 

@@ -220,8 +220,8 @@ def cmd_dataset(a) -> int:
     sites = find_sites(a.sites_from or a.trace, max_branches=a.max_branches, max_loads=a.max_loads,
                        load_share=a.load_share)
     ref = Dataset(a.vocab_from).meta if a.vocab_from else {}
-    cfg = DatasetConfig(lead=a.lead, task=a.task, max_per_site=a.max_per_site, prefetch_distance=a.prefetch_distance,
-                        history_only=a.history_only)
+    cfg = DatasetConfig(lead=a.lead, task=a.task, max_per_site=a.max_per_site, since=a.since,
+                        prefetch_distance=a.prefetch_distance, history_only=a.history_only)
     meta = build_dataset(a.trace, sites, a.output, cfg, vocab=ref.get("delta_vocabulary"),
                          distance=ref.get("prefetch_distance"))
     print(f"{a.output}: {meta['samples']:,} samples ({meta['samples_per_task']}) from {len(meta['sites'])} sites "
@@ -668,6 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "0 = per load, the smallest k whose median instruction gap reaches the cache model's prefetch "
                     "latency, chosen on this trace unless --vocab-from gives it (default 0)")
     ds.add_argument("--max-per-site", type=int, help="keep at most this many samples per site (evenly in time)")
+    ds.add_argument("--since", type=int, default=0, help="only instances at or after this instruction of the trace "
+                    "(`ncf experiment` builds the hybrids' validation split so: every instance after the first "
+                    "validation sample of each training trace); default 0, the whole trace")
     ds.add_argument("--max-branches", type=int, default=8)
     ds.add_argument("--max-loads", type=int, default=8)
     ds.add_argument("--load-share", type=float, default=0.5, help="delinquent loads: the fewest holding this share "

@@ -156,50 +156,73 @@ def trace_task(cache: StageCache, workload: str | UserWorkload, inp: int, skip: 
     return steps.trace(cache, prepare(workload, inp), skip, count)
 
 
-def validation_rows(train_ds: Dataset) -> np.ndarray:
-    """The training set's validation split (the last 10% in time of each of its traces; model.loop.split_rows),
-    on which no model trained: where the hybrid's policy is chosen."""
-    return split_rows(train_ds)[1]
+def validation_data(cache: StageCache, train_ds: Dataset, label: str = "") -> list[Dataset]:
+    """The hybrids' validation split of ``train_ds``: for each of its parts (one training trace each), every
+    instance of its hard branches from the part's first validation sample on (its last 10% in time,
+    model.loop.split_rows, on which no model trained), a branch dataset built as the part's but with no cap
+    (``DatasetConfig.since``). Models are selected on the validation samples themselves; a hybrid's policy makes
+    one choice per site, TAGE-SC-L confidence level and threshold, which the few hundred capped samples of a
+    site leave to noise, so it is chosen on every instance of the same stretch of the training traces."""
+    va = split_rows(train_ds)[1]
+    bounds = np.cumsum([0, *train_ds.part_rows])
+    idx = np.asarray(train_ds.arrays["idx"])
+    parts = [p["path"] for p in train_ds.meta.get("parts", [])] or [train_ds.path]
+    sites = {"branch": [int(pc) for k, pc in enumerate(train_ds.site_pc) if train_ds.task(k) == "branch"],
+             "load": [], "from_trace": train_ds.meta["sites_from"]}
+    out = []
+    for k, (path, lo, hi) in enumerate(zip(parts, bounds[:-1], bounds[1:])):
+        rows = va[(va >= lo) & (va < hi)]
+        if not len(rows) or not sites["branch"]:
+            continue
+        meta = Dataset(path).meta
+        dcfg = replace(DatasetConfig(**meta["config"]), task="branch", max_per_site=None, since=int(idx[rows].min()))
+        d = steps.dataset(cache, Path(meta["trace"]), sites, dcfg, vocab=meta["delta_vocabulary"],
+                          distance=meta["prefetch_distance"], label=f"{label or 'train'}-val{k}", may_be_empty=True)
+        if d is not None:
+            out.append(Dataset(d))
+    return out
 
 
-def validation_branches(train_ds: Dataset) -> tuple[np.ndarray, dict]:
-    """Which rows of ``validation_rows`` are hard-branch samples (a mask), and their taken, TAGE-SC-L
-    prediction and confidence level and site index."""
-    a = train_ds.arrays
-    val = validation_rows(train_ds)
-    cols = {k: np.asarray(a[k])[val] for k in ("taken", "tage_pred", "tage_conf", "site")}
-    br = cols["taken"] >= 0
-    return br, {k: v[br] for k, v in cols.items()}
+def validation_predictions(run: Path, val: list[Dataset]) -> np.ndarray:
+    """A trained run's p_taken on every row of the validation split ``val`` (``validation_data``), in order."""
+    return np.concatenate([np.asarray(predict(run, d.path)["p_taken"], np.float64) for d in val] or [np.zeros(0)])
 
 
-def policy_of(train_ds: Dataset, candidates: dict[str, np.ndarray]) -> dict:
-    """The hybrid's override policy over ``candidates`` (p_taken per row of ``validation_rows``;
-    model.evaluate.hybrid_policy), chosen on the training set's validation split only."""
-    br, v = validation_branches(train_ds)
-    return hybrid_policy({m: np.asarray(p)[br] for m, p in candidates.items()}, v["taken"], v["tage_pred"],
-                         v["tage_conf"], np.asarray(train_ds.site_pc, np.uint64)[v["site"].astype(np.int64)])
+def validation_branches(val: list[Dataset]) -> dict:
+    """The taken, TAGE-SC-L prediction and confidence level and site pc of every row of ``val``
+    (``validation_data``: hard-branch samples only), in order."""
+    def cat(values):
+        return np.concatenate(values or [np.zeros(0, np.int64)])
+    cols = {k: cat([np.asarray(d.arrays[k]) for d in val]) for k in ("taken", "tage_pred", "tage_conf")}
+    cols["pc"] = cat([np.asarray(d.site_pc, np.uint64)[np.asarray(d.arrays["site"], np.int64)] for d in val])
+    return {k: v.astype(np.uint64 if k == "pc" else np.int64) for k, v in cols.items()}
 
 
-def validation_mispredictions(train_ds: Dataset, candidates: dict[str, np.ndarray],
+def policy_of(val: list[Dataset], candidates: dict[str, np.ndarray]) -> dict:
+    """The hybrid's override policy over ``candidates`` (p_taken per row of ``val``, ``validation_data``;
+    model.evaluate.hybrid_policy), chosen on the training inputs' validation split only."""
+    v = validation_branches(val)
+    return hybrid_policy(candidates, v["taken"], v["tage_pred"], v["tage_conf"], v["pc"])
+
+
+def validation_mispredictions(val: list[Dataset], candidates: dict[str, np.ndarray],
                               site_pc: np.ndarray) -> dict[str, list[int]]:
-    """The hard-branch mispredictions on the training inputs' validation split (the last 10% in time of each
-    training trace) of TAGE-SC-L and of each of ``candidates`` (p_taken per row of ``validation_rows``)
-    overriding it on every hard branch, per site of ``site_pc`` (the held-out dataset's sites in its order:
-    it lacks a training site that its window never ran), then one entry for the training sites it lacks.
-    Beside the held-out input's figures this separates what a model cannot learn from the inputs it was
-    trained on from what does not carry over to another input."""
-    br, v = validation_branches(train_ds)
+    """The hard-branch mispredictions on the training inputs' validation split (``validation_data``) of
+    TAGE-SC-L and of each of ``candidates`` (p_taken per row of ``val``) overriding it on every hard branch,
+    per site of ``site_pc`` (the held-out dataset's sites in its order: it lacks a training site that its
+    window never ran), then one entry for the training sites it lacks. Beside the held-out input's figures
+    this separates what a model cannot learn from the inputs it was trained on from what does not carry
+    over to another input."""
+    v = validation_branches(val)
     taken, tage = v["taken"].astype(bool), v["tage_pred"].astype(bool)
     where = {int(pc): k for k, pc in enumerate(np.asarray(site_pc, np.uint64))}
-    position = np.array([where.get(int(pc), len(site_pc)) for pc in np.asarray(train_ds.site_pc, np.uint64)],
-                        np.int64)                                     # of each training site in ``site_pc``
-    site, n = position[v["site"].astype(np.int64)], len(site_pc) + 1
+    site, n = np.array([where.get(int(pc), len(site_pc)) for pc in v["pc"]], np.int64), len(site_pc) + 1
 
     def per_site(wrong):
         return np.bincount(site[wrong], minlength=n).tolist()
     out = {"tage-sc-l": per_site(tage != taken)}
     for m, p in candidates.items():
-        out[m] = per_site(override(np.asarray(p, np.float64)[br], tage) != taken)
+        out[m] = per_site(override(np.asarray(p, np.float64), tage) != taken)
     return out
 
 
@@ -348,6 +371,7 @@ def score_models(cfg: ExperimentConfig, cache: StageCache, train_dir: Path, test
     train_ds, test_ds = Dataset(train_dir), Dataset(test_dir)
     has_branch = (np.asarray(test_ds.arrays["taken"]) >= 0).any()
     has_load = (np.asarray(test_ds.arrays["delta"]) >= 0).any()
+    val = validation_data(cache, train_ds, label)
     per_seed = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
         branch_models, train_p, load_models = {}, {}, {}
@@ -357,16 +381,16 @@ def score_models(cfg: ExperimentConfig, cache: StageCache, train_dir: Path, test
             pred = predict(run, test_ds.path)
             if m != "delta-lstm":
                 branch_models[name] = pred["p_taken"]
-                train_p[name] = predict(run, train_ds.path, validation_rows(train_ds))["p_taken"]
+                train_p[name] = validation_predictions(run, val)
             if m != "branchnet":
                 load_models[name] = pred["delta_class"]
         branch_models, train_p = with_three_way(branch_models, train_p)
-        policies = {name: policy_of(train_ds, {name: train_p[name]}) for name in branch_models}
+        policies = {name: policy_of(val, {name: train_p[name]}) for name in branch_models}
         if THREE_WAY in branch_models:
-            policies[THREE_WAY] = policy_of(train_ds, {m: train_p[m] for m in ("fused", "branchnet", THREE_WAY)})
+            policies[THREE_WAY] = policy_of(val, {m: train_p[m] for m in ("fused", "branchnet", THREE_WAY)})
         per_seed.append({"seed": seed, "hybrid_policies": policies,
                          "branch": with_validation(evaluate_branches(test_ds, branch_models, policies),
-                                                   validation_mispredictions(train_ds, train_p, test_ds.site_pc))
+                                                   validation_mispredictions(val, train_p, test_ds.site_pc))
                          if has_branch else [],
                          "prefetch": evaluate_prefetch(test_ds, load_models, paired=cfg.models if models is None
                                                        else models) if has_load else []})

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from ncf.io import markdown_table
+from ncf.model.train import split_rows
+from ncf.studies.cache import StageCache
 from ncf.studies.experiment import (ExperimentConfig, mean_rows, prefetch_goal, run_experiment, validation_branches,
-                                    validation_mispredictions, validation_rows)
+                                    validation_data, validation_mispredictions)
 
 from ..helpers import png_size, render_check
 
@@ -75,24 +77,40 @@ def test_experiment_end_to_end_and_reuse(native, tmp_path):
     assert ckpt.stat().st_mtime_ns == stamp                   # the second run reuses the cached steps
 
 
-def test_validation_mispredictions_count_overriding_all_on_the_validation_split(train_ds):
-    """Per site, on the validation split's hard-branch rows: no prediction or TAGE-SC-L's own leaves TAGE-SC-L's
-    count, the outcome itself none, its opposite every row."""
-    br, v = validation_branches(train_ds)
-    n_val = len(validation_rows(train_ds))
-    taken = np.full(n_val, np.nan)
-    taken[br] = v["taken"]
-    tage = np.full(n_val, np.nan)
-    tage[br] = v["tage_pred"]
-    cands = {"none": np.full(n_val, np.nan), "tage": tage, "oracle": taken, "wrong": 1 - taken}
-    got = validation_mispredictions(train_ds, cands, train_ds.site_pc)
-    rows = np.bincount(v["site"].astype(int), minlength=len(train_ds.site_pc)).tolist()
+def test_the_validation_split_is_every_hard_branch_instance_from_the_first_validation_sample_on(train_ds, tmp_path):
+    """The hybrids' validation split (built with ``since``) holds, sample for sample and feature for feature, the
+    hard-branch rows of an uncapped dataset of the same trace from its first validation row on, and none before."""
+    (val,) = validation_data(StageCache(tmp_path / "cache"), train_ds)
+    a = train_ds.arrays
+    first = int(a["idx"][split_rows(train_ds)[1][0]])
+    want = np.nonzero((np.asarray(a["idx"]) >= first) & (np.asarray(a["taken"]) >= 0))[0]
+    assert 0 < len(want) == len(val) and first > int(a["idx"][0])
+    pcs = np.asarray(train_ds.site_pc)[np.asarray(a["site"])[want]]
+    assert (np.asarray(val.site_pc)[np.asarray(val.arrays["site"])] == pcs).all()
+    for col in ("idx", "taken", "tage_pred", "tage_conf", "g", "dynval", "fe_count", "mem_pred", "bpos"):
+        got, exp = np.asarray(val.arrays[col]), np.asarray(a[col])[want]
+        if col == "bpos":     # into each dataset's own branch stream
+            got, exp = np.asarray(val.branches)[got - 1], np.asarray(train_ds.branches)[exp - 1]
+        assert (got == exp).all(), col
+
+
+def test_validation_mispredictions_count_overriding_all_on_the_validation_split(train_ds, tmp_path):
+    """Per site, on the validation split's rows: no prediction or TAGE-SC-L's own leaves TAGE-SC-L's count, the
+    outcome itself none, its opposite every row."""
+    val = validation_data(StageCache(tmp_path / "cache"), train_ds)
+    v = validation_branches(val)
+    n_val = len(v["taken"])
+    cands = {"none": np.full(n_val, np.nan), "tage": v["tage_pred"].astype(float), "oracle": v["taken"].astype(float),
+             "wrong": 1.0 - v["taken"]}
+    got = validation_mispredictions(val, cands, train_ds.site_pc)
+    where = {int(pc): k for k, pc in enumerate(train_ds.site_pc)}
+    rows = np.bincount([where[int(pc)] for pc in v["pc"]], minlength=len(train_ds.site_pc)).tolist()
     assert got["none"] == got["tage"] == got["tage-sc-l"] and sum(got["tage-sc-l"]) > 0
-    assert got["oracle"] == [0] * (len(rows) + 1) and got["wrong"] == rows + [0] and sum(rows) == br.sum() > 0
+    assert got["oracle"] == [0] * (len(rows) + 1) and got["wrong"] == rows + [0] and sum(rows) == n_val > 0
     # a held-out dataset without the first site (its window never ran it), the others in reverse order: the
     # counts follow the held-out sites, the missing site's go to the last entry, and the total stays
     held_out = np.asarray(train_ds.site_pc)[1:][::-1]
-    moved = validation_mispredictions(train_ds, cands, held_out)
+    moved = validation_mispredictions(val, cands, held_out)
     assert moved["wrong"] == rows[1:][::-1] + [rows[0]] and rows[0] > 0
 
 
