@@ -149,6 +149,9 @@ CASES = [
     # counts that make no sense
     ("dataset max-per-site < 0", DATASET + ["-o", "{t}/ds", "--max-per-site", "-1"], nothing, 2,
      ["max_per_site -1"]),
+    ("dataset since < 0", DATASET + ["-o", "{t}/ds", "--since", "-1"], nothing, 2, ["since -1", ">= 0"]),
+    ("dataset since past the trace", DATASET + ["-o", "{t}/ds", "--since", "999999999999"], nothing, 1,
+     ["no samples", "at or after instruction 999999999999"]),
     ("dataset max-branches < 0", DATASET + ["-o", "{t}/ds", "--max-branches", "-1"], nothing, 2, ["-1 branches"]),
     ("dataset no sites", DATASET + ["-o", "{t}/ds", "--max-branches", "0", "--max-loads", "0"], nothing, 2,
      ["0 branches, 0 loads"]),

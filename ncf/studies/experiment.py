@@ -12,7 +12,8 @@ vocabulary and the loads' prefetch distances from the first training trace; one 
 trace at lead D (``train_cap`` samples per site in all, shared evenly between the traces, evenly
 spaced in time), merged into the training set, and the full held-out dataset; the GNN variants and
 the history-only baselines trained with the same budget; all scored on the held-out input through
-the harness (model/evaluate.py). Every step goes through the stage cache (``cache``), so a re-run redoes only
+the harness (model/evaluate.py), the hybrids' policies chosen on every hard-branch instance of the training
+traces' validation stretch (``validation_data``). Every step goes through the stage cache (``cache``), so a re-run redoes only
 what changed; traces, datasets and the per-workload training run as Ray tasks (``workers``,
 ``ray_address``; ncf/studies/parallel.py), which gives the same tables as a serial run. The tables
 (markdown + JSON) go to ``out``, and all of them on one page to ``out``/index.md, index.html and
