@@ -669,8 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "latency, chosen on this trace unless --vocab-from gives it (default 0)")
     ds.add_argument("--max-per-site", type=int, help="keep at most this many samples per site (evenly in time)")
     ds.add_argument("--since", type=int, default=0, help="only instances at or after this instruction of the trace "
-                    "(`ncf experiment` builds the hybrids' validation split so: every instance after the first "
-                    "validation sample of each training trace); default 0, the whole trace")
+                    "(`ncf experiment` builds the hybrids' validation split so: every instance from the first "
+                    "validation sample of each training trace on); default 0, the whole trace")
     ds.add_argument("--max-branches", type=int, default=8)
     ds.add_argument("--max-loads", type=int, default=8)
     ds.add_argument("--load-share", type=float, default=0.5, help="delinquent loads: the fewest holding this share "
